@@ -1,0 +1,140 @@
+"""Portrait styles are data: one YAML file per style in `styles/`, validated here.
+
+A style fixes everything a generation needs besides the user's likeness and the seed:
+prompts, style LoRAs, the pose template and the parameters of each of the five stages.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+STYLES_DIR = Path(__file__).resolve().parent / "styles"
+SAMPLERS = ("DPM++ 2M Karras", "Euler a", "Euler", "DDIM", "UniPC")
+
+
+class StyleError(ValueError):
+    """A style file is missing or invalid; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Description(_Strict):
+    en: str = Field(min_length=1)
+    ko: str = Field(min_length=1)
+
+
+class StyleLora(_Strict):
+    name: str = Field(min_length=1)  # a LoRA of the model manifest
+    weight: float = Field(ge=-2.0, le=2.0)
+
+
+class Txt2ImgParams(_Strict):
+    steps: int = Field(ge=1, le=150)
+    cfg: float = Field(ge=1.0, le=30.0)
+    sampler: str = "DPM++ 2M Karras"
+    width: int = Field(ge=64, le=2048, multiple_of=64)
+    height: int = Field(ge=64, le=2048, multiple_of=64)
+    controlnet_scale: float = Field(ge=0.0, le=2.0)
+
+    @field_validator("sampler")
+    @classmethod
+    def _known_sampler(cls, value: str) -> str:
+        if value not in SAMPLERS:
+            raise ValueError(f"unknown sampler {value!r}; one of {', '.join(SAMPLERS)}")
+        return value
+
+
+class DetailerPass(_Strict):
+    """ADetailer's settings for one detector (face or hand)."""
+
+    detector: Literal["face", "hand"]
+    prompt: str  # "{likeness}" is replaced by the likeness trigger words (face pass)
+    negative_prompt: str = ""
+    confidence: float = Field(default=0.3, ge=0.0, le=1.0)
+    denoise: float = Field(ge=0.0, le=1.0)
+    steps: int = Field(default=20, ge=1, le=150)
+    cfg: float = Field(default=7.0, ge=1.0, le=30.0)
+    mask_dilate: int = Field(default=4, ge=0, le=64)
+    mask_blur: int = Field(default=4, ge=0, le=64)
+    padding: int = Field(default=32, ge=0, le=256)
+    size: int = Field(default=512, ge=64, le=1024, multiple_of=64)
+    max_boxes: int = Field(default=4, ge=1, le=16)
+
+
+class BeautifyParams(_Strict):
+    prompt: str
+    negative_prompt: str = ""
+    denoise: float = Field(ge=0.3, le=0.45)  # the recipe: tone and colour, not a new picture
+    steps: int = Field(ge=1, le=150)
+    cfg: float = Field(ge=1.0, le=30.0)
+
+
+class UpscaleParams(_Strict):
+    upscaler: str = "4x-UltraSharp"  # an ESRGAN model of the manifest
+    factor: float = Field(ge=1.0, le=4.0)
+    denoise: float = Field(ge=0.0, le=0.5)
+    steps: int = Field(ge=1, le=150)
+    cfg: float = Field(ge=1.0, le=30.0)
+    tile: int = Field(default=512, ge=64, le=1024, multiple_of=64)
+    padding: int = Field(default=32, ge=0, le=256)
+    mask_blur: int = Field(default=8, ge=0, le=64)
+    controlnet_scale: float = Field(default=1.0, ge=0.0, le=2.0)
+
+
+class Style(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    name: str = Field(min_length=1)
+    description: Description
+    preview: str | None = None  # image path relative to styles/, or null
+    base_model: str = Field(min_length=1)
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    loras: tuple[StyleLora, ...] = ()
+    pose: str | None = None  # a template in poses/, or null for no pose control
+    txt2img: Txt2ImgParams
+    detailer: tuple[DetailerPass, ...] = ()
+    beautify: BeautifyParams
+    upscale: UpscaleParams
+
+
+def load_style_file(path: Path) -> Style:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise StyleError(f"{path.name}: cannot read: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StyleError(f"{path.name}: expected a mapping at the top level")
+    try:
+        style = Style.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise StyleError(f"{path.name}: {problems}") from exc
+    if style.id != path.stem:
+        raise StyleError(f"{path.name}: id {style.id!r} must equal the file name {path.stem!r}")
+    return style
+
+
+@cache
+def load_styles(directory: Path = STYLES_DIR) -> dict[str, Style]:
+    """Every style in `directory`, by id, sorted by id."""
+    paths = sorted(directory.glob("*.yaml"))
+    if not paths:
+        raise StyleError(f"no styles in {directory}")
+    return {style.id: style for style in map(load_style_file, paths)}
+
+
+def get_style(style_id: str, directory: Path = STYLES_DIR) -> Style:
+    styles = load_styles(directory)
+    if style_id not in styles:
+        raise StyleError(f"unknown style {style_id!r}; known: {', '.join(styles)}")
+    return styles[style_id]

@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from services.generator.pose import POSES_DIR
+from services.generator.styles import StyleError, load_style_file, load_styles
+
+
+def test_every_shipped_style_is_valid_and_complete():
+    styles = load_styles()
+    assert len(styles) >= 8
+    for style in styles.values():
+        assert "{likeness}" in style.prompt, style.id
+        assert style.description.ko and style.description.en
+        assert style.pose is None or (POSES_DIR / f"{style.pose}.json").is_file(), style.id
+        assert 0.3 <= style.beautify.denoise <= 0.45
+        assert {p.detector for p in style.detailer} <= {"face", "hand"}
+        assert any("{likeness}" in p.prompt for p in style.detailer if p.detector == "face")
+        assert style.upscale.factor == 2.0
+
+
+def _write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_invalid_style_names_the_file_and_field(tmp_path):
+    good = (
+        Path(__file__).parents[2] / "services/generator/styles/studio-business.yaml"
+    ).read_text()
+    bad = good.replace(
+        "denoise: 0.35\n  steps: 20\n  cfg: 6.0", "denoise: 0.9\n  steps: 20\n  cfg: 6.0"
+    )
+    assert bad != good
+    with pytest.raises(StyleError, match=r"studio-business.yaml: beautify.denoise"):
+        load_style_file(_write(tmp_path, "studio-business", bad))
+    with pytest.raises(StyleError, match="must equal the file name"):
+        load_style_file(_write(tmp_path, "other-name", good))
+    with pytest.raises(StyleError, match="unknown sampler"):
+        load_style_file(_write(tmp_path, "studio-business", good.replace("DPM++ 2M Karras", "X")))
+    with pytest.raises(StyleError, match="extra_field: Extra inputs"):
+        load_style_file(_write(tmp_path, "studio-business", good + "extra_field: 1\n"))
