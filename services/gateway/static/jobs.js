@@ -1,0 +1,76 @@
+// Follow a job live: server-sent events from /v1/jobs/{id}/events, with the state re-read from
+// the API whenever the stream drops (expired token, network, gateway restart).
+import { api, ApiError } from "./api.js";
+import * as session from "./session.js";
+
+export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
+
+/**
+ * Call onJob(job) with the current job and on every change until it reaches a terminal status.
+ * Returns stop(). EventSource cannot send an Authorization header, so the access token
+ * travels as ?access_token= (the gateway accepts it on this route only).
+ */
+export function followJob(jobId, onJob, { onError } = {}) {
+  let source = null;
+  let stopped = false;
+  let failures = 0;
+  let timer = null;
+
+  const stop = () => {
+    stopped = true;
+    clearTimeout(timer);
+    if (source) source.close();
+  };
+
+  const deliver = (job) => {
+    if (stopped) return;
+    onJob(job);
+    if (TERMINAL.has(job.status)) stop();
+  };
+
+  // Read the state from the API: renders at once, and refreshes an expired access token.
+  const sync = async () => {
+    try {
+      deliver(await api(`/v1/jobs/${encodeURIComponent(jobId)}`));
+      return true;
+    } catch (error) {
+      if (onError) onError(error);
+      if (error instanceof ApiError && [401, 403, 404].includes(error.status)) stop();
+      return false;
+    }
+  };
+
+  const open = () => {
+    if (stopped) return;
+    const token = encodeURIComponent(session.accessToken() || "");
+    source = new EventSource(`/v1/jobs/${encodeURIComponent(jobId)}/events?access_token=${token}`);
+    source.addEventListener("job", (event) => {
+      failures = 0;
+      try {
+        deliver(JSON.parse(event.data));
+      } catch {
+        /* a malformed event: the next one or the re-sync repairs the view */
+      }
+    });
+    source.onerror = async () => {
+      source.close();
+      if (stopped) return;
+      failures += 1;
+      await sync();
+      timer = setTimeout(open, Math.min(500 * 2 ** failures, 15000));
+    };
+  };
+
+  sync().then(() => open());
+  return stop;
+}
+
+/** Seconds left, estimated from the progress rate since the job started; null if unknown. */
+export function etaSeconds(job, now = Date.now()) {
+  if (typeof job.eta_seconds === "number") return job.eta_seconds;
+  const p = Number(job.progress) || 0;
+  if (!job.started_at || p < 0.02 || p >= 1) return null;
+  const elapsed = (now - Date.parse(job.started_at)) / 1000;
+  if (!(elapsed > 0)) return null;
+  return Math.max(0, Math.round((elapsed * (1 - p)) / p));
+}

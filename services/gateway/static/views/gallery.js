@@ -1,0 +1,184 @@
+// Portraits of one generation job: they appear as they finish, best likeness first.
+import { api, ApiError, listOf } from "../api.js";
+import { fill, h, notice } from "../dom.js";
+import { confirmDialog } from "../dialogs.js";
+import { formatDate, t } from "../i18n.js";
+import { state } from "../state.js";
+import { announce, busy, navigate } from "../ui.js";
+import { jobPanel } from "./progress.js";
+
+function byScore(a, b) {
+  return (Number(b.identity_score) || 0) - (Number(a.identity_score) || 0);
+}
+
+function score(portrait) {
+  const s = Number(portrait.identity_score);
+  return Number.isFinite(s) ? s.toFixed(2) : "–";
+}
+
+function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: filename });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+export async function render(root, { query }) {
+  root.append(h("h1", {}, t("gallery.title")));
+  root.append(
+    h("p", { class: "hint" },
+      state.me && state.me.email_results ? t("gallery.emailed") : t("gallery.email_off"), " ",
+      state.me && !state.me.email_results ? h("a", { href: "#/account" }, t("nav.account")) : null),
+  );
+  let jobs;
+  try {
+    jobs = listOf(await api("/v1/jobs?kind=generate_portraits"), "jobs")
+      .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
+  } catch (error) {
+    root.append(notice("error", error.message));
+    return;
+  }
+  const jobId = query.get("job") || (jobs[0] && jobs[0].id);
+  if (!jobId) {
+    root.append(notice("info", t("gallery.empty"), " ", h("a", { href: "#/styles" }, t("gallery.to_styles"))));
+    return;
+  }
+  let job;
+  try {
+    job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
+  } catch (error) {
+    const gone = error instanceof ApiError && [403, 404].includes(error.status);
+    root.append(notice("error", gone ? t("gallery.not_found") : error.message));
+    return;
+  }
+  if (jobs.length > 1) {
+    const select = h("select", { id: "job-select" },
+      jobs.map((j) => h("option", { value: j.id, selected: j.id === job.id },
+        `${formatDate(j.created_at)} · ${t(`jobstatus.${j.status}`)}`)));
+    select.addEventListener("change", () => navigate(`#/gallery?job=${encodeURIComponent(select.value)}`));
+    root.append(h("div", { class: "field" }, h("label", { for: "job-select" }, t("gallery.session")), select));
+  }
+
+  const tools = h("div", { class: "actions" });
+  const grid = h("ul", { class: "gallery-grid", "aria-label": t("gallery.list") });
+  const status = h("div", { role: "status" });
+  const viewer = h("dialog", { class: "dialog viewer", "aria-label": t("gallery.full") });
+  const shown = new Map(); // portrait id -> element, so finished ones are not re-rendered
+  let loading = null;
+
+  async function loadPortraits() {
+    loading ||= api(`/v1/portraits?job_id=${encodeURIComponent(job.id)}`)
+      .then((body) => drawGrid(listOf(body, "portraits").sort(byScore)))
+      .catch((error) => fill(status, notice("error", error.message)))
+      .finally(() => {
+        loading = null;
+      });
+    return loading;
+  }
+
+  function openViewer(portrait, index) {
+    fill(
+      viewer,
+      h("figure", {},
+        h("img", { src: portrait.url, alt: t("gallery.alt", { style: portrait.style, rank: index + 1 }) }),
+        h("figcaption", {}, `${portrait.style} · ${t("gallery.score", { s: score(portrait) })}`)),
+      h("div", { class: "actions" },
+        h("a", { class: "btn", href: portrait.url, download: `portrait-${portrait.id}.png`, target: "_blank", rel: "noopener" }, t("gallery.download")),
+        h("button", { type: "button", class: "btn btn-quiet", onclick: () => viewer.close() }, t("common.close"))),
+    );
+    viewer.showModal();
+  }
+
+  async function remove(portrait, button) {
+    const ok = await confirmDialog({
+      title: t("gallery.delete_title"),
+      body: t("gallery.delete_body"),
+      confirmLabel: t("common.delete"),
+    });
+    if (!ok) return;
+    try {
+      await busy(button, () => api(`/v1/portraits/${portrait.id}`, { method: "DELETE" }));
+      announce(t("gallery.deleted"));
+      await loadPortraits();
+    } catch (error) {
+      fill(status, notice("error", error.message));
+    }
+  }
+
+  function card(portrait, index) {
+    const del = h("button", { type: "button", class: "btn btn-quiet btn-small",
+      "aria-label": t("gallery.delete_named", { rank: index + 1 }) }, t("common.delete"));
+    del.addEventListener("click", () => remove(portrait, del));
+    return h(
+      "li",
+      { class: "portrait", dataset: { portraitId: portrait.id } },
+      h("button", { type: "button", class: "portrait-open", onclick: () => openViewer(portrait, index),
+        "aria-label": t("gallery.open", { rank: index + 1, style: portrait.style }) },
+        h("img", { src: portrait.thumb_url || portrait.url, alt: "", loading: "lazy" }),
+        h("span", { class: "rank" }, `#${index + 1}`)),
+      h("div", { class: "portrait-body" },
+        h("p", { class: "style-name" }, portrait.style),
+        h("p", { class: "hint" }, t("gallery.score", { s: score(portrait) }),
+          portrait.face_found === false ? ` · ${t("gallery.no_face")}` : ""),
+        h("div", { class: "actions" },
+          h("a", { class: "btn btn-small", href: portrait.url, download: `portrait-${portrait.id}.png`,
+            target: "_blank", rel: "noopener", "aria-label": t("gallery.download_named", { rank: index + 1 }) },
+            t("gallery.download")),
+          del)),
+    );
+  }
+
+  let drawn = null;
+  function drawGrid(portraits) {
+    if (!portraits.length && ["succeeded", "failed", "canceled"].includes(job.status)) {
+      fill(status, notice("info", t("gallery.none")));
+    }
+    const sig = portraits.map((p) => p.id).join(",");
+    if (sig === drawn) return; // same portraits: keep the images (their presigned URLs change)
+    drawn = sig;
+    const fresh = portraits.filter((p) => !shown.has(p.id)).length;
+    // Ranks change as new portraits arrive, so the grid is redrawn; images are cached by the browser.
+    shown.clear();
+    fill(grid, portraits.map((p, i) => {
+      const el = card(p, i);
+      shown.set(p.id, el);
+      return el;
+    }));
+    grid.dataset.count = String(portraits.length);
+    zipButton.disabled = !portraits.length;
+    if (fresh && job.status === "running") announce(t("gallery.arrived", { n: portraits.length }));
+  }
+
+  const zipButton = h("button", { type: "button", class: "btn", disabled: true }, t("gallery.zip"));
+  zipButton.addEventListener("click", async () => {
+    try {
+      const response = await busy(zipButton, () =>
+        api(`/v1/portraits/zip?job_id=${encodeURIComponent(job.id)}`, { raw: true }));
+      saveBlob(await response.blob(), `portraits-${job.id}.zip`);
+    } catch (error) {
+      fill(status, notice("error", error.message));
+    }
+  });
+  tools.append(zipButton);
+
+  let stop = null;
+  if (!["succeeded"].includes(job.status)) {
+    const panel = jobPanel(job, {
+      label: t("gallery.progress_title"),
+      onUpdate: (next) => {
+        job = next;
+        loadPortraits();
+      },
+    });
+    stop = panel.stop;
+    root.append(panel.el);
+  }
+  root.append(tools, status, grid, viewer);
+  await loadPortraits();
+  return () => {
+    if (stop) stop();
+    if (viewer.open) viewer.close();
+  };
+}

@@ -1,0 +1,108 @@
+// Pick styles and how many portraits, then start a generation job.
+import { api, idempotencyKey, listOf } from "../api.js";
+import { field, fill, h, notice } from "../dom.js";
+import { formatDate, t } from "../i18n.js";
+import { busy, navigate } from "../ui.js";
+
+const MAX_COUNT = 8;
+
+export async function render(root) {
+  root.append(h("h1", {}, t("styles.title")));
+  let styles;
+  let likenesses;
+  try {
+    [styles, likenesses] = await Promise.all([
+      api("/v1/styles").then((b) => listOf(b, "styles")),
+      api("/v1/likenesses").then((b) => listOf(b, "likenesses")),
+    ]);
+  } catch (error) {
+    root.append(notice("error", error.message));
+    return;
+  }
+  const ready = likenesses
+    .filter((l) => l.status === "ready")
+    .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
+  if (!ready.length) {
+    root.append(notice("info", t("styles.no_model"), " ", h("a", { href: "#/train" }, t("nav.train"))));
+  }
+  root.append(h("p", {}, t("styles.intro")));
+
+  const grid = h(
+    "ul",
+    { class: "style-grid" },
+    styles.map((style) => {
+      const id = `style-${style.id}`;
+      return h(
+        "li",
+        { class: "style" },
+        h("input", { type: "checkbox", id, name: "styles", value: style.id, class: "style-check" }),
+        h(
+          "label",
+          { for: id },
+          h("span", { class: "style-preview" },
+            style.preview_url ? h("img", { src: style.preview_url, alt: "", loading: "lazy" }) : null),
+          h("span", { class: "style-name" }, style.name),
+          h("span", { class: "style-desc" }, style.description || ""),
+        ),
+      );
+    }),
+  );
+  const count = h("input", { type: "number", min: 1, max: MAX_COUNT, value: 2, required: true, inputmode: "numeric" });
+  const modelSelect = ready.length > 1
+    ? h("select", {}, ready.map((l, i) =>
+        h("option", { value: l.id, selected: i === 0 }, `${t(`train.class.${l.class_word}`)} · ${formatDate(l.created_at)}`)))
+    : null;
+  const slot = h("div");
+  const selectedNote = h("p", { class: "hint", role: "status" });
+  const submit = h("button", { type: "submit", class: "btn", disabled: !ready.length }, t("styles.start"));
+  const form = h(
+    "form",
+    { class: "stack" },
+    h("fieldset", {}, h("legend", {}, t("styles.pick")), grid),
+    selectedNote,
+    h("div", { class: "row" },
+      field(t("styles.count"), count, t("styles.count_hint", { max: MAX_COUNT })),
+      modelSelect ? field(t("styles.model"), modelSelect) : null,
+    ),
+    slot,
+    submit,
+  );
+  const chosen = () => [...grid.querySelectorAll("input:checked")].map((i) => i.value);
+  const updateNote = () => {
+    const n = chosen().length;
+    const per = Number(count.value) || 0;
+    selectedNote.textContent = n ? t("styles.selected", { n, total: n * per }) : t("styles.none_selected");
+  };
+  grid.addEventListener("change", updateNote);
+  count.addEventListener("input", updateNote);
+  updateNote();
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    fill(slot);
+    const picked = chosen();
+    if (!picked.length) {
+      fill(slot, notice("error", t("styles.pick_one")));
+      return;
+    }
+    const n = Number(count.value);
+    if (!Number.isInteger(n) || n < 1 || n > MAX_COUNT) {
+      fill(slot, notice("error", t("styles.count_bad", { max: MAX_COUNT })));
+      count.focus();
+      return;
+    }
+    try {
+      const body = await busy(submit, () =>
+        api("/v1/portraits", {
+          method: "POST",
+          json: { likeness_id: modelSelect ? modelSelect.value : ready[0].id, styles: picked, count: n },
+          headers: { "Idempotency-Key": idempotencyKey() },
+        }),
+      );
+      navigate(`#/gallery?job=${encodeURIComponent(body.job.id)}`);
+    } catch (error) {
+      fill(slot, notice("error", error.message));
+    }
+  });
+  root.append(form);
+}
