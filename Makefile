@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` (the whole product) and `make test` (every test).
+# Each bootstraps what it needs: a virtualenv with pinned packages, and for tests the browser
+# and kubectl from Debian's packages.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+EXTRAS := server,faces,ml,local,test
+# Installed without their dependencies: ultralytics wants the GUI OpenCV build (we use the headless
+# one); open_clip is only needed for its CLIP tokenizer vocabulary (tiny preset).
+NODEPS := ultralytics open-clip-torch
+
+.PHONY: install run test test-fast lint system-deps clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch is pinned in the same command (constraints), so pip never pulls a multi-GB CUDA build.
+	$(PIP) install -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PIP) install -c constraints.txt --no-deps $(NODEPS)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@command -v chromium >/dev/null && command -v kubectl >/dev/null || { \
+	  echo "installing chromium and kubectl (Debian packages) for the browser and deploy tests"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
+
+run: install
+	$(PY) -m shared.cli run
+
+test: install system-deps
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" -x
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf var/ .pytest_cache

@@ -1,0 +1,81 @@
+"""Typed dependencies: a database session, the current user, the consent gate, the idempotency key."""
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from shared.db import get_sessionmaker
+from shared.models import User
+from shared.security import decode_access_token
+
+
+def get_db() -> Iterator[Session]:
+    with get_sessionmaker()() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+bearer = HTTPBearer(auto_error=False)
+
+UNAUTHORIZED = HTTPException(
+    status.HTTP_401_UNAUTHORIZED, "Please log in again.", headers={"WWW-Authenticate": "Bearer"}
+)
+
+
+def get_current_user(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> User:
+    # EventSource cannot send headers, so the SSE stream may pass the token as a query parameter.
+    token = credentials.credentials if credentials else access_token
+    user_id = decode_access_token(token) if token else None
+    user = session.get(User, user_id) if user_id else None
+    if user is None or user.deleting:
+        raise UNAUTHORIZED
+    request.state.user_id = user.id
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_consented_user(user: CurrentUser) -> User:
+    if user.face_consent_at is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "Please agree to the processing of your face photos first (POST /v1/me/consent).",
+        )
+    return user
+
+
+ConsentedUser = Annotated[User, Depends(get_consented_user)]
+
+
+def get_idempotency_key(
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> str | None:
+    return idempotency_key or None
+
+
+IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
+
+
+def not_found(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found.")
+
+
+T = TypeVar("T")
+
+
+def owned(session: Session, model: type[T], object_id: uuid.UUID, user: User, what: str) -> T:
+    """Fetch an object of the current user; another user's id is simply not found (404)."""
+    obj = session.get(model, object_id)
+    if obj is None or getattr(obj, "user_id", None) != user.id:
+        raise not_found(what)
+    return obj

@@ -1,0 +1,12 @@
+"""Every /v1 router. A service's routes are added here, one line each."""
+
+from fastapi import APIRouter
+
+from services.gateway.api.routes import auth, jobs, me, photos, system
+
+api_router = APIRouter(prefix="/v1")
+api_router.include_router(auth.router)
+api_router.include_router(me.router)
+api_router.include_router(photos.router)
+api_router.include_router(jobs.router)
+api_router.include_router(system.router)

@@ -1,0 +1,196 @@
+"""Accounts: sign up, log in, refresh, log out, verify the address, reset the password.
+
+Answers never reveal whether an address has an account: sign-up and reset requests always get the same
+202, and a failed login is one message whatever the reason.
+"""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, HTTPException, Request, status
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.gateway.api.deps import SessionDep
+from services.gateway.api.schemas import (
+    LoginIn,
+    Message,
+    RefreshIn,
+    ResetConfirmIn,
+    ResetRequestIn,
+    SignupIn,
+    TokenIn,
+    TokenOut,
+)
+from services.gateway.ratelimit import limiter
+from shared.config import get_settings
+from shared.jobs import enqueue
+from shared.models import EmailToken, RefreshToken, User
+from shared.security import (
+    create_access_token,
+    hash_password,
+    new_opaque_token,
+    token_hash,
+    verify_password,
+)
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+AUTH_LIMIT = get_settings().auth_rate_limit
+SIGNUP_ACCEPTED = "Thanks! If this address can be used, you can log in now, and we sent it an email to confirm it."
+RESET_ACCEPTED = "If an account uses this address, we sent it a link to choose a new password."
+BAD_LOGIN = HTTPException(status.HTTP_401_UNAUTHORIZED, "Wrong email or password.")
+BAD_LINK = HTTPException(status.HTTP_400_BAD_REQUEST, "This link is invalid or has expired.")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _issue_tokens(session: Session, user: User, family_id: uuid.UUID | None = None) -> TokenOut:
+    raw, hashed = new_opaque_token()
+    session.add(
+        RefreshToken(
+            user_id=user.id,
+            family_id=family_id or uuid.uuid4(),
+            token_hash=hashed,
+            expires_at=_now() + timedelta(days=get_settings().refresh_token_days),
+        )
+    )
+    access, expires_in = create_access_token(user.id)
+    return TokenOut(access_token=access, refresh_token=raw, expires_in=expires_in)
+
+
+def _mail(session: Session, user_id: uuid.UUID, template: str) -> None:
+    enqueue(
+        session,
+        kind="send_email",
+        user_id=user_id,
+        input={"template": template, "event_key": f"{template}:{uuid.uuid4()}"},
+    )
+
+
+@router.post("/signup", status_code=202, response_model=Message)
+@limiter.limit(AUTH_LIMIT)
+def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
+    email = body.email.lower()
+    existing = session.scalar(select(User).where(User.email == email))
+    if existing is not None:
+        hash_password(body.password)  # same work as a new account, so timing tells nothing
+        _mail(session, existing.id, "signup_existing")
+    else:
+        user = User(email=email, password_hash=hash_password(body.password), locale=body.locale)
+        session.add(user)
+        try:
+            session.flush()
+        except IntegrityError:  # a concurrent twin registered it first: same answer
+            session.rollback()
+            return Message(detail=SIGNUP_ACCEPTED)
+        _mail(session, user.id, "verify_email")
+    session.commit()
+    return Message(detail=SIGNUP_ACCEPTED)
+
+
+@router.post("/login", response_model=TokenOut)
+@limiter.limit(AUTH_LIMIT)
+def login(request: Request, body: LoginIn, session: SessionDep) -> TokenOut:
+    user = session.scalar(select(User).where(User.email == body.email.lower()))
+    ok = verify_password(user.password_hash if user else None, body.password)
+    if user is None or not ok or user.deleting:
+        raise BAD_LOGIN
+    tokens = _issue_tokens(session, user)
+    session.commit()
+    return tokens
+
+
+@router.post("/refresh", response_model=TokenOut)
+@limiter.limit(AUTH_LIMIT)
+def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
+    token = session.scalar(
+        select(RefreshToken)
+        .where(RefreshToken.token_hash == token_hash(body.refresh_token))
+        .with_for_update()
+    )
+    if token is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
+    if token.used_at or token.revoked_at:
+        # A spent token came back: someone may have stolen it. End the whole session family.
+        _revoke_family(session, token.family_id)
+        session.commit()
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
+    user = session.get(User, token.user_id)
+    if token.expires_at < _now() or user is None or user.deleting:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
+    token.used_at = _now()
+    tokens = _issue_tokens(session, user, token.family_id)
+    session.commit()
+    return tokens
+
+
+@router.post("/logout", status_code=204)
+def logout(body: RefreshIn, session: SessionDep) -> None:
+    token = session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == token_hash(body.refresh_token))
+    )
+    if token is not None:
+        _revoke_family(session, token.family_id)
+        session.commit()
+
+
+def _revoke_family(session: Session, family_id: uuid.UUID) -> None:
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=_now())
+    )
+
+
+def _use_email_token(session: Session, raw: str, purpose: str) -> EmailToken:
+    token = session.scalar(
+        select(EmailToken)
+        .where(EmailToken.token_hash == token_hash(raw), EmailToken.purpose == purpose)
+        .with_for_update()
+    )
+    if token is None or token.used_at is not None or token.expires_at < _now():
+        raise BAD_LINK
+    token.used_at = _now()
+    return token
+
+
+@router.post("/verify-email", response_model=Message)
+@limiter.limit(AUTH_LIMIT)
+def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Message:
+    token = _use_email_token(session, body.token, "verify_email")
+    user = session.get(User, token.user_id)
+    if user is None:
+        raise BAD_LINK
+    user.email_verified_at = user.email_verified_at or _now()
+    session.commit()
+    return Message(detail="Thanks, your email address is confirmed.")
+
+
+@router.post("/password-reset", status_code=202, response_model=Message)
+@limiter.limit(AUTH_LIMIT)
+def request_password_reset(request: Request, body: ResetRequestIn, session: SessionDep) -> Message:
+    user = session.scalar(select(User).where(User.email == body.email.lower()))
+    if user is not None and not user.deleting:
+        _mail(session, user.id, "reset_password")
+        session.commit()
+    return Message(detail=RESET_ACCEPTED)
+
+
+@router.post("/password-reset/confirm", response_model=Message)
+@limiter.limit(AUTH_LIMIT)
+def confirm_password_reset(request: Request, body: ResetConfirmIn, session: SessionDep) -> Message:
+    token = _use_email_token(session, body.token, "reset_password")
+    user = session.get(User, token.user_id)
+    if user is None:
+        raise BAD_LINK
+    user.password_hash = hash_password(body.password)
+    session.execute(  # every existing session ends with the old password
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=_now())
+    )
+    session.commit()
+    return Message(detail="Your password was changed. Please log in with the new one.")

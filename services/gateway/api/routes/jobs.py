@@ -1,0 +1,101 @@
+"""Jobs: read, list, cancel, and follow live as server-sent events."""
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, HTTPException, Request, status
+from sqlalchemy import select
+from sse_starlette.sse import EventSourceResponse
+
+from services.gateway.api.deps import CurrentUser, SessionDep, owned
+from services.gateway.api.schemas import JobList, JobOut
+from shared.config import get_settings
+from shared.db import get_sessionmaker
+from shared.jobs import events
+from shared.jobs.state import transition
+from shared.models import Job, JobStatus
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    user: CurrentUser,
+    session: SessionDep,
+    kind: str | None = None,
+    status: JobStatus | None = None,
+    limit: int = 50,
+) -> JobList:
+    query = select(Job).where(Job.user_id == user.id).order_by(Job.created_at.desc())
+    if kind:
+        query = query.where(Job.kind == kind)
+    if status:
+        query = query.where(Job.status == status)
+    return JobList(jobs=[JobOut.of(j) for j in session.scalars(query.limit(min(limit, 200)))])
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def read_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> JobOut:
+    return JobOut.of(owned(session, Job, job_id, user, "Job"))
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> JobOut:
+    job = owned(session, Job, job_id, user, "Job")
+    if job.status.terminal:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"This job already ended ({job.status}).")
+    canceled = transition(
+        session, job.id, {JobStatus.queued, JobStatus.running}, JobStatus.canceled, stage="canceled"
+    )
+    session.commit()
+    if canceled is None:  # it finished meanwhile
+        session.refresh(job)
+        raise HTTPException(status.HTTP_409_CONFLICT, f"This job already ended ({job.status}).")
+    events.publish(canceled)
+    return JobOut.of(canceled)
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(
+    job_id: uuid.UUID, request: Request, user: CurrentUser, session: SessionDep
+) -> EventSourceResponse:
+    """Server-sent events: `event: job` with the job JSON on every change, until it ends.
+
+    Browsers' EventSource may pass the access token as `?access_token=`.
+    """
+    owned(session, Job, job_id, user, "Job")
+    return EventSourceResponse(_stream(job_id, request), ping=15)
+
+
+def _read(job_id: uuid.UUID) -> dict | None:
+    with get_sessionmaker()() as session:
+        job = session.get(Job, job_id)
+        return events.job_snapshot(job) if job else None
+
+
+async def _stream(job_id: uuid.UUID, request: Request) -> AsyncIterator[dict]:
+    client = aioredis.Redis.from_url(get_settings().redis_url)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(events.channel(job_id))  # subscribe first, then read: no gap
+    try:
+        snapshot = await asyncio.to_thread(_read, job_id)
+        while snapshot is not None:
+            yield {"event": "job", "data": json.dumps(snapshot)}
+            if JobStatus(snapshot["status"]).terminal or await request.is_disconnected():
+                return
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            # On silence, re-read the row: the database is the truth, events are a shortcut.
+            snapshot = (
+                json.loads(message["data"]) if message else await asyncio.to_thread(_read, job_id)
+            )
+    finally:
+        await pubsub.unsubscribe()
+        await pubsub.aclose()
+        await client.aclose()

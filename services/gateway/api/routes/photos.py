@@ -1,0 +1,137 @@
+"""Photos: upload (decoded defensively, checked by a worker), list, view, delete."""
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
+from sqlalchemy import select
+
+from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
+from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
+from services.gateway.ratelimit import limiter, user_or_ip
+from shared import storage
+from shared.config import get_settings
+from shared.images import CleanImage, ImageRejected, clean_upload
+from shared.jobs import IdempotencyConflict, enqueue
+from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
+from shared.models import Photo
+
+router = APIRouter(prefix="/photos", tags=["photos"])
+
+
+def photo_out(photo: Photo) -> PhotoOut:
+    return PhotoOut.of(photo, storage.presign_get(photo.object_key))
+
+
+@router.post("", status_code=201, response_model=UploadOut)
+@limiter.limit(get_settings().upload_rate_limit, key_func=user_or_ip)
+async def upload_photos(
+    request: Request,
+    user: ConsentedUser,
+    session: SessionDep,
+    files: Annotated[list[UploadFile], File(description="1 to 20 JPEG, PNG or WebP photos")],
+    idempotency_key: IdempotencyKey,
+) -> UploadOut:
+    """Upload photos; each is checked for one clear face by the `photo_check` job returned.
+
+    All or nothing: if any file is refused, nothing is stored and the answer names the file.
+    """
+    s = get_settings()
+    if not 1 <= len(files) <= s.upload_max_files:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, f"Send between 1 and {s.upload_max_files} photos at once."
+        )
+    cleaned: list[CleanImage] = []
+    for upload in files:
+        raw = await upload.read(s.upload_max_bytes + 1)  # never hold more than the cap
+        try:
+            cleaned.append(
+                clean_upload(
+                    raw,
+                    filename=upload.filename or "photo",
+                    max_bytes=s.upload_max_bytes,
+                    max_pixels=s.upload_max_pixels,
+                )
+            )
+        except ImageRejected as e:
+            raise HTTPException(e.status_code, e.message) from None
+
+    if idempotency_key:
+        existing = find_by_idempotency_key(session, user.id, idempotency_key)
+        if existing is not None:  # a retried request: answer as the first time, store nothing
+            fingerprint = request_fingerprint("photo_check", [c.sha256 for c in cleaned])
+            if existing.input.get("fingerprint") != fingerprint:
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    str(
+                        IdempotencyConflict(
+                            "This Idempotency-Key was already used for a different request; "
+                            "use a new key."
+                        )
+                    ),
+                )
+            photos = session.scalars(
+                select(Photo).where(
+                    Photo.id.in_([uuid.UUID(p) for p in existing.input["photo_ids"]])
+                )
+            ).all()
+            return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(existing))
+
+    photos = [
+        Photo(
+            id=(pid := uuid.uuid4()),
+            user_id=user.id,
+            object_key=storage.user_key(user.id, "photos", f"{pid}.jpg"),
+            content_type=c.content_type,
+            width=c.width,
+            height=c.height,
+            size_bytes=len(c.data),
+            sha256=c.sha256,
+        )
+        for c in cleaned
+    ]
+    stored: list[str] = []
+    try:
+        for photo, clean in zip(photos, cleaned, strict=True):
+            storage.put_bytes(photo.object_key, clean.data, clean.content_type)
+            stored.append(photo.object_key)
+        session.add_all(photos)
+        session.flush()
+        job = enqueue(
+            session,
+            kind="photo_check",
+            user_id=user.id,
+            idempotency_key=idempotency_key,
+            input={
+                "photo_ids": [str(p.id) for p in photos],
+                "fingerprint": request_fingerprint("photo_check", [c.sha256 for c in cleaned]),
+            },
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        storage.delete_keys(stored)  # no orphaned objects
+        raise
+    return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(job))
+
+
+@router.get("", response_model=PhotoList)
+def list_photos(user: CurrentUser, session: SessionDep) -> PhotoList:
+    photos = session.scalars(
+        select(Photo).where(Photo.user_id == user.id).order_by(Photo.created_at)
+    ).all()
+    return PhotoList(photos=[photo_out(p) for p in photos])
+
+
+@router.get("/{photo_id}", response_model=PhotoOut)
+def read_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> PhotoOut:
+    return photo_out(owned(session, Photo, photo_id, user, "Photo"))
+
+
+@router.delete("/{photo_id}", status_code=204)
+def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
+    photo = owned(session, Photo, photo_id, user, "Photo")
+    keys = [photo.object_key, storage.user_key(user.id, "crops", f"{photo.id}.png")]
+    session.delete(photo)
+    session.commit()
+    storage.delete_keys(keys)

@@ -1,0 +1,36 @@
+"""Which models are live, health, readiness."""
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from services.gateway.api.schemas import SystemOut
+from shared.config import get_settings
+from shared.health import dependencies_ready
+
+router = APIRouter(tags=["system"])
+probes = APIRouter(include_in_schema=False)
+
+DEMO_MESSAGE = (
+    "Demo models: the 'tiny' preset runs small random-weight models built from configs, so the "
+    "images are noise. Set MODEL_PRESET=sd15 with real weights for real portraits."
+)
+
+
+@router.get("/system", response_model=SystemOut)
+def system_info() -> SystemOut:
+    preset = get_settings().model_preset
+    demo = preset == "tiny"
+    return SystemOut(
+        model_preset=preset, demo=demo, message=DEMO_MESSAGE if demo else "Real models are loaded."
+    )
+
+
+@probes.get("/healthz", response_class=PlainTextResponse)
+def healthz() -> str:
+    return "ok"
+
+
+@probes.get("/readyz", response_class=PlainTextResponse)
+def readyz() -> PlainTextResponse:
+    ok, why = dependencies_ready()
+    return PlainTextResponse(why, status_code=200 if ok else 503)

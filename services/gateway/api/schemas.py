@@ -1,0 +1,148 @@
+"""Request and response bodies of the public API."""
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, EmailStr, Field
+
+from shared.jobs.events import job_snapshot
+from shared.models import Job, Photo, User
+
+
+class Message(BaseModel):
+    detail: str
+
+
+class SignupIn(BaseModel):
+    email: EmailStr
+    password: str = Field(min_length=10, max_length=256)
+    locale: Literal["en", "ko"] = "en"
+
+
+class LoginIn(BaseModel):
+    email: EmailStr
+    password: str = Field(max_length=256)
+
+
+class RefreshIn(BaseModel):
+    refresh_token: str = Field(max_length=512)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int
+
+
+class TokenIn(BaseModel):
+    token: str = Field(max_length=512)
+
+
+class ResetRequestIn(BaseModel):
+    email: EmailStr
+
+
+class ResetConfirmIn(BaseModel):
+    token: str = Field(max_length=512)
+    password: str = Field(min_length=10, max_length=256)
+
+
+class UserOut(BaseModel):
+    id: uuid.UUID
+    email: str
+    locale: str
+    email_verified: bool
+    face_consent_at: datetime | None
+    email_results: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> "UserOut":
+        return cls(
+            id=user.id,
+            email=user.email,
+            locale=user.locale,
+            email_verified=user.email_verified_at is not None,
+            face_consent_at=user.face_consent_at,
+            email_results=user.email_results,
+            created_at=user.created_at,
+        )
+
+
+class UserPatch(BaseModel):
+    locale: Literal["en", "ko"] | None = None
+    email_results: bool | None = None
+
+
+class ConsentIn(BaseModel):
+    accept: Literal[True]
+
+
+class JobOut(BaseModel):
+    id: uuid.UUID
+    kind: str
+    status: str
+    progress: float
+    stage: str | None
+    attempts: int
+    max_attempts: int
+    error_code: str | None
+    error_message: str | None
+    result: dict[str, Any] | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> "JobOut":
+        return cls.model_validate(job_snapshot(job))
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class ErasureOut(BaseModel):
+    detail: str
+    job_id: uuid.UUID
+
+
+class PhotoOut(BaseModel):
+    id: uuid.UUID
+    status: str
+    reason_code: str | None
+    reason: str | None
+    width: int
+    height: int
+    url: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, photo: Photo, url: str) -> "PhotoOut":
+        return cls(
+            id=photo.id,
+            status=str(photo.status),
+            reason_code=photo.reason_code,
+            reason=photo.reason,
+            width=photo.width,
+            height=photo.height,
+            url=url,
+            created_at=photo.created_at,
+        )
+
+
+class PhotoList(BaseModel):
+    photos: list[PhotoOut]
+
+
+class UploadOut(BaseModel):
+    photos: list[PhotoOut]
+    job: JobOut
+
+
+class SystemOut(BaseModel):
+    model_preset: str
+    demo: bool
+    message: str

@@ -1,0 +1,72 @@
+"""The gateway: the public /v1 API, the web page, health and metrics."""
+
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from slowapi.errors import RateLimitExceeded
+
+from services.gateway.api.router import api_router
+from services.gateway.api.routes.system import probes
+from services.gateway.ratelimit import limiter
+from shared.jobs import IdempotencyConflict
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
+
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Portrait Studio",
+        version="0.1.0",
+        description=(
+            "Studio portraits from your own photos. Jobs follow one contract: `queued → running → "
+            "succeeded | failed | canceled`, progress as server-sent events, `Idempotency-Key` on "
+            "every request that creates a job. On the `tiny` model preset (demo and CI), images are "
+            "noise from small random-weight models; see GET /v1/system."
+        ),
+    )
+    app.state.limiter = limiter
+    app.include_router(api_router)
+    app.include_router(probes)
+
+    @app.exception_handler(RateLimitExceeded)
+    async def too_many(request: Request, exc: RateLimitExceeded) -> JSONResponse:
+        return JSONResponse(
+            {"detail": "Too many requests; please wait a minute and try again."},
+            status_code=429,
+            headers={"Retry-After": "60"},
+        )
+
+    @app.exception_handler(IdempotencyConflict)
+    async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.middleware("http")
+    async def metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, path, response.status_code).inc()
+        HTTP_SECONDS.labels(path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    if STATIC.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> Response:
+        page = STATIC / "index.html"
+        if not page.exists():
+            return JSONResponse({"detail": "The web page is not built; see /docs."}, 404)
+        return FileResponse(page, headers={"Cache-Control": "no-cache"})
+
+    return app

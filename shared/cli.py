@@ -1,0 +1,224 @@
+"""`studio`: one command line for every process of Portrait Studio (see ARCHITECTURE.md)."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Annotated
+
+import typer
+
+from shared.config import get_settings
+
+app = typer.Typer(
+    help="Portrait Studio: run the services, train and generate.", no_args_is_help=True
+)
+
+try:  # the model registry commands (`studio models pull|list`)
+    from shared.ml.cli import models_app
+
+    app.add_typer(models_app, name="models")
+except ImportError:  # a slim image without the ML extras
+    pass
+
+
+def _setup(service: str) -> None:
+    from shared.logging_setup import configure_logging
+
+    configure_logging(service)
+
+
+@app.command()
+def gateway(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """The HTTP API and the web page."""
+    import uvicorn
+
+    _setup("gateway")
+    uvicorn.run(
+        "services.gateway.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def worker(
+    queue: Annotated[str, typer.Argument(help="photos | train | generate | notify")],
+    concurrency: int = 1,
+) -> None:
+    """A Celery worker for one queue. GPU queues use one process per GPU (concurrency 1)."""
+    from shared.queue import QUEUE_MODULES
+
+    if queue not in QUEUE_MODULES:
+        raise typer.BadParameter(f"unknown queue {queue!r}; choose from {', '.join(QUEUE_MODULES)}")
+    # Pool processes write metrics to files the health server aggregates.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"metrics-{queue}-"))
+    _setup(f"worker-{queue}")
+    import importlib
+
+    from shared.health import serve_health
+    from shared.queue import celery_app
+
+    for module in QUEUE_MODULES[queue]:
+        importlib.import_module(module)  # registers the tasks; models load lazily in the pool
+    serve_health(get_settings().health_port)
+    celery_app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{queue}-{os.getpid()}@%h",
+            "--loglevel",
+            "INFO",
+            "-P",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def _loop_until_signal(run) -> None:  # type: ignore[no-untyped-def]
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    run(stop=lambda: stopping)
+
+
+@app.command()
+def relay() -> None:
+    """Publish committed outbox rows to Celery."""
+    from shared.health import serve_health
+    from shared.jobs.outbox import run_relay
+
+    _setup("relay")
+    serve_health(get_settings().health_port)
+    _loop_until_signal(run_relay)
+
+
+@app.command()
+def scheduler() -> None:
+    """Reap stale jobs, schedule the retention sweep, sample queue depths."""
+    from shared.health import serve_health
+    from shared.scheduler import run_scheduler
+
+    _setup("scheduler")
+    serve_health(get_settings().health_port)
+    _loop_until_signal(run_scheduler)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database to the latest schema and make sure the bucket exists."""
+    from shared import storage
+    from shared.migrations import upgrade_head
+
+    _setup("migrate")
+    upgrade_head()
+    storage.ensure_bucket()
+    typer.echo("database and bucket are ready")
+
+
+def _forward(command_path: str, module: str, attr: str, args: list[str]) -> None:
+    """Run a typer command that lives in a service, importing its heavy modules only now."""
+    import importlib
+
+    command = getattr(importlib.import_module(module), attr)
+    sub = typer.Typer(add_completion=False)
+    sub.command()(command)
+    typer.main.get_command(sub).main(args=args, prog_name=command_path)
+
+
+FORWARD = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+
+
+@app.command(context_settings=FORWARD)
+def train(ctx: typer.Context) -> None:
+    """Train a likeness LoRA from a folder of photos, without services (`studio train --help`)."""
+    _forward("studio train", "services.trainer.train", "train_cmd", ctx.args)
+
+
+@app.command(context_settings=FORWARD)
+def generate(ctx: typer.Context) -> None:
+    """Render portraits with a likeness and a style, without services (`studio generate --help`)."""
+    _forward("studio generate", "services.generator.cli", "generate_cmd", ctx.args)
+
+
+@app.command()
+def run(
+    port: int = 8000,
+    base_port: Annotated[int, typer.Option(help="first of the local servers' ports")] = 8330,
+) -> None:
+    """The whole product on this machine: real servers as children, data under var/."""
+    from shared.localstack import LocalStack
+
+    _setup("run")
+    settings = get_settings()
+    stack = LocalStack(settings.var_dir, base_port=base_port)
+    typer.echo("starting Postgres, Redis, S3 (SeaweedFS) and the SMTP catcher ...")
+    stack.start()
+    env = {
+        **os.environ,
+        **stack.env(),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "LOG_JSON": os.environ.get("LOG_JSON", "false"),
+    }
+    children: list[subprocess.Popen] = []
+
+    def spawn(*args: str, health_port: int | None = None) -> None:
+        child_env = {**env, "HEALTH_PORT": str(health_port or 0)}
+        children.append(
+            subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=child_env)
+        )
+
+    try:
+        subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True)
+        spawn("gateway", "--port", str(port))
+        for offset, queue in enumerate(("photos", "train", "generate", "notify")):
+            spawn("worker", queue, health_port=base_port + 20 + offset)
+        spawn("relay", health_port=base_port + 24)
+        spawn("scheduler", health_port=base_port + 25)
+        typer.echo(
+            f"\nPortrait Studio is running.\n"
+            f"  web page : http://127.0.0.1:{port}/\n"
+            f"  API docs : http://127.0.0.1:{port}/docs\n"
+            f"  mail     : {stack.mail_dir} (every email sent, as files)\n"
+            f"  data     : {settings.var_dir} (kept across restarts)\n"
+            f"  models   : preset '{settings.model_preset}'"
+            + (" (demo models: images are noise)" if settings.model_preset == "tiny" else "")
+            + "\nPress Ctrl-C to stop everything.\n"
+        )
+        while all(c.poll() is None for c in children):
+            time.sleep(0.5)
+        typer.echo("a service exited; stopping everything", err=True)
+    except KeyboardInterrupt:
+        typer.echo("\nstopping ...")
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        stack.stop()
+        typer.echo("stopped.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,96 @@
+"""All settings of every service, in one pydantic-settings class.
+
+Values come from the environment (or a `.env` file). The defaults describe the
+local stack that `make run` starts; production overrides them with environment
+variables and must replace every placeholder secret (checked in `validate_secrets`).
+"""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRET = "dev-only-change-me"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    public_url: str = "http://127.0.0.1:8000"
+    var_dir: Path = REPO_ROOT / "var"
+
+    # Infrastructure
+    database_url: str = "postgresql+psycopg://studio@/studio?host=/tmp"
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    s3_endpoint_url: str | None = "http://127.0.0.1:8333"
+    s3_public_endpoint_url: str | None = None  # where browsers reach S3, if different
+    s3_region: str = "us-east-1"
+    s3_bucket: str = "portrait-studio"
+    s3_access_key_id: str = "studio-dev-key"
+    s3_secret_access_key: str = PLACEHOLDER_SECRET
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_security: Literal["none", "starttls", "ssl"] = "none"
+    smtp_from: str = "Portrait Studio <portraits@localhost>"
+
+    # Auth
+    secret_key: str = PLACEHOLDER_SECRET  # signs access tokens
+    access_token_minutes: int = 15
+    refresh_token_days: int = 30
+    auth_rate_limit: str = "10/minute"
+    upload_rate_limit: str = "60/minute"
+
+    # Uploads (decoded defensively, see shared/images.py)
+    upload_max_bytes: int = 15 * 1024 * 1024
+    upload_max_pixels: int = 40_000_000
+    upload_max_files: int = 20
+    presign_seconds: int = 300
+    photo_retention_days: int = 30
+
+    # Face check
+    face_min_px: int = 128
+    blur_min_variance: float = 40.0
+
+    # Jobs
+    job_heartbeat_seconds: float = 5.0
+    job_stale_seconds: float = 60.0
+    job_max_attempts: int = 3
+    reaper_interval_seconds: float = 5.0
+    relay_poll_seconds: float = 0.5
+    celery_visibility_timeout: int = 3 * 3600  # longer than the longest task
+    task_time_limit: int = 2 * 3600
+
+    # Fair share on the GPU pool
+    max_running_jobs_per_user: int = 2
+    max_portraits_per_day: int = 200
+
+    # Models: "tiny" builds SD-1.5-shaped random models from configs (demo, CI);
+    # "sd15" loads real weights listed in the model manifest.
+    model_preset: Literal["tiny", "sd15"] = "tiny"
+    model_dir: Path = REPO_ROOT / "var" / "models"
+    device: str = "auto"
+
+    log_json: bool = True
+    health_port: int = 9100  # /healthz, /readyz, /metrics of workers, relay and scheduler
+
+    @model_validator(mode="after")
+    def validate_secrets(self) -> "Settings":
+        if self.environment == "production":
+            for name in ("secret_key", "s3_secret_access_key"):
+                if getattr(self, name) == PLACEHOLDER_SECRET:
+                    raise ValueError(
+                        f"{name.upper()} still has the development placeholder; "
+                        "set a real secret in the environment"
+                    )
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,22 @@
+"""The job system. See ARCHITECTURE.md, "The job contract"."""
+
+from shared.jobs.kinds import KINDS, QUEUES, JobKind, get_kind
+from shared.jobs.outbox import IdempotencyConflict, enqueue
+from shared.jobs.runner import JobCanceled, JobContext, JobError, job_task, run_job
+from shared.jobs.state import InvalidTransition, transition
+
+__all__ = [
+    "KINDS",
+    "QUEUES",
+    "JobKind",
+    "get_kind",
+    "IdempotencyConflict",
+    "enqueue",
+    "JobCanceled",
+    "JobContext",
+    "JobError",
+    "job_task",
+    "run_job",
+    "InvalidTransition",
+    "transition",
+]

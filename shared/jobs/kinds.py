@@ -1,0 +1,33 @@
+"""Every kind of job, the Celery task that runs it and its queue: declared once, here."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    task_name: str
+    queue: str
+    max_attempts: int = 3
+
+
+KINDS: dict[str, JobKind] = {
+    k.name: k
+    for k in [
+        JobKind("photo_check", "photos.check", "photos"),
+        JobKind("erase_user", "photos.erase_user", "photos", max_attempts=10),
+        JobKind("retention_sweep", "photos.retention_sweep", "photos"),
+        JobKind("train_likeness", "train.likeness", "train"),
+        JobKind("generate_portraits", "generate.portraits", "generate"),
+        JobKind("send_email", "notify.send", "notify", max_attempts=5),
+    ]
+}
+
+QUEUES = ("photos", "train", "generate", "notify")
+
+
+def get_kind(name: str) -> JobKind:
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown job kind {name!r}; known: {', '.join(KINDS)}") from None

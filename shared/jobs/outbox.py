@@ -1,0 +1,141 @@
+"""Enqueueing through a transactional outbox, and the relay that publishes it to Celery.
+
+The job row and its outbox row commit together; the relay publishes afterwards and marks the row sent.
+A crash between commit and publish loses nothing (the row is still unsent); a crash between publish and
+mark publishes twice, which the runner's compare-and-set claim turns into a no-op.
+"""
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.config import get_settings
+from shared.jobs.kinds import get_kind
+from shared.jobs.state import now
+from shared.models import Job, OutboxMessage
+
+log = logging.getLogger(__name__)
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was already used for a different request."""
+
+
+def request_fingerprint(kind: str, payload: Any) -> str:
+    blob = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def add_outbox(session: Session, job: Job) -> None:
+    kind = get_kind(job.kind)
+    session.add(
+        OutboxMessage(
+            job_id=job.id,
+            task_name=kind.task_name,
+            queue=kind.queue,
+            payload={"job_id": str(job.id)},
+        )
+    )
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: str,
+    user_id: uuid.UUID | None,
+    input: dict[str, Any],
+    idempotency_key: str | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Add a queued job and its outbox row to the session; the caller commits both together.
+
+    With an idempotency key, a repeated request returns the job created the first time.
+    """
+    job_kind = get_kind(kind)
+    fingerprint = request_fingerprint(kind, input) if idempotency_key else None
+    if idempotency_key:
+        existing = find_by_idempotency_key(session, user_id, idempotency_key)
+        if existing is not None:
+            return _same_request_or_conflict(existing, fingerprint)
+    job = Job(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        kind=kind,
+        input=input,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        max_attempts=max_attempts or job_kind.max_attempts,
+    )
+    try:
+        with session.begin_nested():  # a concurrent twin may win the unique index
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        existing = find_by_idempotency_key(session, user_id, idempotency_key or "")
+        if existing is None:
+            raise
+        return _same_request_or_conflict(existing, fingerprint)
+    add_outbox(session, job)
+    return job
+
+
+def find_by_idempotency_key(session: Session, user_id: uuid.UUID | None, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
+
+
+def _same_request_or_conflict(job: Job, fingerprint: str | None) -> Job:
+    if job.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was already used for a different request; use a new key."
+        )
+    return job
+
+
+def relay_once(session: Session, publish, batch: int = 100) -> int:
+    """Publish unsent outbox rows (locked, so several relays can run) and mark them sent."""
+    rows = session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.sent_at.is_(None))
+        .order_by(OutboxMessage.id)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for row in rows:
+        publish(row.task_name, row.queue, row.payload)
+        row.sent_at = now()
+    session.commit()
+    return len(rows)
+
+
+def celery_publisher():
+    from shared.queue import celery_app
+
+    def publish(task_name: str, queue: str, payload: dict[str, Any]) -> None:
+        celery_app.send_task(task_name, kwargs=payload, queue=queue)
+
+    return publish
+
+
+def run_relay(stop=lambda: False) -> None:
+    from shared.db import get_sessionmaker
+
+    settings = get_settings()
+    publish = celery_publisher()
+    log.info("outbox relay started")
+    while not stop():
+        try:
+            with get_sessionmaker()() as session:
+                sent = relay_once(session, publish)
+            if sent:
+                log.info("relayed %d outbox messages", sent)
+                continue
+        except Exception:
+            log.exception("relay pass failed; retrying")
+        time.sleep(settings.relay_poll_seconds)

@@ -1,0 +1,64 @@
+"""The reaper: a job whose heartbeat went stale lost its worker (killed, evicted, out of memory).
+
+It goes back to the queue for another attempt, or fails with a clear reason once it used them all.
+"""
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.config import get_settings
+from shared.jobs import events
+from shared.jobs.outbox import add_outbox
+from shared.jobs.state import now, transition
+from shared.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+def reap_stale_jobs(session: Session) -> list[Job]:
+    stale_before = now() - timedelta(seconds=get_settings().job_stale_seconds)
+    stale = session.scalars(
+        select(Job)
+        .where(Job.status == JobStatus.running, Job.heartbeat_at < stale_before)
+        .with_for_update(skip_locked=True)
+    ).all()
+    changed = []
+    for job in stale:
+        if job.attempts < job.max_attempts:
+            moved = transition(
+                session,
+                job.id,
+                JobStatus.running,
+                JobStatus.queued,
+                claimed_by=job.worker,
+                stage="retrying",
+                error_code="worker_lost",
+                error_message=f"Attempt {job.attempts} lost its worker; retrying.",
+            )
+            if moved:
+                add_outbox(session, moved)
+        else:
+            moved = transition(
+                session,
+                job.id,
+                JobStatus.running,
+                JobStatus.failed,
+                claimed_by=job.worker,
+                error_code="worker_lost",
+                error_message=(
+                    f"The worker running this job stopped {job.attempts} times, so we stopped "
+                    "trying. Please try again later."
+                ),
+            )
+        if moved:
+            log.warning(
+                "reaped stale job", extra={"job_id": str(job.id), "status": str(moved.status)}
+            )
+            changed.append(moved)
+    session.commit()
+    for job in changed:
+        events.publish(job)
+    return changed

@@ -1,0 +1,254 @@
+"""Runs a job handler inside a Celery task: claim, heartbeat, progress, finish, retry or fail."""
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import update
+
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.jobs import events
+from shared.jobs.kinds import get_kind
+from shared.jobs.outbox import add_outbox, enqueue
+from shared.jobs.state import now as utcnow
+from shared.jobs.state import transition
+from shared.models import Job, JobStatus
+
+log = logging.getLogger(__name__)
+
+
+class JobError(Exception):
+    """A failure a person can act on: fails the job with this code and message, no retry."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class JobCanceled(Exception):
+    """The job was canceled (or handed to another worker) while this attempt ran."""
+
+
+@dataclass
+class JobContext:
+    job_id: uuid.UUID
+    user_id: uuid.UUID | None
+    kind: str
+    input: dict[str, Any]
+    attempt: int
+    worker: str
+    _lost: threading.Event = field(default_factory=threading.Event)
+    _follow_ups: list[dict[str, Any]] = field(default_factory=list)
+    _last_progress: float = 0.0
+
+    def progress(self, fraction: float, stage: str | None = None, **detail: Any) -> None:
+        """Record progress (0..1) and a stage label, publish an event; raise if canceled."""
+        self.check_canceled()
+        t = time.monotonic()
+        if t - self._last_progress < 0.2 and fraction < 1.0 and not detail:
+            return
+        self._last_progress = t
+        with session_scope() as session:
+            job = session.execute(
+                update(Job)
+                .where(
+                    Job.id == self.job_id,
+                    Job.status == JobStatus.running,
+                    Job.worker == self.worker,
+                )
+                .values(progress=max(0.0, min(1.0, fraction)), stage=stage, heartbeat_at=utcnow())
+                .returning(Job)
+            ).scalar_one_or_none()
+            if job is None:
+                self._lost.set()
+                raise JobCanceled()
+            events.publish(job, **detail)
+
+    def check_canceled(self) -> None:
+        if self._lost.is_set():
+            raise JobCanceled()
+
+    def follow_up(self, kind: str, *, user_id: uuid.UUID | None, input: dict[str, Any]) -> None:
+        """Enqueue another job in the same transaction that marks this one succeeded."""
+        self._follow_ups.append({"kind": kind, "user_id": user_id, "input": input})
+
+
+Handler = Callable[[JobContext], dict[str, Any] | None]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _heartbeat(ctx: JobContext, stop: threading.Event) -> None:
+    interval = get_settings().job_heartbeat_seconds
+    while not stop.wait(interval):
+        try:
+            with session_scope() as session:
+                alive = session.execute(
+                    update(Job)
+                    .where(
+                        Job.id == ctx.job_id,
+                        Job.status == JobStatus.running,
+                        Job.worker == ctx.worker,
+                    )
+                    .values(heartbeat_at=utcnow())
+                ).rowcount
+            if not alive:
+                ctx._lost.set()
+                return
+        except Exception:
+            log.exception("heartbeat failed for job %s", ctx.job_id)
+
+
+def claim(job_id: uuid.UUID, worker: str) -> Job | None:
+    with session_scope() as session:
+        job = transition(
+            session,
+            job_id,
+            JobStatus.queued,
+            JobStatus.running,
+            worker=worker,
+            attempts=Job.attempts + 1,
+            started_at=utcnow(),
+            heartbeat_at=utcnow(),
+            stage="starting",
+            error_code=None,
+            error_message=None,
+        )
+        if job is not None:
+            events.publish(job)
+        return job
+
+
+def run_job(job_id: uuid.UUID, handler: Handler) -> None:
+    worker = worker_name()
+    job = claim(job_id, worker)
+    if job is None:
+        log.info("job %s is not queued (duplicate delivery or canceled): nothing to do", job_id)
+        return
+    ctx = JobContext(job.id, job.user_id, job.kind, dict(job.input or {}), job.attempts, worker)
+    log.info(
+        "job started",
+        extra={
+            "job_id": str(job.id),
+            "user_id": str(job.user_id),
+            "kind": job.kind,
+            "attempt": job.attempts,
+        },
+    )
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(ctx, stop), daemon=True)
+    beat.start()
+    started = time.monotonic()
+    try:
+        result = handler(ctx) or {}
+    except JobCanceled:
+        log.info("job %s canceled during attempt %d", job_id, ctx.attempt)
+        return
+    except JobError as e:
+        if e.retryable:
+            _retry_or_fail(ctx, e.code, e.message)
+        else:
+            _finish(ctx, JobStatus.failed, error_code=e.code, error_message=e.message)
+        return
+    except Exception as e:  # a bug or an outage: retry, then fail with a clear reason
+        log.exception("job %s attempt %d crashed", job_id, ctx.attempt)
+        _retry_or_fail(ctx, "internal_error", f"{type(e).__name__}: {e}"[:500])
+        return
+    finally:
+        stop.set()
+        _observe(job.kind, time.monotonic() - started)
+    _finish(ctx, JobStatus.succeeded, result=result, progress=1.0, stage="done")
+
+
+def _finish(ctx: JobContext, status: JobStatus, **values: Any) -> None:
+    with session_scope() as session:
+        job = transition(
+            session, ctx.job_id, JobStatus.running, status, claimed_by=ctx.worker, **values
+        )
+        if job is None:
+            log.info("job %s was canceled or reassigned before it finished", ctx.job_id)
+            return
+        if status is JobStatus.succeeded:
+            for follow in ctx._follow_ups:
+                enqueue(session, **follow)
+        events.publish(job)
+    _count(ctx.kind, status)
+
+
+def _retry_or_fail(ctx: JobContext, code: str, detail: str) -> None:
+    with session_scope() as session:
+        job = session.get(Job, ctx.job_id)
+        if job is None:
+            return
+        if job.attempts < job.max_attempts:
+            job = transition(
+                session,
+                ctx.job_id,
+                JobStatus.running,
+                JobStatus.queued,
+                claimed_by=ctx.worker,
+                stage="retrying",
+                error_code=code,
+                error_message=f"Attempt {job.attempts} failed; retrying.",
+            )
+            if job is not None:
+                add_outbox(session, job)
+                events.publish(job)
+            return
+        message = (
+            f"This job failed {job.attempts} times in a row, so we stopped trying. "
+            "It was not your fault; please try again later."
+        )
+        job = transition(
+            session,
+            ctx.job_id,
+            JobStatus.running,
+            JobStatus.failed,
+            claimed_by=ctx.worker,
+            error_code=code,
+            error_message=message,
+            result={"last_error": detail},
+        )
+        if job is not None:
+            events.publish(job)
+    _count(ctx.kind, JobStatus.failed)
+
+
+def _observe(kind: str, seconds: float) -> None:
+    from shared.metrics import JOB_SECONDS
+
+    JOB_SECONDS.labels(kind=kind).observe(seconds)
+
+
+def _count(kind: str, status: JobStatus) -> None:
+    from shared.metrics import JOBS_FINISHED
+
+    JOBS_FINISHED.labels(kind=kind, status=str(status)).inc()
+
+
+def job_task(kind_name: str) -> Callable[[Handler], Handler]:
+    """Register a handler as the Celery task of a job kind (see shared/jobs/kinds.py)."""
+    kind = get_kind(kind_name)
+
+    def register(handler: Handler) -> Handler:
+        from shared.queue import celery_app
+
+        @celery_app.task(name=kind.task_name)
+        def task(job_id: str) -> None:
+            run_job(uuid.UUID(job_id), handler)
+
+        handler.task = task  # type: ignore[attr-defined]
+        return handler
+
+    return register

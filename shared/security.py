@@ -1,0 +1,65 @@
+"""Passwords (argon2), access tokens (JWT, short-lived) and opaque random tokens (stored hashed)."""
+
+import hashlib
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from shared.config import get_settings
+
+_hasher = PasswordHasher()
+# Verified against when the account does not exist, so both answers take the same time.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def create_access_token(user_id: uuid.UUID) -> tuple[str, int]:
+    s = get_settings()
+    expires = s.access_token_minutes * 60
+    payload = {
+        "sub": str(user_id),
+        "type": "access",
+        "exp": datetime.now(UTC) + timedelta(seconds=expires),
+        "iat": datetime.now(UTC),
+    }
+    return jwt.encode(payload, s.secret_key, algorithm="HS256"), expires
+
+
+def decode_access_token(token: str) -> uuid.UUID | None:
+    try:
+        payload = jwt.decode(token, get_settings().secret_key, algorithms=["HS256"])
+        if payload.get("type") != "access":
+            return None
+        return uuid.UUID(payload["sub"])
+    except (jwt.PyJWTError, KeyError, ValueError):
+        return None
+
+
+def new_opaque_token() -> tuple[str, str]:
+    """A random token for the user and the sha256 we store (a database leak reveals no token)."""
+    token = secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def subject_hash(user_id: uuid.UUID | str) -> str:
+    """A stable pseudonym for audit rows: keyed by the secret, so it can't be reversed by guessing."""
+    key = get_settings().secret_key.encode()
+    return hashlib.blake2b(str(user_id).encode(), key=key[:64], digest_size=16).hexdigest()

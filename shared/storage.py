@@ -1,0 +1,109 @@
+"""S3-compatible object storage. Every key a user owns lives under `users/<user_id>/`."""
+
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.client import Config
+from botocore.exceptions import ClientError
+
+from shared.config import get_settings
+
+
+def user_prefix(user_id: uuid.UUID | str) -> str:
+    return f"users/{user_id}/"
+
+
+def user_key(user_id: uuid.UUID | str, *parts: str) -> str:
+    """Build a key under the owner's prefix; parts come from the server, never from the client."""
+    for part in parts:
+        if not part or ".." in part or part.startswith("/"):
+            raise ValueError(f"bad key part: {part!r}")
+    return user_prefix(user_id) + "/".join(parts)
+
+
+def _client(endpoint: str | None) -> Any:
+    s = get_settings()
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=s.s3_region,
+        aws_access_key_id=s.s3_access_key_id,
+        aws_secret_access_key=s.s3_secret_access_key,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
+@lru_cache
+def client() -> Any:
+    return _client(get_settings().s3_endpoint_url)
+
+
+@lru_cache
+def public_client() -> Any:
+    """Signs URLs for the host browsers use (may differ from the in-cluster endpoint)."""
+    s = get_settings()
+    return _client(s.s3_public_endpoint_url or s.s3_endpoint_url)
+
+
+def bucket() -> str:
+    return get_settings().s3_bucket
+
+
+def ensure_bucket() -> None:
+    try:
+        client().head_bucket(Bucket=bucket())
+    except ClientError:
+        client().create_bucket(Bucket=bucket())
+
+
+def put_bytes(key: str, data: bytes, content_type: str) -> None:
+    client().put_object(Bucket=bucket(), Key=key, Body=data, ContentType=content_type)
+
+
+def get_bytes(key: str) -> bytes:
+    return client().get_object(Bucket=bucket(), Key=key)["Body"].read()
+
+
+def exists(key: str) -> bool:
+    try:
+        client().head_object(Bucket=bucket(), Key=key)
+        return True
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def delete_keys(keys: list[str]) -> None:
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        if chunk:
+            client().delete_objects(
+                Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+            )
+
+
+def list_keys(prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in client().get_paginator("list_objects_v2").paginate(Bucket=bucket(), Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def delete_prefix(prefix: str) -> int:
+    if not prefix.startswith("users/") or prefix.count("/") < 2:
+        raise ValueError(f"refusing to delete outside a user prefix: {prefix!r}")
+    keys = list_keys(prefix)
+    delete_keys(keys)
+    return len(keys)
+
+
+def presign_get(key: str, expires_seconds: int | None = None, filename: str | None = None) -> str:
+    params: dict[str, str] = {"Bucket": bucket(), "Key": key}
+    if filename:
+        params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+    return public_client().generate_presigned_url(
+        "get_object", Params=params, ExpiresIn=expires_seconds or get_settings().presign_seconds
+    )

@@ -1,0 +1,76 @@
+"""The walk: sign up → consent → upload real photos → each accepted or rejected with its reason → the
+event stream seen from start to end."""
+
+import json
+
+from tests.conftest import Api
+from tests.photos import astronaut, camera, cat, jpeg, png, two_people
+
+
+def test_sign_up_upload_and_watch_the_check(api: Api) -> None:
+    user = api.new_user(consent=False)
+    me = api.get("/v1/me", headers=user.auth).json()
+    assert me["email"] == user.email and me["face_consent_at"] is None
+
+    files = [("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))]
+    refused = api.post("/v1/photos", files=files, headers=user.auth)
+    assert refused.status_code == 403 and "agree" in refused.json()["detail"]
+
+    assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
+    assert api.get("/v1/me", headers=user.auth).json()["face_consent_at"] is not None
+
+    files = [
+        ("files", ("me.jpg", jpeg(astronaut()), "image/jpeg")),
+        ("files", ("cat.png", png(cat()), "image/png")),
+        ("files", ("camera.jpg", jpeg(camera()), "image/jpeg")),
+        ("files", ("two.jpg", jpeg(two_people()), "image/jpeg")),
+    ]
+    upload = api.post("/v1/photos", files=files, headers=user.auth)
+    assert upload.status_code == 201, upload.text
+    body = upload.json()
+    assert [p["status"] for p in body["photos"]] == ["checking"] * 4
+    job_id = body["job"]["id"]
+
+    # Follow the server-sent events to the end, as a browser's EventSource would.
+    seen = []
+    with api.stream(
+        "GET", f"/v1/jobs/{job_id}/events", params={"access_token": user.access_token}
+    ) as stream:
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                seen.append(json.loads(line[5:]))
+                if seen[-1]["status"] in ("succeeded", "failed"):
+                    break
+    assert seen[-1]["status"] == "succeeded", seen[-1]
+    assert seen[-1]["result"] == {"accepted": 1, "rejected": 3}
+    assert any(e.get("detail", {}).get("photo") for e in seen), "per-photo events were streamed"
+
+    photos = {p["id"]: p for p in api.get("/v1/photos", headers=user.auth).json()["photos"]}
+    by_name = dict(
+        zip(["me", "cat", "camera", "two"], [p["id"] for p in body["photos"]], strict=True)
+    )
+    assert photos[by_name["me"]]["status"] == "accepted"
+    assert photos[by_name["cat"]]["reason_code"] == "no_face"
+    assert photos[by_name["two"]]["reason_code"] == "multiple_faces"
+    assert "two faces" in photos[by_name["two"]]["reason"].lower()
+    assert photos[by_name["camera"]]["status"] == "rejected"
+    assert photos[by_name["camera"]]["reason"]
+
+    # The presigned URL serves the re-encoded photo; without a signature S3 refuses.
+    url = photos[by_name["me"]]["url"]
+    got = api.get(url)
+    assert got.status_code == 200 and got.content[:3] == b"\xff\xd8\xff"
+    assert api.get(url.split("?")[0]).status_code == 403
+
+
+def test_non_image_is_refused_with_a_reason(api: Api) -> None:
+    user = api.new_user()
+    r = api.post(
+        "/v1/photos",
+        headers=user.auth,
+        files=[("files", ("notes.jpg", b"hello, I am text", "image/jpeg"))],
+    )
+    assert r.status_code == 415
+    assert "notes.jpg is not a JPEG, PNG or WebP photo" in r.json()["detail"]
+    assert api.get("/v1/photos", headers=user.auth).json()["photos"] == []
