@@ -73,9 +73,7 @@ EN: Strings = {
         "Upload a few more photos where your face is clear, well lit and looking at the camera, "
         "then start the training again."
     ),
-    "job_failed.advice.no_face": (
-        "Upload photos where your face is clearly visible, then start again."
-    ),
+    "job_failed.advice.no_face": ("Upload photos where your face is clearly visible, then start again."),
     "job_failed.advice.internal_error": (
         "This was not your fault. Please try again in a little while; your photos are safe."
     ),
@@ -109,9 +107,7 @@ EN: Strings = {
         "one": "The link works once, for the next minute.",
         "other": "The link works once, for the next {count} minutes.",
     },
-    "reset_password.ignore": (
-        "If it was not you, ignore this email: your password stays as it is."
-    ),
+    "reset_password.ignore": ("If it was not you, ignore this email: your password stays as it is."),
     # Someone tried to sign up with an existing address
     "signup_existing.subject": "Someone tried to sign up with your address",
     "signup_existing.preheader": "You already have an account with this address.",
@@ -120,9 +116,7 @@ EN: Strings = {
         "Someone tried to create a new Portrait Studio account with this email address, "
         "but you already have one."
     ),
-    "signup_existing.if_you": (
-        "If it was you, log in. If you forgot your password, you can reset it."
-    ),
+    "signup_existing.if_you": ("If it was you, log in. If you forgot your password, you can reset it."),
     "signup_existing.login": "Log in",
     "signup_existing.reset": "Reset my password",
     "signup_existing.ignore": "If it was not you, ignore this email; your account is unchanged.",
@@ -135,8 +129,7 @@ EN: Strings = {
         "likenesses, your portraits and every record about you."
     ),
     "data_erased.last": (
-        "This is the last email you will get from us, and we do not keep this address after "
-        "sending it."
+        "This is the last email you will get from us, and we do not keep this address after sending it."
     ),
     "data_erased.welcome_back": "If you want to come back one day, you can create a new account.",
 }
@@ -145,9 +138,7 @@ KO: Strings = {
     "brand": "Portrait Studio",
     "greeting": "안녕하세요.",
     "footer.automatic": "Portrait Studio에서 자동으로 보낸 메일입니다. 회신은 확인하지 않습니다.",
-    "footer.results_optin": (
-        "결과 알림 메일을 켜 두셔서 이 메일을 받으셨습니다. 설정에서 끌 수 있습니다:"
-    ),
+    "footer.results_optin": ("결과 알림 메일을 켜 두셔서 이 메일을 받으셨습니다. 설정에서 끌 수 있습니다:"),
     "footer.settings": "설정",
     "link_fallback": "버튼이 작동하지 않으면 이 주소를 브라우저에 붙여 넣으세요:",
     "portraits_ready.subject": "인물 사진 {count}장이 완성되었습니다",
@@ -159,8 +150,7 @@ KO: Strings = {
     "portraits_ready.downloads": "다운로드",
     "portraits_ready.download_item": "{style}, {number}번 사진 ({width}×{height} PNG)",
     "portraits_ready.expiry": (
-        "다운로드 링크는 {days}일 동안, {date}까지 유효합니다. 그 후에는 웹 페이지에서 "
-        "내려받으세요."
+        "다운로드 링크는 {days}일 동안, {date}까지 유효합니다. 그 후에는 웹 페이지에서 내려받으세요."
     ),
     "portraits_ready.alt": "{style} 인물 사진 {number}",
     "training_finished.subject": "얼굴 모델 학습이 끝났습니다. 이제 인물 사진을 만들어 보세요",
@@ -184,8 +174,7 @@ KO: Strings = {
     "job_failed.reason.too_few_photos": "얼굴이 선명하게 나온 사진이 충분하지 않았습니다.",
     "job_failed.reason.no_face": "사진에서 얼굴을 찾지 못했습니다.",
     "job_failed.advice.too_few_photos": (
-        "얼굴이 선명하고 밝게 나온, 카메라를 바라보는 사진을 몇 장 더 올린 다음 학습을 다시 "
-        "시작해 주세요."
+        "얼굴이 선명하고 밝게 나온, 카메라를 바라보는 사진을 몇 장 더 올린 다음 학습을 다시 시작해 주세요."
     ),
     "job_failed.advice.no_face": "얼굴이 잘 보이는 사진을 올린 다음 다시 시작해 주세요.",
     "job_failed.advice.internal_error": (
@@ -203,18 +192,14 @@ KO: Strings = {
     ),
     "verify_email.cta": "이메일 주소 확인",
     "verify_email.expiry": "이 링크는 앞으로 {count}시간 동안 한 번만 사용할 수 있습니다.",
-    "verify_email.ignore": (
-        "계정을 만든 적이 없다면 이 메일을 무시하세요. 아무 일도 일어나지 않습니다."
-    ),
+    "verify_email.ignore": ("계정을 만든 적이 없다면 이 메일을 무시하세요. 아무 일도 일어나지 않습니다."),
     "reset_password.subject": "비밀번호를 재설정하세요",
     "reset_password.preheader": "Portrait Studio의 새 비밀번호를 정하세요.",
     "reset_password.heading": "비밀번호 재설정",
     "reset_password.body": "Portrait Studio 계정의 비밀번호 재설정 요청이 있었습니다.",
     "reset_password.cta": "새 비밀번호 정하기",
     "reset_password.expiry": "이 링크는 앞으로 {count}분 동안 한 번만 사용할 수 있습니다.",
-    "reset_password.ignore": (
-        "본인이 요청하지 않았다면 이 메일을 무시하세요. 비밀번호는 바뀌지 않습니다."
-    ),
+    "reset_password.ignore": ("본인이 요청하지 않았다면 이 메일을 무시하세요. 비밀번호는 바뀌지 않습니다."),
     "signup_existing.subject": "회원님의 주소로 가입 시도가 있었습니다",
     "signup_existing.preheader": "이 주소로 만든 계정이 이미 있습니다.",
     "signup_existing.heading": "이미 계정이 있습니다",
@@ -235,9 +220,7 @@ KO: Strings = {
         "요청하신 대로 Portrait Studio 계정을 삭제했습니다. 사진, 학습된 얼굴 모델, 인물 사진과 "
         "회원님에 관한 모든 기록이 삭제되었습니다."
     ),
-    "data_erased.last": (
-        "저희가 보내는 마지막 메일이며, 이 메일을 보낸 뒤에는 이 주소를 보관하지 않습니다."
-    ),
+    "data_erased.last": ("저희가 보내는 마지막 메일이며, 이 메일을 보낸 뒤에는 이 주소를 보관하지 않습니다."),
     "data_erased.welcome_back": "언젠가 다시 오고 싶으시면 새 계정을 만드시면 됩니다.",
 }
 

@@ -66,9 +66,7 @@ def test_html_with_inline_images_arrives_as_alternative_of_text_and_related_html
     assert html_part.get_content_type() == "text/html"
     assert [p.get_content_type() for p in image_parts] == ["image/png", "image/png"]
     referenced = re.findall(r'src="cid:([^"]+)"', html_part.get_content())
-    for cid, part, (width, height) in zip(
-        referenced, image_parts, [(40, 60), (30, 30)], strict=True
-    ):
+    for cid, part, (width, height) in zip(referenced, image_parts, [(40, 60), (30, 30)], strict=True):
         assert part["Content-ID"] == f"<{cid}>"
         assert part.get_content_disposition() == "inline"
         image = Image.open(io.BytesIO(part.get_content()))
@@ -138,9 +136,7 @@ def test_server_that_refuses_twice_then_accepts_gets_one_message(start_mail_serv
 
 
 def test_permanent_refusal_raises_at_once_with_the_server_reply(start_mail_server):
-    server = start_mail_server(
-        RecordingHandler(refuse=99, refuse_reply="550 5.7.1 Relaying denied")
-    )
+    server = start_mail_server(RecordingHandler(refuse=99, refuse_reply="550 5.7.1 Relaying denied"))
     with pytest.raises(SmtpSendError) as caught:
         send_message(simple_message(), config_for(server))
     assert caught.value.code == 550 and not caught.value.transient
