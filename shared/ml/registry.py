@@ -1,0 +1,201 @@
+"""The model registry: what each model is (manifest.yaml), where its files are, and whether they
+are the files we expect (sha256).
+
+`resolve(name)` never downloads: a missing file is an error that names the command to fetch it.
+Hashes are checked once per file version (size + mtime are remembered in pins.json), so a resident
+worker does not re-hash gigabytes on every start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel
+
+from shared.config import get_settings
+
+MANIFEST = Path(__file__).with_name("manifest.yaml")
+PINS_FILE = "pins.json"
+_pins_lock = threading.Lock()
+
+
+class ModelError(Exception):
+    """Base of the registry's errors; the message is meant for an operator."""
+
+
+class UnknownModel(ModelError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown model {name!r}; known models: {', '.join(sorted(known))}")
+
+
+class MissingWeights(ModelError):
+    def __init__(self, name: str, path: Path):
+        self.path = path
+        super().__init__(
+            f"weights of model {name!r} are missing: {path} does not exist. "
+            f"Fetch them with: studio models pull {name}"
+        )
+
+
+class ChecksumMismatch(ModelError):
+    def __init__(self, path: Path, expected: str, got: str):
+        super().__init__(
+            f"checksum mismatch for {path}: expected sha256 {expected}, got {got}. "
+            "Delete the file and pull it again."
+        )
+
+
+class FileSpec(BaseModel):
+    path: str  # relative to the model's folder
+    url: str | None = None  # default: the hub's resolve URL
+    sha256: str | None = None  # None: pinned on first pull
+
+
+class ModelSpec(BaseModel):
+    name: str
+    kind: Literal["diffusers", "checkpoint", "controlnet", "lora", "upscaler", "detector", "pose"]
+    layout: Literal["folder", "file"]
+    files: list[FileSpec]
+    licence: str
+    size_mb: float
+    hub: str | None = None
+    revision: str = "main"
+    notes: str = ""
+
+    def url(self, file: FileSpec) -> str:
+        if file.url:
+            return file.url
+        if not self.hub:
+            raise ModelError(f"model {self.name!r}: file {file.path} has neither url nor hub")
+        return f"https://huggingface.co/{self.hub}/resolve/{self.revision}/{file.path}"
+
+
+class Manifest(BaseModel):
+    defaults: dict[str, str]
+    models: dict[str, ModelSpec]
+
+
+@cache
+def _load_manifest(path: Path) -> Manifest:
+    raw = yaml.safe_load(path.read_text())
+    for name, spec in raw["models"].items():
+        spec["name"] = name
+    return Manifest.model_validate(raw)
+
+
+def manifest(path: Path | None = None) -> Manifest:
+    return _load_manifest(path or MANIFEST)
+
+
+def get_spec(name: str, *, manifest_path: Path | None = None) -> ModelSpec:
+    models = manifest(manifest_path).models
+    if name not in models:
+        raise UnknownModel(name, list(models))
+    return models[name]
+
+
+def default_name(role: str, *, manifest_path: Path | None = None) -> str:
+    """The model the product uses for a role ("base", "controlnet_tile", "upscaler", ...)."""
+    defaults = manifest(manifest_path).defaults
+    if role not in defaults:
+        raise ModelError(f"no default model for role {role!r}; roles: {', '.join(defaults)}")
+    return defaults[role]
+
+
+def model_dir() -> Path:
+    return Path(get_settings().model_dir)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- pins: the hash recorded at first pull, and which file versions were already verified ------
+
+
+def _read_pins(root: Path) -> dict:
+    try:
+        return json.loads((root / PINS_FILE).read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def record_pin(root: Path, rel: str, path: Path, sha256: str) -> None:
+    with _pins_lock:
+        pins = _read_pins(root)
+        st = path.stat()
+        pins[rel] = {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        tmp = root / f".{PINS_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(pins, indent=1, sort_keys=True))
+        tmp.replace(root / PINS_FILE)
+
+
+def verify_file(root: Path, rel: str, path: Path, expected: str | None) -> str:
+    """Check `path` against the manifest hash, else against its pin; pin it if it has neither."""
+    pin = _read_pins(root).get(rel)
+    st = path.stat()
+    same_version = pin and pin["size"] == st.st_size and pin["mtime_ns"] == st.st_mtime_ns
+    if same_version and (expected is None or pin["sha256"] == expected):
+        return pin["sha256"]  # this exact file version was verified before
+    got = sha256_file(path)
+    want = expected or (pin or {}).get("sha256")
+    if want is not None and got != want:
+        raise ChecksumMismatch(path, want, got)
+    record_pin(root, rel, path, got)
+    return got
+
+
+def resolve(name: str, *, root: Path | None = None, manifest_path: Path | None = None) -> Path:
+    """The local path of a model (its folder, or its single file), present and verified.
+
+    `name` may also be a local path or an `s3://bucket/key` URI: a model the operator supplies
+    outside the manifest (S3 objects are downloaded once into the model cache).
+    """
+    if name.startswith("s3://"):
+        return fetch_s3(name, root=root)
+    if os.sep in name or name.endswith((".safetensors", ".ckpt", ".pth", ".pt")):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ModelError(f"model path {path} does not exist")
+        return path
+    spec = get_spec(name, manifest_path=manifest_path)
+    root = root or model_dir()
+    folder = root / spec.name
+    for file in spec.files:
+        path = folder / file.path
+        if not path.exists():
+            raise MissingWeights(spec.name, path)
+        verify_file(root, f"{spec.name}/{file.path}", path, file.sha256)
+    return folder if spec.layout == "folder" else folder / spec.files[0].path
+
+
+def fetch_s3(uri: str, *, root: Path | None = None) -> Path:
+    """Download `s3://bucket/key` into the model cache once (re-fetched when its ETag changes)."""
+    from shared import storage
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key or ".." in key.split("/"):
+        raise ModelError(f"bad S3 model URI {uri!r}: expected s3://bucket/key")
+    dest = (root or model_dir()) / "s3" / bucket / key
+    client = storage.client()
+    etag = client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    marker = dest.with_name(dest.name + ".etag")
+    if dest.exists() and marker.exists() and marker.read_text() == etag:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + f".part{os.getpid()}")
+    client.download_file(bucket, key, str(part))
+    part.replace(dest)
+    marker.write_text(etag)
+    return dest

@@ -1,0 +1,80 @@
+"""The tiny preset builds once and loads through the same loaders as the real weights."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionControlNetPipeline
+from diffusers.models.attention_processor import AttnProcessor2_0
+from PIL import Image
+
+from shared.ml import loading, tiny
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return loading.load_base_pipeline("tiny", "cpu")
+
+
+def render(p, **kw) -> np.ndarray:
+    out = p(
+        "a photo of an astronaut",
+        num_inference_steps=2,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+        **kw,
+    )
+    return out.images[0]
+
+
+def test_preset_info():
+    assert loading.preset_info("tiny") == {
+        "model_preset": "tiny",
+        "demo": True,
+        "message": "demo models: images are noise",
+    }
+    assert loading.preset_info("sd15")["demo"] is False
+
+
+def test_tiny_pipeline_is_sd15_shaped_and_deterministic(pipe):
+    assert loading.load_base_pipeline("tiny", "cpu") is pipe  # resident: cached per process
+    assert pipe.vae_scale_factor == 8
+    assert pipe.unet.dtype == torch.float32 and pipe.device.type == "cpu"
+    assert all(isinstance(p, AttnProcessor2_0) for p in pipe.unet.attn_processors.values())
+    ids = pipe.tokenizer("a photo of an astronaut").input_ids
+    assert ids == [49406, 320, 1125, 539, 550, 18376, 49407]  # SD-1.5's tokenizer ids
+    assert pipe.tokenizer.model_max_length == 77
+    a, b = render(pipe), render(pipe)
+    assert a.shape == (64, 64, 3) and np.array_equal(a, b)
+
+
+def test_rebuilding_gives_the_same_weights(pipe):
+    fresh = tiny.build_components()
+    for name in ("unet", "vae", "text_encoder"):
+        saved = getattr(pipe, name).state_dict()
+        for key, value in getattr(fresh, "get", fresh.__getitem__)(name).state_dict().items():
+            assert torch.equal(value, saved[key]), f"{name}.{key}"
+
+
+def test_controlnets_act(pipe):
+    for kind in ("openpose", "tile"):
+        controlnet = loading.load_controlnet(kind, "tiny", "cpu")
+        cn_pipe = StableDiffusionControlNetPipeline.from_pipe(pipe, controlnet=controlnet)
+        assert cn_pipe.unet is pipe.unet  # shares the resident modules
+        black = Image.new("RGB", (64, 64))
+        stripes = Image.fromarray(
+            (np.indices((64, 64))[1] % 8 < 4).astype(np.uint8)[..., None].repeat(3, 2) * 255
+        )
+        diff = np.abs(render(cn_pipe, image=black) - render(cn_pipe, image=stripes)).mean()
+        assert diff > 1e-3, kind
+    with pytest.raises(Exception, match="openpose"):
+        loading.load_controlnet("depth", "tiny", "cpu")
+
+
+def test_upscaler_loads_with_spandrel():
+    model = loading.load_upscaler("tiny", "cpu")
+    assert model.scale == 4
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 16, 16))
+    assert out.shape == (1, 3, 64, 64)
