@@ -32,27 +32,35 @@ async function errorFrom(response) {
 
 let refreshing = null;
 
-/** Trade the refresh token for a new pair; concurrent callers share one request. */
-export function refresh() {
+async function rotate() {
+  // Read the token inside the lock: another tab may have rotated it while we waited.
   const token = session.refreshToken();
-  if (!token) return Promise.resolve(false);
-  refreshing ||= fetch("/v1/auth/refresh", {
+  if (!token) return false;
+  const response = await fetch("/v1/auth/refresh", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ refresh_token: token }),
-  })
-    .then(async (response) => {
-      if (response.ok) {
-        session.save(await response.json());
-        return true;
-      }
-      if (response.status === 401 || response.status === 403) {
-        // The refresh token is spent, expired or revoked: the session is over.
-        session.clear();
-        window.dispatchEvent(new CustomEvent("session-ended"));
-      }
-      return false;
-    })
+  });
+  if (response.ok) {
+    session.save(await response.json());
+    return true;
+  }
+  if (response.status === 401 || response.status === 403) {
+    // The refresh token is spent, expired or revoked: the session is over.
+    session.clear();
+    window.dispatchEvent(new CustomEvent("session-ended"));
+  }
+  return false;
+}
+
+/**
+ * Trade the refresh token for a new pair; callers in this tab share one request, and tabs take
+ * turns (Web Locks): the gateway revokes the whole session when a spent token comes back, so
+ * two tabs must never send the same refresh token.
+ */
+export function refresh() {
+  if (!session.refreshToken()) return Promise.resolve(false);
+  refreshing ||= (navigator.locks ? navigator.locks.request("ps-refresh", rotate) : rotate())
     .catch(() => false)
     .finally(() => {
       refreshing = null;

@@ -6,7 +6,7 @@ import * as session from "../session.js";
 import { loadMe, state } from "../state.js";
 import { busy, flash, navigate } from "../ui.js";
 
-const MIN_PASSWORD = 8;
+const MIN_PASSWORD = 10; // the gateway refuses shorter ones (SignupIn)
 
 function emailInput() {
   return h("input", { type: "email", name: "email", autocomplete: "email", required: true });

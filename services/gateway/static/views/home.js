@@ -13,7 +13,7 @@ export async function render(root) {
       h("section", { class: "hero" },
         h("h1", {}, t("home.title")),
         h("p", { class: "lead" }, t("home.lead")),
-        h("ol", { class: "steps" }, STEPS.map((s) => h("li", {}, h("strong", {}, t(`nav.${s}`)), " ", t(`home.step_${s}`)))),
+        h("ol", { class: "steps" }, STEPS.map((s) => h("li", {}, h("strong", {}, t(`nav.${s}`)), " — ", t(`home.step_${s}`)))),
         h("p", { class: "actions" },
           h("a", { class: "btn", href: "#/signup" }, t("nav.signup")),
           h("a", { class: "btn btn-quiet", href: "#/login" }, t("nav.login"))),

@@ -9,7 +9,7 @@ const PARALLEL_UPLOADS = 3;
 const POLL_MS = 1500;
 
 function consentPanel(onAccepted) {
-  const box = h("input", { type: "checkbox", id: "consent-accept", required: true });
+  const box = h("input", { type: "checkbox", id: "consent-accept" });
   const slot = h("div");
   const submit = h("button", { type: "submit", class: "btn" }, t("consent.submit"));
   const form = h(
@@ -110,10 +110,11 @@ class PhotoBoard {
   }
 
   add(files) {
+    // New photos go last, in the order chosen: the same order the API lists them after a reload.
     for (const file of files) {
       const item = { key: crypto.randomUUID ? crypto.randomUUID() : String(Math.random()), file,
         preview: URL.createObjectURL(file), uploading: true };
-      this.items.unshift(item);
+      this.items.push(item);
       this.queue.push(item);
     }
     if (files.length) announce(t("photos.adding", { n: files.length }));

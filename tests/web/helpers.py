@@ -1,0 +1,43 @@
+"""Small steps shared by the browser tests."""
+
+import uuid
+
+from playwright.sync_api import Page
+
+from tests.conftest import UserSession
+from tests.photos import astronaut_variants, jpeg
+
+PASSWORD = "correct horse battery"
+
+
+def new_email(prefix: str = "web") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+def file_payload(name: str, data: bytes, mime: str) -> dict:
+    return {"name": name, "mimeType": mime, "buffer": data}
+
+
+def face_photos(n: int) -> list[dict]:
+    """n accepted-quality photos of the same face, as files for an <input type=file>."""
+    return [file_payload(f"me-{i}.jpg", jpeg(img), "image/jpeg")
+            for i, img in enumerate(astronaut_variants(n))]
+
+
+def sign_in(page: Page, user: UserSession, route: str = "#/") -> None:
+    """Start the page already signed in as `user` (as after a login in an earlier visit)."""
+    page.goto("/")
+    page.evaluate(
+        "([access, refresh]) => { sessionStorage.setItem('ps.access', access);"
+        " localStorage.setItem('ps.refresh', refresh); }",
+        [user.access_token, user.refresh_token],
+    )
+    page.goto(f"/{route}")
+    page.reload()
+
+
+def log_in_with_form(page: Page, email: str, password: str = PASSWORD) -> None:
+    page.goto("/#/login")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.locator("main").get_by_role("button", name="Log in").click()
