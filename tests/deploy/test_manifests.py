@@ -1,0 +1,239 @@
+"""The rendered manifests: valid for Kubernetes and KEDA, and safe to operate."""
+
+import copy
+import re
+import secrets
+
+import kubernetes_validate
+import pytest
+from cloudcoil.models.keda import v1alpha1 as keda
+
+from shared.config import Settings
+
+from .conftest import BUILDS, K8S
+
+# The oldest Kubernetes the manifests target, and the newest schema kubernetes-validate ships.
+K8S_VERSIONS = ("1.29", "1.37")
+KEDA_MODELS = {
+    "ScaledObject": keda.ScaledObject,
+    "ScaledJob": keda.ScaledJob,
+    "TriggerAuthentication": keda.TriggerAuthentication,
+}
+GPU_WORKERS = ("studio-worker-train", "studio-worker-generate")
+WORKLOADS = ("Deployment", "Job")
+FIELDS = set(Settings.model_fields)
+EXTRA_KEYS = {"REDIS_ADDRESS", "REDIS_PASSWORD"}  # read by KEDA, not by the services
+
+
+def example_secrets() -> dict[str, str]:
+    text = (K8S / "examples" / "secrets.env.example").read_text()
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def of_kind(docs: list[dict], *kinds: str) -> list[dict]:
+    return [d for d in docs if d["kind"] in kinds]
+
+
+def named(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+def pod_spec(doc: dict) -> dict:
+    return doc["spec"]["template"]["spec"]
+
+
+def containers(doc: dict, init: bool = True) -> list[dict]:
+    spec = pod_spec(doc)
+    return spec["containers"] + (spec.get("initContainers") or [] if init else [])
+
+
+def env_of(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def keda_errors(doc: dict) -> list[str]:
+    """Validate against KEDA's CRD models; a field the model drops on a round trip is unknown."""
+    model = KEDA_MODELS[doc["kind"]].model_validate(doc)
+    again = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+    return [] if again == doc else [f"{doc['kind']} {doc['metadata']['name']}: unknown fields"]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_every_object_validates(rendered, build):
+    assert rendered[build], f"{build} rendered nothing"
+    for doc in rendered[build]:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            assert not keda_errors(doc)
+            continue
+        for version in K8S_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_validators_reject_mistakes(rendered):
+    """Guards the two checks above: a misspelt field must not pass."""
+    deployment = copy.deepcopy(named(rendered["overlays/prod"], "Deployment", "studio-gateway"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
+    scaled = copy.deepcopy(named(rendered["overlays/prod"], "ScaledObject", "studio-worker-train"))
+    scaled["spec"]["cooldownperiod"] = 10
+    assert keda_errors(scaled)
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
+def test_containers_have_limits_and_probes(rendered, build):
+    for doc in of_kind(rendered[build], *WORKLOADS):
+        for c in containers(doc):
+            for key in ("requests", "limits"):
+                res = c.get("resources", {}).get(key, {})
+                assert {"cpu", "memory"} <= res.keys(), f"{doc['metadata']['name']}/{c['name']}"
+        if doc["kind"] == "Deployment":  # one-shot Jobs and init containers serve no probes
+            for c in containers(doc, init=False):
+                for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                    assert probe in c, f"{doc['metadata']['name']}/{c['name']} lacks {probe}"
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
+def test_pods_run_unprivileged(rendered, build):
+    for doc in of_kind(rendered[build], *WORKLOADS):
+        assert pod_spec(doc)["securityContext"]["runAsNonRoot"] is True
+        for c in containers(doc):
+            assert c["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/prod"])
+def test_gpu_workers_get_one_gpu_each(rendered, build):
+    for name in GPU_WORKERS:
+        doc = named(rendered[build], "Deployment", name)
+        (worker,) = containers(doc, init=False)
+        assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert worker["args"][:2] == ["worker", name.removeprefix("studio-worker-")]
+        assert "--concurrency" in worker["args"] and worker["args"][-1] == "1"
+        spec = pod_spec(doc)
+        assert spec["nodeSelector"], "GPU workers must land on the GPU pool"
+        assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
+        startup = worker["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "allow model loading"
+        assert any(m["mountPath"] == "/models" for m in worker["volumeMounts"])
+
+
+def test_dev_runs_the_tiny_models_without_gpus(rendered):
+    docs = rendered["overlays/dev"]
+    (config,) = of_kind(docs, "ConfigMap")
+    assert config["data"]["MODEL_PRESET"] == "tiny"
+    for name in GPU_WORKERS:
+        doc = named(docs, "Deployment", name)
+        assert "nvidia.com/gpu" not in str(doc)
+        assert env_of(containers(doc)[0])["DEVICE"] == "cpu"
+    assert not of_kind(docs, "ScaledObject"), "dev clusters need not run KEDA"
+    pdb = named(docs, "PodDisruptionBudget", "studio-gateway")["spec"]
+    assert "minAvailable" not in pdb and pdb["maxUnavailable"] == 1, "one replica, drains pass"
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/prod"])
+def test_shutdown_outlasts_the_task_time_limit(rendered, build):
+    """A SIGTERMed worker finishes its task (warm shutdown) before the kubelet may SIGKILL it."""
+    for name in GPU_WORKERS:
+        doc = named(rendered[build], "Deployment", name)
+        limit = int(env_of(containers(doc, init=False)[0])["TASK_TIME_LIMIT"])
+        assert pod_spec(doc)["terminationGracePeriodSeconds"] > limit
+    defaults = Settings()
+    assert defaults.celery_visibility_timeout > 4200, "Redis would re-deliver a running task"
+
+
+def test_keda_scale_down_waits_for_running_tasks(rendered):
+    docs = rendered["overlays/prod"]
+    for name in GPU_WORKERS:
+        scaled = named(docs, "ScaledObject", name)
+        worker = named(docs, "Deployment", name)
+        limit = int(env_of(containers(worker, init=False)[0])["TASK_TIME_LIMIT"])
+        spec = scaled["spec"]
+        assert spec["scaleTargetRef"]["name"] == name
+        behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]
+        assert behavior["stabilizationWindowSeconds"] >= min(limit, 3600)  # the HPA maximum
+        assert spec["cooldownPeriod"] >= limit
+        assert behavior["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 300}]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "redis"
+        assert trigger["metadata"]["listName"] == name.removeprefix("studio-worker-")
+        auth = named(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
+        assert auth["spec"]["secretTargetRef"][0]["name"] == "studio-secrets"
+        assert "REDIS_ADDRESS" in of_kind(docs, "ConfigMap")[0]["data"]
+    assert named(docs, "ScaledObject", "studio-worker-generate")["spec"]["minReplicaCount"] >= 1
+    hpa = named(docs, "HorizontalPodAutoscaler", "studio-gateway")
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
+def test_every_deployment_has_a_service_and_a_pdb(rendered, build):
+    docs = rendered[build]
+    for doc in of_kind(docs, "Deployment"):
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        for kind in ("Service", "PodDisruptionBudget"):
+            selectors = [
+                d["spec"]["selector"].get("matchLabels", d["spec"]["selector"]) for d in of_kind(docs, kind)
+            ]
+            assert any(sel.items() <= labels.items() for sel in selectors), (
+                f"no {kind} selects {doc['metadata']['name']}"
+            )
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
+def test_images_are_pinned(rendered, build):
+    for doc in of_kind(rendered[build], *WORKLOADS):
+        for c in containers(doc):
+            image = c["image"]
+            assert "@sha256:" in image or re.fullmatch(r"[^@]+:[\w.-]+", image), image
+            assert not image.endswith(":latest"), image
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
+def test_settings_are_real_settings_and_secrets_are_referenced(rendered, build):
+    docs = rendered[build]
+    assert not of_kind(docs, "Secret"), "secrets are created by the operator, never committed"
+    (config,) = of_kind(docs, "ConfigMap")
+    known = {name.upper() for name in FIELDS} | EXTRA_KEYS
+    assert set(config["data"]) <= known, set(config["data"]) - known
+    for secret_like in ("SECRET_KEY", "S3_SECRET_ACCESS_KEY", "SMTP_PASSWORD", "DATABASE_URL"):
+        assert secret_like not in config["data"]
+    # The settings plus the example Secret (placeholders filled) make a valid configuration.
+    filled = {k: v.replace("CHANGE-ME", secrets.token_urlsafe(32)) for k, v in example_secrets().items()}
+    values = {**config["data"], **filled}
+    Settings(_env_file=None, **{k.lower(): v for k, v in values.items() if k.lower() in FIELDS})
+    for doc in of_kind(docs, *WORKLOADS):
+        for c in containers(doc):
+            refs = {next(iter(r)): next(iter(r.values()))["name"] for r in c["envFrom"]}
+            assert refs == {"configMapRef": config["metadata"]["name"], "secretRef": "studio-secrets"}
+
+
+def test_example_secret_is_only_an_example():
+    keys = example_secrets()
+    assert set(keys) <= {name.upper() for name in FIELDS} | EXTRA_KEYS
+    assert all("CHANGE-ME" in value for value in keys.values()), "placeholders only"
+    for kustomization in K8S.rglob("kustomization.yaml"):
+        assert "examples" not in kustomization.read_text(), kustomization
+
+
+def test_migration_job_runs_studio_migrate(rendered):
+    for build in ("base", "overlays/dev", "overlays/prod"):
+        job = named(rendered[build], "Job", "studio-migrate")
+        (c,) = containers(job)
+        assert c["command"] + c["args"] == ["studio", "migrate"]
+        assert pod_spec(job)["restartPolicy"] == "Never"
+
+
+def test_ingress_streams_server_sent_events(rendered):
+    (ingress,) = of_kind(rendered["overlays/prod"], "Ingress")
+    notes = ingress["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert int(notes["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    named(rendered["overlays/prod"], "Service", backend["name"])
+
+
+def test_gateway_listens_on_all_interfaces(rendered):
+    """`studio gateway` binds 127.0.0.1 by default, which a Service cannot reach."""
+    (c,) = containers(named(rendered["base"], "Deployment", "studio-gateway"))
+    assert c["args"][c["args"].index("--host") + 1] == "0.0.0.0"
