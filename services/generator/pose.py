@@ -54,9 +54,7 @@ class Pose:
         for person in self.people:
             flat: list[float] = []
             for point in person:
-                flat += (
-                    [0.0, 0.0, 0.0] if point is None else [point[0] * width, point[1] * height, 1.0]
-                )
+                flat += [0.0, 0.0, 0.0] if point is None else [point[0] * width, point[1] * height, 1.0]
             people.append({"pose_keypoints_2d": flat})
         return {"canvas_width": width, "canvas_height": height, "people": people}
 
@@ -71,9 +69,7 @@ def parse_openpose_json(data: dict, min_confidence: float = 0.05) -> Pose:
                 raise PoseError(f"pose_keypoints_2d has {len(flat)} values, need 54 (COCO-18)")
             people.append(
                 tuple(
-                    (flat[i] / width, flat[i + 1] / height)
-                    if flat[i + 2] >= min_confidence
-                    else None
+                    (flat[i] / width, flat[i + 1] / height) if flat[i + 2] >= min_confidence else None
                     for i in range(0, 54, 3)
                 )
             )
@@ -144,8 +140,9 @@ def extract_pose(image: Image.Image, model_name: str = "yolov8n-pose.pt") -> Pos
 
     Raises `MissingWeights` (from the model registry) when the pose weights are not pulled.
     """
-    from shared.ml.registry import resolve
     from ultralytics import YOLO
+
+    from shared.ml.registry import resolve
 
     model = YOLO(str(resolve(model_name)))
     result = model.predict(image.convert("RGB"), verbose=False)[0]

@@ -162,9 +162,7 @@ def _encode_chunks(text_encoder, chunks: list[tuple[list[int], list[float]]]) ->
     return z.reshape(1, -1, z.shape[-1]).to(dtype)
 
 
-def encode_prompt_pair(
-    tokenizer, text_encoder, prompt: str, negative_prompt: str = ""
-) -> PromptEmbeds:
+def encode_prompt_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str = "") -> PromptEmbeds:
     """Embeddings of an A1111 prompt and its negative, padded to the same number of chunks
     with empty chunks (as A1111 does) so classifier-free guidance can batch them."""
     if _EXTRA_NETWORK.search(prompt) or _EXTRA_NETWORK.search(negative_prompt):

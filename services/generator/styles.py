@@ -77,7 +77,7 @@ class BeautifyParams(_Strict):
 
 
 class UpscaleParams(_Strict):
-    upscaler: str = "4x-UltraSharp"  # an ESRGAN model of the manifest
+    upscaler: str = "realesrgan_x4plus"  # an ESRGAN model of the manifest
     factor: float = Field(ge=1.0, le=4.0)
     denoise: float = Field(ge=0.0, le=0.5)
     steps: int = Field(ge=1, le=150)
@@ -115,8 +115,7 @@ def load_style_file(path: Path) -> Style:
         style = Style.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
         )
         raise StyleError(f"{path.name}: {problems}") from exc
     if style.id != path.stem:

@@ -36,9 +36,7 @@ def test_openpose_json_round_trip_and_errors():
     again = parse_openpose_json(json.loads(json.dumps(pose.to_openpose_json(512, 768))))
     assert again == pose
     with pytest.raises(PoseError, match="54"):
-        parse_openpose_json(
-            {"canvas_width": 1, "canvas_height": 1, "people": [{"pose_keypoints_2d": [0]}]}
-        )
+        parse_openpose_json({"canvas_width": 1, "canvas_height": 1, "people": [{"pose_keypoints_2d": [0]}]})
     with pytest.raises(PoseError, match="unknown pose template"):
         load_pose("nope")
 

@@ -26,12 +26,8 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_invalid_style_names_the_file_and_field(tmp_path):
-    good = (
-        Path(__file__).parents[2] / "services/generator/styles/studio-business.yaml"
-    ).read_text()
-    bad = good.replace(
-        "denoise: 0.35\n  steps: 20\n  cfg: 6.0", "denoise: 0.9\n  steps: 20\n  cfg: 6.0"
-    )
+    good = (Path(__file__).parents[2] / "services/generator/styles/studio-business.yaml").read_text()
+    bad = good.replace("denoise: 0.35\n  steps: 20\n  cfg: 6.0", "denoise: 0.9\n  steps: 20\n  cfg: 6.0")
     assert bad != good
     with pytest.raises(StyleError, match=r"studio-business.yaml: beautify.denoise"):
         load_style_file(_write(tmp_path, "studio-business", bad))
@@ -41,3 +37,13 @@ def test_invalid_style_names_the_file_and_field(tmp_path):
         load_style_file(_write(tmp_path, "studio-business", good.replace("DPM++ 2M Karras", "X")))
     with pytest.raises(StyleError, match="extra_field: Extra inputs"):
         load_style_file(_write(tmp_path, "studio-business", good + "extra_field: 1\n"))
+
+
+def test_styles_name_models_of_the_manifest():
+    from shared.ml.registry import get_spec
+
+    for style in load_styles().values():
+        assert get_spec(style.base_model).kind in ("checkpoint", "diffusers")
+        assert get_spec(style.upscale.upscaler).kind == "upscaler"
+        for lora in style.loras:
+            assert get_spec(lora.name).kind == "lora", (style.id, lora.name)

@@ -1,0 +1,104 @@
+"""A user's likeness as the generator sees it: the LoRA file, its trigger and class words, and
+reference face embeddings of the user's photos (for the identity score).
+
+On disk (what the trainer writes, or what `studio generate --likeness` is pointed at):
+- a directory with one LoRA `*.safetensors` (preferably `pytorch_lora_weights.safetensors`),
+  an optional `likeness.json` {"trigger_word", "class_word"}, optional `embeddings.npy`
+  (N x 128 float32) and/or photos (*.jpg, *.png, also under `photos/`) to embed; or
+- a single `.safetensors` file whose metadata may hold "trigger_word" / "class_word".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_TRIGGER = "ohwx"
+DEFAULT_CLASS = "person"
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class LikenessError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Likeness:
+    lora_path: Path | None
+    trigger_word: str = DEFAULT_TRIGGER
+    class_word: str = DEFAULT_CLASS
+    weight: float = 1.0
+    reference_embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
+
+    @property
+    def words(self) -> str:
+        """What replaces "{likeness}" in style prompts."""
+        return f"{self.trigger_word} {self.class_word}" if self.lora_path else f"a {self.class_word}"
+
+
+def embed_photos(paths: list[Path]) -> np.ndarray:
+    """128-d embeddings of the largest face of each photo (photos without a face are skipped)."""
+    from shared.faces import detect_faces, face_embedding
+
+    out = []
+    for path in paths:
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        faces = detect_faces(image)
+        if faces:
+            out.append(face_embedding(image, faces[0]))
+    return np.asarray(out, np.float32).reshape(-1, 128)
+
+
+def load_likeness(path: Path | str) -> Likeness:
+    path = Path(path)
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise LikenessError(f"{path}: a likeness LoRA must be a .safetensors file")
+        meta = _safetensors_metadata(path)
+        return Likeness(
+            path,
+            meta.get("trigger_word", DEFAULT_TRIGGER),
+            meta.get("class_word", DEFAULT_CLASS),
+        )
+    if not path.is_dir():
+        raise LikenessError(f"{path} does not exist")
+    loras = sorted(path.glob("*.safetensors"))
+    preferred = path / "pytorch_lora_weights.safetensors"
+    if preferred.is_file():
+        loras = [preferred]
+    if len(loras) != 1:
+        raise LikenessError(f"{path}: expected one LoRA .safetensors file, found {len(loras)}")
+    info = json.loads((path / "likeness.json").read_text()) if (path / "likeness.json").is_file() else {}
+    meta = _safetensors_metadata(loras[0])
+    if (path / "embeddings.npy").is_file():
+        embeddings = np.load(path / "embeddings.npy").astype(np.float32).reshape(-1, 128)
+    else:
+        photos = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in PHOTO_SUFFIXES]
+        embeddings = embed_photos(photos)
+    return Likeness(
+        loras[0],
+        info.get("trigger_word") or meta.get("trigger_word", DEFAULT_TRIGGER),
+        info.get("class_word") or meta.get("class_word", DEFAULT_CLASS),
+        reference_embeddings=embeddings,
+    )
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def identity_score(embedding: np.ndarray, references: np.ndarray) -> float | None:
+    """1 - mean Euclidean distance to the user's reference embeddings, clipped to 0..1 (dlib's
+    same-person threshold 0.6 maps to 0.4); None without references."""
+    if len(references) == 0:
+        return None
+    distance = float(np.linalg.norm(references - embedding[None, :], axis=1).mean())
+    return float(np.clip(1.0 - distance, 0.0, 1.0))

@@ -1,0 +1,342 @@
+"""`PortraitPipeline`: the five stages of the recipe, for one style and a user's likeness.
+
+1. txt2img (base + likeness LoRA + style LoRAs) under the OpenPose ControlNet
+2. detailer: faces (prompt with the likeness) and hands, inpainted crop by crop
+3. beautify: img2img with a tone-and-colour prompt, denoise 0.3-0.45
+4. detailer again (the beautify pass moved the face)
+5. upscale: ESRGAN 2x, then tiled img2img under the tile ControlNet at low denoise
+
+One resident base pipeline serves every stage; LoRAs are loaded per call and unloaded after.
+Same inputs and seed give the same bytes. Results carry A1111 `parameters` and a JSON chunk,
+an identity score against the user's photos, and are ranked by it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from services.generator.likeness import Likeness, identity_score, load_likeness
+from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, LoraSpec
+from services.generator.metadata import a1111_parameters, png_bytes
+from services.generator.pose import draw_pose, load_pose
+from services.generator.prompts import LoraRef, PromptEmbeds, encode_prompt_pair, extract_loras
+from services.generator.resident import ResidentModels, short_hash
+from services.generator.stages.detailer import DetailerStage, DetailReport
+from services.generator.stages.img2img import BeautifyStage
+from services.generator.stages.txt2img import Txt2ImgStage
+from services.generator.stages.upscale import UpscaleStage
+from services.generator.styles import DetailerPass, Style
+
+log = logging.getLogger(__name__)
+Progress = Callable[[float, str], None]
+VERSION = "portrait-studio 0.1"
+# Share of the total time of each stage, for progress reporting.
+STAGES = (
+    ("txt2img", 0.35),
+    ("detail", 0.15),
+    ("beautify", 0.15),
+    ("detail2", 0.10),
+    ("upscale", 0.25),
+)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Overrides that shrink a style (the tiny preset on CPU): sizes, steps, tiles."""
+
+    width: int
+    height: int
+    steps: int
+    detail_size: int
+    tile: int
+    padding: int
+
+
+TINY_SCALE = Scale(width=128, height=192, steps=4, detail_size=64, tile=128, padding=16)
+
+
+def scale_style(style: Style, scale: Scale) -> Style:
+    t2i = style.txt2img.model_copy(
+        update={"width": scale.width, "height": scale.height, "steps": scale.steps}
+    )
+    passes = tuple(
+        p.model_copy(
+            update={
+                "size": scale.detail_size,
+                "steps": scale.steps,
+                "padding": min(p.padding, scale.padding),
+            }
+        )
+        for p in style.detailer
+    )
+    beautify = style.beautify.model_copy(update={"steps": scale.steps})
+    upscale = style.upscale.model_copy(
+        update={"steps": scale.steps, "tile": scale.tile, "padding": scale.padding}
+    )
+    return style.model_copy(
+        update={"txt2img": t2i, "detailer": passes, "beautify": beautify, "upscale": upscale}
+    )
+
+
+@dataclass
+class PortraitResult:
+    image: Image.Image
+    png: bytes  # with the `parameters` and JSON metadata chunks
+    style: str
+    seed: int
+    identity_score: float | None
+    face_found: bool
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    @property
+    def height(self) -> int:
+        return self.image.height
+
+
+class PortraitPipeline:
+    def __init__(
+        self,
+        models: ResidentModels,
+        *,
+        scale: Scale | None = None,
+        batch_size: int = 4,
+        lora_resolver: Callable[[str], Path] | None = None,
+    ):
+        self.models = models
+        self.scale = scale
+        base = models.base
+        sampler = "DPM++ 2M Karras"
+        self.txt2img = Txt2ImgStage(base, models.controlnet_openpose, batch_size)
+        self.detailer = DetailerStage(base, models.detectors, sampler, batch_size * 2)
+        self.beautify = BeautifyStage(base, sampler, batch_size)
+        self.upscale = UpscaleStage(base, models.controlnet_tile, models.upscaler, sampler, batch_size * 2)
+        self._resolve_lora = lora_resolver or _registry_lora
+        self._lora_hashes: dict[Path, str] = {}
+
+    @classmethod
+    def from_preset(cls, preset: str | None = None, device: str | None = None, **kwargs) -> PortraitPipeline:
+        from services.generator.resident import load_resident
+
+        models = load_resident(preset, device)
+        if models.preset == "tiny":
+            kwargs.setdefault("scale", TINY_SCALE)
+        return cls(models, **kwargs)
+
+    # -- the call ----------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        likeness: Likeness | Path | str | None,
+        style: Style,
+        seed: int,
+        count: int = 1,
+        progress: Progress | None = None,
+    ) -> list[PortraitResult]:
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if isinstance(likeness, str | Path):
+            likeness = load_likeness(likeness)
+        likeness = likeness or Likeness(None)
+        self._check_base(style)
+        if self.scale is not None:
+            style = scale_style(style, self.scale)
+        report = _Progress(progress)
+        seeds = [seed + i for i in range(count)]
+
+        prompt, tag_loras = extract_loras(style.prompt.replace("{likeness}", likeness.words))
+        loras, skipped = self._lora_specs(style, tag_loras, likeness)
+        pipe = self.models.base
+        with ActiveLoras(pipe, loras):
+            embed = _Encoder(pipe, likeness)
+            main = embed(prompt, style.negative_prompt)
+
+            report.start(0)
+            pose = None
+            if style.pose and self.models.controlnet_openpose is not None:
+                pose = draw_pose(load_pose(style.pose), style.txt2img.width, style.txt2img.height)
+            images = self.txt2img(main, style.txt2img, seeds, pose)
+
+            report.start(1)
+            passes = style.detailer
+            images, detail1 = self.detailer(images, passes, embed.for_pass, seeds)
+
+            report.start(2)
+            beauty = embed(style.beautify.prompt, style.beautify.negative_prompt)
+            images = self.beautify(images, beauty, style.beautify, seeds)
+
+            report.start(3)
+            images, detail2 = self.detailer(images, passes, embed.for_pass, seeds)
+
+            report.start(4)
+            images = self.upscale(images, main, style.upscale, seeds)
+        report.done()
+
+        results = [
+            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2])
+            for image, s, d1, d2 in zip(images, seeds, detail1, detail2, strict=True)
+        ]
+        return sorted(results, key=lambda r: (r.identity_score is None, -(r.identity_score or 0.0), r.seed))
+
+    # -- pieces ------------------------------------------------------------------------------
+
+    def _check_base(self, style: Style) -> None:
+        if self.models.preset != "tiny" and style.base_model != self.models.base_name:
+            raise ValueError(
+                f"style {style.id!r} needs base model {style.base_model!r}, "
+                f"this worker serves {self.models.base_name!r}"
+            )
+
+    def _lora_specs(
+        self, style: Style, tag_loras: list[LoraRef], likeness: Likeness
+    ) -> tuple[list[LoraSpec], list[str]]:
+        from shared.ml.registry import MissingWeights
+
+        specs, skipped = [], []
+        wanted = [(lora.name, lora.weight) for lora in style.loras]
+        wanted += [(lora.name, lora.weight) for lora in tag_loras]
+        for name, weight in wanted:
+            try:
+                specs.append(LoraSpec(f"style_{name}", self._resolve_lora(name), weight))
+            except MissingWeights:
+                if self.models.preset != "tiny":
+                    raise
+                # The tiny preset has random models; real style LoRAs cannot apply to them.
+                skipped.append(name)
+        if skipped:
+            log.warning("tiny preset: style LoRAs not applied: %s", ", ".join(skipped))
+        if likeness.lora_path is not None:
+            specs.append(LoraSpec(LIKENESS_ADAPTER, likeness.lora_path, likeness.weight))
+        return specs, skipped
+
+    def _lora_hash(self, path: Path) -> str:
+        if path not in self._lora_hashes:
+            self._lora_hashes[path] = short_hash(path)
+        return self._lora_hashes[path]
+
+    def _result(
+        self,
+        image: Image.Image,
+        style: Style,
+        seed: int,
+        likeness: Likeness,
+        prompt: str,
+        loras: list[LoraSpec],
+        skipped: list[str],
+        details: list[list[DetailReport] | DetailReport],
+    ) -> PortraitResult:
+        from shared.faces import detect_faces, face_embedding
+
+        faces = detect_faces(image)
+        score = None
+        if faces:
+            score = identity_score(face_embedding(image, faces[0]), likeness.reference_embeddings)
+        h = self.models.hashes
+        t2i, up = style.txt2img, style.upscale
+        lora_tags = " ".join(f"<lora:{s.adapter.removeprefix('style_')}:{s.weight:g}>" for s in loras)
+        face_pass = next((p for p in style.detailer if p.detector == "face"), None)
+        settings = {
+            "Steps": t2i.steps,
+            "Sampler": t2i.sampler,
+            "CFG scale": t2i.cfg,
+            "Seed": seed,
+            "Size": f"{t2i.width}x{t2i.height}",
+            "Model hash": h.get("base"),
+            "Model": self.models.base_name,
+            "Denoising strength": style.beautify.denoise,
+            "ControlNet 0": (
+                f"Module: openpose, Model: controlnet_openpose [{h.get('controlnet_openpose')}], "
+                f"Weight: {t2i.controlnet_scale}"
+            )
+            if style.pose
+            else None,
+            "ADetailer model": "face_yolov8n.pt" if face_pass else None,
+            "ADetailer denoising strength": face_pass.denoise if face_pass else None,
+            "Ultimate SD upscale upscaler": up.upscaler,
+            "Ultimate SD upscale tile_width": up.tile,
+            "Ultimate SD upscale denoise": up.denoise,
+            "Lora hashes": ", ".join(
+                f"{s.adapter.removeprefix('style_')}: {self._lora_hash(s.path)}" for s in loras
+            )
+            or None,
+            "Version": VERSION,
+        }
+        parameters = a1111_parameters(f"{prompt} {lora_tags}".strip(), style.negative_prompt, settings)
+        meta = {
+            "style": style.id,
+            "seed": seed,
+            "preset": self.models.preset,
+            "models": {"base": self.models.base_name, "hashes": dict(h)},
+            "loras": [
+                {
+                    "name": s.adapter.removeprefix("style_"),
+                    "weight": s.weight,
+                    "hash": self._lora_hash(s.path),
+                }
+                for s in loras
+            ],
+            "loras_skipped": skipped,
+            "likeness": {"trigger_word": likeness.trigger_word, "class_word": likeness.class_word}
+            if likeness.lora_path
+            else None,
+            "stages": style.model_dump(include={"txt2img", "detailer", "beautify", "upscale"}),
+            "detailer": [d.to_json() for d in details],
+            "identity_score": score,
+            "face_found": bool(faces),
+            "size": [image.width, image.height],
+        }
+        return PortraitResult(
+            image, png_bytes(image, parameters, meta), style.id, seed, score, bool(faces), meta
+        )
+
+
+class _Encoder:
+    """Prompt embeddings under the job's active LoRAs (the text encoder may carry LoRA layers)."""
+
+    def __init__(self, pipe, likeness: Likeness):
+        self.pipe = pipe
+        self.likeness = likeness
+        self._cache: dict[tuple[str, str], PromptEmbeds] = {}
+
+    def __call__(self, prompt: str, negative: str) -> PromptEmbeds:
+        prompt = prompt.replace("{likeness}", self.likeness.words)
+        prompt, tags = extract_loras(prompt)
+        if tags:
+            raise ValueError("LoRA tags are only allowed in the style's main prompt")
+        key = (prompt, negative)
+        if key not in self._cache:
+            self._cache[key] = encode_prompt_pair(
+                self.pipe.tokenizer, self.pipe.text_encoder, prompt, negative
+            )
+        return self._cache[key]
+
+    def for_pass(self, params: DetailerPass) -> PromptEmbeds:
+        return self(params.prompt, params.negative_prompt)
+
+
+class _Progress:
+    def __init__(self, callback: Progress | None):
+        self.callback = callback
+
+    def start(self, index: int) -> None:
+        if self.callback:
+            done = sum(share for _, share in STAGES[:index])
+            self.callback(round(done, 4), STAGES[index][0])
+
+    def done(self) -> None:
+        if self.callback:
+            self.callback(1.0, "done")
+
+
+def _registry_lora(name: str) -> Path:
+    from shared.ml.registry import resolve
+
+    return resolve(name)

@@ -1,0 +1,68 @@
+"""Helpers every stage uses: samplers by A1111 name, seeded generators, batching."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+import torch
+
+from services.generator.prompts import PromptEmbeds
+
+T = TypeVar("T")
+
+
+def make_scheduler(name: str, config):
+    """The diffusers scheduler for an A1111 sampler name (a fresh object: schedulers hold state)."""
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
+
+    if name == "DPM++ 2M Karras":
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
+        )
+    table = {
+        "Euler a": EulerAncestralDiscreteScheduler,
+        "Euler": EulerDiscreteScheduler,
+        "DDIM": DDIMScheduler,
+        "UniPC": UniPCMultistepScheduler,
+    }
+    if name not in table:
+        raise ValueError(f"unknown sampler {name!r}")
+    return table[name].from_config(config)
+
+
+def generators(seeds: Sequence[int]) -> list[torch.Generator]:
+    # CPU generators: the same seed gives the same noise on every device.
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def repeat_embeds(embeds: PromptEmbeds, n: int) -> dict[str, torch.Tensor]:
+    return {
+        "prompt_embeds": embeds.prompt_embeds.repeat(n, 1, 1),
+        "negative_prompt_embeds": embeds.negative_prompt_embeds.repeat(n, 1, 1),
+    }
+
+
+def img2img_steps(steps: int, strength: float) -> int:
+    """Enough steps that `strength` leaves at least one denoising step (A1111 runs
+    steps * strength steps in img2img; diffusers refuses zero)."""
+    if strength <= 0:
+        raise ValueError("denoising strength must be > 0")
+    return max(steps, math.ceil(1 / strength))
+
+
+def batched(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def size_multiple(pipe) -> int:
+    """Pixel sizes must be multiples of this: VAE factor x the UNet's down-sampling."""
+    return pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)

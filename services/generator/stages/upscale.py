@@ -1,0 +1,151 @@
+"""Stage 5, upscale (Ultimate SD Upscale's method): ESRGAN (spandrel) to `factor` x, then a
+tiled img2img under the tile ControlNet at low denoise.
+
+The image is cut into a grid of `tile` px cells; each cell is processed in a window of the cell
+plus `padding` on each side (all windows the same size, so tiles batch), and the results are
+blended with each cell's mask blurred by `mask_blur`, normalised so seams fade smoothly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from services.generator.prompts import PromptEmbeds
+from services.generator.regions import Box, gaussian_blur
+from services.generator.stages.common import (
+    batched,
+    generators,
+    img2img_steps,
+    make_scheduler,
+    repeat_embeds,
+    size_multiple,
+)
+from services.generator.styles import UpscaleParams
+
+
+@dataclass(frozen=True)
+class Tile:
+    cell: Box  # the grid cell this tile is responsible for
+    window: Box  # the region processed (cell + padding, shifted inside the image)
+    weight: np.ndarray  # (H, W) float32 blend weight, zero outside `window`
+
+
+def plan_tiles(size: tuple[int, int], tile: int, padding: int, mask_blur: int, multiple: int) -> list[Tile]:
+    """The tile grid of an image with normalised blend weights (they sum to 1 at every pixel)."""
+    width, height = size
+    window_w = min(_round_up(tile + 2 * padding, multiple), width)
+    window_h = min(_round_up(tile + 2 * padding, multiple), height)
+    tiles, weights = [], []
+    for row in range(math.ceil(height / tile)):
+        for col in range(math.ceil(width / tile)):
+            cell = (
+                col * tile,
+                row * tile,
+                min((col + 1) * tile, width),
+                min((row + 1) * tile, height),
+            )
+            window = (
+                _place(cell[0], cell[2], window_w, width),
+                _place(cell[1], cell[3], window_h, height),
+            )
+            window = (window[0], window[1], window[0] + window_w, window[1] + window_h)
+            mask = np.zeros((height, width), np.float32)
+            mask[cell[1] : cell[3], cell[0] : cell[2]] = 1.0
+            mask = gaussian_blur(mask, mask_blur)
+            inside = np.zeros_like(mask)
+            inside[window[1] : window[3], window[0] : window[2]] = 1.0
+            weights.append(mask * inside)
+            tiles.append((cell, window))
+    total = np.sum(weights, axis=0)
+    if (total <= 0).any():
+        raise ValueError("tile windows do not cover the image")
+    return [Tile(c, w, wt / total) for (c, w), wt in zip(tiles, weights, strict=True)]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return math.ceil(value / multiple) * multiple
+
+
+def _place(a: int, b: int, length: int, limit: int) -> int:
+    """Start of a window of `length` centred on [a, b), shifted to stay inside [0, limit)."""
+    start = (a + b) // 2 - length // 2
+    return min(max(start, 0), limit - length)
+
+
+def esrgan_upscale(model, image: Image.Image, factor: float) -> Image.Image:
+    """Run a spandrel ESRGAN model, then resize to exactly `factor` x the input."""
+    param = next(model.model.parameters())
+    x = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32) / 255.0)
+    x = x.permute(2, 0, 1).unsqueeze(0).to(param.device, param.dtype)
+    with torch.no_grad():
+        y = model(x).clamp(0, 1)
+    array = (y[0].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().astype(np.uint8)
+    target = (round(image.width * factor), round(image.height * factor))
+    big = Image.fromarray(array)
+    return big if big.size == target else big.resize(target, Image.Resampling.LANCZOS)
+
+
+class UpscaleStage:
+    def __init__(
+        self, base, controlnet_tile, upscaler, sampler: str = "DPM++ 2M Karras", batch_size: int = 8
+    ):
+        self.base = base
+        self.controlnet = controlnet_tile
+        self.upscaler = upscaler
+        self.sampler = sampler
+        self.batch_size = batch_size
+
+    def __call__(
+        self,
+        images: Sequence[Image.Image],
+        embeds: PromptEmbeds,
+        params: UpscaleParams,
+        seeds: Sequence[int],
+    ) -> list[Image.Image]:
+        from diffusers import StableDiffusionControlNetImg2ImgPipeline
+
+        if len(images) != len(seeds):
+            raise ValueError("one seed per image")
+        big = [esrgan_upscale(self.upscaler, im, params.factor) for im in images]
+        if params.denoise == 0:
+            return big
+        pipe = StableDiffusionControlNetImg2ImgPipeline.from_pipe(
+            self.base,
+            controlnet=self.controlnet,
+            scheduler=make_scheduler(self.sampler, self.base.scheduler.config),
+        )
+        multiple = size_multiple(self.base)
+        jobs = []  # (image index, tile, seed); tiles of all images share one batch queue
+        plans = []
+        for index, image in enumerate(big):
+            if image.width % multiple or image.height % multiple:
+                raise ValueError(f"upscaled size {image.size} must be a multiple of {multiple}")
+            plan = plan_tiles(image.size, params.tile, params.padding, params.mask_blur, multiple)
+            plans.append(plan)
+            jobs += [(index, tile, seeds[index] + 7919 * k) for k, tile in enumerate(plan)]
+        sums = [np.zeros((im.height, im.width, 3), np.float32) for im in big]
+        for chunk in batched(jobs, self.batch_size):
+            crops = [big[index].crop(tile.window) for index, tile, _ in chunk]
+            result = pipe(
+                **repeat_embeds(embeds, len(chunk)),
+                image=crops,
+                control_image=crops,  # tile_resample: the control is the image itself
+                width=crops[0].width,
+                height=crops[0].height,
+                strength=params.denoise,
+                num_inference_steps=img2img_steps(params.steps, params.denoise),
+                guidance_scale=params.cfg,
+                controlnet_conditioning_scale=params.controlnet_scale,
+                generator=generators([seed for _, _, seed in chunk]),
+            )
+            for (index, tile, _), out in zip(chunk, result.images, strict=True):
+                x0, y0, x1, y1 = tile.window
+                w = tile.weight[y0:y1, x0:x1, None]
+                sums[index][y0:y1, x0:x1] += w * np.asarray(out.convert("RGB"), np.float32)
+        return [Image.fromarray(np.clip(np.round(s), 0, 255).astype(np.uint8)) for s in sums]
