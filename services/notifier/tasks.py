@@ -1,0 +1,124 @@
+"""The `send_email` job (task `notify.send`, queue `notify`).
+
+Input: {"template": name, "event_key": unique key, ...the template's ids}; see gather.py. One
+transaction per run: lock the event's delivery row, skip if it was sent, gather the data of this
+user only, render, send (with retries), record. A failed send fails the job with the SMTP reply.
+"""
+
+import logging
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.notifier.compose import compose_message, message_id_for, sender_domain
+from services.notifier.delivery import FAILED, SENT, SKIPPED, claim_delivery, mark_not_sent, mark_sent
+from services.notifier.gather import Draft, Skip, gather
+from services.notifier.render import RESULT_TEMPLATES, TEMPLATES, render_email
+from services.notifier.smtp import SmtpConfig, SmtpSendError, send_message
+from shared.config import Settings, get_settings
+from shared.db import session_scope
+from shared.jobs import JobContext, JobError, job_task
+from shared.models import Job, User
+
+log = logging.getLogger(__name__)
+
+
+@job_task("send_email")
+def send_email(ctx: JobContext) -> dict[str, Any]:
+    template = str(ctx.input.get("template"))
+    if template not in TEMPLATES:
+        raise JobError("unknown_template", f"There is no email template {template!r}.")
+    event_key = str(ctx.input.get("event_key") or f"job:{ctx.job_id}:{template}")
+    settings = get_settings()
+    failure: str | None = None
+    with session_scope() as session:
+        user = session.get(User, ctx.user_id) if ctx.user_id else None
+        if template != "data_erased":
+            if user is None:
+                return _skipped(template, "user_gone")  # erased since: nobody to write to
+            if user.deleting:
+                return _skipped(template, "user_deleting")
+            if template in RESULT_TEMPLATES:
+                if not user.email_results:
+                    return _skipped(template, "email_results_off")
+                if user.email_verified_at is None:
+                    return _skipped(template, "address_not_verified")
+        to, locale = _recipient(template, user, ctx.input)
+
+        delivery = claim_delivery(
+            session, event_key=event_key, template=template, user_id=user.id if user else None
+        )
+        if delivery.status == SENT:
+            _forget_address(session, ctx)
+            return {"sent": False, "skipped": "already_sent", "message_id": delivery.message_id}
+        try:
+            draft = gather(session, template, user, ctx.input, settings, _domain(settings))
+        except Skip as skip:
+            mark_not_sent(delivery, SKIPPED, skip.reason)
+            return _skipped(template, skip.reason)
+
+        message = _message(template, draft, to, locale, event_key, settings)
+        try:
+            attempts = send_message(message, SmtpConfig.from_settings(settings))
+        except SmtpSendError as exc:
+            failure = str(exc).replace(to, "<recipient>")  # the reply may quote the address
+            mark_not_sent(delivery, FAILED, failure)
+            _forget_address(session, ctx)  # the job ends here: keep no address in it
+        else:
+            mark_sent(delivery, message["Message-ID"])
+            _forget_address(session, ctx)
+    if failure is not None:
+        log.warning("email %s not sent: %s", template, failure, extra={"job_id": str(ctx.job_id)})
+        raise JobError("smtp_failed", f"The email could not be sent. {failure}")
+    log.info("email %s sent", template, extra={"job_id": str(ctx.job_id), "attempts": attempts})
+    return {
+        "sent": True,
+        "template": template,
+        "message_id": message["Message-ID"],
+        "attempts": attempts,
+        "inline_images": len(draft.images),
+    }
+
+
+def _recipient(template: str, user: User | None, job_input: dict[str, Any]) -> tuple[str, str]:
+    if template == "data_erased":  # the user row is gone; the address travels in the input
+        to = job_input.get("to")
+        if not to:
+            raise JobError("no_recipient", "The data_erased email needs the address in 'to'.")
+        return str(to), str(job_input.get("locale") or "en")
+    assert user is not None
+    return user.email, user.locale
+
+
+def _message(
+    template: str, draft: Draft, to: str, locale: str, event_key: str, settings: Settings
+) -> EmailMessage:
+    email = render_email(template, locale, draft.data)
+    return compose_message(
+        sender=settings.smtp_from,
+        to=to,
+        subject=email.subject,
+        text=email.text,
+        html=email.html,
+        images=draft.images,
+        message_id=message_id_for(event_key, _domain(settings)),
+        locale=email.locale,
+    )
+
+
+def _forget_address(session: Session, ctx: JobContext) -> None:
+    """Drop a mailed address from the job input once it is no longer needed."""
+    if "to" not in ctx.input:
+        return
+    job = session.get(Job, ctx.job_id)
+    if job is not None and "to" in (job.input or {}):
+        job.input = {k: v for k, v in job.input.items() if k != "to"}
+
+
+def _domain(settings: Settings) -> str:
+    return sender_domain(settings.smtp_from)
+
+
+def _skipped(template: str, reason: str) -> dict[str, Any]:
+    return {"sent": False, "template": template, "skipped": reason}
