@@ -27,7 +27,7 @@ from shared.localstack import LocalStack, free_port, free_port_block, wait_for_p
 REPO = Path(__file__).resolve().parent.parent
 FAST_JOBS = {  # short timings so failure tests finish in seconds
     "JOB_HEARTBEAT_SECONDS": "0.5",
-    "JOB_STALE_SECONDS": "4",
+    "JOB_STALE_SECONDS": "10",
     "REAPER_INTERVAL_SECONDS": "0.5",
     "RELAY_POLL_SECONDS": "0.1",
     "AUTH_RATE_LIMIT": "1000/minute",
@@ -51,6 +51,9 @@ def _reset_caches() -> None:
     reset_clients()
     storage.client.cache_clear()
     storage.public_client.cache_clear()
+    from shared.queue import celery_app
+
+    celery_app.conf.broker_url = get_settings().redis_url
 
 
 @pytest.fixture(scope="session")
@@ -131,9 +134,7 @@ def _child_env() -> dict[str, str]:
 def platform(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator["Platform"]:
     procs = Processes(_child_env(), tmp_path_factory.mktemp("logs"))
     port = free_port()
-    procs.start(
-        "gateway", "gateway", "--port", str(port), env={"PUBLIC_URL": f"http://127.0.0.1:{port}"}
-    )
+    procs.start("gateway", "gateway", "--port", str(port), env={"PUBLIC_URL": f"http://127.0.0.1:{port}"})
     procs.start("relay", "relay")
     procs.start("scheduler", "scheduler")
     procs.worker("photos")
@@ -168,10 +169,7 @@ class Api(httpx.Client):
         password: str = "correct horse battery",
     ) -> "UserSession":
         email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
-        assert (
-            self.post("/v1/auth/signup", json={"email": email, "password": password}).status_code
-            == 202
-        )
+        assert self.post("/v1/auth/signup", json={"email": email, "password": password}).status_code == 202
         tokens = self.post("/v1/auth/login", json={"email": email, "password": password}).json()
         user = UserSession(email, password, tokens["access_token"], tokens["refresh_token"])
         if consent:

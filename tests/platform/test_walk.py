@@ -33,9 +33,7 @@ def test_sign_up_upload_and_watch_the_check(api: Api) -> None:
 
     # Follow the server-sent events to the end, as a browser's EventSource would.
     seen = []
-    with api.stream(
-        "GET", f"/v1/jobs/{job_id}/events", params={"access_token": user.access_token}
-    ) as stream:
+    with api.stream("GET", f"/v1/jobs/{job_id}/events", params={"access_token": user.access_token}) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")
         for line in stream.iter_lines():
             if line.startswith("data:"):
@@ -47,9 +45,7 @@ def test_sign_up_upload_and_watch_the_check(api: Api) -> None:
     assert any(e.get("detail", {}).get("photo") for e in seen), "per-photo events were streamed"
 
     photos = {p["id"]: p for p in api.get("/v1/photos", headers=user.auth).json()["photos"]}
-    by_name = dict(
-        zip(["me", "cat", "camera", "two"], [p["id"] for p in body["photos"]], strict=True)
-    )
+    by_name = dict(zip(["me", "cat", "camera", "two"], [p["id"] for p in body["photos"]], strict=True))
     assert photos[by_name["me"]]["status"] == "accepted"
     assert photos[by_name["cat"]]["reason_code"] == "no_face"
     assert photos[by_name["two"]]["reason_code"] == "multiple_faces"

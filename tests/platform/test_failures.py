@@ -1,0 +1,140 @@
+"""The job system under failure: killed workers, a relay down between commit and publish, duplicate
+requests and deliveries, and a poison task."""
+
+import time
+import uuid
+
+from sqlalchemy import select
+
+from shared import storage
+from shared.db import session_scope
+from shared.models import Job, OutboxMessage, Photo
+from shared.queue import celery_app
+from tests.conftest import Api, Platform, wait_until
+from tests.photos import astronaut_variants, jpeg
+
+
+def _job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, uuid.UUID(job_id))
+        session.expunge(job)
+        return job
+
+
+def _upload(api: Api, user, n: int, **headers: str) -> dict:
+    files = [
+        ("files", (f"me{i}.jpg", jpeg(img), "image/jpeg")) for i, img in enumerate(astronaut_variants(n))
+    ]
+    r = api.post("/v1/photos", files=files, headers={**user.auth, **headers})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _replace(platform: Platform, name: str) -> None:
+    """Kill the platform's process `name` (whole process group) and start a fresh one."""
+    procs = platform.procs
+    victim = next(p for p in procs.running if name in p.log_path and p.poll() is None)
+    procs.kill(victim)
+    procs.running.remove(victim)
+    if name == "worker-photos":
+        procs.worker("photos")
+    else:
+        procs.start(name, name)
+
+
+def test_sigkilled_worker_mid_task_the_job_still_ends_exactly_once(api: Api, platform: Platform):
+    user = api.new_user()
+    body = _upload(api, user, 16)
+    job_id = body["job"]["id"]
+    wait_until(
+        lambda: (j := _job_row(job_id)).status == "running" and 0 < j.progress < 0.8,
+        timeout=60,
+        interval=0.05,
+        what="the check to be half-way",
+    )
+    _replace(platform, "worker-photos")  # SIGKILL the worker and its pool mid-task
+
+    job = api.wait_job(job_id, user, timeout=90)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2  # the reaper handed it to the new worker once
+    assert job["result"] == {"accepted": 16, "rejected": 0}
+    finished = job["finished_at"]
+    time.sleep(11)  # longer than the stale timeout: nothing runs it again
+    again = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
+    assert again["status"] == "succeeded" and again["finished_at"] == finished
+    assert again["attempts"] == 2
+
+
+def test_relay_down_between_commit_and_publish_the_outbox_delivers(api: Api, platform: Platform):
+    victim = next(p for p in platform.procs.running if "relay" in p.log_path and p.poll() is None)
+    platform.procs.kill(victim)  # the process that publishes is gone
+    platform.procs.running.remove(victim)
+    user = api.new_user()
+    job_id = _upload(api, user, 1)["job"]["id"]
+    time.sleep(2)
+    with session_scope() as session:
+        assert session.get(Job, uuid.UUID(job_id)).status == "queued"
+        row = session.scalar(select(OutboxMessage).where(OutboxMessage.job_id == uuid.UUID(job_id)))
+        assert row.sent_at is None  # committed with the job, not yet published
+    platform.procs.start("relay", "relay")
+    assert api.wait_job(job_id, user, timeout=60)["status"] == "succeeded"
+
+
+def test_duplicate_idempotency_key_returns_the_same_job(api: Api):
+    user = api.new_user()
+    first = _upload(api, user, 2, **{"Idempotency-Key": "upload-1"})
+    second = _upload(api, user, 2, **{"Idempotency-Key": "upload-1"})
+    assert second["job"]["id"] == first["job"]["id"]
+    assert [p["id"] for p in second["photos"]] == [p["id"] for p in first["photos"]]
+    assert (
+        len(storage.list_keys(storage.user_prefix(api.get("/v1/me", headers=user.auth).json()["id"]))) == 2
+    )  # nothing stored twice
+
+    other = [("files", ("x.jpg", jpeg(astronaut_variants(3)[2]), "image/jpeg"))]
+    r = api.post("/v1/photos", files=other, headers={**user.auth, "Idempotency-Key": "upload-1"})
+    assert r.status_code == 409 and "Idempotency-Key" in r.json()["detail"]
+
+
+def test_duplicate_delivery_does_no_work_twice(api: Api):
+    user = api.new_user()
+    job_id = _upload(api, user, 1)["job"]["id"]
+    done = api.wait_job(job_id, user)
+    celery_app.send_task("photos.check", kwargs={"job_id": job_id}, queue="photos")
+    time.sleep(3)
+    after = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
+    assert after["attempts"] == done["attempts"] == 1
+    assert after["finished_at"] == done["finished_at"]
+
+
+def test_poison_task_fails_after_max_attempts(api: Api, platform: Platform):
+    victim = next(p for p in platform.procs.running if "relay" in p.log_path and p.poll() is None)
+    platform.procs.kill(victim)
+    platform.procs.running.remove(victim)
+    user = api.new_user()
+    body = _upload(api, user, 1)
+    with session_scope() as session:  # the photo's object vanishes: every attempt crashes
+        photo = session.get(Photo, uuid.UUID(body["photos"][0]["id"]))
+        storage.delete_keys([photo.object_key])
+    platform.procs.start("relay", "relay")
+    job = api.wait_job(body["job"]["id"], user, timeout=90)
+    assert job["status"] == "failed"
+    assert job["attempts"] == job["max_attempts"] == 3
+    assert job["error_code"] == "internal_error"
+    assert "failed 3 times" in job["error_message"]
+    time.sleep(3)
+    assert api.get(f"/v1/jobs/{job['id']}", headers=user.auth).json()["attempts"] == 3
+
+
+def test_cancel_a_queued_job(api: Api, platform: Platform):
+    victim = next(p for p in platform.procs.running if "relay" in p.log_path and p.poll() is None)
+    platform.procs.kill(victim)
+    platform.procs.running.remove(victim)
+    user = api.new_user()
+    job_id = _upload(api, user, 1)["job"]["id"]
+    r = api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth)
+    assert r.status_code == 200 and r.json()["status"] == "canceled"
+    platform.procs.start("relay", "relay")
+    time.sleep(3)  # the message is delivered, but the claim finds a canceled job
+    job = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
+    assert job["status"] == "canceled" and job["attempts"] == 0
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth).status_code == 409
