@@ -237,3 +237,27 @@ def test_gateway_listens_on_all_interfaces(rendered):
     """`studio gateway` binds 127.0.0.1 by default, which a Service cannot reach."""
     (c,) = containers(named(rendered["base"], "Deployment", "studio-gateway"))
     assert c["args"][c["args"].index("--host") + 1] == "0.0.0.0"
+
+
+@pytest.mark.parametrize("build", ["overlays/dev", "overlays/prod"])
+def test_deploy_script_phases(rendered, build):
+    """deploy/deploy.sh applies `setup`, then the `migrate` Jobs, then everything."""
+    docs = rendered[build]
+    phase = {
+        (d["kind"], d["metadata"]["name"]): d["metadata"]["labels"].get("studio.deploy/phase") for d in docs
+    }
+    setup = {kind for (kind, _), p in phase.items() if p == "setup"}
+    assert (
+        {"Namespace", "ServiceAccount", "ConfigMap"}
+        <= setup
+        <= {"Namespace", "ServiceAccount", "ConfigMap", "PersistentVolumeClaim"}
+    )
+    jobs = {name for (kind, name), p in phase.items() if p == "migrate"}
+    assert jobs == {name for kind, name in phase if kind == "Job"}
+    assert "studio-migrate" in jobs
+    script = (K8S.parent / "deploy.sh").read_text()
+    assert all(job in script for job in jobs)
+    (namespace,) = of_kind(docs, "Namespace")
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {
+        namespace["metadata"]["name"]
+    }
