@@ -261,3 +261,9 @@ def test_deploy_script_phases(rendered, build):
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {
         namespace["metadata"]["name"]
     }
+
+
+def test_readme_documents_every_setting():
+    readme = (K8S.parent / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", readme, re.MULTILINE))
+    assert {name.upper() for name in FIELDS} <= documented, {n.upper() for n in FIELDS} - documented
