@@ -84,10 +84,24 @@ class Web:
             self.errors.append(msg.text)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.failed_call = report.failed  # type: ignore[attr-defined]
+
+
 @pytest.fixture
-def web(browser: Browser, platform: Platform) -> Iterator[Web]:
+def web(browser: Browser, platform: Platform, request: pytest.FixtureRequest) -> Iterator[Web]:
     w = Web(browser, platform.url)
     yield w
+    if getattr(request.node, "failed_call", False):  # what the page showed when the test failed
+        folder = ARTIFACTS / re.sub(r"[^\w-]+", "_", request.node.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, context in enumerate(w.contexts):
+            for j, page in enumerate(context.pages):
+                page.screenshot(path=str(folder / f"failed-{i}-{j}.png"), full_page=True)
     for context in w.contexts:
         context.close()
     assert not w.errors, f"JavaScript errors on the page: {w.errors}"

@@ -63,23 +63,18 @@ class PhotoBoard {
         this.input.value = "";
       },
     });
+    // A real button opens the picker; the input itself stays out of sight and out of the tab order.
+    this.input.tabIndex = -1;
+    this.input.setAttribute("aria-hidden", "true");
+    const pick = h("button", { type: "button", class: "btn", id: "photo-pick",
+      onclick: () => this.input.click() }, t("photos.pick"));
     const zone = h(
       "div",
       { class: "dropzone", id: "dropzone" },
       h("p", { class: "dropzone-title" }, t("photos.drop")),
-      h("p", {}, h("label", { for: "photo-input", class: "btn" }, t("photos.pick")), this.input),
+      h("p", {}, pick, this.input),
       h("p", { class: "hint" }, t("photos.formats")),
     );
-    // The label opens the picker on click; make it reachable and usable from the keyboard too.
-    const label = zone.querySelector("label");
-    label.tabIndex = 0;
-    label.setAttribute("role", "button");
-    label.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        this.input.click();
-      }
-    });
     zone.addEventListener("dragover", (event) => {
       event.preventDefault();
       zone.classList.add("dragging");
@@ -298,7 +293,7 @@ export async function render(root) {
     await board.load();
   };
   if (!state.me || !state.me.face_consent_at) {
-    body.append(consentPanel(() => showBoard().then(() => body.querySelector("#dropzone label").focus())));
+    body.append(consentPanel(() => showBoard().then(() => body.querySelector("#photo-pick").focus())));
   } else {
     await showBoard();
   }

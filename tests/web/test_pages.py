@@ -1,0 +1,142 @@
+"""Single pages in a real browser: refused uploads, token refresh and session end, another user's
+job, account settings and erasure, keyboard use. Screenshots: test-artifacts/web/<test>/."""
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.conftest import Api
+from tests.photos import astronaut, jpeg
+from tests.web.conftest import Shots, Web
+from tests.web.helpers import file_payload, log_in_with_form, sign_in
+
+
+def test_a_refused_file_shows_the_gateway_reason(web: Web, api: Api, shots: Shots) -> None:
+    user = api.new_user()
+    page = web.page()
+    sign_in(page, user, "#/photos")
+    page.set_input_files("#photo-input", [
+        file_payload("notes.jpg", b"this is not a picture at all", "image/jpeg"),
+        file_payload("me.jpg", jpeg(astronaut()), "image/jpeg"),
+    ])
+    refused = page.locator(".photo", has_text="notes.jpg")
+    expect(refused).to_have_attribute("data-status", "failed")
+    expect(refused).to_contain_text("Not uploaded")
+    reason = refused.locator(".reason").inner_text()
+    assert reason.strip(), "the gateway's sentence is shown"
+    # The other file of the same selection is unaffected: its own request, its own verdict.
+    expect(page.locator(".photo", has_text="me.jpg")).to_have_attribute("data-status", "accepted",
+                                                                        timeout=60_000)
+    expect(page.locator(".counter")).to_contain_text("1 of 8 good photos. 7 more needed.")
+    shots(page, "refused-file")
+    # Dismissing the refused card touches nothing on the server.
+    page.get_by_role("button", name="Remove notes.jpg").click()
+    expect(page.locator(".photo")).to_have_count(1)
+    assert len(api.get("/v1/photos", headers=user.auth).json()["photos"]) == 1
+
+
+def test_expired_access_token_is_refreshed_then_a_revoked_session_ends(
+    web: Web, api: Api, shots: Shots
+) -> None:
+    user = api.new_user()
+    page = web.page()
+    sign_in(page, user, "#/account")
+    expect(page.locator("#acct-email")).to_have_text(user.email)
+
+    # A stale access token: the page refreshes it once, transparently, and rotates the pair.
+    page.evaluate("sessionStorage.setItem('ps.access', 'expired.token.value')")
+    page.reload()
+    expect(page.locator("#acct-email")).to_have_text(user.email)
+    rotated = page.evaluate("localStorage.getItem('ps.refresh')")
+    assert rotated and rotated != user.refresh_token
+    shots(page, "after-refresh")
+
+    # Log out elsewhere (revokes the family). An access token stays valid until it expires, so
+    # let it expire (a stale one in storage, then a reload): the refresh is refused and the
+    # session ends politely.
+    assert api.post("/v1/auth/logout", json={"refresh_token": rotated}).status_code == 204
+    page.evaluate("sessionStorage.setItem('ps.access', 'expired.token.value')")
+    page.reload()
+    expect(page).to_have_url(re.compile(r"#/login"))
+    expect(page.get_by_role("status").first).to_contain_text("Your session has ended")
+    assert page.evaluate("localStorage.getItem('ps.refresh')") is None
+    shots(page, "session-ended")
+
+
+def test_another_users_job_and_photo_are_refused(web: Web, api: Api, shots: Shots) -> None:
+    owner = api.new_user()
+    upload = api.post("/v1/photos", headers=owner.auth,
+                      files=[("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))])
+    assert upload.status_code == 201, upload.text
+    job_id = upload.json()["job"]["id"]
+    photo_id = upload.json()["photos"][0]["id"]
+
+    intruder = api.new_user()
+    page = web.page()
+    sign_in(page, intruder, f"#/gallery?job={job_id}")
+    expect(page.get_by_role("alert")).to_contain_text("does not exist, or it is not yours")
+    shots(page, "gallery-of-another-user")
+    # The same from the page's own API client: another user's objects are simply not found.
+    statuses = page.evaluate(
+        """async ([jobId, photoId, token]) => {
+            const auth = {headers: {Authorization: `Bearer ${token}`}};
+            const get = (url) => fetch(url, auth).then((r) => r.status);
+            return [await get(`/v1/jobs/${jobId}`), await get(`/v1/photos/${photoId}`),
+                    await fetch(`/v1/jobs/${jobId}/events?access_token=${token}`).then((r) => r.status)];
+        }""",
+        [job_id, photo_id, intruder.access_token],
+    )
+    assert statuses == [404, 404, 404]
+
+
+def test_account_email_switch_and_delete_everything(web: Web, api: Api, shots: Shots) -> None:
+    user = api.new_user()
+    page = web.page()
+    sign_in(page, user, "#/account")
+    box = page.get_by_label("Email me when my portraits are ready")
+    expect(box).to_be_checked()
+    box.uncheck()
+    expect(box).to_be_enabled()
+    assert api.get("/v1/me", headers=user.auth).json()["email_results"] is False
+    page.reload()
+    expect(page.get_by_label("Email me when my portraits are ready")).not_to_be_checked()
+    shots(page, "account")
+
+    # Delete everything: a dialog that needs an explicit tick.
+    page.get_by_role("button", name="Delete everything").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("cannot be undone")
+    confirm = dialog.get_by_role("button", name="Delete everything")
+    expect(confirm).to_be_disabled()
+    dialog.get_by_label("I understand that everything will be deleted.").check()
+    shots(page, "delete-everything-dialog")
+    confirm.click()
+    expect(page.get_by_role("status").first).to_contain_text("Your account is being deleted")
+    shots(page, "deleted")
+    log_in_with_form(page, user.email, user.password)
+    expect(page.get_by_role("alert")).to_contain_text("Wrong email or password.")
+
+
+def test_keyboard_and_labels(web: Web, api: Api, shots: Shots) -> None:
+    user = api.new_user()
+    page = web.page()
+    sign_in(page, user, "#/photos")
+    expect(page.locator("#dropzone")).to_be_visible()
+    # Every form control has an accessible name.
+    unnamed = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button, textarea')]
+              .filter((el) => !el.closest('[hidden], [aria-hidden=true]'))
+              .filter((el) => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
+                               && !el.textContent.trim())
+              .map((el) => el.outerHTML)"""
+    )
+    assert unnamed == []
+    # The skip link comes first; the photo picker opens from the keyboard.
+    page.keyboard.press("Tab")
+    expect(page.locator("#skip-link")).to_be_focused()
+    picker = page.get_by_role("button", name="Choose photos")
+    picker.focus()
+    shots(page, "picker-focused")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    assert chooser.value.is_multiple()
