@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     refresh_token_days: int = 30
     auth_rate_limit: str = "10/minute"
     upload_rate_limit: str = "60/minute"
+    email_verify_hours: int = 48
+    password_reset_minutes: int = 30
 
     # Uploads (decoded defensively, see shared/images.py)
     upload_max_bytes: int = 15 * 1024 * 1024

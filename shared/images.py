@@ -7,6 +7,8 @@ before anything is decoded (decompression bombs); EXIF orientation is applied an
 
 import hashlib
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,12 +42,21 @@ def sniff_format(head: bytes) -> str | None:
     return None
 
 
+@contextmanager
+def _without_pillow_bomb_guard() -> Iterator[None]:
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def clean_upload(raw: bytes, *, filename: str, max_bytes: int, max_pixels: int) -> CleanImage:
     name = filename or "the file"
     if len(raw) > max_bytes:
         raise ImageRejected(
             413,
-            f"{name} is {len(raw) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB per photo.",
+            f"{name} is larger than {max_bytes / 2**20:.0f} MB, the limit per photo.",
         )
     if not raw:
         raise ImageRejected(400, f"{name} is empty.")
@@ -53,20 +64,21 @@ def clean_upload(raw: bytes, *, filename: str, max_bytes: int, max_pixels: int) 
     if fmt is None:
         raise ImageRejected(415, f"{name} is not a JPEG, PNG or WebP photo.")
     try:
-        with Image.open(io.BytesIO(raw), formats=[fmt]) as img:
+        # Pillow's own bomb guard would refuse before we can name the size; ours runs right after
+        # the header is read and before any pixel is decoded.
+        with _without_pillow_bomb_guard(), Image.open(io.BytesIO(raw), formats=[fmt]) as img:
             width, height = img.size  # from the header: nothing decoded yet
             if width * height > max_pixels:
                 raise ImageRejected(
                     400,
-                    f"{name} is {width}x{height} pixels; the limit is "
-                    f"{max_pixels / 1e6:.0f} megapixels.",
+                    f"{name} is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.",
                 )
             img.load()  # decodes fully: truncated or corrupt data fails here
             img = ImageOps.exif_transpose(img)
             rgb = img.convert("RGB")
     except ImageRejected:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise ImageRejected(
             400, f"{name} could not be read as an image; it may be damaged or incomplete."
         ) from None

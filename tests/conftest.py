@@ -132,9 +132,10 @@ def _child_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def platform(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator["Platform"]:
-    procs = Processes(_child_env(), tmp_path_factory.mktemp("logs"))
     port = free_port()
-    procs.start("gateway", "gateway", "--port", str(port), env={"PUBLIC_URL": f"http://127.0.0.1:{port}"})
+    env = {**_child_env(), "PUBLIC_URL": f"http://127.0.0.1:{port}"}  # links in mails too
+    procs = Processes(env, tmp_path_factory.mktemp("logs"))
+    procs.start("gateway", "gateway", "--port", str(port))
     procs.start("relay", "relay")
     procs.start("scheduler", "scheduler")
     procs.worker("photos")

@@ -9,6 +9,7 @@ class JobKind:
     task_name: str
     queue: str
     max_attempts: int = 3
+    mail_on_failure: bool = False  # tell the user, in words, when the job finally fails
 
 
 KINDS: dict[str, JobKind] = {
@@ -17,8 +18,8 @@ KINDS: dict[str, JobKind] = {
         JobKind("photo_check", "photos.check", "photos"),
         JobKind("erase_user", "photos.erase_user", "photos", max_attempts=10),
         JobKind("retention_sweep", "photos.retention_sweep", "photos"),
-        JobKind("train_likeness", "train.likeness", "train"),
-        JobKind("generate_portraits", "generate.portraits", "generate"),
+        JobKind("train_likeness", "train.likeness", "train", mail_on_failure=True),
+        JobKind("generate_portraits", "generate.portraits", "generate", mail_on_failure=True),
         JobKind("send_email", "notify.send", "notify", max_attempts=5),
     ]
 }

@@ -139,3 +139,14 @@ def run_relay(stop=lambda: False) -> None:
         except Exception:
             log.exception("relay pass failed; retrying")
         time.sleep(settings.relay_poll_seconds)
+
+
+def mail_failure(session: Session, job: Job) -> None:
+    """A job the user waits for finally failed: tell them by email what happened and what to do."""
+    if get_kind(job.kind).mail_on_failure and job.user_id is not None:
+        enqueue(
+            session,
+            kind="send_email",
+            user_id=job.user_id,
+            input={"template": "job_failed", "job_id": str(job.id), "event_key": f"job:{job.id}:failed"},
+        )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from shared.config import get_settings
 from shared.jobs import events
-from shared.jobs.outbox import add_outbox
+from shared.jobs.outbox import add_outbox, mail_failure
 from shared.jobs.state import now, transition
 from shared.models import Job, JobStatus
 
@@ -53,10 +53,10 @@ def reap_stale_jobs(session: Session) -> list[Job]:
                     "trying. Please try again later."
                 ),
             )
+            if moved:
+                mail_failure(session, moved)
         if moved:
-            log.warning(
-                "reaped stale job", extra={"job_id": str(job.id), "status": str(moved.status)}
-            )
+            log.warning("reaped stale job", extra={"job_id": str(job.id), "status": str(moved.status)})
             changed.append(moved)
     session.commit()
     for job in changed:

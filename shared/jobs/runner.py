@@ -16,7 +16,7 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import events
 from shared.jobs.kinds import get_kind
-from shared.jobs.outbox import add_outbox, enqueue
+from shared.jobs.outbox import add_outbox, enqueue, mail_failure
 from shared.jobs.state import now as utcnow
 from shared.jobs.state import transition
 from shared.models import Job, JobStatus
@@ -173,15 +173,15 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
 
 def _finish(ctx: JobContext, status: JobStatus, **values: Any) -> None:
     with session_scope() as session:
-        job = transition(
-            session, ctx.job_id, JobStatus.running, status, claimed_by=ctx.worker, **values
-        )
+        job = transition(session, ctx.job_id, JobStatus.running, status, claimed_by=ctx.worker, **values)
         if job is None:
             log.info("job %s was canceled or reassigned before it finished", ctx.job_id)
             return
         if status is JobStatus.succeeded:
             for follow in ctx._follow_ups:
                 enqueue(session, **follow)
+        else:
+            mail_failure(session, job)
         events.publish(job)
     _count(ctx.kind, status)
 
@@ -221,6 +221,7 @@ def _retry_or_fail(ctx: JobContext, code: str, detail: str) -> None:
             result={"last_error": detail},
         )
         if job is not None:
+            mail_failure(session, job)
             events.publish(job)
     _count(ctx.kind, JobStatus.failed)
 

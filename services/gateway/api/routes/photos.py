@@ -4,6 +4,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
@@ -46,7 +47,8 @@ async def upload_photos(
         raw = await upload.read(s.upload_max_bytes + 1)  # never hold more than the cap
         try:
             cleaned.append(
-                clean_upload(
+                await run_in_threadpool(  # decoding is CPU work: keep the event loop free
+                    clean_upload,
                     raw,
                     filename=upload.filename or "photo",
                     max_bytes=s.upload_max_bytes,
@@ -65,15 +67,12 @@ async def upload_photos(
                     status.HTTP_409_CONFLICT,
                     str(
                         IdempotencyConflict(
-                            "This Idempotency-Key was already used for a different request; "
-                            "use a new key."
+                            "This Idempotency-Key was already used for a different request; use a new key."
                         )
                     ),
                 )
             photos = session.scalars(
-                select(Photo).where(
-                    Photo.id.in_([uuid.UUID(p) for p in existing.input["photo_ids"]])
-                )
+                select(Photo).where(Photo.id.in_([uuid.UUID(p) for p in existing.input["photo_ids"]]))
             ).all()
             return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(existing))
 
@@ -117,9 +116,7 @@ async def upload_photos(
 
 @router.get("", response_model=PhotoList)
 def list_photos(user: CurrentUser, session: SessionDep) -> PhotoList:
-    photos = session.scalars(
-        select(Photo).where(Photo.user_id == user.id).order_by(Photo.created_at)
-    ).all()
+    photos = session.scalars(select(Photo).where(Photo.user_id == user.id).order_by(Photo.created_at)).all()
     return PhotoList(photos=[photo_out(p) for p in photos])
 
 

@@ -1,0 +1,171 @@
+"""Abuse: other users' objects, hostile files, metadata, and erasure that leaves nothing behind."""
+
+import io
+import struct
+import uuid
+import zlib
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select, text
+
+from shared import storage
+from shared.db import session_scope
+from shared.models import AuditEvent, Job
+from tests.conftest import Api, wait_until
+from tests.photos import astronaut, jpeg, png
+
+
+def _png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny real PNG whose header claims width x height pixels."""
+    raw = bytearray(png(Image.new("RGB", (8, 8))))
+    ihdr = struct.pack(">II", width, height) + raw[24:29]
+    raw[16:29] = ihdr
+    raw[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(raw)
+
+
+def _bomb() -> bytes:
+    """A decompression bomb: 20000x20000 pixels of zeros in a few hundred kilobytes."""
+    out = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+HOSTILE = {
+    "bomb.png": (_bomb, 400, "megapixels"),
+    "huge-header.png": (lambda: _png_header_claiming(30000, 30000), 400, "30000x30000"),
+    "truncated.jpg": (lambda: jpeg(astronaut())[:20000], 400, "damaged or incomplete"),
+    "drawing.svg": (
+        lambda: b'<svg xmlns="http://www.w3.org/2000/svg"><script>x</script></svg>',
+        415,
+        "not a JPEG, PNG or WebP",
+    ),
+    "program.jpg": (lambda: b"MZ\x90\x00" + bytes(4000), 415, "not a JPEG, PNG or WebP"),
+    "big.jpg": (lambda: b"\xff\xd8\xff\xe0" + bytes(50 * 1024 * 1024), 413, "larger than 15 MB"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_file_gets_a_clear_4xx_and_nothing_is_stored(api: Api, name: str) -> None:
+    make, status, words = HOSTILE[name]
+    user = api.new_user()
+    user_id = api.get("/v1/me", headers=user.auth).json()["id"]
+    files = [
+        ("files", ("good.jpg", jpeg(astronaut()), "image/jpeg")),
+        ("files", (name, make(), "application/octet-stream")),
+    ]
+    r = api.post("/v1/photos", files=files, headers=user.auth)
+    assert r.status_code == status, r.text
+    assert words in r.json()["detail"] and name in r.json()["detail"]
+    assert api.get("/v1/photos", headers=user.auth).json()["photos"] == []
+    assert storage.list_keys(storage.user_prefix(user_id)) == []  # the good file was not kept either
+    with session_scope() as session:
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.user_id == uuid.UUID(user_id), Job.kind == "photo_check")
+            )
+            == 0
+        )
+
+
+def test_type_is_judged_by_content_not_by_name(api: Api) -> None:
+    user = api.new_user()
+    r = api.post(
+        "/v1/photos",
+        headers=user.auth,
+        files=[("files", ("really-a-png.jpg", png(astronaut()), "image/jpeg"))],
+    )
+    assert r.status_code == 201, r.text  # a real PNG named .jpg is a photo
+
+
+def test_gps_and_all_metadata_are_gone_and_orientation_applied(api: Api) -> None:
+    user = api.new_user()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° when shown
+    exif[0x8825] = {1: "N", 2: (37.0, 33.0, 59.0), 3: "E", 4: (126.0, 58.0, 41.0)}  # GPS
+    exif[0x010F] = "PhoneMaker"
+    img = astronaut().crop((0, 0, 1024, 800))
+    raw = jpeg(img, exif=exif.tobytes())
+    assert Image.open(io.BytesIO(raw)).getexif().get_ifd(0x8825)  # the upload does carry GPS
+    photo = api.post(
+        "/v1/photos", headers=user.auth, files=[("files", ("gps.jpg", raw, "image/jpeg"))]
+    ).json()["photos"][0]
+    stored = Image.open(io.BytesIO(api.get(photo["url"]).content))
+    assert stored.size == (800, 1024)  # rotated as the phone meant it
+    assert len(stored.getexif()) == 0 and "exif" not in stored.info
+    assert (photo["width"], photo["height"]) == (800, 1024)
+
+
+def test_users_cannot_reach_each_others_photos_or_jobs(api: Api) -> None:
+    alice, bob = api.new_user(), api.new_user()
+    up = api.post(
+        "/v1/photos", headers=alice.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
+    ).json()
+    photo_id, job_id = up["photos"][0]["id"], up["job"]["id"]
+    for method, path in [
+        ("GET", f"/v1/photos/{photo_id}"),
+        ("DELETE", f"/v1/photos/{photo_id}"),
+        ("GET", f"/v1/jobs/{job_id}"),
+        ("POST", f"/v1/jobs/{job_id}/cancel"),
+        ("GET", f"/v1/jobs/{job_id}/events"),
+    ]:
+        r = api.request(method, path, headers=bob.auth)
+        assert r.status_code == 404, (method, path, r.status_code)
+    assert api.get("/v1/photos", headers=bob.auth).json()["photos"] == []
+    assert api.get(f"/v1/photos/{photo_id}", headers=alice.auth).status_code == 200
+    assert api.get("/v1/photos", headers={"Authorization": "Bearer forged"}).status_code == 401
+
+
+def test_delete_a_photo_removes_its_object(api: Api) -> None:
+    user = api.new_user()
+    up = api.post(
+        "/v1/photos", headers=user.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
+    ).json()
+    api.wait_job(up["job"]["id"], user)
+    user_id = api.get("/v1/me", headers=user.auth).json()["id"]
+    assert api.delete(f"/v1/photos/{up['photos'][0]['id']}", headers=user.auth).status_code == 204
+    assert storage.list_keys(storage.user_prefix(user_id)) == []
+    assert api.get(f"/v1/photos/{up['photos'][0]['id']}", headers=user.auth).status_code == 404
+
+
+def test_erasure_leaves_no_row_and_no_object(api: Api) -> None:
+    user = api.new_user()
+    user_id = api.get("/v1/me", headers=user.auth).json()["id"]
+    up = api.post(
+        "/v1/photos",
+        headers=user.auth,
+        files=[("files", (f"{i}.jpg", jpeg(astronaut()), "image/jpeg")) for i in range(3)],
+    )
+    api.wait_job(up.json()["job"]["id"], user)
+    assert len(storage.list_keys(storage.user_prefix(user_id))) == 3
+
+    first = api.delete("/v1/me", headers=user.auth)
+    assert first.status_code == 202
+    assert api.get("/v1/me", headers=user.auth).status_code == 401  # the account is closed at once
+    login = api.post("/v1/auth/login", json={"email": user.email, "password": user.password})
+    assert login.status_code == 401
+
+    def gone() -> bool:
+        with session_scope() as session:
+            rows = session.execute(
+                text(
+                    "SELECT (SELECT count(*) FROM users WHERE id = :u) + (SELECT count(*) FROM photos "
+                    "WHERE user_id = :u) + (SELECT count(*) FROM jobs WHERE user_id = :u) + "
+                    "(SELECT count(*) FROM refresh_tokens WHERE user_id = :u)"
+                ),
+                {"u": user_id},
+            ).scalar()
+        return rows == 0
+
+    wait_until(gone, timeout=60, what="every row of the user to be deleted")
+    assert storage.list_keys(storage.user_prefix(user_id)) == []
+    with session_scope() as session:
+        audit = session.scalars(select(AuditEvent).where(AuditEvent.action == "user_erased")).all()
+        assert audit and all(user.email not in str(a.detail) and user_id not in str(a.detail) for a in audit)
+        dump = session.execute(
+            text("SELECT count(*) FROM jobs WHERE input::text LIKE :u"), {"u": f"%{user_id}%"}
+        ).scalar()
+        assert dump == 0
