@@ -37,7 +37,9 @@ from shared.security import (
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 AUTH_LIMIT = get_settings().auth_rate_limit
-SIGNUP_ACCEPTED = "Thanks! If this address can be used, you can log in now, and we sent it an email to confirm it."
+SIGNUP_ACCEPTED = (
+    "Thanks! If this address can be used, you can log in now, and we sent it an email to confirm it."
+)
 RESET_ACCEPTED = "If an account uses this address, we sent it a link to choose a new password."
 BAD_LOGIN = HTTPException(status.HTTP_401_UNAUTHORIZED, "Wrong email or password.")
 BAD_LINK = HTTPException(status.HTTP_400_BAD_REQUEST, "This link is invalid or has expired.")
