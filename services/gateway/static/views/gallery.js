@@ -48,6 +48,7 @@ export async function render(root, { query }) {
   let job;
   try {
     job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    if (job.kind !== "generate_portraits") throw new ApiError(404, "not a portrait job");
   } catch (error) {
     const gone = error instanceof ApiError && [403, 404].includes(error.status);
     root.append(notice("error", gone ? t("gallery.not_found") : error.message));

@@ -224,7 +224,8 @@ class PhotoBoard {
     return h(
       "li",
       { class: `photo status-${status}`, dataset: { status, photoId: item.photo ? item.photo.id : "" } },
-      h("div", { class: "thumb" }, src ? h("img", { src, alt: t("photos.preview_of", { name }), loading: "lazy" }) : null),
+      h("div", { class: "thumb" }, src ? h("img", { src, alt: t("photos.preview_of", { name }), loading: "lazy",
+        onerror: (event) => event.target.remove() }) : null),
       h("div", { class: "photo-body" },
         h("p", { class: "badge" }, h("span", { class: "dot", "aria-hidden": "true" }), t(`status.${status}`)),
         detail ? h("p", { class: "reason" }, detail) : null,
