@@ -25,10 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 system-deps:
-	@command -v chromium >/dev/null && command -v kubectl >/dev/null || { \
-	  echo "installing chromium and kubectl (Debian packages) for the browser and deploy tests"; \
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (Debian package) for the browser tests"; \
 	  apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@command -v kubectl >/dev/null || { \
+	  echo "installing kubectl (Debian's kubernetes-client) for the manifest tests"; \
+	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
 
 run: install

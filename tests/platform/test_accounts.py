@@ -1,0 +1,105 @@
+"""Accounts: uniform answers, refresh-token rotation and reuse detection, logout, rate limits,
+the retention sweep, health and metrics."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import update
+
+from services.trainer.photo_tasks import sweep_expired_photos
+from shared import storage
+from shared.db import session_scope
+from shared.models import Photo
+from tests.conftest import Api, Platform
+from tests.photos import astronaut, jpeg
+
+
+def test_sign_up_answers_the_same_whether_or_not_the_address_exists(api: Api) -> None:
+    email = f"someone-{uuid.uuid4().hex[:8]}@example.com"
+    body = {"email": email, "password": "a long password 1"}
+    first = api.post("/v1/auth/signup", json=body)
+    again = api.post("/v1/auth/signup", json={**body, "password": "another long one"})
+    assert first.status_code == again.status_code == 202
+    assert first.json() == again.json()
+    wrong_pw = api.post("/v1/auth/login", json={"email": email, "password": "not it at all"})
+    nobody = api.post("/v1/auth/login", json={"email": "no-" + email, "password": "not it at all"})
+    assert wrong_pw.status_code == nobody.status_code == 401
+    assert wrong_pw.json() == nobody.json() == {"detail": "Wrong email or password."}
+    r1 = api.post("/v1/auth/password-reset", json={"email": email})
+    r2 = api.post("/v1/auth/password-reset", json={"email": "no-" + email})
+    assert r1.status_code == r2.status_code == 202 and r1.json() == r2.json()
+
+
+def test_refresh_rotates_and_a_reused_token_ends_the_session(api: Api) -> None:
+    user = api.new_user()
+    first = api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert first.status_code == 200
+    rotated = first.json()
+    assert rotated["refresh_token"] != user.refresh_token
+    assert (
+        api.get("/v1/me", headers={"Authorization": f"Bearer {rotated['access_token']}"}).status_code == 200
+    )
+    # The old token comes back (stolen?): refused, and the whole family is revoked.
+    assert api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).status_code == 401
+    assert api.post("/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}).status_code == 401
+
+
+def test_logout_revokes_the_refresh_token(api: Api) -> None:
+    user = api.new_user()
+    assert api.post("/v1/auth/logout", json={"refresh_token": user.refresh_token}).status_code == 204
+    assert api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).status_code == 401
+
+
+def test_weak_password_and_bad_email_get_clear_422(api: Api) -> None:
+    r = api.post("/v1/auth/signup", json={"email": "not-an-email", "password": "short"})
+    assert r.status_code == 422
+    fields = {e["loc"][-1] for e in r.json()["detail"]}
+    assert fields == {"email", "password"}
+
+
+def test_auth_is_rate_limited(platform: Platform, procs) -> None:
+    from shared.localstack import free_port, wait_for_port
+
+    port = free_port()
+    procs.start("gateway-limited", "gateway", "--port", str(port), env={"AUTH_RATE_LIMIT": "3/minute"})
+    wait_for_port(port, timeout=60)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        codes = [
+            client.post("/v1/auth/login", json={"email": "x@example.com", "password": "y"}).status_code
+            for _ in range(5)
+        ]
+        assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429]
+        r = client.post("/v1/auth/login", json={"email": "x@example.com", "password": "y"})
+        assert "Too many requests" in r.json()["detail"] and r.headers["Retry-After"]
+
+
+def test_retention_sweep_deletes_old_photos_and_their_objects(api: Api) -> None:
+    user = api.new_user()
+    up = api.post(
+        "/v1/photos", headers=user.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
+    ).json()
+    photo_id = uuid.UUID(up["photos"][0]["id"])
+    api.wait_job(up["job"]["id"], user)
+    with session_scope() as session:
+        key = session.get(Photo, photo_id).object_key
+        session.execute(
+            update(Photo)
+            .where(Photo.id == photo_id)
+            .values(created_at=datetime.now(UTC) - timedelta(days=31))
+        )
+    assert storage.exists(key)
+    assert sweep_expired_photos() >= 1
+    assert not storage.exists(key)
+    assert api.get(f"/v1/photos/{photo_id}", headers=user.auth).status_code == 404
+
+
+def test_health_readiness_metrics_and_system(api: Api) -> None:
+    assert api.get("/healthz").text == "ok"
+    assert api.get("/readyz").status_code == 200
+    metrics = api.get("/metrics").text
+    assert "studio_http_requests_total" in metrics
+    system = api.get("/v1/system").json()
+    assert system["model_preset"] == "tiny" and system["demo"] is True
+    assert "noise" in system["message"]
+    assert api.get("/openapi.json").json()["info"]["title"] == "Portrait Studio"
