@@ -115,9 +115,7 @@ def load_upscaler_from(path: Path, *, device: str) -> ImageModelDescriptor:
 # -- resident, cached per process -----------------------------------------------------------------
 
 
-def load_base_pipeline(
-    preset: str | None = None, device: str | None = None
-) -> StableDiffusionPipeline:
+def load_base_pipeline(preset: str | None = None, device: str | None = None) -> StableDiffusionPipeline:
     """The resident base txt2img pipeline: fp16 on CUDA, fp32 on CPU. Derive img2img, inpaint and
     ControlNet pipelines from its components (`from_pipe`) instead of loading again."""
     return _base(current_preset(preset), resolve_device(device))

@@ -199,3 +199,13 @@ def fetch_s3(uri: str, *, root: Path | None = None) -> Path:
     part.replace(dest)
     marker.write_text(etag)
     return dest
+
+
+def weights_sha256(name: str, *, root: Path | None = None) -> str | None:
+    """The verified sha256 of a single-file model (manifest hash, else its pin), or None."""
+    spec = get_spec(name)
+    if spec.layout != "file":
+        return None
+    file = spec.files[0]
+    pin = _read_pins(root or model_dir()).get(f"{spec.name}/{file.path}")
+    return file.sha256 or (pin or {}).get("sha256")

@@ -1,0 +1,108 @@
+"""Pick the checkpoint whose renders look most like the person.
+
+Each checkpoint renders a few validation portraits with fixed seeds; each render is scored by the
+face-embedding distance to the user's photos (shared.faces). A checkpoint with no face in any
+render has no score; when no checkpoint has one (random demo models), the last one is kept and the
+note says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from services.trainer.lora import load_lora_state
+from shared import faces
+
+VALIDATION_SEEDS = (11, 22, 33)
+
+
+@dataclass(frozen=True)
+class CheckpointScore:
+    step: int
+    score: float | None  # mean identity similarity (1 - distance) over renders with a face
+    faces_found: int
+    renders: int
+    note: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "step": self.step,
+            "score": None if self.score is None else round(self.score, 4),
+            "faces_found": self.faces_found,
+            "renders": self.renders,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Selection:
+    best_step: int
+    scores: list[CheckpointScore]
+    note: str
+
+    def table(self) -> list[dict]:
+        return [s.to_json() for s in self.scores]
+
+
+def identity_score(images, reference: np.ndarray) -> tuple[float | None, int]:
+    """Mean (1 - distance to the reference embedding) over the images where a face is found."""
+    similarities = []
+    for image in images:
+        found = faces.detect_faces(image)
+        if found:
+            emb = faces.face_embedding(image, found[0])
+            similarities.append(1.0 - faces.face_distance(emb, reference))
+    return (float(np.mean(similarities)) if similarities else None), len(similarities)
+
+
+@torch.no_grad()
+def render_validation(pipe, prompt: str, *, size: int, steps: int, seeds=VALIDATION_SEEDS):
+    return [
+        pipe(
+            prompt,
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            generator=torch.Generator().manual_seed(seed),
+        ).images[0]
+        for seed in seeds
+    ]
+
+
+def select_checkpoint(
+    pipe,
+    snapshots: list[tuple[int, dict[str, torch.Tensor]]],
+    reference_embeddings: np.ndarray,
+    prompt: str,
+    *,
+    size: int,
+    steps: int,
+    seeds=VALIDATION_SEEDS,
+) -> tuple[Selection, dict[str, torch.Tensor]]:
+    """Score every snapshot; return the selection and the chosen LoRA state (left loaded in pipe)."""
+    if not snapshots:
+        raise ValueError("no checkpoints to select from")
+    reference = np.median(reference_embeddings, axis=0)
+    scores = []
+    for step, state in snapshots:
+        load_lora_state(pipe, state)
+        renders = render_validation(pipe, prompt, size=size, steps=steps, seeds=seeds)
+        score, found = identity_score(renders, reference)
+        note = None if found else "no face in validation render"
+        scores.append(CheckpointScore(step, score, found, len(renders), note))
+    scored = [s for s in scores if s.score is not None]
+    if scored:
+        best = max(scored, key=lambda s: (s.score, s.step))
+        note = f"kept step {best.step}: best identity score {best.score:.3f}"
+    else:
+        best = scores[-1]
+        note = (
+            f"no face in any validation render (demo models cannot draw faces); "
+            f"kept the last checkpoint, step {best.step}"
+        )
+    state = dict(snapshots)[best.step]
+    load_lora_state(pipe, state)
+    return Selection(best.step, scores, note), state

@@ -1,0 +1,220 @@
+"""Train a likeness from photos: preprocess -> LoRA training -> checkpoint selection -> export.
+
+`train_likeness` needs no service (the `train_likeness` job handler and `studio train` call it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import typer
+from PIL import Image, ImageOps
+
+from services.trainer import export, lora, preprocess, selection
+from shared.config import get_settings
+from shared.ml import loading, registry
+
+StageFn = Callable[[float, str], None]  # fraction 0..1, stage label (JobContext.progress)
+
+VALIDATION_STEPS = {"tiny": 4, "sd15": 25}
+# Fractions of the whole job each stage ends at (training dominates).
+PREPROCESSED, TRAINED, SELECTED = 0.05, 0.85, 0.97
+
+
+@dataclass
+class LikenessResult:
+    trigger_word: str
+    class_word: str
+    caption: str
+    preset: str
+    base_model: str
+    lora: export.ExportedLora
+    steps: int
+    best_step: int
+    scores: list[dict]
+    selection_note: str
+    verdicts: list[preprocess.PhotoVerdict]
+    losses: list[float]
+    resumed_from: int | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "trigger_word": self.trigger_word,
+            "class_word": self.class_word,
+            "caption": self.caption,
+            "preset": self.preset,
+            "base_model": self.base_model,
+            "lora_diffusers": str(self.lora.diffusers_path),
+            "lora_kohya": str(self.lora.kohya_path),
+            "steps": self.steps,
+            "best_step": self.best_step,
+            "scores": self.scores,
+            "selection_note": self.selection_note,
+            "photos": [v.to_json() for v in self.verdicts],
+            "final_loss": self.losses[-1] if self.losses else None,
+            "resumed_from": self.resumed_from,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
+        }
+
+
+def load_training_pipeline(preset: str, device: str):
+    """A private copy of the base pipeline (training attaches adapters and changes grad flags)."""
+    path = loading.model_path("base", preset)
+    config = None
+    if path.is_file():
+        config = registry.resolve(registry.default_name("base_config"))
+    return loading.load_pipeline_from(path, device=device, dtype=lora.train_dtype(device), config=config)
+
+
+def train_likeness(
+    images: list[Image.Image],
+    *,
+    class_word: str,
+    preset: str | None = None,
+    out_dir: Path,
+    progress: StageFn | None = None,
+    checkpoints: lora.CheckpointStore | None = None,
+    seed: int = 0,
+    trigger_word: str | None = None,
+    device: str | None = None,
+    config: lora.TrainConfig | None = None,
+    min_face_px: int | None = None,
+    blur_min_variance: float | None = None,
+) -> LikenessResult:
+    """Raises preprocess.TooFewPhotos (with per-photo reasons) when the set is not usable."""
+    settings = get_settings()
+    preset = loading.current_preset(preset)
+    device = loading.resolve_device(device)
+    config = config or lora.PRESETS[preset]
+    report = progress or (lambda fraction, stage: None)
+    seconds: dict[str, float] = {}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    began = time.monotonic()
+    report(0.0, "preprocessing")
+    trigger = trigger_word or preprocess.make_trigger_word(f"{out_dir.resolve()}:{seed}")
+    data = preprocess.build_training_set(
+        images,
+        class_word=class_word,
+        size=config.resolution,
+        min_face_px=min_face_px if min_face_px is not None else settings.face_min_px,
+        blur_min_variance=(
+            blur_min_variance if blur_min_variance is not None else settings.blur_min_variance
+        ),
+        min_photos=config.min_photos,
+        trigger_word=trigger,
+    )
+    seconds["preprocess"] = time.monotonic() - began
+
+    began = time.monotonic()
+    pipe = load_training_pipeline(preset, device)
+    seconds["load"] = time.monotonic() - began
+
+    def on_step(step: int, total: int, loss: float, eta: float) -> None:
+        fraction = PREPROCESSED + (TRAINED - PREPROCESSED) * step / total
+        report(fraction, f"training step {step}/{total}, about {lora.eta_text(eta)} left")
+
+    began = time.monotonic()
+    trained = lora.train_lora(
+        pipe, data.crops, data.caption, config, seed=seed, progress=on_step, checkpoints=checkpoints
+    )
+    seconds["train"] = time.monotonic() - began
+
+    began = time.monotonic()
+    report(TRAINED, "choosing the best checkpoint")
+    chosen, state = selection.select_checkpoint(
+        pipe,
+        trained.snapshots,
+        data.embeddings,
+        f"a portrait photo of {trigger} {class_word}",
+        size=config.resolution,
+        steps=VALIDATION_STEPS[preset],
+    )
+    seconds["select"] = time.monotonic() - began
+
+    report(SELECTED, "saving")
+    base_model = loading.base_model_id(preset)
+    base_sha = None if preset == "tiny" else registry.weights_sha256(base_model)
+    metadata = export.lora_metadata(
+        base_model=base_model,
+        base_model_sha256=base_sha,
+        rank=config.rank,
+        alpha=config.alpha,
+        steps=chosen.best_step,
+        trigger_word=trigger,
+        class_word=class_word,
+        scores=chosen.table(),
+        best_step=chosen.best_step,
+    )
+    exported = export.export_lora(state, out_dir, name=f"likeness-{trigger}", metadata=metadata)
+    report(1.0, "done")
+    return LikenessResult(
+        trigger_word=trigger,
+        class_word=class_word,
+        caption=data.caption,
+        preset=preset,
+        base_model=base_model,
+        lora=exported,
+        steps=trained.steps,
+        best_step=chosen.best_step,
+        scores=chosen.table(),
+        selection_note=chosen.note,
+        verdicts=data.verdicts,
+        losses=trained.losses,
+        resumed_from=trained.resumed_from,
+        seconds=seconds,
+    )
+
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def load_photos(folder: Path) -> list[Image.Image]:
+    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+    photos = []
+    for path in paths:
+        with Image.open(path) as im:
+            photos.append(ImageOps.exif_transpose(im).convert("RGB"))
+    return photos
+
+
+def train_cmd(
+    photos: Path = typer.Option(..., exists=True, file_okay=False, help="folder of photos"),
+    out: Path = typer.Option(..., help="output folder (LoRA files, checkpoints)"),
+    class_word: str = typer.Option("person", help="woman, man or person"),
+    preset: str = typer.Option(None, help="tiny or sd15 (default: MODEL_PRESET)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Train a likeness LoRA from a folder of photos, without any service."""
+    images = load_photos(photos)
+    store = lora.LocalCheckpointStore(out / "checkpoints")
+    last = [-1.0]
+
+    def show(fraction: float, stage: str) -> None:
+        if fraction - last[0] >= 0.05 or fraction in (0.0, 1.0):
+            last[0] = fraction
+            typer.echo(f"{fraction:5.0%}  {stage}", err=True)
+
+    try:
+        result = train_likeness(
+            images,
+            class_word=class_word,
+            preset=preset,
+            out_dir=out,
+            progress=show,
+            checkpoints=store,
+            seed=seed,
+        )
+    except preprocess.TooFewPhotos as e:
+        for v in e.verdicts:
+            if not v.accepted:
+                typer.echo(f"photo {v.index + 1}: {v.reason}", err=True)
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(json.dumps(result.to_json(), indent=2))
