@@ -68,8 +68,7 @@ class Web:
     contexts: list = field(default_factory=list)
 
     def page(self, viewport: dict[str, int] = DESKTOP, locale: str = "en-US") -> Page:
-        context = self.browser.new_context(viewport=viewport, locale=locale,
-                                           base_url=self.base_url)
+        context = self.browser.new_context(viewport=viewport, locale=locale, base_url=self.base_url)
         self.contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(20_000)

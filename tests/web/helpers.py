@@ -20,8 +20,9 @@ def file_payload(name: str, data: bytes, mime: str) -> dict:
 
 def face_photos(n: int) -> list[dict]:
     """n accepted-quality photos of the same face, as files for an <input type=file>."""
-    return [file_payload(f"me-{i}.jpg", jpeg(img), "image/jpeg")
-            for i, img in enumerate(astronaut_variants(n))]
+    return [
+        file_payload(f"me-{i}.jpg", jpeg(img), "image/jpeg") for i, img in enumerate(astronaut_variants(n))
+    ]
 
 
 def sign_in(page: Page, user: UserSession, route: str = "#/") -> None:

@@ -39,8 +39,7 @@ def link_in_mail(platform: Platform, address: str, route: str) -> str:
     return wait_until(find, timeout=60, what=f"a {route} link mailed to {address}")
 
 
-def test_confirm_the_address_and_reset_the_password(web: Web, platform: Platform,
-                                                    shots: Shots) -> None:
+def test_confirm_the_address_and_reset_the_password(web: Web, platform: Platform, shots: Shots) -> None:
     page = web.page(locale="ko-KR")  # the browser's language picks Korean
     page.goto("/#/signup")
     expect(page.get_by_role("heading", level=1)).to_have_text("계정 만들기")

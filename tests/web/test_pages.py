@@ -15,18 +15,22 @@ def test_a_refused_file_shows_the_gateway_reason(web: Web, api: Api, shots: Shot
     user = api.new_user()
     page = web.page()
     sign_in(page, user, "#/photos")
-    page.set_input_files("#photo-input", [
-        file_payload("notes.jpg", b"this is not a picture at all", "image/jpeg"),
-        file_payload("me.jpg", jpeg(astronaut()), "image/jpeg"),
-    ])
+    page.set_input_files(
+        "#photo-input",
+        [
+            file_payload("notes.jpg", b"this is not a picture at all", "image/jpeg"),
+            file_payload("me.jpg", jpeg(astronaut()), "image/jpeg"),
+        ],
+    )
     refused = page.locator(".photo", has_text="notes.jpg")
     expect(refused).to_have_attribute("data-status", "failed")
     expect(refused).to_contain_text("Not uploaded")
     reason = refused.locator(".reason").inner_text()
     assert reason.strip(), "the gateway's sentence is shown"
     # The other file of the same selection is unaffected: its own request, its own verdict.
-    expect(page.locator(".photo", has_text="me.jpg")).to_have_attribute("data-status", "accepted",
-                                                                        timeout=60_000)
+    expect(page.locator(".photo", has_text="me.jpg")).to_have_attribute(
+        "data-status", "accepted", timeout=60_000
+    )
     expect(page.locator(".counter")).to_contain_text("1 of 8 good photos. 7 more needed.")
     shots(page, "refused-file")
     # Dismissing the refused card touches nothing on the server.
@@ -65,8 +69,9 @@ def test_expired_access_token_is_refreshed_then_a_revoked_session_ends(
 
 def test_another_users_job_and_photo_are_refused(web: Web, api: Api, shots: Shots) -> None:
     owner = api.new_user()
-    upload = api.post("/v1/photos", headers=owner.auth,
-                      files=[("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))])
+    upload = api.post(
+        "/v1/photos", headers=owner.auth, files=[("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))]
+    )
     assert upload.status_code == 201, upload.text
     job_id = upload.json()["job"]["id"]
     photo_id = upload.json()["photos"][0]["id"]

@@ -63,8 +63,9 @@ def test_sign_up_consent_and_upload(web: Web, shots: Shots) -> None:
     cards = page.locator(".photo")
     expect(cards.filter(has_text="cat.png")).to_contain_text("Rejected", timeout=90_000)
     expect(cards.filter(has_text="cat.png")).to_contain_text("No face found")
-    expect(cards.filter(has_text="two.jpg")).to_contain_text("two faces found", ignore_case=True,
-                                                             timeout=90_000)
+    expect(cards.filter(has_text="two.jpg")).to_contain_text(
+        "two faces found", ignore_case=True, timeout=90_000
+    )
     expect(page.locator(".photo[data-status=accepted]")).to_have_count(8, timeout=90_000)
     expect(page.locator(".counter")).to_contain_text("8 of 8 good photos. That is enough")
     expect(page.get_by_role("link", name="Continue to training")).to_be_visible()
@@ -78,8 +79,7 @@ def test_sign_up_consent_and_upload(web: Web, shots: Shots) -> None:
     page.reload()
     expect(page.locator(".photo")).to_have_count(9)
     expect(page.locator(".photo[data-status=rejected]")).to_have_count(1)
-    expect(page.locator(".photo[data-status=rejected]")).to_contain_text("two faces found",
-                                                                          ignore_case=True)
+    expect(page.locator(".photo[data-status=rejected]")).to_contain_text("two faces found", ignore_case=True)
     expect(page.locator(".counter")).to_contain_text("8 of 8")
     shots(page, "photos-after-reload")
 

@@ -1,5 +1,6 @@
 // fetch wrapper for the public /v1 API: Bearer token, one transparent refresh on 401,
 // errors raised as ApiError with the sentence from the JSON `detail`.
+import { locale } from "./i18n.js";
 import * as session from "./session.js";
 
 export class ApiError extends Error {
@@ -77,7 +78,7 @@ export function refresh() {
 export async function api(path, options = {}) {
   const { method = "GET", json, form, headers = {}, auth = true, raw = false, signal } = options;
   const send = () => {
-    const h = { Accept: "application/json", ...headers };
+    const h = { Accept: "application/json", "Accept-Language": locale(), ...headers };
     let body;
     if (json !== undefined) {
       h["Content-Type"] = "application/json";

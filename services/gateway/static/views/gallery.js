@@ -2,7 +2,7 @@
 import { api, ApiError, listOf } from "../api.js";
 import { fill, h, notice } from "../dom.js";
 import { confirmDialog } from "../dialogs.js";
-import { formatDate, t } from "../i18n.js";
+import { formatDate, locale, t } from "../i18n.js";
 import { state } from "../state.js";
 import { announce, busy, navigate } from "../ui.js";
 import { jobPanel } from "./progress.js";
@@ -40,6 +40,15 @@ export async function render(root, { query }) {
     root.append(notice("error", error.message));
     return;
   }
+  // Style ids -> names, for the captions (a missing list only shows the ids).
+  const styleNames = await api("/v1/styles")
+    .then((b) => Object.fromEntries(listOf(b, "styles").map((st) => [st.id, st.name])))
+    .catch(() => ({}));
+  const styleName = (id) => {
+    const name = styleNames[id];
+    if (name && typeof name === "object") return name[locale()] || name.en || id;
+    return name || id;
+  };
   const jobId = query.get("job") || (jobs[0] && jobs[0].id);
   if (!jobId) {
     root.append(notice("info", t("gallery.empty"), " ", h("a", { href: "#/styles" }, t("gallery.to_styles"))));
@@ -83,8 +92,8 @@ export async function render(root, { query }) {
     fill(
       viewer,
       h("figure", {},
-        h("img", { src: portrait.url, alt: t("gallery.alt", { style: portrait.style, rank: index + 1 }) }),
-        h("figcaption", {}, `${portrait.style} · ${t("gallery.score", { s: score(portrait) })}`)),
+        h("img", { src: portrait.url, alt: t("gallery.alt", { style: styleName(portrait.style), rank: index + 1 }) }),
+        h("figcaption", {}, `${styleName(portrait.style)} · ${t("gallery.score", { s: score(portrait) })}`)),
       h("div", { class: "actions" },
         h("a", { class: "btn", href: portrait.url, download: `portrait-${portrait.id}.png`, target: "_blank", rel: "noopener" }, t("gallery.download")),
         h("button", { type: "button", class: "btn btn-quiet", onclick: () => viewer.close() }, t("common.close"))),
@@ -116,11 +125,11 @@ export async function render(root, { query }) {
       "li",
       { class: "portrait", dataset: { portraitId: portrait.id } },
       h("button", { type: "button", class: "portrait-open", onclick: () => openViewer(portrait, index),
-        "aria-label": t("gallery.open", { rank: index + 1, style: portrait.style }) },
+        "aria-label": t("gallery.open", { rank: index + 1, style: styleName(portrait.style) }) },
         h("img", { src: portrait.thumb_url || portrait.url, alt: "", loading: "lazy" }),
         h("span", { class: "rank" }, `#${index + 1}`)),
       h("div", { class: "portrait-body" },
-        h("p", { class: "style-name" }, portrait.style),
+        h("p", { class: "style-name" }, styleName(portrait.style)),
         h("p", { class: "hint" }, t("gallery.score", { s: score(portrait) }),
           portrait.face_found === false ? ` · ${t("gallery.no_face")}` : ""),
         h("div", { class: "actions" },

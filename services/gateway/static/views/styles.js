@@ -1,10 +1,16 @@
 // Pick styles and how many portraits, then start a generation job.
 import { api, idempotencyKey, listOf } from "../api.js";
 import { field, fill, h, notice } from "../dom.js";
-import { formatDate, t } from "../i18n.js";
+import { formatDate, locale, t } from "../i18n.js";
 import { busy, navigate } from "../ui.js";
 
 const MAX_COUNT = 8;
+
+/** A style text may come as a string or as {en, ko}. */
+function localized(value) {
+  if (value && typeof value === "object") return value[locale()] || value.en || "";
+  return value || "";
+}
 
 export async function render(root) {
   root.append(h("h1", {}, t("styles.title")));
@@ -39,10 +45,12 @@ export async function render(root) {
         h(
           "label",
           { for: id },
-          h("span", { class: "style-preview" },
-            style.preview_url ? h("img", { src: style.preview_url, alt: "", loading: "lazy" }) : null),
-          h("span", { class: "style-name" }, style.name),
-          h("span", { class: "style-desc" }, style.description || ""),
+          h("span", { class: "style-preview", "aria-hidden": "true" },
+            style.preview_url
+              ? h("img", { src: style.preview_url, alt: "", loading: "lazy" })
+              : h("span", { class: "style-initial" }, localized(style.name).slice(0, 1))),
+          h("span", { class: "style-name" }, localized(style.name)),
+          h("span", { class: "style-desc" }, localized(style.description)),
         ),
       );
     }),
