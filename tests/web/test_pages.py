@@ -107,6 +107,18 @@ def test_account_email_switch_and_delete_everything(web: Web, api: Api, shots: S
     expect(page.get_by_label("Email me when my portraits are ready")).not_to_be_checked()
     shots(page, "account")
 
+    # Delete all photos, after a confirmation.
+    upload = api.post(
+        "/v1/photos",
+        headers=user.auth,
+        files=[("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))],
+    )
+    assert upload.status_code == 201, upload.text
+    page.get_by_role("button", name="Delete all my photos").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status").last).to_contain_text("1 photo(s) deleted.")
+    assert api.get("/v1/photos", headers=user.auth).json()["photos"] == []
+
     # Delete everything: a dialog that needs an explicit tick.
     page.get_by_role("button", name="Delete everything").click()
     dialog = page.get_by_role("dialog")
