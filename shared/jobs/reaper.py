@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from shared.config import get_settings
 from shared.jobs import events
-from shared.jobs.outbox import add_outbox, mail_failure
-from shared.jobs.state import now, transition
+from shared.jobs.retry import retry_or_fail
+from shared.jobs.state import now
 from shared.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -27,34 +27,17 @@ def reap_stale_jobs(session: Session) -> list[Job]:
     ).all()
     changed = []
     for job in stale:
-        if job.attempts < job.max_attempts:
-            moved = transition(
-                session,
-                job.id,
-                JobStatus.running,
-                JobStatus.queued,
-                claimed_by=job.worker,
-                stage="retrying",
-                error_code="worker_lost",
-                error_message=f"Attempt {job.attempts} lost its worker; retrying.",
-            )
-            if moved:
-                add_outbox(session, moved)
-        else:
-            moved = transition(
-                session,
-                job.id,
-                JobStatus.running,
-                JobStatus.failed,
-                claimed_by=job.worker,
-                error_code="worker_lost",
-                error_message=(
-                    f"The worker running this job stopped {job.attempts} times, so we stopped "
-                    "trying. Please try again later."
-                ),
-            )
-            if moved:
-                mail_failure(session, moved)
+        moved = retry_or_fail(
+            session,
+            job,
+            claimed_by=job.worker,
+            code="worker_lost",
+            retry_message=f"Attempt {job.attempts} lost its worker; retrying.",
+            final_message=(
+                f"The worker running this job stopped {job.attempts} times, so we "
+                "stopped trying. Please try again later."
+            ),
+        )
         if moved:
             log.warning("reaped stale job", extra={"job_id": str(job.id), "status": str(moved.status)})
             changed.append(moved)

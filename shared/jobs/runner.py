@@ -16,7 +16,8 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import events
 from shared.jobs.kinds import get_kind
-from shared.jobs.outbox import add_outbox, enqueue, mail_failure
+from shared.jobs.outbox import enqueue, mail_failure
+from shared.jobs.retry import retry_or_fail
 from shared.jobs.state import now as utcnow
 from shared.jobs.state import transition
 from shared.models import Job, JobStatus
@@ -191,39 +192,22 @@ def _retry_or_fail(ctx: JobContext, code: str, detail: str) -> None:
         job = session.get(Job, ctx.job_id)
         if job is None:
             return
-        if job.attempts < job.max_attempts:
-            job = transition(
-                session,
-                ctx.job_id,
-                JobStatus.running,
-                JobStatus.queued,
-                claimed_by=ctx.worker,
-                stage="retrying",
-                error_code=code,
-                error_message=f"Attempt {job.attempts} failed; retrying.",
-            )
-            if job is not None:
-                add_outbox(session, job)
-                events.publish(job)
-            return
-        message = (
-            f"This job failed {job.attempts} times in a row, so we stopped trying. "
-            "It was not your fault; please try again later."
-        )
-        job = transition(
+        moved = retry_or_fail(
             session,
-            ctx.job_id,
-            JobStatus.running,
-            JobStatus.failed,
+            job,
             claimed_by=ctx.worker,
-            error_code=code,
-            error_message=message,
+            code=code,
+            retry_message=f"Attempt {job.attempts} failed; retrying.",
+            final_message=(
+                f"This job failed {job.attempts} times in a row, so we stopped trying. "
+                "It was not your fault; please try again later."
+            ),
             result={"last_error": detail},
         )
-        if job is not None:
-            mail_failure(session, job)
-            events.publish(job)
-    _count(ctx.kind, JobStatus.failed)
+        if moved is not None:
+            events.publish(moved)
+    if moved is not None and moved.status is JobStatus.failed:
+        _count(ctx.kind, JobStatus.failed)
 
 
 def _observe(kind: str, seconds: float) -> None:
