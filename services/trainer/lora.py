@@ -121,8 +121,14 @@ def train_dtype(device: str) -> torch.dtype:
     return torch.float32
 
 
-def add_lora(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
+def add_lora(pipe, config: TrainConfig, seed: int = 0) -> list[torch.nn.Parameter]:
     """Attach trainable LoRA adapters (fp32 even on a bf16 base) and return their parameters."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # peft draws the initial A matrices from the global generator
+        return _add_lora(pipe, config)
+
+
+def _add_lora(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
     from peft import LoraConfig
 
     pipe.unet.requires_grad_(False)
@@ -227,7 +233,7 @@ def train_lora(
     from diffusers import DDPMScheduler
 
     device = pipe.unet.device
-    params = add_lora(pipe, config)
+    params = add_lora(pipe, config, seed)
     total = total_steps or config.total_steps(len(images))
     latents = encode_images(pipe, images, config)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
