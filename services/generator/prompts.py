@@ -157,8 +157,14 @@ def _encode_chunks(text_encoder, chunks: list[tuple[list[int], list[float]]]) ->
     weights = torch.tensor([c[1] for c in chunks], device=device, dtype=torch.float32)
     z = text_encoder(ids)[0].float()  # last_hidden_state: [chunks, 77, dim]
     original_mean = z.mean(dim=(1, 2), keepdim=True)
-    z = z * weights.unsqueeze(-1)
-    z = z * (original_mean / z.mean(dim=(1, 2), keepdim=True))
+    weighted = z * weights.unsqueeze(-1)
+    new_mean = weighted.mean(dim=(1, 2), keepdim=True)
+    # Restore each chunk's mean (A1111). Where the mean is ~0 (a random text encoder: layer norm
+    # without SD's large constant channels) the ratio would explode: keep the weighted values.
+    scale = z.abs().mean(dim=(1, 2), keepdim=True)
+    safe = (new_mean.abs() > 1e-3 * scale) & (original_mean.abs() > 1e-3 * scale)
+    ratio = torch.where(safe, original_mean / torch.where(safe, new_mean, 1.0), 1.0)
+    z = weighted * ratio
     return z.reshape(1, -1, z.shape[-1]).to(dtype)
 
 

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -70,6 +72,19 @@ def test_embeddings_chunk_weight_and_pad(clip_tokenizer, tiny_text_encoder):
     assert torch.equal(encode_prompt_pair(clip_tokenizer, enc, "a (cat:1.0)").prompt_embeds, plain)
     weighted = encode_prompt_pair(clip_tokenizer, enc, "a (cat:1.5)").prompt_embeds
     assert not torch.allclose(weighted, plain)
-    assert torch.allclose(weighted.mean(), plain.mean(), atol=1e-6)  # mean restored
+
+    # SD's CLIP output has a clearly non-zero mean (large constant channels): give the random
+    # encoder one, so that restoring the mean is observable.
+    shifted = copy.deepcopy(enc)
+    with torch.no_grad():
+        shifted.final_layer_norm.bias.fill_(0.5)
+    plain = encode_prompt_pair(clip_tokenizer, shifted, "a cat").prompt_embeds
+    weighted = encode_prompt_pair(clip_tokenizer, shifted, "a (cat:1.5)").prompt_embeds
+    assert not torch.allclose(weighted, plain)
+    assert abs(plain.mean()) > 0.4
+    assert torch.allclose(weighted.mean(), plain.mean(), atol=1e-5)  # mean restored
+    # weights on a zero-mean random encoder must not blow up the mean restoration
+    busy = "(a:1.4), ((b)), [c], (d:0.3), " * 12
+    assert torch.isfinite(encode_prompt_pair(clip_tokenizer, enc, busy).prompt_embeds).all()
     with pytest.raises(ValueError, match="extract_loras"):
         encode_prompt_pair(clip_tokenizer, enc, "a <lora:x:1>")

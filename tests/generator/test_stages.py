@@ -1,6 +1,7 @@
 """Each stage's contract on the tiny preset (CPU, 64x96 images, 2 steps)."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from services.generator.loras import ActiveLoras, LoraSpec
@@ -12,6 +13,9 @@ from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
 from tests.generator.helpers import FixedDetector, face_pass, make_lora, small_style
+
+# NaN in an image (diffusers warns when casting it) is a failure, not a warning.
+pytestmark = pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")
 
 
 def _embeds(base, prompt="portrait photo of a person"):

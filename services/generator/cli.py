@@ -1,0 +1,59 @@
+"""`studio generate`: the portrait pipeline from the command line, without any service."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import typer
+
+
+def generate_cmd(
+    style: str = typer.Option(..., "--style", help="style id (services/generator/styles/*.yaml)"),
+    out: Path = typer.Option(..., "--out", help="folder for the PNG files"),
+    likeness: Path | None = typer.Option(
+        None, "--likeness", help="likeness folder or LoRA .safetensors file; none: no likeness"
+    ),
+    count: int = typer.Option(1, "--count", min=1, max=32),
+    seed: int | None = typer.Option(None, "--seed", help="default: random"),
+    preset: str | None = typer.Option(None, "--preset", help="tiny | sd15 (default: settings)"),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: settings)"),
+) -> None:
+    """Generate portraits of a likeness in a style; writes PNGs with A1111 metadata."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.generator.pipeline import PortraitPipeline
+    from services.generator.styles import StyleError, get_style
+
+    console = Console(stderr=True)
+    try:
+        chosen = get_style(style)
+    except StyleError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--style") from exc
+    if likeness is not None and not likeness.exists():
+        raise typer.BadParameter(f"{likeness} does not exist", param_hint="--likeness")
+    seed = seed if seed is not None else random.randrange(2**31)
+    pipeline = PortraitPipeline.from_preset(preset, device)
+
+    def progress(fraction: float, stage: str) -> None:
+        console.print(f"[{fraction:5.0%}] {stage}")
+
+    results = pipeline(likeness, chosen, seed=seed, count=count, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    table = Table("file", "seed", "size", "identity", "face")
+    for result in results:
+        path = out / f"{chosen.id}_{result.seed}.png"
+        path.write_bytes(result.png)
+        score = "-" if result.identity_score is None else f"{result.identity_score:.3f}"
+        table.add_row(str(path), str(result.seed), f"{result.width}x{result.height}", score,
+                      "yes" if result.face_found else "no")  # fmt: skip
+    Console().print(table)
+
+
+def main() -> None:  # `python -m services.generator.cli`
+    typer.run(generate_cmd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The whole five-stage pipeline on the tiny preset, and the likeness/identity pieces."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.generator.likeness import identity_score, load_likeness
+from services.generator.metadata import read_png_metadata
+from services.generator.pipeline import PortraitPipeline, Scale
+from services.generator.resident import ResidentModels
+from services.generator.styles import get_style
+from tests.generator.helpers import FixedDetector, make_lora
+
+# NaN in an image (diffusers warns when casting it) is a failure, not a warning.
+pytestmark = pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")
+SMALL = Scale(width=64, height=96, steps=2, detail_size=64, tile=64, padding=16)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage.data import astronaut
+
+    return Image.fromarray(astronaut())
+
+
+@pytest.fixture(scope="module")
+def likeness_dir(tiny, astronaut, tmp_path_factory):
+    from shared.faces import detect_faces, face_embedding
+
+    folder = tmp_path_factory.mktemp("likeness")
+    make_lora(tiny["base"], folder / "pytorch_lora_weights.safetensors", seed=7)
+    (folder / "likeness.json").write_text(json.dumps({"trigger_word": "sks", "class_word": "woman"}))
+    face = detect_faces(astronaut)[0]
+    np.save(folder / "embeddings.npy", face_embedding(astronaut, face)[None, :])
+    return folder
+
+
+def _pipeline(tiny) -> PortraitPipeline:
+    models = ResidentModels(
+        base=tiny["base"],
+        controlnet_openpose=tiny["openpose"],
+        controlnet_tile=tiny["tile"],
+        upscaler=tiny["upscaler"],
+        detectors={"face": FixedDetector([(20, 20, 44, 50)]), "hand": None},
+        preset="tiny",
+        base_name="tiny",
+        hashes={"base": "0123456789"},
+    )
+    return PortraitPipeline(models, scale=SMALL, batch_size=2)
+
+
+def test_five_stages_end_to_end(tiny, likeness_dir):
+    pipeline = _pipeline(tiny)
+    stages = []
+    results = pipeline(
+        likeness_dir, get_style("film-outdoor"), seed=11, count=2, progress=lambda f, s: stages.append((f, s))
+    )
+    assert [s for _, s in stages] == ["txt2img", "detail", "beautify", "detail2", "upscale", "done"]
+    assert [f for f, _ in stages] == sorted(f for f, _ in stages)
+    assert sorted(r.seed for r in results) == [11, 12]
+    for result in results:
+        assert result.image.size == (128, 192)  # 64x96, upscaled 2x
+        assert result.face_found is False and result.identity_score is None  # noise: no face
+        parameters, meta = read_png_metadata(result.png)
+        assert parameters.startswith("outdoor portrait photo of sks woman")
+        assert "<lora:likeness:1>" in parameters
+        assert f"Seed: {result.seed}, Size: 64x96" in parameters
+        assert "Lora hashes: " in parameters and "Model hash: 0123456789" in parameters
+        assert meta["style"] == "film-outdoor" and meta["seed"] == result.seed
+        assert meta["loras_skipped"] == ["lora_film"]  # real style LoRAs do not fit tiny models
+        assert meta["loras"][0]["name"] == "likeness" and len(meta["loras"][0]["hash"]) == 10
+        assert meta["detailer"][0]["detections"]["face"][0]["box"] == [20, 20, 44, 50]
+    assert not any("lora" in k for k in tiny["base"].unet.state_dict())  # unloaded after the job
+
+    again = pipeline(likeness_dir, get_style("film-outdoor"), seed=11, count=2)
+    assert [r.png for r in again] == [r.png for r in results]  # same seed, same bytes
+
+
+def test_likeness_loading_and_identity_score(likeness_dir, astronaut):
+    likeness = load_likeness(likeness_dir)
+    assert likeness.words == "sks woman"
+    assert likeness.reference_embeddings.shape == (1, 128)
+    from shared.faces import detect_faces, face_embedding
+
+    shifted = astronaut.crop((20, 10, 500, 470)).resize((400, 384))
+    same = face_embedding(shifted, detect_faces(shifted)[0])
+    score = identity_score(same, likeness.reference_embeddings)
+    assert score is not None and score > 0.8  # the same face, another crop and scale
+    assert identity_score(np.zeros(128, np.float32), likeness.reference_embeddings) < score
+    assert identity_score(same, np.zeros((0, 128), np.float32)) is None
