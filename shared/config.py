@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     presign_seconds: int = 300
     photo_retention_days: int = 30
 
-    # Face check
+    # Face check and training set
+    min_training_photos: int = 8  # accepted photos needed to train a likeness
     face_min_px: int = 128
     blur_min_variance: float = 40.0
 

@@ -146,3 +146,5 @@ class SystemOut(BaseModel):
     model_preset: str
     demo: bool
     message: str
+    min_photos: int
+    photo_retention_days: int

@@ -92,9 +92,7 @@ async def _stream(job_id: uuid.UUID, request: Request) -> AsyncIterator[dict]:
                 return
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
             # On silence, re-read the row: the database is the truth, events are a shortcut.
-            snapshot = (
-                json.loads(message["data"]) if message else await asyncio.to_thread(_read, job_id)
-            )
+            snapshot = json.loads(message["data"]) if message else await asyncio.to_thread(_read, job_id)
     finally:
         await pubsub.unsubscribe()
         await pubsub.aclose()

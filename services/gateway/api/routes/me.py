@@ -37,14 +37,10 @@ def give_consent(body: ConsentIn, user: CurrentUser, session: SessionDep) -> Use
 @router.delete("", status_code=202, response_model=ErasureOut)
 def erase_me(user: CurrentUser, session: SessionDep) -> ErasureOut:
     """Erase the account: every row and every stored object. Idempotent: a repeat returns the same job."""
-    job = enqueue(
-        session, kind="erase_user", user_id=user.id, input={}, idempotency_key=f"erase:{user.id}"
-    )
+    job = enqueue(session, kind="erase_user", user_id=user.id, input={}, idempotency_key=f"erase:{user.id}")
     user.deleting = True  # no new logins or requests from now on
     session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user.id)
-        .values(revoked_at=datetime.now(UTC))
+        update(RefreshToken).where(RefreshToken.user_id == user.id).values(revoked_at=datetime.now(UTC))
     )
     session.commit()
     return ErasureOut(

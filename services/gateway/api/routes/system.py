@@ -18,10 +18,14 @@ DEMO_MESSAGE = (
 
 @router.get("/system", response_model=SystemOut)
 def system_info() -> SystemOut:
-    preset = get_settings().model_preset
-    demo = preset == "tiny"
+    s = get_settings()
+    demo = s.model_preset == "tiny"
     return SystemOut(
-        model_preset=preset, demo=demo, message=DEMO_MESSAGE if demo else "Real models are loaded."
+        model_preset=s.model_preset,
+        demo=demo,
+        message=DEMO_MESSAGE if demo else "Real models are loaded.",
+        min_photos=s.min_training_photos,
+        photo_retention_days=s.photo_retention_days,
     )
 
 
