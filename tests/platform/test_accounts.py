@@ -10,7 +10,7 @@ from sqlalchemy import update
 from services.trainer.photo_tasks import sweep_expired_photos
 from shared import storage
 from shared.db import session_scope
-from shared.models import Photo
+from shared.models import Photo, RefreshToken
 from tests.conftest import Api, Platform
 from tests.photos import astronaut, jpeg
 
@@ -40,6 +40,14 @@ def test_refresh_rotates_and_a_reused_token_ends_the_session(api: Api) -> None:
     assert (
         api.get("/v1/me", headers={"Authorization": f"Bearer {rotated['access_token']}"}).status_code == 200
     )
+    # Within seconds (a page reloaded mid-refresh) the spent token still works once more ...
+    assert api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).status_code == 200
+    with session_scope() as session:  # ... but later it is a stolen token
+        session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.used_at.is_not(None))
+            .values(used_at=datetime.now(UTC) - timedelta(minutes=1))
+        )
     # The old token comes back (stolen?): refused, and the whole family is revoked.
     assert api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).status_code == 401
     assert api.post("/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}).status_code == 401

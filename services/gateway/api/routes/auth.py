@@ -42,6 +42,7 @@ SIGNUP_ACCEPTED = (
 )
 RESET_ACCEPTED = "If an account uses this address, we sent it a link to choose a new password."
 BAD_LOGIN = HTTPException(status.HTTP_401_UNAUTHORIZED, "Wrong email or password.")
+REUSE_GRACE = timedelta(seconds=10)
 BAD_LINK = HTTPException(status.HTTP_400_BAD_REQUEST, "This link is invalid or has expired.")
 
 
@@ -115,7 +116,9 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
     )
     if token is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
-    if token.used_at or token.revoked_at:
+    # A page reloaded mid-refresh may send the token it just spent: allow that for a few seconds.
+    in_grace = token.used_at is not None and token.revoked_at is None and _now() - token.used_at < REUSE_GRACE
+    if (token.used_at and not in_grace) or token.revoked_at:
         # A spent token came back: someone may have stolen it. End the whole session family.
         _revoke_family(session, token.family_id)
         session.commit()
@@ -123,7 +126,7 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
     user = session.get(User, token.user_id)
     if token.expires_at < _now() or user is None or user.deleting:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
-    token.used_at = _now()
+    token.used_at = token.used_at or _now()
     tokens = _issue_tokens(session, user, token.family_id)
     session.commit()
     return tokens
