@@ -46,6 +46,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     checkpoint_every: int = 100
     min_photos: int = 5
+    channels_last: bool = True  # on CUDA: faster convolutions
+    compile: bool = False  # torch.compile the UNet: ~2-3x per step, ~100 s to compile a shape
 
     def total_steps(self, n_photos: int) -> int:
         return max(self.min_steps, min(self.max_steps, self.steps_per_photo * n_photos))
@@ -250,6 +252,9 @@ def train_lora(
     unet_dtype = pipe.unet.dtype
     n_timesteps = noise_scheduler.config.num_train_timesteps
     pipe.unet.train()
+    if config.channels_last and device.type == "cuda":
+        pipe.unet.to(memory_format=torch.channels_last)
+    unet = torch.compile(pipe.unet) if config.compile else pipe.unet
     began = time.monotonic()
     for step in range(start + 1, total + 1):
         pick = torch.randint(len(latents), (config.batch_size,), generator=generator)
@@ -259,7 +264,7 @@ def train_lora(
         noisy = noise_scheduler.add_noise(x0, noise, t)
         cond = text if text is not None else encode_prompt(pipe, caption)
         cond = cond.expand(len(x0), -1, -1).to(unet_dtype)
-        pred = pipe.unet(noisy.to(device, unet_dtype), t.to(device), cond).sample
+        pred = unet(noisy.to(device, unet_dtype), t.to(device), cond).sample
         if noise_scheduler.config.prediction_type == "epsilon":
             target = noise
         else:
@@ -269,7 +274,7 @@ def train_lora(
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if progress:
             rate = (time.monotonic() - began) / (step - start)
             progress(step, total, losses[-1], rate * (total - step))
