@@ -23,9 +23,7 @@ def server(tmp_path):
     served.mkdir()
     (served / "w.safetensors").write_bytes(PAYLOAD)
     (served / "other.bin").write_bytes(b"other bytes")
-    httpd = ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(served))
-    )
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(served)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", served
     httpd.shutdown()
