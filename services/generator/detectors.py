@@ -4,6 +4,8 @@ dlib's face detector (shared.faces) as the fallback for faces when no YOLO weigh
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -12,6 +14,25 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 REGISTRY_NAMES = {"face": "adetailer_face", "hand": "adetailer_hand"}
+
+
+def offline_ultralytics() -> None:
+    """Keep ultralytics off the network (no hub here): offline mode, no auto-install, its own
+    settings folder with a local font (else it downloads Arial.ttf from GitHub). Call before
+    importing ultralytics; values already in the environment win."""
+    from shared.config import get_settings
+
+    folder = Path(os.environ.get("YOLO_CONFIG_DIR") or get_settings().var_dir / "ultralytics")
+    folder.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    font = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (folder / name).exists():
+            shutil.copyfile(font, folder / name)
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(folder))
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,7 @@ class YoloDetector:
     """An ultralytics detection model; boxes of every class above `confidence`, largest first."""
 
     def __init__(self, weights: Path | str, name: str = "yolo", device: str | None = None):
+        offline_ultralytics()
         from ultralytics import YOLO
 
         self.model = YOLO(str(weights), task="detect")
