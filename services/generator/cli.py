@@ -14,6 +14,9 @@ def generate_cmd(
     likeness: Path | None = typer.Option(
         None, "--likeness", help="likeness folder or LoRA .safetensors file; none: no likeness"
     ),
+    photos: Path | None = typer.Option(
+        None, "--photos", help="folder of the person's photos, for the identity score"
+    ),
     count: int = typer.Option(1, "--count", min=1, max=32),
     seed: int | None = typer.Option(None, "--seed", help="default: random"),
     preset: str | None = typer.Option(None, "--preset", help="tiny | sd15 (default: settings)"),
@@ -34,12 +37,15 @@ def generate_cmd(
     if likeness is not None and not likeness.exists():
         raise typer.BadParameter(f"{likeness} does not exist", param_hint="--likeness")
     seed = seed if seed is not None else random.randrange(2**31)
+    from services.generator.likeness import load_likeness
+
+    person = load_likeness(likeness, photos) if likeness is not None else None
     pipeline = PortraitPipeline.from_preset(preset, device)
 
     def progress(fraction: float, stage: str) -> None:
         console.print(f"[{fraction:5.0%}] {stage}")
 
-    results = pipeline(likeness, chosen, seed=seed, count=count, progress=progress)
+    results = pipeline(person, chosen, seed=seed, count=count, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     table = Table("file", "seed", "size", "identity", "face")
     for result in results:

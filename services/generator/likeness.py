@@ -2,16 +2,18 @@
 reference face embeddings of the user's photos (for the identity score).
 
 On disk (what the trainer writes, or what `studio generate --likeness` is pointed at):
-- a directory with one LoRA `*.safetensors` (preferably `pytorch_lora_weights.safetensors`),
+- a directory with one LoRA `*.safetensors` (preferably `pytorch_lora_weights.safetensors`, also
+  under `diffusers/`, as the trainer writes it),
   an optional `likeness.json` {"trigger_word", "class_word"}, optional `embeddings.npy`
   (N x 128 float32) and/or photos (*.jpg, *.png, also under `photos/`) to embed; or
-- a single `.safetensors` file whose metadata may hold "trigger_word" / "class_word".
+- a single `.safetensors` file. The trainer's metadata keys `studio_trigger_word` /
+  `studio_class_word` (services/trainer/export.py) name the words when likeness.json does not.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from PIL import Image
 
 DEFAULT_TRIGGER = "ohwx"
 DEFAULT_CLASS = "person"
+DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -54,23 +57,27 @@ def embed_photos(paths: list[Path]) -> np.ndarray:
     return np.asarray(out, np.float32).reshape(-1, 128)
 
 
-def load_likeness(path: Path | str) -> Likeness:
+def load_likeness(path: Path | str, photos: Path | None = None) -> Likeness:
+    """`photos`: a folder of the user's photos for the reference embeddings (identity score)."""
     path = Path(path)
+    if photos is not None:
+        found = load_likeness(path)
+        paths = [p for p in sorted(Path(photos).rglob("*")) if p.suffix.lower() in PHOTO_SUFFIXES]
+        return replace(found, reference_embeddings=embed_photos(paths))
     if path.is_file():
         if path.suffix != ".safetensors":
             raise LikenessError(f"{path}: a likeness LoRA must be a .safetensors file")
         meta = _safetensors_metadata(path)
         return Likeness(
-            path,
-            meta.get("trigger_word", DEFAULT_TRIGGER),
-            meta.get("class_word", DEFAULT_CLASS),
+            path, _word(meta, "trigger_word", DEFAULT_TRIGGER), _word(meta, "class_word", DEFAULT_CLASS)
         )
     if not path.is_dir():
         raise LikenessError(f"{path} does not exist")
     loras = sorted(path.glob("*.safetensors"))
-    preferred = path / "pytorch_lora_weights.safetensors"
-    if preferred.is_file():
-        loras = [preferred]
+    for preferred in (path / DIFFUSERS_FILE, path / "diffusers" / DIFFUSERS_FILE):  # the trainer's
+        if preferred.is_file():
+            loras = [preferred]
+            break
     if len(loras) != 1:
         raise LikenessError(f"{path}: expected one LoRA .safetensors file, found {len(loras)}")
     info = json.loads((path / "likeness.json").read_text()) if (path / "likeness.json").is_file() else {}
@@ -82,10 +89,14 @@ def load_likeness(path: Path | str) -> Likeness:
         embeddings = embed_photos(photos)
     return Likeness(
         loras[0],
-        info.get("trigger_word") or meta.get("trigger_word", DEFAULT_TRIGGER),
-        info.get("class_word") or meta.get("class_word", DEFAULT_CLASS),
+        info.get("trigger_word") or _word(meta, "trigger_word", DEFAULT_TRIGGER),
+        info.get("class_word") or _word(meta, "class_word", DEFAULT_CLASS),
         reference_embeddings=embeddings,
     )
+
+
+def _word(meta: dict[str, str], key: str, default: str) -> str:
+    return meta.get(f"studio_{key}") or meta.get(key) or default
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
