@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 LIKENESS_ADAPTER = "likeness"
 
 
@@ -45,3 +47,52 @@ class ActiveLoras:
     def __exit__(self, *exc) -> None:
         if self.specs:
             self.pipe.unload_lora_weights()  # removes the LoRA layers: the base is as loaded
+
+
+class BakedLoras:
+    """Context manager for compiled pipelines: the job's LoRAs are fused into the weights in
+    place and their layers removed, so module structure and parameter storage never change (no
+    recompilation, CUDA graphs stay valid); on exit the touched weights are restored bit for bit
+    from a snapshot. Fused QKV projections (`fuse_qkv_projections`) are refreshed both times."""
+
+    def __init__(self, pipe, specs: list[LoraSpec]):
+        ActiveLoras(pipe, specs)  # same validation
+        self.pipe = pipe
+        self.specs = specs
+        self._saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
+
+    def __enter__(self) -> BakedLoras:
+        if not self.specs:
+            return self
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        with ActiveLoras(self.pipe, self.specs):  # loads; unloads on any error below
+            for component in (self.pipe.unet, self.pipe.text_encoder):
+                for module in component.modules():
+                    if isinstance(module, BaseTunerLayer):
+                        weight = module.get_base_layer().weight
+                        self._saved.append((weight, weight.detach().clone()))
+            self.pipe.fuse_lora(components=["unet", "text_encoder"], lora_scale=1.0)
+        # ActiveLoras' exit ran unload_lora_weights: the fused deltas stay in the weights.
+        _refresh_fused_projections(self.pipe)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with torch.no_grad():
+            for weight, original in self._saved:
+                weight.copy_(original)
+        self._saved.clear()
+        if self.specs:
+            _refresh_fused_projections(self.pipe)
+
+
+@torch.no_grad()
+def _refresh_fused_projections(pipe) -> None:
+    """Recompute `to_qkv` / `to_kv` (diffusers' fused projections) from to_q, to_k, to_v."""
+    for module in pipe.unet.modules():
+        if getattr(module, "fused_projections", False):
+            if hasattr(module, "to_qkv"):
+                parts = [module.to_q, module.to_k, module.to_v]
+                module.to_qkv.weight.copy_(torch.cat([p.weight for p in parts]))
+            elif hasattr(module, "to_kv"):
+                module.to_kv.weight.copy_(torch.cat([module.to_k.weight, module.to_v.weight]))

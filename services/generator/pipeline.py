@@ -17,11 +17,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
 
 from services.generator.likeness import Likeness, identity_score, load_likeness
-from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, LoraSpec
+from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, BakedLoras, LoraSpec
 from services.generator.metadata import a1111_parameters, png_bytes
 from services.generator.pose import draw_pose, load_pose
 from services.generator.prompts import LoraRef, PromptEmbeds, encode_prompt_pair, extract_loras
@@ -110,8 +111,12 @@ class PortraitPipeline:
         scale: Scale | None = None,
         batch_size: int = 4,
         lora_resolver: Callable[[str], Path] | None = None,
+        lora_mode: Literal["adapters", "baked"] = "adapters",
     ):
+        """`lora_mode`: "adapters" (peft layers, exact and simple) or "baked" (fused in place and
+        restored after the job: no new modules, for compiled models, see acceleration.py)."""
         self.models = models
+        self._loras = {"adapters": ActiveLoras, "baked": BakedLoras}[lora_mode]
         self.scale = scale
         base = models.base
         sampler = "DPM++ 2M Karras"
@@ -155,7 +160,7 @@ class PortraitPipeline:
         prompt, tag_loras = extract_loras(style.prompt.replace("{likeness}", likeness.words))
         loras, skipped = self._lora_specs(style, tag_loras, likeness)
         pipe = self.models.base
-        with ActiveLoras(pipe, loras):
+        with self._loras(pipe, loras):
             embed = _Encoder(pipe, likeness)
             main = embed(prompt, style.negative_prompt)
 

@@ -94,3 +94,34 @@ def test_upscale_doubles_size(tiny):
     plain = stage([image], _embeds(base), style.upscale.model_copy(update={"denoise": 0.0}), [1])
     assert np.asarray(plain[0]).shape == np.asarray(out).shape
     assert np.asarray(plain[0]).tobytes() != np.asarray(out).tobytes()  # the tiles were re-sampled
+
+
+def test_baked_loras_match_adapters_and_restore_exactly(tiny, tmp_path):
+    import copy
+
+    from diffusers import StableDiffusionPipeline
+
+    from services.generator.loras import BakedLoras
+
+    base = tiny["base"]
+    own = StableDiffusionPipeline(**{k: copy.deepcopy(v) for k, v in base.components.items()})
+    own.unet.fuse_qkv_projections()  # as acceleration.py does on the GPU
+    style = small_style()
+    path = tmp_path / "likeness.safetensors"
+    make_lora(base, path, seed=3)
+    spec = [LoraSpec("likeness", path, 0.8)]
+    fused_stage, plain_stage = Txt2ImgStage(own), Txt2ImgStage(base)
+
+    def run(stage, pipe):
+        return np.asarray(stage(_embeds(pipe), style.txt2img, [9])[0], np.float32)
+
+    before = run(fused_stage, own)
+    assert np.abs(before - run(plain_stage, base)).max() <= 2  # fused QKV: same model
+    with ActiveLoras(base, spec):
+        adapters = run(plain_stage, base)
+    with BakedLoras(own, spec):
+        baked = run(fused_stage, own)
+        assert not any("lora" in k for k in own.unet.state_dict())  # no new modules
+    assert np.abs(baked - before).max() > 10  # the LoRA acts through the fused projections
+    assert np.abs(baked - adapters).max() <= 2  # and acts as the adapters do
+    assert np.array_equal(run(fused_stage, own), before)  # restored bit for bit
