@@ -259,8 +259,9 @@ def train_lora(
     for step in range(start + 1, total + 1):
         pick = torch.randint(len(latents), (config.batch_size,), generator=generator)
         x0 = latents[pick]
-        noise = torch.randn(x0.shape, generator=generator)
-        t = torch.randint(0, n_timesteps, (len(x0),), generator=generator)
+        # Drawn on the CPU generator (same numbers on every device, resumable), used on the device.
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+        t = torch.randint(0, n_timesteps, (len(x0),), generator=generator).to(x0.device)
         noisy = noise_scheduler.add_noise(x0, noise, t)
         cond = text if text is not None else encode_prompt(pipe, caption)
         cond = cond.expand(len(x0), -1, -1).to(unet_dtype)
