@@ -148,3 +148,44 @@ class SystemOut(BaseModel):
     message: str
     min_photos: int
     photo_retention_days: int
+
+
+class LikenessIn(BaseModel):
+    class_word: Literal["woman", "man", "person"]
+
+
+class LikenessOut(BaseModel):
+    id: uuid.UUID
+    status: str
+    class_word: str
+    trigger_word: str
+    base_model: str
+    scores: dict[str, Any] | None
+    job_id: uuid.UUID | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, likeness: Any) -> "LikenessOut":
+        return cls(
+            id=likeness.id,
+            status=likeness.status,
+            class_word=likeness.class_word,
+            trigger_word=likeness.trigger_word,
+            base_model=likeness.base_model,
+            scores=likeness.scores,
+            job_id=likeness.job_id,
+            created_at=likeness.created_at,
+        )
+
+
+class LikenessList(BaseModel):
+    likenesses: list[LikenessOut]
+
+
+class LikenessStarted(BaseModel):
+    likeness: LikenessOut
+    job: JobOut
+
+
+class DownloadOut(BaseModel):
+    url: str

@@ -1,0 +1,168 @@
+"""Likenesses: start training on the accepted photos, list, view, download the LoRA, delete."""
+
+import uuid
+from collections.abc import Sequence
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
+from services.gateway.api.schemas import (
+    DownloadOut,
+    JobOut,
+    LikenessIn,
+    LikenessList,
+    LikenessOut,
+    LikenessStarted,
+)
+from shared import storage
+from shared.config import get_settings
+from shared.jobs import IdempotencyConflict, enqueue, events, transition
+from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
+from shared.models import Job, JobStatus, Likeness, Photo, PhotoStatus, User
+
+router = APIRouter(prefix="/likenesses", tags=["likenesses"])
+
+KIND = "train_likeness"
+ACTIVE = (JobStatus.queued, JobStatus.running)
+KEY_REUSED = "This Idempotency-Key was already used for a different request; use a new key."
+
+
+def conflict(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, message)
+
+
+def photos_short(have: int, need: int) -> str:
+    if have == 0:
+        return f"You have no good photos yet; upload {need} to train."
+    photos = "photo" if have == 1 else "photos"
+    return f"You have {have} good {photos}; upload {need - have} more to train."
+
+
+@router.post("", status_code=202, response_model=LikenessStarted)
+def start_training(
+    body: LikenessIn, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
+) -> LikenessStarted:
+    """Train a likeness on the photos accepted so far; follow the returned job for progress."""
+    # One start at a time per user: the row lock makes the checks below and the insert atomic.
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    fingerprint = request_fingerprint(KIND, body.model_dump())
+    if idempotency_key:
+        existing = find_by_idempotency_key(session, user.id, idempotency_key)
+        if existing is not None:  # a retried request: answer as the first time
+            likeness = session.scalar(select(Likeness).where(Likeness.job_id == existing.id))
+            if existing.input.get("fingerprint") != fingerprint or likeness is None:
+                raise conflict(KEY_REUSED)
+            return LikenessStarted(likeness=LikenessOut.of(likeness), job=JobOut.of(existing))
+
+    busy = session.scalar(
+        select(Job.id).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
+    )
+    if busy is not None:
+        raise conflict("Your likeness is still training; wait until it finishes before you start another.")
+    photo_ids = session.scalars(
+        select(Photo.id)
+        .where(Photo.user_id == user.id, Photo.status == PhotoStatus.accepted)
+        .order_by(Photo.created_at, Photo.id)
+    ).all()
+    need = get_settings().min_training_photos
+    if len(photo_ids) < need:
+        raise conflict(photos_short(len(photo_ids), need))
+
+    # Imported here: the face toolkit behind it is not needed by any other route.
+    from services.trainer.preprocess import make_trigger_word
+
+    likeness_id = uuid.uuid4()
+    try:
+        job = enqueue(
+            session,
+            kind=KIND,
+            user_id=user.id,
+            idempotency_key=idempotency_key,
+            input={"likeness_id": str(likeness_id), "fingerprint": fingerprint},
+        )
+    except IdempotencyConflict:
+        raise conflict(KEY_REUSED) from None
+    likeness = Likeness(
+        id=likeness_id,
+        user_id=user.id,
+        job_id=job.id,
+        status="training",
+        class_word=body.class_word,
+        trigger_word=make_trigger_word(str(likeness_id)),
+        base_model=get_settings().model_preset,  # the worker records the exact weights
+        photo_ids=[str(p) for p in photo_ids],
+    )
+    session.add(likeness)
+    session.commit()  # the likeness, the job and its outbox row together
+    return LikenessStarted(likeness=LikenessOut.of(likeness), job=JobOut.of(job))
+
+
+def settle(session: Session, likenesses: Sequence[Likeness]) -> None:
+    """A likeness whose job ended without training it (canceled, or failed after its last
+    attempt by the reaper) is failed, not training forever."""
+    training = {lk.job_id: lk for lk in likenesses if lk.status == "training" and lk.job_id}
+    if not training:
+        return
+    ended = session.scalars(
+        select(Job.id).where(
+            Job.id.in_(list(training)), Job.status.in_([JobStatus.failed, JobStatus.canceled])
+        )
+    ).all()
+    for job_id in ended:
+        training[job_id].status = "failed"
+    if ended:
+        session.commit()
+
+
+@router.get("", response_model=LikenessList)
+def list_likenesses(user: CurrentUser, session: SessionDep) -> LikenessList:
+    likenesses = session.scalars(
+        select(Likeness).where(Likeness.user_id == user.id).order_by(Likeness.created_at.desc())
+    ).all()
+    settle(session, likenesses)
+    return LikenessList(likenesses=[LikenessOut.of(lk) for lk in likenesses])
+
+
+@router.get("/{likeness_id}", response_model=LikenessOut)
+def read_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> LikenessOut:
+    likeness = owned(session, Likeness, likeness_id, user, "Likeness")
+    settle(session, [likeness])
+    return LikenessOut.of(likeness)
+
+
+@router.delete("/{likeness_id}", status_code=204)
+def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
+    """Delete the likeness and its files; a training still under way is canceled."""
+    likeness = owned(session, Likeness, likeness_id, user, "Likeness")
+    canceled = None
+    if likeness.job_id is not None:
+        canceled = transition(session, likeness.job_id, set(ACTIVE), JobStatus.canceled, stage="canceled")
+    session.delete(likeness)
+    session.commit()
+    if canceled is not None:
+        events.publish(canceled)
+    # Checkpoints included; a worker that uploads after this sees the row gone and cleans up.
+    storage.delete_prefix(storage.user_key(user.id, "likenesses", str(likeness_id)) + "/")
+
+
+DOWNLOAD_NAMES = {"diffusers": "pytorch_lora_weights.safetensors"}
+
+
+@router.get("/{likeness_id}/download", response_model=DownloadOut)
+def download_likeness(
+    likeness_id: uuid.UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    format: Literal["diffusers", "kohya"] = "diffusers",
+) -> DownloadOut:
+    """A short-lived link to the LoRA: `diffusers` (load_lora_weights) or `kohya` (A1111/ComfyUI)."""
+    likeness = owned(session, Likeness, likeness_id, user, "Likeness")
+    settle(session, [likeness])
+    key = ((likeness.meta or {}).get("files") or {}).get(format)
+    if likeness.status != "ready" or not key:
+        raise conflict(f"This likeness is not ready to download (it is {likeness.status}).")
+    filename = DOWNLOAD_NAMES.get(format) or key.rsplit("/", 1)[-1]
+    return DownloadOut(url=storage.presign_get(key, filename=filename))

@@ -1,0 +1,210 @@
+"""The `train` queue (GPU): train a likeness LoRA from the photos the user had when they asked.
+
+The handler only moves data: photos from S3 in, the library (services/trainer/train.py) trains,
+the LoRA files go to S3 and the Likeness row says where. Checkpoints go to S3 as training runs, so
+an attempt whose worker was killed resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import uuid
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+from PIL import Image, ImageOps
+from sqlalchemy import select
+
+from services.trainer import train
+from services.trainer.checkpoints import S3CheckpointStore
+from services.trainer.preprocess import make_trigger_word
+from shared import storage
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.jobs import JobCanceled, JobContext, JobError, job_task
+from shared.models import Job, Likeness, Photo
+
+log = logging.getLogger(__name__)
+
+DOWNLOADED = 0.02  # fraction of the job when the photos are in; the library reports from there
+
+
+@job_task("train_likeness")
+def train_likeness_job(ctx: JobContext) -> dict:
+    likeness_id = uuid.UUID(ctx.input["likeness_id"])
+    class_word, keys = _load_request(ctx, likeness_id)
+    ctx.progress(0.0, "downloading photos")
+    images = _download(keys)
+    missing = len(keys) - len(images)
+    store = S3CheckpointStore(ctx.user_id, likeness_id)
+    with tempfile.TemporaryDirectory(prefix="likeness-") as tmp:
+        try:
+            result = train.train_likeness(
+                images,
+                class_word=class_word,
+                preset=get_settings().model_preset,
+                out_dir=Path(tmp),
+                progress=lambda fraction, stage: ctx.progress(
+                    DOWNLOADED + (1 - DOWNLOADED) * fraction, stage
+                ),
+                checkpoints=store,
+                seed=_seed(likeness_id),
+                trigger_word=make_trigger_word(str(likeness_id)),
+            )
+        except JobCanceled:
+            raise  # canceled or handed to another worker: that one owns the likeness now
+        except Exception as e:
+            error = _user_error(e, missing)
+            if error is None:
+                _fail_if_last_attempt(ctx, likeness_id, e)
+                raise  # an outage or a bug: the runner retries it
+            _mark_failed(likeness_id, error.code, error.message)
+            raise error from e
+        files = _upload(ctx.user_id, likeness_id, result)
+    ready = _mark_ready(likeness_id, result, files)
+    if not ready:  # deleted while it trained: leave nothing behind
+        storage.delete_prefix(_prefix(ctx.user_id, likeness_id))
+        raise JobError("likeness_deleted", "This likeness was deleted while it was training.")
+    store.clear()
+    ctx.follow_up(
+        "send_email",
+        user_id=ctx.user_id,
+        input={
+            "template": "training_finished",
+            "likeness_id": str(likeness_id),
+            "event_key": f"job:{ctx.job_id}:training_finished",
+        },
+    )
+    return {
+        "likeness_id": str(likeness_id),
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "resumed_from_step": result.resumed_from,
+        "photos_used": sum(v.accepted for v in result.verdicts),
+    }
+
+
+def _load_request(ctx: JobContext, likeness_id: uuid.UUID) -> tuple[str, list[str]]:
+    """The class word and the object keys of the photos chosen when training was requested."""
+    with session_scope() as session:
+        likeness = session.get(Likeness, likeness_id)
+        if likeness is None or likeness.user_id != ctx.user_id:
+            raise JobError("likeness_deleted", "This likeness was deleted before it could be trained.")
+        ids = [uuid.UUID(p) for p in likeness.photo_ids or []]
+        photos = session.execute(
+            select(Photo.id, Photo.object_key).where(Photo.id.in_(ids), Photo.user_id == ctx.user_id)
+        ).all()
+        order = {pid: i for i, pid in enumerate(ids)}
+        keys = [row.object_key for row in sorted(photos, key=lambda r: order[r.id])]
+        keys += [""] * (len(ids) - len(photos))  # deleted since: counted as missing below
+        return likeness.class_word, keys
+
+
+def _download(keys: list[str]) -> list[Image.Image]:
+    images = []
+    for key in keys:
+        if not key:
+            continue
+        try:
+            data = storage.get_bytes(key)
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                continue  # the photo was deleted (or expired) after training was requested
+            raise
+        with Image.open(io.BytesIO(data)) as im:
+            images.append(ImageOps.exif_transpose(im).convert("RGB"))
+    return images
+
+
+def _seed(likeness_id: uuid.UUID) -> int:
+    """Fixed per likeness: a retried attempt draws the same noise as the one it resumes."""
+    return likeness_id.int % 2**31
+
+
+def _user_error(e: Exception, missing: int) -> JobError | None:
+    """The trainer's own errors that carry a code (TooFewPhotos, ...) are about the photos: say so
+    in their words and do not retry. Anything else is an outage or a bug."""
+    code = getattr(e, "code", None)
+    if not isinstance(code, str) or not type(e).__module__.startswith("services.trainer."):
+        return None
+    message = str(e)
+    if missing:
+        gone = "photo was" if missing == 1 else "photos were"
+        message = f"{missing} of the chosen {gone} deleted before training started. {message}"
+    return JobError(code, message)
+
+
+def _fail_if_last_attempt(ctx: JobContext, likeness_id: uuid.UUID, e: Exception) -> None:
+    """The runner fails the job after its last attempt; the likeness must not stay 'training'."""
+    with session_scope() as session:
+        job = session.get(Job, ctx.job_id)
+        last = job is None or ctx.attempt >= job.max_attempts
+    if last:
+        _mark_failed(likeness_id, "internal_error", f"{type(e).__name__}: {e}"[:500])
+
+
+def _mark_failed(likeness_id: uuid.UUID, code: str, message: str) -> None:
+    with session_scope() as session:
+        likeness = session.get(Likeness, likeness_id)
+        if likeness is not None:
+            likeness.status = "failed"
+            likeness.meta = {**(likeness.meta or {}), "error_code": code, "error_message": message}
+
+
+def _prefix(user_id: uuid.UUID | None, likeness_id: uuid.UUID) -> str:
+    return storage.user_key(user_id, "likenesses", str(likeness_id)) + "/"
+
+
+def _upload(user_id: uuid.UUID | None, likeness_id: uuid.UUID, result: train.LikenessResult) -> dict:
+    """Both formats under the likeness prefix; returns their keys by format."""
+    prefix = _prefix(user_id, likeness_id)
+    diffusers_dir = result.lora.diffusers_path
+    diffusers_files = []
+    for path in sorted(p for p in diffusers_dir.rglob("*") if p.is_file()):
+        key = f"{prefix}diffusers/{path.relative_to(diffusers_dir).as_posix()}"
+        storage.put_bytes(key, path.read_bytes(), _content_type(path))
+        diffusers_files.append(key)
+    kohya = f"{prefix}{result.lora.kohya_path.name}"
+    storage.put_bytes(kohya, result.lora.kohya_path.read_bytes(), _content_type(result.lora.kohya_path))
+    weights = next(k for k in diffusers_files if k.endswith(".safetensors"))
+    return {"diffusers": weights, "diffusers_files": diffusers_files, "kohya": kohya}
+
+
+def _content_type(path: Path) -> str:
+    return "application/json" if path.suffix == ".json" else "application/octet-stream"
+
+
+def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: dict) -> bool:
+    config = result.lora.metadata
+    with session_scope() as session:
+        likeness = session.get(Likeness, likeness_id, with_for_update=True)
+        if likeness is None:
+            return False
+        likeness.status = "ready"
+        likeness.base_model = result.base_model
+        likeness.trigger_word = result.trigger_word
+        likeness.object_prefix = _prefix(likeness.user_id, likeness_id)
+        likeness.scores = {
+            "best_step": result.best_step,
+            "checkpoints": result.scores,
+            "note": result.selection_note,
+        }
+        likeness.meta = {
+            "preset": result.preset,
+            "base_model": result.base_model,
+            "base_model_sha256": config.get("studio_base_model_sha256") or None,
+            "rank": int(config["ss_network_dim"]),
+            "alpha": float(config["ss_network_alpha"]),
+            "steps": result.steps,
+            "best_step": result.best_step,
+            "trigger_word": result.trigger_word,
+            "caption": result.caption,
+            "resumed_from_step": result.resumed_from,
+            "final_loss": result.losses[-1] if result.losses else None,
+            "photos": [v.to_json() for v in result.verdicts],
+            "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+            "files": files,
+        }
+    return True

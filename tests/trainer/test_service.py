@@ -1,0 +1,236 @@
+"""The trainer as a service, on the real stack: the likeness API, a `train` worker on the tiny
+preset (CPU), resume from an S3 checkpoint after a SIGKILL, and readable failures."""
+
+import re
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from safetensors import safe_open
+from safetensors.torch import load as load_safetensors
+from sqlalchemy import select
+
+from services.trainer.checkpoints import S3CheckpointStore
+from shared import storage
+from shared.db import session_scope
+from shared.models import Job, Likeness
+from tests.conftest import Api, Processes, UserSession, wait_until
+from tests.photos import astronaut_variants, jpeg
+
+TRAIN_WORKER_ENV = {"OMP_NUM_THREADS": "1"}  # one torch thread: far faster on a shared 2-core box
+STEP = re.compile(r"training step (\d+)/(\d+), about .+ left")
+
+
+def upload_accepted(api: Api, user: UserSession, n: int) -> list[str]:
+    files = [("files", (f"me{i}.jpg", jpeg(im), "image/jpeg")) for i, im in enumerate(astronaut_variants(n))]
+    r = api.post("/v1/photos", files=files, headers=user.auth)
+    assert r.status_code == 201, r.text
+    job = api.wait_job(r.json()["job"]["id"], user)
+    assert job["result"] == {"accepted": n, "rejected": 0}, job
+    return [p["id"] for p in r.json()["photos"]]
+
+
+def start(api: Api, user: UserSession, class_word: str = "woman", **headers: str) -> httpx.Response:
+    return api.post("/v1/likenesses", json={"class_word": class_word}, headers={**user.auth, **headers})
+
+
+def user_id(api: Api, user: UserSession) -> str:
+    return api.get("/v1/me", headers=user.auth).json()["id"]
+
+
+def likeness_row(likeness_id: str) -> Likeness | None:
+    with session_scope() as session:
+        row = session.get(Likeness, uuid.UUID(likeness_id))
+        if row is not None:
+            session.expunge(row)
+        return row
+
+
+def job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, uuid.UUID(job_id))
+        session.expunge(job)
+        return job
+
+
+def follow(api: Api, job_id: str, user: UserSession, timeout: float) -> tuple[dict, list[tuple]]:
+    """Poll the job to its end, keeping every (progress, stage) seen on the way."""
+    seen: list[tuple] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
+        if not seen or seen[-1] != (job["progress"], job["stage"]):
+            seen.append((job["progress"], job["stage"]))
+        if job["status"] in ("succeeded", "failed", "canceled"):
+            return job, seen
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} did not end in {timeout}s; last {seen[-1:]}")
+
+
+def mail_jobs(uid: str, template: str) -> list[Job]:
+    with session_scope() as session:
+        jobs = session.scalars(
+            select(Job).where(Job.user_id == uuid.UUID(uid), Job.kind == "send_email")
+        ).all()
+        return [j for j in jobs if j.input.get("template") == template]
+
+
+def fetch(url: str) -> bytes:
+    r = httpx.get(url, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.content
+
+
+def test_train_a_likeness_download_it_and_nobody_else_can(api: Api, procs: Processes) -> None:
+    procs.worker("train", **TRAIN_WORKER_ENV)  # starts while the photos are checked
+    user = api.new_user()
+    uid = user_id(api, user)
+    upload_accepted(api, user, 8)
+
+    r = start(api, user, **{"Idempotency-Key": "train-1"})
+    assert r.status_code == 202, r.text
+    likeness, job = r.json()["likeness"], r.json()["job"]
+    assert likeness["status"] == "training" and likeness["class_word"] == "woman"
+    assert likeness["job_id"] == job["id"] and job["kind"] == "train_likeness"
+    again = start(api, user, **{"Idempotency-Key": "train-1"})  # a retried request
+    assert again.status_code == 202 and again.json()["likeness"]["id"] == likeness["id"]
+    assert again.json()["job"]["id"] == job["id"]
+    busy = start(api, user, "man")
+    assert busy.status_code == 409 and "still training" in busy.json()["detail"]
+
+    done, seen = follow(api, job["id"], user, timeout=240)
+    assert done["status"] == "succeeded", done
+    steps = [(p, STEP.fullmatch(s or "")) for p, s in seen]
+    training = [(p, m) for p, m in steps if m]
+    assert training, seen  # stage, percent and time left while it trains
+    assert all(0 < p < 1 for p, _ in training)
+    assert [p for p, _ in training] == sorted(p for p, _ in training)
+    assert done["result"]["likeness_id"] == likeness["id"]
+    assert done["result"]["resumed_from_step"] is None  # one clean attempt
+
+    ready = api.get(f"/v1/likenesses/{likeness['id']}", headers=user.auth).json()
+    assert ready["status"] == "ready"
+    assert ready["base_model"].startswith("tiny-v")
+    assert ready["scores"]["best_step"] == done["result"]["best_step"]
+    assert [c["step"] for c in ready["scores"]["checkpoints"]][-1] == done["result"]["steps"]
+    listed = api.get("/v1/likenesses", headers=user.auth).json()["likenesses"]
+    assert [lk["id"] for lk in listed] == [likeness["id"]]
+    meta = likeness_row(likeness["id"]).meta
+    assert meta["trigger_word"] == ready["trigger_word"] and meta["rank"] == 4
+    assert meta["steps"] == done["result"]["steps"]
+
+    # Both formats, as presigned links with a file name.
+    urls = {}
+    for fmt in ("kohya", "diffusers"):
+        r = api.get(f"/v1/likenesses/{likeness['id']}/download?format={fmt}", headers=user.auth)
+        assert r.status_code == 200, r.text
+        urls[fmt] = r.json()["url"]
+    assert "pytorch_lora_weights.safetensors" in urls["diffusers"]
+    assert f"likeness-{ready['trigger_word']}.safetensors" in urls["kohya"]
+    kohya = fetch(urls["kohya"])
+    tensors = load_safetensors(kohya)
+    assert any(k.startswith("lora_unet_") for k in tensors)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "likeness.safetensors"
+        path.write_bytes(kohya)
+        with safe_open(str(path), framework="pt") as f:
+            assert f.metadata()["studio_trigger_word"] == ready["trigger_word"]
+            assert f.metadata()["ss_network_dim"] == "4"
+    diffusers = load_safetensors(fetch(urls["diffusers"]))
+    assert any(k.startswith("unet.") for k in diffusers)
+
+    # Another user: not found, whatever they try.
+    other = api.new_user()
+    for method, path in [
+        ("GET", f"/v1/likenesses/{likeness['id']}"),
+        ("GET", f"/v1/likenesses/{likeness['id']}/download?format=kohya"),
+        ("DELETE", f"/v1/likenesses/{likeness['id']}"),
+    ]:
+        assert api.request(method, path, headers=other.auth).status_code == 404
+    assert api.get("/v1/likenesses", headers=other.auth).json() == {"likenesses": []}
+
+    # The mail is on its way, once; the checkpoints are gone.
+    assert len(mail_jobs(uid, "training_finished")) == 1
+    prefix = storage.user_key(uid, "likenesses", likeness["id"]) + "/"
+    assert S3CheckpointStore(uid, likeness["id"]).steps() == {}
+    assert storage.list_keys(prefix)
+
+    # Delete: the row and every file.
+    assert api.delete(f"/v1/likenesses/{likeness['id']}", headers=user.auth).status_code == 204
+    assert api.get(f"/v1/likenesses/{likeness['id']}", headers=user.auth).status_code == 404
+    assert storage.list_keys(prefix) == []
+
+
+def test_too_few_photos_is_refused_with_a_sentence_and_no_job(api: Api) -> None:
+    user = api.new_user()
+    upload_accepted(api, user, 5)
+    r = start(api, user)
+    assert r.status_code == 409
+    assert r.json()["detail"] == "You have 5 good photos; upload 3 more to train."
+    assert api.get("/v1/jobs?kind=train_likeness", headers=user.auth).json()["jobs"] == []
+    assert api.get("/v1/likenesses", headers=user.auth).json()["likenesses"] == []
+    assert start(api, api.new_user(consent=False)).status_code == 403
+
+
+def test_a_killed_training_resumes_from_its_s3_checkpoint(api: Api, procs: Processes) -> None:
+    worker = procs.worker("train", **TRAIN_WORKER_ENV)
+    user = api.new_user()
+    uid = user_id(api, user)
+    upload_accepted(api, user, 10)  # 40 tiny steps, a checkpoint every 10
+    body = start(api, user).json()
+    likeness_id, job_id = body["likeness"]["id"], body["job"]["id"]
+    store = S3CheckpointStore(uid, likeness_id)
+    wait_until(lambda: store.steps(), timeout=180, interval=0.05, what="a first checkpoint in S3")
+    procs.kill(worker)  # SIGKILL the worker and its pool mid-training
+    killed = job_row(job_id)
+    assert killed.status == "running" and killed.attempts == 1, "training ended before the kill"
+    saved = max(store.steps())
+
+    procs.worker("train", **TRAIN_WORKER_ENV)
+    job = api.wait_job(job_id, user, timeout=240)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2  # the reaper handed it to the new worker once
+    resumed = job["result"]["resumed_from_step"]
+    assert resumed is not None and resumed >= saved > 0
+    assert likeness_row(likeness_id).meta["resumed_from_step"] == resumed
+    assert api.get(f"/v1/likenesses/{likeness_id}", headers=user.auth).json()["status"] == "ready"
+    assert len(mail_jobs(uid, "training_finished")) == 1  # ended once
+    finished = job["finished_at"]
+    time.sleep(11)  # longer than the stale timeout: nothing runs it again
+    again = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
+    assert (again["status"], again["attempts"], again["finished_at"]) == ("succeeded", 2, finished)
+
+
+def test_photos_deleted_before_training_fail_it_in_words(api: Api, procs: Processes) -> None:
+    """The set was big enough when asked, but the user deleted photos before a worker got to it:
+    the trainer's own check refuses the set, the job and the likeness fail with a reason."""
+    user = api.new_user()
+    uid = user_id(api, user)
+    photo_ids = upload_accepted(api, user, 8)
+    body = start(api, user, "man").json()  # no train worker yet: it waits in the queue
+    for photo_id in photo_ids[:4]:
+        assert api.delete(f"/v1/photos/{photo_id}", headers=user.auth).status_code == 204
+    procs.worker("train", **TRAIN_WORKER_ENV)
+
+    job = api.wait_job(body["job"]["id"], user, timeout=120)
+    assert job["status"] == "failed" and job["attempts"] == 1, job
+    assert job["error_code"] == "too_few_photos"
+    assert job["error_message"] == (
+        "4 of the chosen photos were deleted before training started. Only 4 photos have a clear "
+        "face of you; upload 1 more (at least 5 are needed)."
+    )
+    likeness = api.get(f"/v1/likenesses/{body['likeness']['id']}", headers=user.auth).json()
+    assert likeness["status"] == "failed"
+    r = api.get(f"/v1/likenesses/{likeness['id']}/download", headers=user.auth)
+    assert r.status_code == 409 and "not ready" in r.json()["detail"]
+    wait_until(lambda: mail_jobs(uid, "job_failed"), timeout=10, what="the failure mail job")
+    assert mail_jobs(uid, "training_finished") == []
+
+
+@pytest.mark.parametrize("class_word", ["cat", ""])
+def test_only_known_class_words(api: Api, class_word: str) -> None:
+    user = api.new_user()
+    assert start(api, user, class_word).status_code == 422
