@@ -175,6 +175,7 @@ def test_too_few_photos_is_refused_with_a_sentence_and_no_job(api: Api) -> None:
     assert start(api, api.new_user(consent=False)).status_code == 403
 
 
+@pytest.mark.slow  # ~55 s: two worker starts, the stale timeout, and a wait that nothing re-runs it
 def test_a_killed_training_resumes_from_its_s3_checkpoint(api: Api, procs: Processes) -> None:
     worker = procs.worker("train", **TRAIN_WORKER_ENV)
     user = api.new_user()
