@@ -1,0 +1,217 @@
+"""Styles and portraits: list the styles, start a generation, list, zip and delete portraits."""
+
+import tempfile
+import uuid
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from services.gateway.api.deps import (
+    ConsentedUser,
+    CurrentUser,
+    IdempotencyKey,
+    SessionDep,
+    not_found,
+    owned,
+)
+from services.gateway.api.schemas import JobOut
+from shared import storage
+from shared.config import get_settings
+from shared.jobs import IdempotencyConflict, enqueue
+from shared.jobs.outbox import find_by_idempotency_key
+from shared.models import Job, JobStatus, Likeness, Portrait, User
+
+router = APIRouter(prefix="/portraits", tags=["portraits"])
+styles_router = APIRouter(prefix="/styles", tags=["styles"])
+
+KIND = "generate_portraits"
+MAX_COUNT = 8  # portraits per style in one request (services/generator/tasks.py)
+ACTIVE = (JobStatus.queued, JobStatus.running)
+
+
+# -- styles -----------------------------------------------------------------------------------
+
+
+class StyleOut(BaseModel):
+    id: str
+    name: str
+    description: dict[str, str]  # by locale: {"en": ..., "ko": ...}
+    preview_url: str | None
+
+
+class StyleList(BaseModel):
+    styles: list[StyleOut]
+
+
+@styles_router.get("", response_model=StyleList)
+def list_styles(user: CurrentUser) -> StyleList:
+    from services.generator.styles import load_styles
+
+    return StyleList(
+        styles=[
+            StyleOut(
+                id=s.id,
+                name=s.name,
+                description=s.description.model_dump(),
+                preview_url=f"/static/styles/{s.preview}" if s.preview else None,
+            )
+            for s in load_styles().values()
+        ]
+    )
+
+
+# -- portraits --------------------------------------------------------------------------------
+
+
+class PortraitsIn(BaseModel):
+    likeness_id: uuid.UUID
+    styles: list[str] = Field(min_length=1, max_length=16)
+    count: int = Field(default=1, ge=1, le=MAX_COUNT)
+
+
+class PortraitsStarted(BaseModel):
+    job: JobOut
+
+
+class PortraitOut(BaseModel):
+    id: uuid.UUID
+    job_id: uuid.UUID | None
+    style: str
+    url: str
+    thumb_url: str | None
+    identity_score: float | None
+    face_found: bool
+    width: int
+    height: int
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, p: Portrait) -> "PortraitOut":
+        return cls(
+            id=p.id,
+            job_id=p.job_id,
+            style=p.style,
+            url=storage.presign_get(p.object_key),
+            thumb_url=storage.presign_get(p.thumb_key) if p.thumb_key else None,
+            identity_score=p.identity_score,
+            face_found=p.face_found,
+            width=p.width,
+            height=p.height,
+            created_at=p.created_at,
+        )
+
+
+class PortraitList(BaseModel):
+    portraits: list[PortraitOut]
+
+
+def conflict(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_409_CONFLICT, message)
+
+
+@router.post("", status_code=202, response_model=PortraitsStarted)
+def start_generation(
+    body: PortraitsIn, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
+) -> PortraitsStarted:
+    """Generate `count` portraits in each chosen style; follow the returned job for progress."""
+    from services.generator.styles import load_styles
+
+    unknown = [s for s in body.styles if s not in load_styles()]
+    if unknown:
+        raise HTTPException(422, f"Unknown style: {', '.join(unknown)}.")
+    styles = list(dict.fromkeys(body.styles))  # each style once, in the order asked
+    likeness = owned(session, Likeness, body.likeness_id, user, "Likeness")
+    if likeness.status != "ready":
+        raise conflict(f"This likeness is not ready yet (it is {likeness.status}).")
+
+    job_input = {"likeness_id": str(likeness.id), "styles": styles, "count": body.count}
+
+    def add_job() -> Job:
+        try:
+            return enqueue(
+                session,
+                kind=KIND,
+                user_id=user.id,
+                idempotency_key=idempotency_key,
+                input=job_input,
+            )
+        except IdempotencyConflict as e:
+            raise conflict(str(e)) from None
+
+    if idempotency_key and find_by_idempotency_key(session, user.id, idempotency_key):
+        return PortraitsStarted(job=JobOut.of(add_job()))  # a retried request: the first job
+
+    settings = get_settings()
+    # Fair share of the GPU pool; the user's row lock makes these checks and the insert atomic.
+    session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    running = session.scalar(
+        select(func.count(Job.id)).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
+    )
+    if running >= settings.max_running_jobs_per_user:
+        raise conflict(f"You already have {running} portrait jobs under way; wait until one finishes.")
+    made = session.scalar(
+        select(func.count(Portrait.id)).where(
+            Portrait.user_id == user.id, Portrait.created_at >= datetime.now(UTC) - timedelta(days=1)
+        )
+    )
+    wanted = len(styles) * body.count
+    if made + wanted > settings.max_portraits_per_day:
+        left = max(settings.max_portraits_per_day - made, 0)
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"You can make {settings.max_portraits_per_day} portraits a day; {left} are left today.",
+        )
+    job = add_job()
+    session.commit()  # the job and its outbox row together
+    return PortraitsStarted(job=JobOut.of(job))
+
+
+def _portraits(session, user, job_id: uuid.UUID | None) -> list[Portrait]:
+    query = select(Portrait).where(Portrait.user_id == user.id)
+    if job_id is not None:
+        query = query.where(Portrait.job_id == job_id)
+    return list(
+        session.scalars(
+            query.order_by(Portrait.identity_score.desc().nulls_last(), Portrait.created_at, Portrait.id)
+        ).all()
+    )
+
+
+@router.get("", response_model=PortraitList)
+def list_portraits(
+    user: CurrentUser, session: SessionDep, job_id: uuid.UUID | None = Query(default=None)
+) -> PortraitList:
+    """The user's portraits (of one job with `job_id`), best identity score first."""
+    return PortraitList(portraits=[PortraitOut.of(p) for p in _portraits(session, user, job_id)])
+
+
+@router.get("/zip")
+def download_zip(user: CurrentUser, session: SessionDep, job_id: uuid.UUID = Query()):
+    """All portraits of a job as one zip, in ranked order."""
+    portraits = _portraits(session, user, job_id)
+    if not portraits:
+        raise not_found("Portrait job")
+    spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 (streamed)
+    with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs: compressed
+        for number, p in enumerate(portraits, start=1):
+            zf.writestr(f"portrait-{number}-{p.style}.png", storage.get_bytes(p.object_key))
+    spool.seek(0)
+    return StreamingResponse(
+        iter(lambda: spool.read(1 << 20), b""),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="portraits-{job_id}.zip"'},
+        background=None,
+    )
+
+
+@router.delete("/{portrait_id}", status_code=204)
+def delete_portrait(portrait_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
+    portrait = owned(session, Portrait, portrait_id, user, "Portrait")
+    keys = [k for k in (portrait.object_key, portrait.thumb_key) if k]
+    session.delete(portrait)
+    session.commit()
+    storage.delete_keys(keys)

@@ -1,0 +1,189 @@
+"""The `generate` queue (GPU): portraits of a user's likeness in the chosen styles.
+
+Input: {"likeness_id", "styles": [style ids], "count": portraits per style, "seed"?}. The handler
+moves data: the LoRA and the user's photos in from S3, the pipeline (services/generator/pipeline.py)
+runs, PNG + thumbnail go to `users/<uid>/portraits/<job_id>/`, one Portrait row each. A retried
+attempt draws the same seeds and writes the same keys and ids, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+from PIL import Image, ImageOps
+from sqlalchemy import func, or_, select
+
+from services.generator.likeness import DIFFUSERS_FILE, Likeness
+from services.generator.metadata import thumbnail_jpeg
+from services.generator.styles import StyleError, get_style
+from shared import storage
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.jobs import JobContext, JobError, job_task
+from shared.models import Likeness as LikenessRow
+from shared.models import Photo, Portrait
+
+log = logging.getLogger(__name__)
+LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest
+MAX_COUNT = 8
+
+
+@cache
+def resident_pipeline():
+    """One pipeline per worker process: the base model stays resident between jobs."""
+    from services.generator.pipeline import PortraitPipeline
+
+    return PortraitPipeline.from_preset()
+
+
+@job_task("generate_portraits")
+def generate_portraits_job(ctx: JobContext) -> dict:
+    likeness_row, styles, count = _load_request(ctx)
+    _check_daily_quota(ctx, len(styles) * count)
+    ctx.progress(0.0, "loading likeness")
+    seed = int(ctx.input.get("seed", ctx.job_id.int % 2**31))
+    pipeline = resident_pipeline()
+    made: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="portraits-") as tmp:
+        likeness = _download_likeness(likeness_row, Path(tmp))
+        ctx.progress(LOADED, "generating")
+        share = (1 - LOADED) / len(styles)
+        for index, style in enumerate(styles):
+
+            def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
+                ctx.progress(LOADED + share * (index + fraction), f"{style.name}: {stage}")
+
+            results = pipeline(likeness, style, seed=seed + 1000 * index, count=count, progress=progress)
+            made += [_store(ctx, likeness_row, result) for result in results]
+    ctx.follow_up(
+        "send_email",
+        user_id=ctx.user_id,
+        input={
+            "template": "portraits_ready",
+            "job_id": str(ctx.job_id),
+            "event_key": f"job:{ctx.job_id}:portraits_ready",
+        },
+    )
+    return {"portraits": len(made), "styles": [s.id for s in styles], "seed": seed, "ids": made}
+
+
+def _load_request(ctx: JobContext) -> tuple[dict, list, int]:
+    try:
+        styles = [get_style(s) for s in ctx.input.get("styles") or []]
+    except StyleError as exc:
+        raise JobError("unknown_style", str(exc)) from exc
+    if not styles:
+        raise JobError("no_styles", "Choose at least one style.")
+    count = int(ctx.input.get("count", 1))
+    if not 1 <= count <= MAX_COUNT:
+        raise JobError("bad_count", f"Ask for 1 to {MAX_COUNT} portraits per style.")
+    with session_scope() as session:
+        row = session.get(LikenessRow, uuid.UUID(str(ctx.input["likeness_id"])))
+        if row is None or row.user_id != ctx.user_id:
+            raise JobError("likeness_deleted", "This likeness was deleted; train a new one.")
+        if row.status != "ready":
+            raise JobError("likeness_not_ready", f"This likeness is not ready (it is {row.status}).")
+        files = (row.meta or {}).get("files") or {}
+        if not files.get("diffusers"):
+            raise JobError("likeness_files_missing", "This likeness has no LoRA file; train it again.")
+        photo_keys = session.scalars(
+            select(Photo.object_key).where(
+                Photo.id.in_([uuid.UUID(p) for p in row.photo_ids or []]),
+                Photo.user_id == ctx.user_id,
+            )
+        ).all()
+        request = {
+            "id": row.id,
+            "user_id": row.user_id,
+            "trigger_word": row.trigger_word,
+            "class_word": row.class_word,
+            "lora_key": files["diffusers"],
+            "photo_keys": list(photo_keys),
+        }
+    return request, styles, count
+
+
+def _check_daily_quota(ctx: JobContext, wanted: int) -> None:
+    """Fair share of the GPU pool: at most `max_portraits_per_day` portraits per user per day
+    (portraits of this job already stored by an earlier attempt do not count twice)."""
+    limit = get_settings().max_portraits_per_day
+    since = datetime.now(UTC) - timedelta(days=1)
+    with session_scope() as session:
+        made = session.scalar(
+            select(func.count(Portrait.id)).where(
+                Portrait.user_id == ctx.user_id,
+                Portrait.created_at >= since,
+                or_(Portrait.job_id.is_(None), Portrait.job_id != ctx.job_id),
+            )
+        )
+    if made + wanted > limit:
+        left = max(limit - made, 0)
+        raise JobError(
+            "daily_limit",
+            f"You can make {limit} portraits a day; {left} are left today. Ask for fewer or try tomorrow.",
+        )
+
+
+def _download_likeness(request: dict, folder: Path) -> Likeness:
+    from services.generator.likeness import embed_photos
+
+    key = request["lora_key"]
+    if not key.startswith(storage.user_prefix(request["user_id"])):
+        raise JobError("foreign_object", "The likeness points outside its owner.")
+    path = folder / DIFFUSERS_FILE
+    path.write_bytes(storage.get_bytes(key))
+    photos = []
+    for index, photo_key in enumerate(request["photo_keys"]):
+        try:
+            data = storage.get_bytes(photo_key)
+        except ClientError as e:
+            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+                continue  # deleted or expired since training: scored against the rest
+            raise
+        with Image.open(io.BytesIO(data)) as im:
+            photo = folder / f"photo-{index}.png"
+            ImageOps.exif_transpose(im).convert("RGB").save(photo)
+            photos.append(photo)
+    return Likeness(
+        path,
+        trigger_word=request["trigger_word"],
+        class_word=request["class_word"],
+        reference_embeddings=embed_photos(photos),
+    )
+
+
+def _store(ctx: JobContext, request: dict, result) -> str:
+    """Upload one portrait and insert its row; the id comes from (job, style, seed), so a retry
+    overwrites the same objects and finds the row already there."""
+    portrait_id = uuid.uuid5(ctx.job_id, f"{result.style}:{result.seed}")
+    prefix = storage.user_key(ctx.user_id, "portraits", str(ctx.job_id))
+    key, thumb = f"{prefix}/{portrait_id}.png", f"{prefix}/{portrait_id}_thumb.jpg"
+    storage.put_bytes(key, result.png, "image/png")
+    storage.put_bytes(thumb, thumbnail_jpeg(result.image), "image/jpeg")
+    with session_scope() as session:
+        if session.get(Portrait, portrait_id) is None:
+            session.add(
+                Portrait(
+                    id=portrait_id,
+                    user_id=ctx.user_id,
+                    job_id=ctx.job_id,
+                    likeness_id=request["id"],
+                    style=result.style,
+                    seed=result.seed,
+                    object_key=key,
+                    thumb_key=thumb,
+                    width=result.width,
+                    height=result.height,
+                    identity_score=result.identity_score,
+                    face_found=result.face_found,
+                    meta=result.meta,
+                )
+            )
+    return str(portrait_id)
