@@ -1,0 +1,275 @@
+"""Portrait-generation benchmark: the five-stage pipeline, our optimized path vs the naive eager
+diffusers baseline, measured in the same run.
+
+SD-1.5-SIZED models with random weights (UNet 860M, two ControlNets, VAE, CLIP ViT-L text,
+RRDBNet 23-block ESRGAN): the cost of a step does not depend on the weights, so the seconds are
+real even though the images are noise. Style "studio-business": 512x768, txt2img 25 steps,
+face + hand detailer at 512 px (twice), beautify at denoise 0.35, 2x upscale with 512 px tiles.
+
+    python bench/generate_bench.py                       # GPU, all phases, 8 portraits
+    python bench/generate_bench.py --phases baseline,batched
+    python bench/generate_bench.py --compile default     # torch.compile without CUDA graphs
+    python bench/generate_bench.py --tiny                # CPU smoke test with tiny models
+
+Phases (same models, in this order; each reports seconds per portrait and portraits per minute):
+- baseline: what a plain diffusers script does: fp16, eager, one portrait at a time, LoRAs as
+  peft adapters, the style's step counts.
+- batched: fp16 + channels_last + fused QKV, portraits batched (4 per txt2img/img2img call,
+  8 crops/tiles per inpaint/tile call), LoRAs baked into the weights, txt2img 20 steps.
+- compiled: batched + torch.compile (default "reduce-overhead" = CUDA graphs, dynamic shapes so
+  each network compiles once); the first run (compilation) is reported apart.
+Detectors are fixed boxes (one face, one hand per image): YOLOv8n costs ~2 ms an image.
+Needs diffusers, peft and spandrel (pure-python wheels: carry them to the GPU machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.generator.detectors import Detection  # noqa: E402
+from services.generator.pipeline import PortraitPipeline, Scale  # noqa: E402
+from services.generator.resident import ResidentModels  # noqa: E402
+from services.generator.styles import get_style  # noqa: E402
+
+TINY_SCALE = Scale(width=64, height=96, steps=2, detail_size=64, tile=64, padding=16)
+
+
+class FixedBoxes:
+    """One face and one hand box per image, at portrait-like places."""
+
+    name = "bench"
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def __call__(self, images, confidence):
+        out = []
+        for im in images:
+            w, h = im.size
+            box = (0.38, 0.18, 0.62, 0.40) if self.kind == "face" else (0.25, 0.70, 0.40, 0.85)
+            pixels = (int(box[0] * w), int(box[1] * h), int(box[2] * w), int(box[3] * h))
+            out.append([Detection(pixels, 0.9, self.kind)])
+        return out
+
+
+def sd15_models(device: str, dtype: torch.dtype, workdir: Path) -> ResidentModels:
+    """SD-1.5's architecture for every network, random init (fixed seed)."""
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        PNDMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from safetensors.torch import save_file
+    from spandrel.architectures.ESRGAN import ESRGAN
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from shared.ml import loading, tiny
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=2,
+            latent_channels=4,
+            sample_size=512,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                projection_dim=768, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+            )
+        )  # fmt: skip
+        controlnets = [ControlNetModel.from_unet(unet) for _ in range(2)]
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+    )  # fmt: skip
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tiny.clip_tokenizer(), unet=unet,
+        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    ).to(device, dtype)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    esrgan = ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4)  # RealESRGAN_x4plus
+    path = workdir / "esrgan-x4.safetensors"
+    save_file({k: v.contiguous() for k, v in esrgan.state_dict().items()}, str(path))
+    return ResidentModels(
+        base=pipe,
+        controlnet_openpose=controlnets[0].to(device, dtype),
+        controlnet_tile=controlnets[1].to(device, dtype),
+        upscaler=loading.load_upscaler_from(path, device=device),
+        detectors={"face": FixedBoxes("face"), "hand": FixedBoxes("hand")},
+        preset="bench-sd15-random",
+        base_name="sd15-random",
+    )
+
+
+def tiny_models() -> ResidentModels:
+    from shared.ml import loading
+
+    return ResidentModels(
+        base=loading.load_base_pipeline("tiny", "cpu"),
+        controlnet_openpose=loading.load_controlnet("openpose", "tiny", "cpu"),
+        controlnet_tile=loading.load_controlnet("tile", "tiny", "cpu"),
+        upscaler=loading.load_upscaler("tiny", "cpu"),
+        detectors={"face": FixedBoxes("face"), "hand": FixedBoxes("hand")},
+        preset="tiny",
+        base_name="tiny",
+    )
+
+
+def make_likeness(pipe, folder: Path, rank: int) -> Path:
+    """A random rank-`rank` likeness LoRA on the UNet attention and the text encoder."""
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+
+    torch.manual_seed(1)
+    unet_sd, text_sd = {}, {}
+    for prefix, model, targets, out in (
+        ("", pipe.unet, ("to_q", "to_k", "to_v", "to_out.0"), unet_sd),
+        ("", pipe.text_encoder, ("q_proj", "k_proj", "v_proj", "out_proj"), text_sd),
+    ):
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith(targets):
+                out[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features) * 0.01
+                out[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank) * 0.01
+    LoraConfig(r=rank)  # peft must be importable: diffusers loads LoRAs through it
+    StableDiffusionPipeline.save_lora_weights(
+        str(folder), unet_lora_layers=unet_sd, text_encoder_lora_layers=text_sd,
+        weight_name="pytorch_lora_weights.safetensors",
+    )  # fmt: skip
+    (folder / "likeness.json").write_text(json.dumps({"trigger_word": "zuvek", "class_word": "woman"}))
+    return folder
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def timed(pipeline: PortraitPipeline, likeness: Path, style, count: int, seed: int) -> tuple[float, dict]:
+    stages: dict[str, float] = {}
+    marks: list[tuple[str, float]] = []
+    sync()
+    start = time.perf_counter()
+    pipeline(likeness, style, seed=seed, count=count,
+             progress=lambda f, s: marks.append((s, time.perf_counter())))  # fmt: skip
+    sync()
+    total = time.perf_counter() - start
+    for (name, t0), (_, t1) in zip(marks, marks[1:], strict=False):
+        stages[name] = round(t1 - t0, 3)
+    return total, stages
+
+
+def phase_result(name: str, total: float, count: int, stages: dict, **extra) -> dict:
+    result = {
+        "phase": name,
+        "portraits": count,
+        "seconds": round(total, 3),
+        "seconds_per_portrait": round(total / count, 3),
+        "portraits_per_minute": round(60 * count / total, 2),
+        "stage_seconds": stages,
+        **extra,
+    }
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny models on CPU (smoke test)")
+    parser.add_argument("--count", type=int, default=8, help="portraits in the throughput set")
+    parser.add_argument("--phases", default="baseline,batched,compiled")
+    parser.add_argument("--compile", default="reduce-overhead", help="torch.compile mode")
+    parser.add_argument("--static", action="store_true", help="compile with static shapes")
+    parser.add_argument("--fast-steps", type=int, default=20, help="txt2img steps, optimized")
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--out", default=None, help="JSON report (default: $OUT or stdout only)")
+    args = parser.parse_args()
+    phases = args.phases.split(",")
+
+    device = "cpu" if args.tiny else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: use --tiny for the CPU smoke test")
+    if args.tiny:
+        torch.set_num_threads(1)
+    workdir = Path(tempfile.mkdtemp(prefix="generate-bench-"))
+    t0 = time.perf_counter()
+    models = tiny_models() if args.tiny else sd15_models(device, torch.float16, workdir)
+    likeness = make_likeness(models.base, workdir / "likeness", 4 if args.tiny else args.lora_rank)
+    scale = TINY_SCALE if args.tiny else None
+    style = get_style("studio-business")
+    fast = style.model_copy(update={"txt2img": style.txt2img.model_copy(update={"steps": args.fast_steps})})
+    report = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "style": style.id,
+        "size": [style.txt2img.width, style.txt2img.height] if not args.tiny else "tiny 64x96",
+        "setup_seconds": round(time.perf_counter() - t0, 1),
+        "phases": [],
+    }
+    common = {"scale": scale, "score_identity": False}
+
+    if "baseline" in phases:
+        naive = PortraitPipeline(models, batch_size=1, lora_mode="adapters", **common)
+        timed(naive, likeness, style, 1, seed=0)  # warm-up (cuDNN autotune, allocator)
+        total, stages = timed(naive, likeness, style, 1, seed=1)
+        report["phases"].append(phase_result("baseline-latency", total, 1, stages))
+        total, stages = timed(naive, likeness, style, args.count, seed=2)
+        report["phases"].append(phase_result("baseline", total, args.count, stages))
+
+    if "batched" in phases or "compiled" in phases:
+        from services.generator.acceleration import accelerate
+
+        accelerate(models, channels_last=not args.tiny, fuse_qkv=True, compile_mode=None)
+        fast_pipe = PortraitPipeline(models, batch_size=4, lora_mode="baked", **common)
+        if "batched" in phases:
+            timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up
+            total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
+            report["phases"].append(
+                phase_result("batched", total, args.count, stages, txt2img_steps=args.fast_steps)
+            )
+        if "compiled" in phases:
+            accelerate(models, channels_last=False, fuse_qkv=False, compile_mode=args.compile,
+                       dynamic=None if args.static else True)  # fmt: skip
+            first, _ = timed(fast_pipe, likeness, fast, args.count, seed=0)
+            total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
+            report["phases"].append(
+                phase_result(
+                    "compiled", total, args.count, stages, txt2img_steps=args.fast_steps,
+                    compile_mode=args.compile, first_run_seconds=round(first, 1),
+                )
+            )  # fmt: skip
+
+    by_name = {p["phase"]: p for p in report["phases"]}
+    if "baseline" in by_name:
+        for name in ("batched", "compiled"):
+            if name in by_name:
+                report[f"speedup_{name}"] = round(
+                    by_name["baseline"]["seconds"] / by_name[name]["seconds"], 2
+                )
+    text = json.dumps(report, indent=2)
+    print(text)
+    out = args.out or (Path(os.environ["OUT"]) / "generate_bench.json" if os.environ.get("OUT") else None)
+    if out:
+        Path(out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
