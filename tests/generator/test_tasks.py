@@ -1,0 +1,105 @@
+"""The `generate_portraits` handler in this process, on the real stack (Postgres, S3, Redis):
+S3 in and out, Portrait rows, the mail follow-up, a retried attempt, the daily quota."""
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from services.generator.metadata import read_png_metadata
+from services.generator.tasks import generate_portraits_job
+from shared import storage
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.jobs import enqueue, run_job
+from shared.models import Job, JobStatus, Portrait, User
+from tests.generator.test_service import _ready_likeness
+
+
+def _new_user() -> uuid.UUID:
+    uid = uuid.uuid4()
+    with session_scope() as session:
+        session.add(User(id=uid, email=f"{uid.hex}@example.com", password_hash="x"))
+    return uid
+
+
+def _job(uid: uuid.UUID, likeness_id: uuid.UUID, styles: list[str], count: int) -> uuid.UUID:
+    with session_scope() as session:
+        job = enqueue(
+            session,
+            kind="generate_portraits",
+            user_id=uid,
+            input={"likeness_id": str(likeness_id), "styles": styles, "count": count},
+        )
+        return job.id
+
+
+def _job_row(job_id: uuid.UUID) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def test_handler_stores_portraits_rows_and_mail(stack) -> None:
+    storage.ensure_bucket()
+    uid = _new_user()
+    likeness_id = _ready_likeness(uid)
+    job_id = _job(uid, likeness_id, ["soft-beauty"], 2)
+    run_job(job_id, generate_portraits_job)
+    job = _job_row(job_id)
+    assert job.status == JobStatus.succeeded, (job.error_code, job.error_message)
+    assert job.result["portraits"] == 2
+    with session_scope() as session:
+        rows = session.scalars(select(Portrait).where(Portrait.job_id == job_id)).all()
+        mails = session.scalars(select(Job).where(Job.user_id == uid, Job.kind == "send_email")).all()
+        keys = [(r.object_key, r.thumb_key, r.seed, r.width) for r in rows]
+    assert len(keys) == 2 and {k[3] for k in keys} == {256}
+    for key, thumb, seed, _ in keys:
+        assert key.startswith(f"users/{uid}/portraits/{job_id}/") and key.endswith(".png")
+        parameters, meta = read_png_metadata(storage.get_bytes(key))
+        assert f"Seed: {seed}" in parameters and meta["style"] == "soft-beauty"
+        assert storage.get_bytes(thumb)[:3] == b"\xff\xd8\xff"  # a JPEG thumbnail
+    assert [m.input["template"] for m in mails] == ["portraits_ready"]
+    assert mails[0].input["job_id"] == str(job_id)
+
+    # A second attempt of the same job (e.g. after a lost worker) writes the same ids and keys.
+    with session_scope() as session:
+        session.get(Job, job_id).status = JobStatus.queued
+    run_job(job_id, generate_portraits_job)
+    with session_scope() as session:
+        again = session.scalars(select(Portrait).where(Portrait.job_id == job_id)).all()
+        assert sorted(r.object_key for r in again) == sorted(k[0] for k in keys)
+    assert len(storage.list_keys(f"users/{uid}/portraits/{job_id}/")) == 4
+
+
+@pytest.mark.parametrize(
+    ("styles", "count", "code"),
+    [(["nope"], 1, "unknown_style"), (["soft-beauty"], 9, "bad_count"), ([], 1, "no_styles")],
+)
+def test_bad_requests_fail_in_words(stack, styles, count, code) -> None:
+    uid = _new_user()
+    job_id = _job(uid, uuid.uuid4(), styles, count)
+    run_job(job_id, generate_portraits_job)
+    job = _job_row(job_id)
+    assert job.status == JobStatus.failed and job.error_code == code and job.error_message
+
+
+def test_daily_quota_and_foreign_likeness(stack, monkeypatch) -> None:
+    storage.ensure_bucket()
+    uid, other = _new_user(), _new_user()
+    likeness_id = _ready_likeness(uid)
+    job_id = _job(other, likeness_id, ["soft-beauty"], 1)  # someone else's likeness
+    run_job(job_id, generate_portraits_job)
+    assert _job_row(job_id).error_code == "likeness_deleted"
+
+    monkeypatch.setenv("MAX_PORTRAITS_PER_DAY", "1")
+    get_settings.cache_clear()
+    try:
+        job_id = _job(uid, likeness_id, ["soft-beauty", "black-white"], 1)
+        run_job(job_id, generate_portraits_job)
+        job = _job_row(job_id)
+        assert job.error_code == "daily_limit" and "1 portraits a day" in job.error_message
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
