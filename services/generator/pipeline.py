@@ -112,10 +112,12 @@ class PortraitPipeline:
         batch_size: int = 4,
         lora_resolver: Callable[[str], Path] | None = None,
         lora_mode: Literal["adapters", "baked"] = "adapters",
+        score_identity: bool = True,
     ):
         """`lora_mode`: "adapters" (peft layers, exact and simple) or "baked" (fused in place and
         restored after the job: no new modules, for compiled models, see acceleration.py)."""
         self.models = models
+        self.score_identity = score_identity  # off: no dlib face check (benchmarks)
         self._loras = {"adapters": ActiveLoras, "baked": BakedLoras}[lora_mode]
         self.scale = scale
         base = models.base
@@ -134,6 +136,13 @@ class PortraitPipeline:
         models = load_resident(preset, device)
         if models.preset == "tiny":
             kwargs.setdefault("scale", TINY_SCALE)
+        if str(models.base.device).startswith("cuda"):
+            from services.generator.acceleration import accelerate
+
+            # channels_last + fused QKV (LoRAs must then be baked); torch.compile is left to
+            # callers that can afford its minutes of warm-up (bench/generate_bench.py).
+            accelerate(models, compile_mode=None)
+            kwargs.setdefault("lora_mode", "baked")
         return cls(models, **kwargs)
 
     # -- the call ----------------------------------------------------------------------------
@@ -238,11 +247,15 @@ class PortraitPipeline:
         skipped: list[str],
         details: list[list[DetailReport] | DetailReport],
     ) -> PortraitResult:
-        from shared.faces import detect_faces, face_embedding
+        faces = []
+        if self.score_identity:
+            from shared.faces import detect_faces
 
-        faces = detect_faces(image)
+            faces = detect_faces(image)
         score = None
         if faces:
+            from shared.faces import face_embedding
+
             score = identity_score(face_embedding(image, faces[0]), likeness.reference_embeddings)
         h = self.models.hashes
         t2i, up = style.txt2img, style.upscale

@@ -27,6 +27,7 @@ from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import JobContext, JobError, job_task
+from shared.ml.loading import base_model_id
 from shared.models import Likeness as LikenessRow
 from shared.models import Photo, Portrait
 
@@ -90,6 +91,13 @@ def _load_request(ctx: JobContext) -> tuple[dict, list, int]:
             raise JobError("likeness_deleted", "This likeness was deleted; train a new one.")
         if row.status != "ready":
             raise JobError("likeness_not_ready", f"This likeness is not ready (it is {row.status}).")
+        serving = base_model_id()
+        if row.base_model != serving:
+            raise JobError(
+                "likeness_base_mismatch",
+                f"This likeness was trained for the base model {row.base_model}, and portraits "
+                f"are made with {serving} now: train the likeness again.",
+            )
         files = (row.meta or {}).get("files") or {}
         if not files.get("diffusers"):
             raise JobError("likeness_files_missing", "This likeness has no LoRA file; train it again.")

@@ -58,7 +58,7 @@ def _ready_likeness(uid: uuid.UUID) -> uuid.UUID:
         session.add(
             Likeness(
                 id=likeness_id, user_id=uid, status="ready", class_word="woman",
-                trigger_word="zuvek", base_model="tiny", photo_ids=[str(photo_id)],
+                trigger_word="zuvek", base_model=loading.base_model_id("tiny"), photo_ids=[str(photo_id)],
                 object_prefix=prefix + "/", meta={"files": {"diffusers": lora_key}},
             )
         )  # fmt: skip

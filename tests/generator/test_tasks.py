@@ -12,7 +12,8 @@ from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import enqueue, run_job
-from shared.models import Job, JobStatus, Portrait, User
+from shared.ml.loading import base_model_id
+from shared.models import Job, JobStatus, Likeness, Portrait, User
 from tests.generator.test_service import _ready_likeness
 
 
@@ -92,6 +93,14 @@ def test_daily_quota_and_foreign_likeness(stack, monkeypatch) -> None:
     job_id = _job(other, likeness_id, ["soft-beauty"], 1)  # someone else's likeness
     run_job(job_id, generate_portraits_job)
     assert _job_row(job_id).error_code == "likeness_deleted"
+
+    with session_scope() as session:  # trained on other weights than the worker serves
+        session.get(Likeness, likeness_id).base_model = "epicrealism"
+    job_id = _job(uid, likeness_id, ["soft-beauty"], 1)
+    run_job(job_id, generate_portraits_job)
+    assert _job_row(job_id).error_code == "likeness_base_mismatch"
+    with session_scope() as session:
+        session.get(Likeness, likeness_id).base_model = base_model_id("tiny")
 
     monkeypatch.setenv("MAX_PORTRAITS_PER_DAY", "1")
     get_settings.cache_clear()
