@@ -225,6 +225,7 @@ def main() -> None:
         "phases": [],
     }
     common = {"scale": scale, "score_identity": False}
+    fast_steps = scale.steps if scale else args.fast_steps  # the tiny scale fixes its own steps
 
     if "baseline" in phases:
         naive = PortraitPipeline(models, batch_size=1, lora_mode="adapters", **common)
@@ -243,7 +244,7 @@ def main() -> None:
             timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up
             total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
             report["phases"].append(
-                phase_result("batched", total, args.count, stages, txt2img_steps=args.fast_steps)
+                phase_result("batched", total, args.count, stages, txt2img_steps=fast_steps)
             )
         if "compiled" in phases:
             accelerate(models, channels_last=False, fuse_qkv=False, compile_mode=args.compile,
@@ -252,7 +253,7 @@ def main() -> None:
             total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
             report["phases"].append(
                 phase_result(
-                    "compiled", total, args.count, stages, txt2img_steps=args.fast_steps,
+                    "compiled", total, args.count, stages, txt2img_steps=fast_steps,
                     compile_mode=args.compile, first_run_seconds=round(first, 1),
                 )
             )  # fmt: skip

@@ -135,7 +135,7 @@ def pose_from_coco17(keypoints: np.ndarray, width: int, height: int, min_conf: f
     return Pose(tuple(people))
 
 
-def extract_pose(image: Image.Image, model_name: str = "yolov8n-pose.pt") -> Pose:
+def extract_pose(image: Image.Image, model_name: str = "yolo_pose") -> Pose:
     """The pose of the people in a reference photo, with an ultralytics YOLO pose model.
 
     Raises `MissingWeights` (from the model registry) when the pose weights are not pulled.

@@ -52,3 +52,20 @@ def test_coco17_to_openpose18():
     assert person[1] == (0.5, 0.5)  # neck between the shoulders
     assert person[2] == (0.25, 0.5) and person[5] == (0.75, 0.5)
     assert person[7] is None
+
+
+def test_extract_pose_without_weights_names_the_pull_command(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from services.generator.pose import extract_pose
+    from shared.config import get_settings
+    from shared.ml.registry import MissingWeights
+
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(MissingWeights, match="studio models pull yolo_pose"):
+            extract_pose(Image.new("RGB", (64, 64)), "yolo_pose")
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
