@@ -50,14 +50,16 @@ class JobContext:
     _lost: threading.Event = field(default_factory=threading.Event)
     _follow_ups: list[dict[str, Any]] = field(default_factory=list)
     _last_progress: float = 0.0
+    _last_stage: str | None = None
 
     def progress(self, fraction: float, stage: str | None = None, **detail: Any) -> None:
         """Record progress (0..1) and a stage label, publish an event; raise if canceled."""
         self.check_canceled()
         t = time.monotonic()
-        if t - self._last_progress < 0.2 and fraction < 1.0 and not detail:
+        # Throttle only repeats of the same stage: a new stage is always recorded and published.
+        if t - self._last_progress < 0.2 and stage == self._last_stage and fraction < 1.0 and not detail:
             return
-        self._last_progress = t
+        self._last_progress, self._last_stage = t, stage
         with session_scope() as session:
             job = session.execute(
                 update(Job)

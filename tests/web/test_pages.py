@@ -151,9 +151,12 @@ def test_keyboard_and_labels(web: Web, api: Api, shots: Shots) -> None:
     # The skip link comes first; the photo picker opens from the keyboard.
     page.keyboard.press("Tab")
     expect(page.locator("#skip-link")).to_be_focused()
+    # Wait until the photo board has loaded (its counter is drawn), so the button stays put.
+    expect(page.locator(".counter[data-accepted]")).to_be_attached()
     picker = page.get_by_role("button", name="Choose photos")
     picker.focus()
+    expect(picker).to_be_focused()
     shots(page, "picker-focused")
     with page.expect_file_chooser() as chooser:
-        page.keyboard.press("Enter")
+        picker.press("Enter")
     assert chooser.value.is_multiple()

@@ -94,8 +94,10 @@ def test_train_generate_and_gallery(web: Web, api: Api, procs: Processes, shots:
     grid = page.locator(".gallery-grid")
     expect(grid).to_have_attribute("data-count", "2", timeout=GENERATE_TIMEOUT_MS)
     shots(page, "gallery")
-    scores = [float(s.split()[-1]) for s in page.locator(".portrait .hint").all_inner_texts()]
-    assert scores == sorted(scores, reverse=True)
+    # "likeness 0.42", or "likeness –" when no face was found to compare: those rank last.
+    hints = page.locator(".portrait .hint").all_inner_texts()
+    scores = [float(m.group(1)) if (m := re.search(r"likeness ([\d.]+)", h)) else -1.0 for h in hints]
+    assert len(scores) == 2 and scores == sorted(scores, reverse=True)
 
     # Full size, then download all as a zip.
     page.locator(".portrait-open").first.click()
