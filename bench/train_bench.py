@@ -168,9 +168,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny models on CPU (smoke test)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--photos", type=int, default=10)
-    parser.add_argument(
-        "--compile", action="store_true", help="also measure our path with torch.compile"
-    )
+    parser.add_argument("--compile", action="store_true", help="also measure our path with torch.compile")
     parser.add_argument(
         "--baseline-steps",
         type=int,
@@ -207,9 +205,7 @@ def main() -> None:
         name = "optimized_compiled" if compiled else "optimized"
         report[name] = ours | {"compile": compiled}
         report[f"speedup_wall_{name}"] = round(base["extrapolated_seconds"] / ours["seconds"], 2)
-        report[f"ms_per_sample_{name}"] = round(
-            1000 * ours["seconds"] / (ours_steps * config.batch_size), 1
-        )
+        report[f"ms_per_sample_{name}"] = round(1000 * ours["seconds"] / (ours_steps * config.batch_size), 1)
     report["ms_per_sample_baseline"] = round(1000 * base["seconds"] / base_steps, 1)
     print(json.dumps(report, indent=2))
 

@@ -12,9 +12,7 @@ import typer
 
 from shared.config import get_settings
 
-app = typer.Typer(
-    help="Portrait Studio: run the services, train and generate.", no_args_is_help=True
-)
+app = typer.Typer(help="Portrait Studio: run the services, train and generate.", no_args_is_help=True)
 
 try:  # the model registry commands (`studio models pull|list`)
     from shared.ml.cli import models_app
@@ -181,9 +179,7 @@ def run(
 
     def spawn(*args: str, health_port: int | None = None) -> None:
         child_env = {**env, "HEALTH_PORT": str(health_port or 0)}
-        children.append(
-            subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=child_env)
-        )
+        children.append(subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=child_env))
 
     try:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True)

@@ -77,9 +77,7 @@ def _models():
         return (
             dlib.get_frontal_face_detector(),
             dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat")),
-            dlib.face_recognition_model_v1(
-                str(models / "dlib_face_recognition_resnet_model_v1.dat")
-            ),
+            dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")),
         )
 
 
@@ -165,15 +163,12 @@ def check_photo(image: Image.Image, *, min_face_px: int, blur_min_variance: floa
     others = [f for f in faces[1:] if f.size_px >= SECONDARY_FACE_RATIO * main.size_px]
     if others:
         count = _count_word(1 + len(others))
-        return PhotoCheck(
-            False, "multiple_faces", f"{count} faces found: use a photo of you alone.", main
-        )
+        return PhotoCheck(False, "multiple_faces", f"{count} faces found: use a photo of you alone.", main)
     if main.size_px < min_face_px:
         return PhotoCheck(
             False,
             "face_too_small",
-            f"Face too small: {main.size_px} px, need {min_face_px} px. "
-            "Use a closer or larger photo.",
+            f"Face too small: {main.size_px} px, need {min_face_px} px. Use a closer or larger photo.",
             main,
         )
     if main.sharpness < blur_min_variance:

@@ -35,9 +35,7 @@ def sample_queues(client: redis.Redis) -> None:
     with get_sessionmaker()() as session:
         OUTBOX_PENDING.set(
             session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(OutboxMessage.sent_at.is_(None))
+                select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
             )
         )
 

@@ -31,9 +31,7 @@ def astronaut_variants(n: int) -> list[Image.Image]:
     out = []
     for i in range(n):
         img = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else base
-        img = img.rotate(
-            (i % 5 - 2) * 3, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128)
-        )
+        img = img.rotate((i % 5 - 2) * 3, resample=Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
         arr = np.asarray(img).astype(np.float32) * (0.85 + 0.05 * (i % 4))
         out.append(Image.fromarray(arr.clip(0, 255).astype(np.uint8)))
     return out

@@ -34,9 +34,7 @@ def check_photos(ctx: JobContext) -> dict:
                 counts[str(photo.status)] += 1
                 continue
             image = Image.open(io.BytesIO(storage.get_bytes(photo.object_key)))
-            result = check_photo(
-                image, min_face_px=s.face_min_px, blur_min_variance=s.blur_min_variance
-            )
+            result = check_photo(image, min_face_px=s.face_min_px, blur_min_variance=s.blur_min_variance)
             photo.status = PhotoStatus.accepted if result.accepted else PhotoStatus.rejected
             photo.reason_code, photo.reason = result.reason_code, result.reason
             photo.face = result.face.to_json() if result.face else None
