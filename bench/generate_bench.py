@@ -41,6 +41,7 @@ from services.generator.pipeline import PortraitPipeline, Scale  # noqa: E402
 from services.generator.resident import ResidentModels  # noqa: E402
 from services.generator.styles import get_style  # noqa: E402
 
+BENCH_STYLE = "studio-business"
 TINY_SCALE = Scale(width=64, height=96, steps=2, detail_size=64, tile=64, padding=16)
 
 
@@ -116,7 +117,8 @@ def sd15_models(device: str, dtype: torch.dtype, workdir: Path) -> ResidentModel
         upscaler=loading.load_upscaler_from(path, device=device),
         detectors={"face": FixedBoxes("face"), "hand": FixedBoxes("hand")},
         preset="bench-sd15-random",
-        base_name="sd15-random",
+        # Random weights in the architecture of the benchmarked style's base (an SD-1.5 fine-tune).
+        base_name=get_style(BENCH_STYLE).base_model,
     )
 
 
@@ -214,7 +216,7 @@ def main() -> None:
     models = tiny_models() if args.tiny else sd15_models(device, torch.float16, workdir)
     likeness = make_likeness(models.base, workdir / "likeness", 4 if args.tiny else args.lora_rank)
     scale = TINY_SCALE if args.tiny else None
-    style = get_style("studio-business")
+    style = get_style(BENCH_STYLE)
     fast = style.model_copy(update={"txt2img": style.txt2img.model_copy(update={"steps": args.fast_steps})})
     report = {
         "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
