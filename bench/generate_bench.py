@@ -136,28 +136,46 @@ def tiny_models() -> ResidentModels:
     )
 
 
-def make_likeness(pipe, folder: Path, rank: int) -> Path:
-    """A random rank-`rank` likeness LoRA on the UNet attention and the text encoder."""
+def random_lora(pipe, folder: Path, rank: int, text_encoder: bool = True) -> Path:
+    """A random rank-`rank` LoRA on the UNet attention (and the text encoder), diffusers layout."""
     from diffusers import StableDiffusionPipeline
     from peft import LoraConfig
 
-    torch.manual_seed(1)
-    unet_sd, text_sd = {}, {}
-    for prefix, model, targets, out in (
-        ("", pipe.unet, ("to_q", "to_k", "to_v", "to_out.0"), unet_sd),
-        ("", pipe.text_encoder, ("q_proj", "k_proj", "v_proj", "out_proj"), text_sd),
-    ):
+    torch.manual_seed(rank)
+    models = [(pipe.unet, ("to_q", "to_k", "to_v", "to_out.0"), {})]
+    if text_encoder:
+        models.append((pipe.text_encoder, ("q_proj", "k_proj", "v_proj", "out_proj"), {}))
+    for model, targets, out in models:
         for name, module in model.named_modules():
             if isinstance(module, torch.nn.Linear) and name.endswith(targets):
-                out[f"{prefix}{name}.lora_A.weight"] = torch.randn(rank, module.in_features) * 0.01
-                out[f"{prefix}{name}.lora_B.weight"] = torch.randn(module.out_features, rank) * 0.01
+                out[f"{name}.lora_A.weight"] = torch.randn(rank, module.in_features) * 0.01
+                out[f"{name}.lora_B.weight"] = torch.randn(module.out_features, rank) * 0.01
     LoraConfig(r=rank)  # peft must be importable: diffusers loads LoRAs through it
     StableDiffusionPipeline.save_lora_weights(
-        str(folder), unet_lora_layers=unet_sd, text_encoder_lora_layers=text_sd,
+        str(folder), unet_lora_layers=models[0][2],
+        text_encoder_lora_layers=models[1][2] if text_encoder else None,
         weight_name="pytorch_lora_weights.safetensors",
     )  # fmt: skip
+    return folder / "pytorch_lora_weights.safetensors"
+
+
+def make_likeness(pipe, folder: Path, rank: int) -> Path:
+    """The user's likeness: a random LoRA with the trainer's metadata."""
+    random_lora(pipe, folder, rank)
     (folder / "likeness.json").write_text(json.dumps({"trigger_word": "zuvek", "class_word": "woman"}))
     return folder
+
+
+def style_lora_resolver(pipe, folder: Path, rank: int = 32):
+    """Style LoRAs (detail, film grain...) as random UNet-only LoRAs: same cost as the real ones."""
+    made: dict[str, Path] = {}
+
+    def resolve(name: str) -> Path:
+        if name not in made:
+            made[name] = random_lora(pipe, folder / name, rank, text_encoder=False)
+        return made[name]
+
+    return resolve
 
 
 def sync() -> None:
@@ -227,6 +245,8 @@ def main() -> None:
         "phases": [],
     }
     common = {"scale": scale, "score_identity": False}
+    if not args.tiny:  # the tiny preset skips style LoRAs (they cannot apply to random tiny models)
+        common["lora_resolver"] = style_lora_resolver(models.base, workdir / "styles")
     fast_steps = scale.steps if scale else args.fast_steps  # the tiny scale fixes its own steps
 
     if "baseline" in phases:
