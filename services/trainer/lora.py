@@ -156,6 +156,12 @@ def _add_lora(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
     return params
 
 
+def remove_lora(pipe) -> None:
+    """Take the training adapters off again: the pipeline is the base model, ready for the next job."""
+    if getattr(pipe.unet, "peft_config", None) or getattr(pipe.text_encoder, "peft_config", None):
+        pipe.unload_lora_weights()
+
+
 def _cast_lora_fp32(model) -> list[torch.nn.Parameter]:
     params = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in params:

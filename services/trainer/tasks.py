@@ -24,6 +24,7 @@ from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
+from shared.ml import loading
 from shared.models import Job, Likeness, Photo
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,12 @@ def train_likeness_job(ctx: JobContext) -> dict:
     store = S3CheckpointStore(ctx.user_id, likeness_id)
     with tempfile.TemporaryDirectory(prefix="likeness-") as tmp:
         try:
+            preset = get_settings().model_preset
             result = train.train_likeness(
                 images,
                 class_word=class_word,
-                preset=get_settings().model_preset,
+                preset=preset,
+                pipe=train.resident_training_pipeline(preset, loading.resolve_device(None)),
                 out_dir=Path(tmp),
                 progress=lambda fraction, stage: ctx.progress(
                     DOWNLOADED + (1 - DOWNLOADED) * fraction, stage

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -71,6 +72,13 @@ def load_training_pipeline(preset: str, device: str):
     return loading.load_pipeline_from(path, device=device, dtype=lora.train_dtype(device), config=config)
 
 
+@functools.lru_cache(maxsize=1)
+def resident_training_pipeline(preset: str, device: str):
+    """The worker's training pipeline, loaded once per process and reused by every job
+    (`train_likeness` removes its adapters after each run)."""
+    return load_training_pipeline(preset, device)
+
+
 def train_likeness(
     images: list[Image.Image],
     *,
@@ -85,8 +93,12 @@ def train_likeness(
     config: lora.TrainConfig | None = None,
     min_face_px: int | None = None,
     blur_min_variance: float | None = None,
+    pipe=None,
 ) -> LikenessResult:
-    """Raises preprocess.TooFewPhotos (with per-photo reasons) when the set is not usable."""
+    """Raises preprocess.TooFewPhotos (with per-photo reasons) when the set is not usable.
+
+    `pipe`: a training pipeline of `preset` on `device` to reuse (a worker's resident one); it is
+    handed back without adapters, as it came. None loads a private one."""
     settings = get_settings()
     preset = loading.current_preset(preset)
     device = loading.resolve_device(device)
@@ -113,63 +125,67 @@ def train_likeness(
     seconds["preprocess"] = time.monotonic() - began
 
     began = time.monotonic()
-    pipe = load_training_pipeline(preset, device)
+    if pipe is None:
+        pipe = load_training_pipeline(preset, device)
     seconds["load"] = time.monotonic() - began
 
     def on_step(step: int, total: int, loss: float, eta: float) -> None:
         fraction = PREPROCESSED + (TRAINED - PREPROCESSED) * step / total
         report(fraction, f"training step {step}/{total}, about {lora.eta_text(eta)} left")
 
-    began = time.monotonic()
-    trained = lora.train_lora(
-        pipe, data.crops, data.caption, config, seed=seed, progress=on_step, checkpoints=checkpoints
-    )
-    seconds["train"] = time.monotonic() - began
+    try:  # a resident pipeline goes back to the worker without this job's adapters
+        began = time.monotonic()
+        trained = lora.train_lora(
+            pipe, data.crops, data.caption, config, seed=seed, progress=on_step, checkpoints=checkpoints
+        )
+        seconds["train"] = time.monotonic() - began
 
-    began = time.monotonic()
-    report(TRAINED, "choosing the best checkpoint")
-    chosen, state = selection.select_checkpoint(
-        pipe,
-        trained.snapshots,
-        data.embeddings,
-        f"a portrait photo of {trigger} {class_word}",
-        size=config.resolution,
-        steps=VALIDATION_STEPS[preset],
-    )
-    seconds["select"] = time.monotonic() - began
+        began = time.monotonic()
+        report(TRAINED, "choosing the best checkpoint")
+        chosen, state = selection.select_checkpoint(
+            pipe,
+            trained.snapshots,
+            data.embeddings,
+            f"a portrait photo of {trigger} {class_word}",
+            size=config.resolution,
+            steps=VALIDATION_STEPS[preset],
+        )
+        seconds["select"] = time.monotonic() - began
 
-    report(SELECTED, "saving")
-    base_model = loading.base_model_id(preset)
-    base_sha = None if preset == "tiny" else registry.weights_sha256(base_model)
-    metadata = export.lora_metadata(
-        base_model=base_model,
-        base_model_sha256=base_sha,
-        rank=config.rank,
-        alpha=config.alpha,
-        steps=chosen.best_step,
-        trigger_word=trigger,
-        class_word=class_word,
-        scores=chosen.table(),
-        best_step=chosen.best_step,
-    )
-    exported = export.export_lora(state, out_dir, name=f"likeness-{trigger}", metadata=metadata)
-    report(1.0, "done")
-    return LikenessResult(
-        trigger_word=trigger,
-        class_word=class_word,
-        caption=data.caption,
-        preset=preset,
-        base_model=base_model,
-        lora=exported,
-        steps=trained.steps,
-        best_step=chosen.best_step,
-        scores=chosen.table(),
-        selection_note=chosen.note,
-        verdicts=data.verdicts,
-        losses=trained.losses,
-        resumed_from=trained.resumed_from,
-        seconds=seconds,
-    )
+        report(SELECTED, "saving")
+        base_model = loading.base_model_id(preset)
+        base_sha = None if preset == "tiny" else registry.weights_sha256(base_model)
+        metadata = export.lora_metadata(
+            base_model=base_model,
+            base_model_sha256=base_sha,
+            rank=config.rank,
+            alpha=config.alpha,
+            steps=chosen.best_step,
+            trigger_word=trigger,
+            class_word=class_word,
+            scores=chosen.table(),
+            best_step=chosen.best_step,
+        )
+        exported = export.export_lora(state, out_dir, name=f"likeness-{trigger}", metadata=metadata)
+        report(1.0, "done")
+        return LikenessResult(
+            trigger_word=trigger,
+            class_word=class_word,
+            caption=data.caption,
+            preset=preset,
+            base_model=base_model,
+            lora=exported,
+            steps=trained.steps,
+            best_step=chosen.best_step,
+            scores=chosen.table(),
+            selection_note=chosen.note,
+            verdicts=data.verdicts,
+            losses=trained.losses,
+            resumed_from=trained.resumed_from,
+            seconds=seconds,
+        )
+    finally:
+        lora.remove_lora(pipe)
 
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}

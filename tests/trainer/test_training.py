@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from safetensors.torch import load_file
 from trainer_photos import MIN_FACE_PX
 
 from services.trainer import export, lora, preprocess, train
@@ -144,3 +145,25 @@ def test_too_few_photos_fail_before_training(photos, tmp_path):
             device="cpu",
             min_face_px=MIN_FACE_PX,
         )
+
+
+def test_a_resident_pipeline_trains_like_a_fresh_one(photos, result, tmp_path):
+    """A worker keeps one training pipeline: after another person's job it must give the same
+    likeness as a fresh load, and it goes back without adapters."""
+    pipe = train.load_training_pipeline("tiny", "cpu")
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    common = dict(class_word="woman", preset="tiny", device="cpu", min_face_px=MIN_FACE_PX, pipe=pipe)
+    train.train_likeness(photos, out_dir=tmp_path / "other", trigger_word="qovar", seed=7, **common)
+    assert not any("lora_" in name for name, _ in pipe.unet.named_parameters())
+    assert not any("lora_" in name for name, _ in pipe.text_encoder.named_parameters())
+    assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
+
+    again = train.train_likeness(
+        photos, out_dir=tmp_path / "again", trigger_word="zuvek",
+        checkpoints=lora.LocalCheckpointStore(tmp_path / "checkpoints"), **common,
+    )  # fmt: skip
+    assert again.losses == result.losses
+    fresh = load_file(result.lora.diffusers_path / export.DIFFUSERS_FILE)
+    reused = load_file(again.lora.diffusers_path / export.DIFFUSERS_FILE)
+    assert fresh.keys() == reused.keys()
+    assert all(torch.equal(fresh[k], reused[k]) for k in fresh)
