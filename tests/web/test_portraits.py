@@ -98,6 +98,7 @@ def test_train_generate_and_gallery(web: Web, api: Api, procs: Processes, shots:
     hints = page.locator(".portrait .hint").all_inner_texts()
     scores = [float(m.group(1)) if (m := re.search(r"likeness ([\d.]+)", h)) else -1.0 for h in hints]
     assert len(scores) == 2 and scores == sorted(scores, reverse=True)
+    assert all("likeness –" in h for h in hints if "no face found" in h)  # no face: no score, not 0
 
     # Full size, then download all as a zip.
     page.locator(".portrait-open").first.click()
@@ -127,4 +128,14 @@ def test_train_generate_and_gallery(web: Web, api: Api, procs: Processes, shots:
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(grid).to_have_attribute("data-count", "1")
     page.set_viewport_size(PHONE)
+    # On a phone every menu item is on screen, and no menu word is broken over two lines.
+    lines = page.locator("#nav a").evaluate_all(
+        """(links) => links.map((a) => {
+             const range = document.createRange();
+             range.selectNodeContents(a);
+             const fits = a.getBoundingClientRect().right <= window.innerWidth;
+             return fits ? new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size : -1;
+           })"""
+    )
+    assert lines and set(lines) == {1}, lines
     shots(page, "gallery-phone")

@@ -7,12 +7,18 @@ import { state } from "../state.js";
 import { announce, busy, navigate } from "../ui.js";
 import { jobPanel } from "./progress.js";
 
+// No score (no face to compare) is not a score of 0: it ranks last and shows as a dash.
+function scoreOf(portrait) {
+  const s = portrait.identity_score;
+  return s === null || s === undefined ? -Infinity : Number(s);
+}
+
 function byScore(a, b) {
-  return (Number(b.identity_score) || 0) - (Number(a.identity_score) || 0);
+  return scoreOf(b) - scoreOf(a) || 0;
 }
 
 function score(portrait) {
-  const s = Number(portrait.identity_score);
+  const s = scoreOf(portrait);
   return Number.isFinite(s) ? s.toFixed(2) : "–";
 }
 
