@@ -176,6 +176,7 @@ def main() -> None:
         help="measure this many baseline steps and extrapolate (default: all)",
     )
     parser.add_argument("--steps", type=int, default=None, help="override our step count")
+    parser.add_argument("--batch", type=int, default=None, help="override our batch size")
     parser.add_argument("--resident", action="store_true", help="also train twice on one kept pipeline")
     args = parser.parse_args()
     args.preset = "tiny" if args.tiny else "sd15"
@@ -183,7 +184,8 @@ def main() -> None:
     if args.device == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
 
-    config = lora.config_for(args.preset, compile=args.compile, checkpoint_every=10**9)
+    overrides = {"batch_size": args.batch} if args.batch else {}
+    config = lora.config_for(args.preset, compile=args.compile, checkpoint_every=10**9, **overrides)
     images = photos(args.photos, config.resolution)
     ours_steps = args.steps or config.total_steps(args.photos)
     base_total = 100 * args.photos if not args.tiny else 5 * args.photos
@@ -204,7 +206,7 @@ def main() -> None:
     }
     variants = [False, True] if args.compile else [False]  # --compile measures both
     for compiled in variants:
-        config = lora.config_for(args.preset, compile=compiled, checkpoint_every=10**9)
+        config = lora.config_for(args.preset, compile=compiled, checkpoint_every=10**9, **overrides)
         ours = optimized(args, images, config, ours_steps)
         name = "optimized_compiled" if compiled else "optimized"
         report[name] = ours | {"compile": compiled}
@@ -213,7 +215,7 @@ def main() -> None:
     report["ms_per_sample_baseline"] = round(1000 * base["seconds"] / base_steps, 1)
     if args.resident:
         # A worker keeps its pipeline: the second likeness pays no load and no warm-up.
-        config = lora.config_for(args.preset, compile=False, checkpoint_every=10**9)
+        config = lora.config_for(args.preset, compile=False, checkpoint_every=10**9, **overrides)
         pipe = make_pipe(args, lora.train_dtype(args.device))
         runs = []
         for _ in range(2):
