@@ -41,7 +41,8 @@ export function jobPanel(job, { label, onDone, onUpdate } = {}) {
     bar.value = Math.round(p * 100);
     bar.setAttribute("aria-valuetext", formatPercent(p));
     percentEl.textContent = formatPercent(p);
-    const stage = job.stage ? tOr(`stage.${job.stage}`, job.stage) : "";
+    const ended = ["succeeded", "failed", "canceled"].includes(job.status);
+    const stage = job.stage && !ended ? tOr(`stage.${job.stage}`, job.stage) : ""; // "Done", not "Done · finished"
     stageEl.textContent = `${t(`jobstatus.${job.status}`)}${stage ? ` · ${stage}` : ""}`;
     const eta = job.status === "running" ? formatDuration(etaSeconds(job)) : null;
     etaEl.textContent = eta ? t("job.eta", { time: eta }) : job.status === "queued" ? t("job.queued_hint") : "";
