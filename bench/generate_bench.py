@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import sd15_random  # noqa: E402
 from services.generator.detectors import Detection  # noqa: E402
 from services.generator.pipeline import PortraitPipeline, Scale  # noqa: E402
 from services.generator.resident import ResidentModels  # noqa: E402
@@ -65,47 +66,16 @@ class FixedBoxes:
 
 def sd15_models(device: str, dtype: torch.dtype, workdir: Path) -> ResidentModels:
     """SD-1.5's architecture for every network, random init (fixed seed)."""
-    from diffusers import (
-        AutoencoderKL,
-        ControlNetModel,
-        PNDMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import ControlNetModel
     from safetensors.torch import save_file
     from spandrel.architectures.ESRGAN import ESRGAN
-    from transformers import CLIPTextConfig, CLIPTextModel
 
-    from shared.ml import loading, tiny
+    from shared.ml import loading
 
-    torch.manual_seed(0)
+    parts = sd15_random.sd15_components(device)
     with torch.device(device):
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
-                projection_dim=768, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-            )
-        )  # fmt: skip
-        controlnets = [ControlNetModel.from_unet(unet) for _ in range(2)]
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-        num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
-    )  # fmt: skip
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tiny.clip_tokenizer(), unet=unet,
-        scheduler=scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    ).to(device, dtype)  # fmt: skip
+        controlnets = [ControlNetModel.from_unet(parts["unet"]) for _ in range(2)]
+    pipe = sd15_random.pipeline(parts, device, dtype)
     pipe.set_progress_bar_config(disable=True)
     esrgan = ESRGAN(in_nc=3, out_nc=3, num_filters=64, num_blocks=23, scale=4)  # RealESRGAN_x4plus
     path = workdir / "esrgan-x4.safetensors"

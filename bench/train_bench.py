@@ -28,62 +28,16 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import sd15_random  # noqa: E402
 from services.trainer import lora  # noqa: E402
 from shared.ml import tiny  # noqa: E402
 
 CAPTION = "a photo of zuvek woman"
 
 
-def sd15_components(device: str) -> dict:
-    """The real SD-1.5 architecture (UNet 860M, VAE 84M, CLIP ViT-L text 123M), random init."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel(  # the library defaults are SD-1.x's UNet
-            sample_size=64, cross_attention_dim=768, attention_head_dim=8
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            layers_per_block=2,
-            latent_channels=4,
-            sample_size=512,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                hidden_act="quick_gelu",
-                projection_dim=768,
-            )
-        )
-    scheduler = DDPMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
-    )
-    return {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tiny.clip_tokenizer(),
-        "scheduler": scheduler,
-    }
-
-
 def make_pipe(args, dtype: torch.dtype):
-    from diffusers import StableDiffusionPipeline
-
-    parts = tiny.build_components() if args.tiny else sd15_components(args.device)
-    pipe = StableDiffusionPipeline(
-        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
-    return pipe.to(args.device, dtype)
+    parts = tiny.build_components() if args.tiny else sd15_random.sd15_components(args.device)
+    return sd15_random.pipeline(parts, args.device, dtype)
 
 
 def photos(n: int, size: int) -> list[Image.Image]:
