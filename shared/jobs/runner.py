@@ -49,17 +49,35 @@ class JobContext:
     worker: str
     _lost: threading.Event = field(default_factory=threading.Event)
     _follow_ups: list[dict[str, Any]] = field(default_factory=list)
-    _last_progress: float = 0.0
-    _last_stage: str | None = None
+    _last_write: float = 0.0
+    _last_percent: int = -1
 
     def progress(self, fraction: float, stage: str | None = None, **detail: Any) -> None:
-        """Record progress (0..1) and a stage label, publish an event; raise if canceled."""
+        """Record progress (0..1) and a stage label, publish an event; raise if canceled.
+
+        A hot loop (a training step) may call this every few milliseconds: a call is written only
+        when the whole percent moved, 0.2 s passed, it carries `detail`, or the job is complete.
+        A new stage moves the percent, so it is always seen; a step's relabel is not a write."""
         self.check_canceled()
-        t = time.monotonic()
-        # Throttle only repeats of the same stage: a new stage is always recorded and published.
-        if t - self._last_progress < 0.2 and stage == self._last_stage and fraction < 1.0 and not detail:
+        fraction = max(0.0, min(1.0, fraction))
+        t, percent = time.monotonic(), int(fraction * 100)
+        if t - self._last_write < 0.2 and percent == self._last_percent and fraction < 1.0 and not detail:
             return
-        self._last_progress, self._last_stage = t, stage
+        self._last_write, self._last_percent = t, percent
+        job = self._beat(progress=fraction, stage=stage)
+        if job is None:
+            raise JobCanceled()
+        events.publish(job, **detail)
+
+    def check_canceled(self) -> None:
+        if self._lost.is_set():
+            raise JobCanceled()
+
+    def _beat(self, **values: Any) -> Job | None:
+        """Stamp the heartbeat (and `values`) while this worker still runs the job.
+
+        Returns the updated job, or None (and marks the attempt lost) once it was canceled or handed on.
+        """
         with session_scope() as session:
             job = session.execute(
                 update(Job)
@@ -68,17 +86,12 @@ class JobContext:
                     Job.status == JobStatus.running,
                     Job.worker == self.worker,
                 )
-                .values(progress=max(0.0, min(1.0, fraction)), stage=stage, heartbeat_at=utcnow())
+                .values(heartbeat_at=utcnow(), **values)
                 .returning(Job)
             ).scalar_one_or_none()
-            if job is None:
-                self._lost.set()
-                raise JobCanceled()
-            events.publish(job, **detail)
-
-    def check_canceled(self) -> None:
-        if self._lost.is_set():
-            raise JobCanceled()
+        if job is None:
+            self._lost.set()
+        return job
 
     def follow_up(self, kind: str, *, user_id: uuid.UUID | None, input: dict[str, Any]) -> None:
         """Enqueue another job in the same transaction that marks this one succeeded."""
@@ -96,18 +109,7 @@ def _heartbeat(ctx: JobContext, stop: threading.Event) -> None:
     interval = get_settings().job_heartbeat_seconds
     while not stop.wait(interval):
         try:
-            with session_scope() as session:
-                alive = session.execute(
-                    update(Job)
-                    .where(
-                        Job.id == ctx.job_id,
-                        Job.status == JobStatus.running,
-                        Job.worker == ctx.worker,
-                    )
-                    .values(heartbeat_at=utcnow())
-                ).rowcount
-            if not alive:
-                ctx._lost.set()
+            if ctx._beat() is None:
                 return
         except Exception:
             log.exception("heartbeat failed for job %s", ctx.job_id)
