@@ -162,6 +162,7 @@ def run(
     base_port: Annotated[int, typer.Option(help="first of the local servers' ports")] = 8330,
 ) -> None:
     """The whole product on this machine: real servers as children, data under var/."""
+    from shared.jobs.kinds import QUEUES
     from shared.localstack import LocalStack
 
     _setup("run")
@@ -184,7 +185,7 @@ def run(
     try:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True)
         spawn("gateway", "--port", str(port))
-        for offset, queue in enumerate(("photos", "train", "generate", "notify")):
+        for offset, queue in enumerate(QUEUES):
             spawn("worker", queue, health_port=base_port + 20 + offset)
         spawn("relay", health_port=base_port + 24)
         spawn("scheduler", health_port=base_port + 25)

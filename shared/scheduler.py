@@ -44,11 +44,15 @@ def run_scheduler(stop=lambda: False) -> None:
     s = get_settings()
     client = redis.Redis.from_url(s.redis_url)
     log.info("scheduler started")
+    swept_hour = None  # the hour whose sweep this process already enqueued
     while not stop():
         try:
             with get_sessionmaker()() as session:
                 reap_stale_jobs(session)
-            schedule_retention_sweep(datetime.now(UTC))
+            hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            if hour != swept_hour:
+                schedule_retention_sweep(hour)
+                swept_hour = hour
             sample_queues(client)
         except Exception:
             log.exception("scheduler pass failed; retrying")

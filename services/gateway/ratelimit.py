@@ -5,12 +5,12 @@ from slowapi import Limiter
 from slowapi.util import get_remote_address
 
 from shared.config import get_settings
-from shared.security import decode_access_token
 
 
 def user_or_ip(request: Request) -> str:
-    auth = request.headers.get("authorization", "")
-    user_id = decode_access_token(auth.removeprefix("Bearer ").strip()) if auth else None
+    """Per account on routes that authenticate (the limit is checked after their dependencies ran and
+    `get_current_user` recorded the user), else per address."""
+    user_id = getattr(request.state, "user_id", None)
     return f"user:{user_id}" if user_id else f"ip:{get_remote_address(request)}"
 
 

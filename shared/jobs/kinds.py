@@ -8,7 +8,7 @@ class JobKind:
     name: str
     task_name: str
     queue: str
-    max_attempts: int = 3
+    max_attempts: int | None = None  # None: the JOB_MAX_ATTEMPTS setting
     mail_on_failure: bool = False  # tell the user, in words, when the job finally fails
 
 

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was already used for a different request."""
 
+    def __init__(
+        self, message: str = "This Idempotency-Key was already used for a different request; use a new key."
+    ):
+        super().__init__(message)
+
 
 def request_fingerprint(kind: str, payload: Any) -> str:
     blob = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, default=str)
@@ -71,7 +76,7 @@ def enqueue(
         input=input,
         idempotency_key=idempotency_key,
         request_hash=fingerprint,
-        max_attempts=max_attempts or job_kind.max_attempts,
+        max_attempts=max_attempts or job_kind.max_attempts or get_settings().job_max_attempts,
     )
     try:
         with session.begin_nested():  # a concurrent twin may win the unique index
@@ -92,9 +97,7 @@ def find_by_idempotency_key(session: Session, user_id: uuid.UUID | None, key: st
 
 def _same_request_or_conflict(job: Job, fingerprint: str | None) -> Job:
     if job.request_hash != fingerprint:
-        raise IdempotencyConflict(
-            "This Idempotency-Key was already used for a different request; use a new key."
-        )
+        raise IdempotencyConflict()
     return job
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, EmailStr, Field
 
 from shared.jobs.events import job_snapshot
-from shared.models import Job, Photo, User
+from shared.models import Job, Likeness, Photo, User
 
 
 class Message(BaseModel):
@@ -165,17 +165,8 @@ class LikenessOut(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, likeness: Any) -> "LikenessOut":
-        return cls(
-            id=likeness.id,
-            status=likeness.status,
-            class_word=likeness.class_word,
-            trigger_word=likeness.trigger_word,
-            base_model=likeness.base_model,
-            scores=likeness.scores,
-            job_id=likeness.job_id,
-            created_at=likeness.created_at,
-        )
+    def of(cls, likeness: Likeness) -> "LikenessOut":
+        return cls.model_validate(likeness, from_attributes=True)
 
 
 class LikenessList(BaseModel):

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 
 from services.gateway.api.deps import SessionDep
 from services.gateway.api.schemas import (
@@ -120,7 +121,7 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
     in_grace = token.used_at is not None and token.revoked_at is None and _now() - token.used_at < REUSE_GRACE
     if (token.used_at and not in_grace) or token.revoked_at:
         # A spent token came back: someone may have stolen it. End the whole session family.
-        _revoke_family(session, token.family_id)
+        revoke_refresh_tokens(session, RefreshToken.family_id == token.family_id)
         session.commit()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
     user = session.get(User, token.user_id)
@@ -138,19 +139,19 @@ def logout(body: RefreshIn, session: SessionDep) -> None:
         select(RefreshToken).where(RefreshToken.token_hash == token_hash(body.refresh_token))
     )
     if token is not None:
-        _revoke_family(session, token.family_id)
+        revoke_refresh_tokens(session, RefreshToken.family_id == token.family_id)
         session.commit()
 
 
-def _revoke_family(session: Session, family_id: uuid.UUID) -> None:
+def revoke_refresh_tokens(session: Session, *where: ColumnElement[bool]) -> None:
+    """Revoke the live refresh tokens that match `where` (a session family, or all of a user's)."""
     session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=_now())
+        update(RefreshToken).where(*where, RefreshToken.revoked_at.is_(None)).values(revoked_at=_now())
     )
 
 
-def _use_email_token(session: Session, raw: str, purpose: str) -> EmailToken:
+def _use_email_token(session: Session, raw: str, purpose: str) -> User:
+    """Spend a single-use emailed token; returns its user, or answers 400 for a bad or used link."""
     token = session.scalar(
         select(EmailToken)
         .where(EmailToken.token_hash == token_hash(raw), EmailToken.purpose == purpose)
@@ -159,16 +160,16 @@ def _use_email_token(session: Session, raw: str, purpose: str) -> EmailToken:
     if token is None or token.used_at is not None or token.expires_at < _now():
         raise BAD_LINK
     token.used_at = _now()
-    return token
+    user = session.get(User, token.user_id)
+    if user is None:
+        raise BAD_LINK
+    return user
 
 
 @router.post("/verify-email", response_model=Message)
 @limiter.limit(AUTH_LIMIT)
 def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Message:
-    token = _use_email_token(session, body.token, "verify_email")
-    user = session.get(User, token.user_id)
-    if user is None:
-        raise BAD_LINK
+    user = _use_email_token(session, body.token, "verify_email")
     user.email_verified_at = user.email_verified_at or _now()
     session.commit()
     return Message(detail="Thanks, your email address is confirmed.")
@@ -187,15 +188,9 @@ def request_password_reset(request: Request, body: ResetRequestIn, session: Sess
 @router.post("/password-reset/confirm", response_model=Message)
 @limiter.limit(AUTH_LIMIT)
 def confirm_password_reset(request: Request, body: ResetConfirmIn, session: SessionDep) -> Message:
-    token = _use_email_token(session, body.token, "reset_password")
-    user = session.get(User, token.user_id)
-    if user is None:
-        raise BAD_LINK
+    user = _use_email_token(session, body.token, "reset_password")
     user.password_hash = hash_password(body.password)
-    session.execute(  # every existing session ends with the old password
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=_now())
-    )
+    # Every existing session ends with the old password.
+    revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
     return Message(detail="Your password was changed. Please log in with the new one.")

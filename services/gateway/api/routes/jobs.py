@@ -45,13 +45,11 @@ def read_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> JobOu
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> JobOut:
     job = owned(session, Job, job_id, user, "Job")
-    if job.status.terminal:
-        raise HTTPException(status.HTTP_409_CONFLICT, f"This job already ended ({job.status}).")
     canceled = transition(
         session, job.id, {JobStatus.queued, JobStatus.running}, JobStatus.canceled, stage="canceled"
     )
     session.commit()
-    if canceled is None:  # it finished meanwhile
+    if canceled is None:  # it had ended already, or finished meanwhile
         session.refresh(job)
         raise HTTPException(status.HTTP_409_CONFLICT, f"This job already ended ({job.status}).")
     events.publish(canceled)

@@ -4,11 +4,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
+from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
 from services.gateway.api.schemas import (
     DownloadOut,
     JobOut,
@@ -28,10 +28,6 @@ router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 KIND = "train_likeness"
 ACTIVE = (JobStatus.queued, JobStatus.running)
 KEY_REUSED = "This Idempotency-Key was already used for a different request; use a new key."
-
-
-def conflict(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_409_CONFLICT, message)
 
 
 def photos_short(have: int, need: int) -> str:

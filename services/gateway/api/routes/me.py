@@ -3,9 +3,9 @@
 from datetime import UTC, datetime
 
 from fastapi import APIRouter
-from sqlalchemy import update
 
 from services.gateway.api.deps import CurrentUser, SessionDep
+from services.gateway.api.routes.auth import revoke_refresh_tokens
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
 from shared.jobs import enqueue
 from shared.models import RefreshToken
@@ -39,9 +39,7 @@ def erase_me(user: CurrentUser, session: SessionDep) -> ErasureOut:
     """Erase the account: every row and every stored object. Idempotent: a repeat returns the same job."""
     job = enqueue(session, kind="erase_user", user_id=user.id, input={}, idempotency_key=f"erase:{user.id}")
     user.deleting = True  # no new logins or requests from now on
-    session.execute(
-        update(RefreshToken).where(RefreshToken.user_id == user.id).values(revoked_at=datetime.now(UTC))
-    )
+    revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
     return ErasureOut(
         detail="Your account and all your photos, models and portraits are being deleted.",

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
@@ -57,30 +58,29 @@ async def upload_photos(
             )
         except ImageRejected as e:
             raise HTTPException(e.status_code, e.message) from None
+    # The database and S3 calls block: run them off the event loop too.
+    return await run_in_threadpool(_store_upload, session, user.id, cleaned, idempotency_key)
 
+
+def _store_upload(
+    session: Session, user_id: uuid.UUID, cleaned: list[CleanImage], idempotency_key: str | None
+) -> UploadOut:
+    fingerprint = request_fingerprint("photo_check", [c.sha256 for c in cleaned])
     if idempotency_key:
-        existing = find_by_idempotency_key(session, user.id, idempotency_key)
+        existing = find_by_idempotency_key(session, user_id, idempotency_key)
         if existing is not None:  # a retried request: answer as the first time, store nothing
-            fingerprint = request_fingerprint("photo_check", [c.sha256 for c in cleaned])
             if existing.input.get("fingerprint") != fingerprint:
-                raise HTTPException(
-                    status.HTTP_409_CONFLICT,
-                    str(
-                        IdempotencyConflict(
-                            "This Idempotency-Key was already used for a different request; use a new key."
-                        )
-                    ),
-                )
-            photos = session.scalars(
-                select(Photo).where(Photo.id.in_([uuid.UUID(p) for p in existing.input["photo_ids"]]))
-            ).all()
+                raise IdempotencyConflict()  # 409, see app.py
+            ids = [uuid.UUID(p) for p in existing.input["photo_ids"]]
+            found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
+            photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
             return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(existing))
 
     photos = [
         Photo(
             id=(pid := uuid.uuid4()),
-            user_id=user.id,
-            object_key=storage.user_key(user.id, "photos", f"{pid}.jpg"),
+            user_id=user_id,
+            object_key=storage.user_key(user_id, "photos", f"{pid}.jpg"),
             content_type=c.content_type,
             width=c.width,
             height=c.height,
@@ -99,11 +99,11 @@ async def upload_photos(
         job = enqueue(
             session,
             kind="photo_check",
-            user_id=user.id,
+            user_id=user_id,
             idempotency_key=idempotency_key,
             input={
                 "photo_ids": [str(p.id) for p in photos],
-                "fingerprint": request_fingerprint("photo_check", [c.sha256 for c in cleaned]),
+                "fingerprint": fingerprint,
             },
         )
         session.commit()
