@@ -233,7 +233,9 @@ class LocalStack:
                 time.sleep(0.3)
 
     def _start_smtp(self) -> None:
-        self.mail_dir.mkdir(exist_ok=True)
+        # A Maildir: mailbox.Maildir makes tmp/new/cur only for a folder it creates itself.
+        for sub in ("tmp", "new", "cur"):
+            (self.mail_dir / sub).mkdir(parents=True, exist_ok=True)
         self._spawn(
             "smtp",
             [

@@ -7,22 +7,11 @@ import uuid
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
-import pytest
-
 from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.jobs.outbox import add_outbox
 from shared.models import Job, JobStatus, User
 from tests.conftest import Api, Platform, wait_until
-
-
-@pytest.fixture(autouse=True)
-def maildir(platform: Platform) -> None:
-    """shared/localstack.py creates the catcher's folder but not its Maildir subfolders, and
-    mailbox.Maildir only makes them for a new folder: every delivery then fails with
-    "500 FileNotFoundError". Make them until the stack does."""
-    for sub in ("tmp", "new", "cur"):
-        (platform.stack.mail_dir / sub).mkdir(parents=True, exist_ok=True)
 
 
 def mails_to(platform: Platform, address: str) -> list[EmailMessage]:
