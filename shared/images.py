@@ -10,6 +10,8 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -86,3 +88,9 @@ def clean_upload(raw: bytes, *, filename: str, max_bytes: int, max_pixels: int) 
     rgb.save(out, format="JPEG", quality=95)  # no exif=, so no metadata survives
     data = out.getvalue()
     return CleanImage(data, rgb.width, rgb.height, hashlib.sha256(data).hexdigest())
+
+
+def open_upright(source: str | Path | BinaryIO) -> Image.Image:
+    """A stored photo (already checked at upload) as RGB, upright: EXIF orientation applied."""
+    with Image.open(source) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")

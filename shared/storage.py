@@ -66,23 +66,36 @@ def get_bytes(key: str) -> bytes:
     return client().get_object(Bucket=bucket(), Key=key)["Body"].read()
 
 
+def _missing(e: ClientError) -> bool:
+    return e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound")
+
+
 def exists(key: str) -> bool:
     try:
         client().head_object(Bucket=bucket(), Key=key)
         return True
     except ClientError as e:
-        if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if _missing(e):
             return False
         raise
 
 
+def get_bytes_or_none(key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such object (deleted or expired)."""
+    try:
+        return get_bytes(key)
+    except ClientError as e:
+        if _missing(e):
+            return None
+        raise
+
+
 def delete_keys(keys: list[str]) -> None:
-    for start in range(0, len(keys), 1000):
+    for start in range(0, len(keys), 1000):  # S3 takes at most 1000 keys a request
         chunk = keys[start : start + 1000]
-        if chunk:
-            client().delete_objects(
-                Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
-            )
+        client().delete_objects(
+            Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
+        )
 
 
 def list_keys(prefix: str) -> list[str]:

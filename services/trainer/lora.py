@@ -12,7 +12,7 @@ import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -114,7 +114,6 @@ class TrainResult:
     snapshots: list[tuple[int, dict[str, torch.Tensor]]]  # (step, LoRA state) at checkpoints
     resumed_from: int | None = None
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def train_dtype(device: str) -> torch.dtype:
@@ -131,29 +130,23 @@ def add_lora(pipe, config: TrainConfig, seed: int = 0) -> list[torch.nn.Paramete
 
 
 def _add_lora(pipe, config: TrainConfig) -> list[torch.nn.Parameter]:
-    from peft import LoraConfig
-
     pipe.unet.requires_grad_(False)
     pipe.vae.requires_grad_(False)
     pipe.text_encoder.requires_grad_(False)
-    unet_config = LoraConfig(
-        r=config.rank,
-        lora_alpha=config.alpha,
-        init_lora_weights="gaussian",
-        target_modules=UNET_TARGETS,
-    )
-    pipe.unet.add_adapter(unet_config, adapter_name=ADAPTER)
-    params = _cast_lora_fp32(pipe.unet)
+    params = _add_adapter(pipe.unet, config, UNET_TARGETS)
     if config.train_text_encoder:
-        text_config = LoraConfig(
-            r=config.rank,
-            lora_alpha=config.alpha,
-            init_lora_weights="gaussian",
-            target_modules=TEXT_TARGETS,
-        )
-        pipe.text_encoder.add_adapter(text_config, adapter_name=ADAPTER)
-        params += _cast_lora_fp32(pipe.text_encoder)
+        params += _add_adapter(pipe.text_encoder, config, TEXT_TARGETS)
     return params
+
+
+def _add_adapter(model, config: TrainConfig, targets: list[str]) -> list[torch.nn.Parameter]:
+    from peft import LoraConfig
+
+    lora_config = LoraConfig(
+        r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian", target_modules=targets
+    )
+    model.add_adapter(lora_config, adapter_name=ADAPTER)
+    return _cast_lora_fp32(model)
 
 
 def remove_lora(pipe) -> None:
@@ -163,7 +156,7 @@ def remove_lora(pipe) -> None:
 
 
 def _cast_lora_fp32(model) -> list[torch.nn.Parameter]:
-    params = [p for n, p in model.named_parameters() if "lora_" in n]
+    params = _lora_params(model)
     for p in params:
         p.data = p.data.float()
         p.requires_grad_(True)
@@ -254,9 +247,11 @@ def train_lora(
     if checkpoints and (saved := checkpoints.latest()):
         start, losses = _restore(pipe, optimizer, generator, saved[1])
         resumed = start
-    text = None if config.train_text_encoder else encode_prompt(pipe, caption).detach()
     unet_dtype = pipe.unet.dtype
+    # A frozen text encoder gives the same embedding every step: computed (and cast) once.
+    text = None if config.train_text_encoder else encode_prompt(pipe, caption).detach().to(unet_dtype)
     n_timesteps = noise_scheduler.config.num_train_timesteps
+    epsilon = noise_scheduler.config.prediction_type == "epsilon"
     pipe.unet.train()
     if config.channels_last and device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
@@ -269,13 +264,9 @@ def train_lora(
         noise = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
         t = torch.randint(0, n_timesteps, (len(x0),), generator=generator).to(x0.device)
         noisy = noise_scheduler.add_noise(x0, noise, t)
-        cond = text if text is not None else encode_prompt(pipe, caption)
-        cond = cond.expand(len(x0), -1, -1).to(unet_dtype)
-        pred = unet(noisy.to(device, unet_dtype), t.to(device), cond).sample
-        if noise_scheduler.config.prediction_type == "epsilon":
-            target = noise
-        else:
-            target = noise_scheduler.get_velocity(x0, noise, t)
+        cond = text if text is not None else encode_prompt(pipe, caption).to(unet_dtype)
+        pred = unet(noisy.to(device, unet_dtype), t.to(device), cond.expand(len(x0), -1, -1)).sample
+        target = noise if epsilon else noise_scheduler.get_velocity(x0, noise, t)
         loss = F.mse_loss(pred.float(), target.to(device).float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -286,9 +277,10 @@ def train_lora(
             rate = (time.monotonic() - began) / (step - start)
             progress(step, total, losses[-1], rate * (total - step))
         if step % config.checkpoint_every == 0 or step == total:
-            snapshots.append((step, lora_state(pipe)))
+            state = lora_state(pipe)  # one CPU copy for the snapshot and the checkpoint
+            snapshots.append((step, state))
             if checkpoints:
-                checkpoints.save(step, _serialize(pipe, optimizer, generator, step, losses))
+                checkpoints.save(step, _serialize(state, optimizer, generator, step, losses))
     pipe.unet.eval()
     return TrainResult(
         steps=total,
@@ -303,13 +295,13 @@ def _lora_params(model) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if "lora_" in n]
 
 
-def _serialize(pipe, optimizer, generator, step: int, losses: list[float]) -> bytes:
+def _serialize(state: dict[str, torch.Tensor], optimizer, generator, step: int, losses: list[float]) -> bytes:
     buffer = io.BytesIO()
     torch.save(
         {
             "step": step,
             "losses": losses,
-            "lora": lora_state(pipe),
+            "lora": state,
             "optimizer": optimizer.state_dict(),
             "rng": generator.get_state(),
         },

@@ -13,8 +13,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from botocore.exceptions import ClientError
-from PIL import Image, ImageOps
+from PIL import Image
 from sqlalchemy import select
 
 from services.trainer import train
@@ -23,6 +22,7 @@ from services.trainer.preprocess import make_trigger_word
 from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
 from shared.ml import loading
 from shared.models import Job, Likeness, Photo
@@ -110,14 +110,10 @@ def _download(keys: list[str]) -> list[Image.Image]:
     for key in keys:
         if not key:
             continue
-        try:
-            data = storage.get_bytes(key)
-        except ClientError as e:
-            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-                continue  # the photo was deleted (or expired) after training was requested
-            raise
-        with Image.open(io.BytesIO(data)) as im:
-            images.append(ImageOps.exif_transpose(im).convert("RGB"))
+        data = storage.get_bytes_or_none(key)
+        if data is None:
+            continue  # the photo was deleted (or expired) after training was requested
+        images.append(open_upright(io.BytesIO(data)))
     return images
 
 

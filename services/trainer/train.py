@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
-from PIL import Image, ImageOps
+from PIL import Image
 
 from services.trainer import export, lora, preprocess, selection
 from shared.config import get_settings
+from shared.images import open_upright
 from shared.ml import loading, registry
 
 StageFn = Callable[[float, str], None]  # fraction 0..1, stage label (JobContext.progress)
@@ -65,11 +66,7 @@ class LikenessResult:
 
 def load_training_pipeline(preset: str, device: str):
     """A private copy of the base pipeline (training attaches adapters and changes grad flags)."""
-    path = loading.model_path("base", preset)
-    config = None
-    if path.is_file():
-        config = registry.resolve(registry.default_name("base_config"))
-    return loading.load_pipeline_from(path, device=device, dtype=lora.train_dtype(device), config=config)
+    return loading.load_pipeline(preset, device, dtype=lora.train_dtype(device))
 
 
 @functools.lru_cache(maxsize=1)
@@ -155,6 +152,7 @@ def train_likeness(
         report(SELECTED, "saving")
         base_model = loading.base_model_id(preset)
         base_sha = None if preset == "tiny" else registry.weights_sha256(base_model)
+        scores = chosen.table()
         metadata = export.lora_metadata(
             base_model=base_model,
             base_model_sha256=base_sha,
@@ -163,7 +161,7 @@ def train_likeness(
             steps=chosen.best_step,
             trigger_word=trigger,
             class_word=class_word,
-            scores=chosen.table(),
+            scores=scores,
             best_step=chosen.best_step,
         )
         exported = export.export_lora(state, out_dir, name=f"likeness-{trigger}", metadata=metadata)
@@ -177,7 +175,7 @@ def train_likeness(
             lora=exported,
             steps=trained.steps,
             best_step=chosen.best_step,
-            scores=chosen.table(),
+            scores=scores,
             selection_note=chosen.note,
             verdicts=data.verdicts,
             losses=trained.losses,
@@ -193,11 +191,7 @@ PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 def load_photos(folder: Path) -> list[Image.Image]:
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-    photos = []
-    for path in paths:
-        with Image.open(path) as im:
-            photos.append(ImageOps.exif_transpose(im).convert("RGB"))
-    return photos
+    return [open_upright(path) for path in paths]
 
 
 def train_cmd(

@@ -70,6 +70,14 @@ def base_model_id(preset: str | None = None) -> str:
     return f"tiny-v{tiny.VERSION}" if preset == "tiny" else registry.default_name("base")
 
 
+def load_pipeline(preset: str | None, device: str, *, dtype: torch.dtype) -> StableDiffusionPipeline:
+    """A fresh, uncached copy of the base pipeline of `preset` (e.g. for training, which attaches
+    adapters and changes grad flags); a single-file base gets its config folder from the manifest."""
+    path = model_path("base", preset)
+    config = registry.resolve(registry.default_name("base_config")) if path.is_file() else None
+    return load_pipeline_from(path, device=device, dtype=dtype, config=config)
+
+
 # -- loaders: each takes a path, so real and tiny weights go through the same code ----------------
 
 
@@ -124,11 +132,7 @@ def load_base_pipeline(preset: str | None = None, device: str | None = None) -> 
 @cache
 def _base(preset: str, device: str) -> StableDiffusionPipeline:
     with _lock:
-        path = model_path("base", preset)
-        config = None
-        if path.is_file():
-            config = registry.resolve(registry.default_name("base_config"))
-        return load_pipeline_from(path, device=device, dtype=dtype_for(device), config=config)
+        return load_pipeline(preset, device, dtype=dtype_for(device))
 
 
 def load_controlnet(

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from shared.ml.registry import (
     ChecksumMismatch,
+    FileSpec,
     ModelSpec,
     get_spec,
     model_dir,
@@ -42,7 +43,7 @@ def pull_models(
             session.headers["Authorization"] = f"Bearer {token}"
         for spec in specs:
             for file in spec.files:
-                _pull_file(session, spec, file.path, root, progress=progress, timeout=timeout)
+                _pull_file(session, spec, file, root, progress=progress, timeout=timeout)
             done[spec.name] = root / spec.name
     return done
 
@@ -50,15 +51,14 @@ def pull_models(
 def _pull_file(
     session: requests.Session,
     spec: ModelSpec,
-    rel: str,
+    file: FileSpec,
     root: Path,
     *,
     progress: bool,
     timeout: float,
 ) -> None:
-    file = next(f for f in spec.files if f.path == rel)
-    path = root / spec.name / rel
-    pin_key = f"{spec.name}/{rel}"
+    path = root / spec.name / file.path
+    pin_key = f"{spec.name}/{file.path}"
     if path.exists():
         try:
             verify_file(root, pin_key, path, file.sha256)

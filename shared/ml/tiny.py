@@ -191,18 +191,15 @@ def _reinit_zero_convs(controlnet, seed: int) -> None:
     # Random (variance-preserving) weights make the tiny control act, as a trained one does; the
     # conditioning embedding is re-initialised too, else its default init washes the image out.
     generator = torch.Generator().manual_seed(seed)
-    embedding = [m for m in controlnet.controlnet_cond_embedding.modules() if _is_conv(m)]
+    embedding = [m for m in controlnet.controlnet_cond_embedding.modules() if isinstance(m, torch.nn.Conv2d)]
     outputs = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]
     with torch.no_grad():
-        for conv in embedding + outputs:
-            fan_in = conv.weight[0].numel()
-            gain = 2.0 if conv in embedding else 1.0  # SiLU between the embedding's convs
-            conv.weight.normal_(0.0, (gain / fan_in) ** 0.5, generator=generator)
-            conv.bias.zero_()
-
-
-def _is_conv(module) -> bool:
-    return isinstance(module, torch.nn.Conv2d)
+        # gain 2: SiLU between the embedding's convs. Embedding first: the draws keep their order.
+        for convs, gain in ((embedding, 2.0), (outputs, 1.0)):
+            for conv in convs:
+                fan_in = conv.weight[0].numel()
+                conv.weight.normal_(0.0, (gain / fan_in) ** 0.5, generator=generator)
+                conv.bias.zero_()
 
 
 def _save_upscaler(path: Path) -> None:

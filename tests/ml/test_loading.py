@@ -8,6 +8,7 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from PIL import Image
 
 from shared.ml import loading, tiny
+from tests.ml import tiny_render
 
 
 @pytest.fixture(scope="module")
@@ -16,16 +17,7 @@ def pipe():
 
 
 def render(p, **kw) -> np.ndarray:
-    out = p(
-        "a photo of an astronaut",
-        num_inference_steps=2,
-        height=64,
-        width=64,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-        **kw,
-    )
-    return out.images[0]
+    return tiny_render.render(p, "a photo of an astronaut", steps=2, **kw)
 
 
 def test_preset_info():

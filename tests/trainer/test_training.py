@@ -10,6 +10,7 @@ from trainer_photos import MIN_FACE_PX
 from services.trainer import export, lora, preprocess, train
 from shared import faces
 from shared.ml import loading
+from tests.ml import tiny_render
 
 CAPTION = "a photo of zuvek woman"
 
@@ -50,16 +51,8 @@ def eval_loss(pipe, latents, text) -> float:
     return float(((pred - noise) ** 2).mean())
 
 
-def render(pipe, prompt=CAPTION) -> np.ndarray:
-    out = pipe(
-        prompt,
-        height=64,
-        width=64,
-        num_inference_steps=3,
-        generator=torch.Generator().manual_seed(0),
-        output_type="np",
-    )
-    return out.images[0]
+def render(pipe) -> np.ndarray:
+    return tiny_render.render(pipe, CAPTION, steps=3)
 
 
 def test_loss_decreases(crops):
