@@ -13,7 +13,8 @@ On disk (what the trainer writes, or what `studio generate --likeness` is pointe
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,55 +44,69 @@ class Likeness:
         return f"{self.trigger_word} {self.class_word}" if self.lora_path else f"a {self.class_word}"
 
 
-def embed_photos(paths: list[Path]) -> np.ndarray:
-    """128-d embeddings of the largest face of each photo (photos without a face are skipped)."""
+def embed_images(images: Iterable[Image.Image]) -> np.ndarray:
+    """128-d embeddings of the largest face of each image (images without a face are skipped)."""
     from shared.faces import detect_faces, face_embedding
 
     out = []
-    for path in paths:
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+    for image in images:
         faces = detect_faces(image)
         if faces:
             out.append(face_embedding(image, faces[0]))
     return np.asarray(out, np.float32).reshape(-1, 128)
 
 
+def embed_photos(paths: list[Path]) -> np.ndarray:
+    """`embed_images` of image files."""
+
+    def images() -> Iterator[Image.Image]:
+        for path in paths:
+            with Image.open(path) as im:
+                yield im.convert("RGB")
+
+    return embed_images(images())
+
+
+def _photos_in(folder: Path) -> list[Path]:
+    return [p for p in sorted(folder.rglob("*")) if p.suffix.lower() in PHOTO_SUFFIXES]
+
+
 def load_likeness(path: Path | str, photos: Path | None = None) -> Likeness:
-    """`photos`: a folder of the user's photos for the reference embeddings (identity score)."""
+    """`photos`: a folder of the user's photos for the reference embeddings (identity score);
+    it takes the place of the embeddings or photos in a likeness folder."""
     path = Path(path)
-    if photos is not None:
-        found = load_likeness(path)
-        paths = [p for p in sorted(Path(photos).rglob("*")) if p.suffix.lower() in PHOTO_SUFFIXES]
-        return replace(found, reference_embeddings=embed_photos(paths))
+    info: dict = {}
     if path.is_file():
         if path.suffix != ".safetensors":
             raise LikenessError(f"{path}: a likeness LoRA must be a .safetensors file")
-        meta = _safetensors_metadata(path)
-        return Likeness(
-            path, _word(meta, "trigger_word", DEFAULT_TRIGGER), _word(meta, "class_word", DEFAULT_CLASS)
-        )
-    if not path.is_dir():
-        raise LikenessError(f"{path} does not exist")
-    loras = sorted(path.glob("*.safetensors"))
-    for preferred in (path / DIFFUSERS_FILE, path / "diffusers" / DIFFUSERS_FILE):  # the trainer's
-        if preferred.is_file():
-            loras = [preferred]
-            break
-    if len(loras) != 1:
-        raise LikenessError(f"{path}: expected one LoRA .safetensors file, found {len(loras)}")
-    info = json.loads((path / "likeness.json").read_text()) if (path / "likeness.json").is_file() else {}
-    meta = _safetensors_metadata(loras[0])
-    if (path / "embeddings.npy").is_file():
-        embeddings = np.load(path / "embeddings.npy").astype(np.float32).reshape(-1, 128)
+        lora = path
+    elif path.is_dir():
+        loras = sorted(path.glob("*.safetensors"))
+        for preferred in (path / DIFFUSERS_FILE, path / "diffusers" / DIFFUSERS_FILE):  # the trainer's
+            if preferred.is_file():
+                loras = [preferred]
+                break
+        if len(loras) != 1:
+            raise LikenessError(f"{path}: expected one LoRA .safetensors file, found {len(loras)}")
+        lora = loras[0]
+        if (path / "likeness.json").is_file():
+            info = json.loads((path / "likeness.json").read_text())
     else:
-        photos = [p for p in sorted(path.rglob("*")) if p.suffix.lower() in PHOTO_SUFFIXES]
-        embeddings = embed_photos(photos)
+        raise LikenessError(f"{path} does not exist")
+    meta = _safetensors_metadata(lora)
+    if photos is not None:
+        references = embed_photos(_photos_in(Path(photos)))
+    elif path.is_dir() and (path / "embeddings.npy").is_file():
+        references = np.load(path / "embeddings.npy").astype(np.float32).reshape(-1, 128)
+    elif path.is_dir():
+        references = embed_photos(_photos_in(path))
+    else:
+        references = np.zeros((0, 128), np.float32)
     return Likeness(
-        loras[0],
+        lora,
         info.get("trigger_word") or _word(meta, "trigger_word", DEFAULT_TRIGGER),
         info.get("class_word") or _word(meta, "class_word", DEFAULT_CLASS),
-        reference_embeddings=embeddings,
+        reference_embeddings=references,
     )
 
 

@@ -245,7 +245,7 @@ class PortraitPipeline:
         prompt: str,
         loras: list[LoraSpec],
         skipped: list[str],
-        details: list[list[DetailReport] | DetailReport],
+        details: list[DetailReport],
     ) -> PortraitResult:
         faces = []
         if self.score_identity:

@@ -40,7 +40,7 @@ def short_hash(path: Path) -> str:
 
 
 def load_resident(preset: str | None = None, device: str | None = None) -> ResidentModels:
-    from shared.ml import loading, registry
+    from shared.ml import loading
 
     preset = loading.current_preset(preset)
     device = loading.resolve_device(device)
@@ -53,7 +53,7 @@ def load_resident(preset: str | None = None, device: str | None = None) -> Resid
         upscaler=loading.load_upscaler(preset, device),
         detectors={kind: load_detector(kind, device) for kind in ("face", "hand")},
         preset=preset,
-        base_name=loading.base_model_id(preset) if preset == "tiny" else registry.default_name("base"),
+        base_name=loading.base_model_id(preset),
         hashes=hashes,
     )
 

@@ -12,20 +12,21 @@ import io
 import logging
 import tempfile
 import uuid
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
-from botocore.exceptions import ClientError
-from PIL import Image, ImageOps
-from sqlalchemy import func, or_, select
+from PIL import Image
+from sqlalchemy import select
 
 from services.generator.likeness import DIFFUSERS_FILE, Likeness
 from services.generator.metadata import thumbnail_jpeg
+from services.generator.quota import MAX_COUNT, portraits_made_today
 from services.generator.styles import StyleError, get_style
 from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.images import open_upright
 from shared.jobs import JobContext, JobError, job_task
 from shared.ml.loading import base_model_id
 from shared.models import Likeness as LikenessRow
@@ -33,7 +34,6 @@ from shared.models import Photo, Portrait
 
 log = logging.getLogger(__name__)
 LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest
-MAX_COUNT = 8
 
 
 @cache
@@ -122,15 +122,8 @@ def _check_daily_quota(ctx: JobContext, wanted: int) -> None:
     """Fair share of the GPU pool: at most `max_portraits_per_day` portraits per user per day
     (portraits of this job already stored by an earlier attempt do not count twice)."""
     limit = get_settings().max_portraits_per_day
-    since = datetime.now(UTC) - timedelta(days=1)
     with session_scope() as session:
-        made = session.scalar(
-            select(func.count(Portrait.id)).where(
-                Portrait.user_id == ctx.user_id,
-                Portrait.created_at >= since,
-                or_(Portrait.job_id.is_(None), Portrait.job_id != ctx.job_id),
-            )
-        )
+        made = portraits_made_today(session, ctx.user_id, except_job=ctx.job_id)
     if made + wanted > limit:
         left = max(limit - made, 0)
         raise JobError(
@@ -140,31 +133,28 @@ def _check_daily_quota(ctx: JobContext, wanted: int) -> None:
 
 
 def _download_likeness(request: dict, folder: Path) -> Likeness:
-    from services.generator.likeness import embed_photos
+    from services.generator.likeness import embed_images
 
     key = request["lora_key"]
     if not key.startswith(storage.user_prefix(request["user_id"])):
         raise JobError("foreign_object", "The likeness points outside its owner.")
     path = folder / DIFFUSERS_FILE
     path.write_bytes(storage.get_bytes(key))
-    photos = []
-    for index, photo_key in enumerate(request["photo_keys"]):
-        try:
-            data = storage.get_bytes(photo_key)
-        except ClientError as e:
-            if e.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-                continue  # deleted or expired since training: scored against the rest
-            raise
-        with Image.open(io.BytesIO(data)) as im:
-            photo = folder / f"photo-{index}.png"
-            ImageOps.exif_transpose(im).convert("RGB").save(photo)
-            photos.append(photo)
     return Likeness(
         path,
         trigger_word=request["trigger_word"],
         class_word=request["class_word"],
-        reference_embeddings=embed_photos(photos),
+        reference_embeddings=embed_images(_photos(request["photo_keys"])),
     )
+
+
+def _photos(keys: list[str]) -> Iterator[Image.Image]:
+    """The user's photos, decoded in memory one at a time."""
+    for key in keys:
+        data = storage.get_bytes_or_none(key)
+        if data is None:
+            continue  # deleted or expired since training: scored against the rest
+        yield open_upright(io.BytesIO(data))
 
 
 def _store(ctx: JobContext, request: dict, result) -> str:

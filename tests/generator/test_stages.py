@@ -125,3 +125,19 @@ def test_baked_loras_match_adapters_and_restore_exactly(tiny, tmp_path):
     assert np.abs(baked - before).max() > 10  # the LoRA acts through the fused projections
     assert np.abs(baked - adapters).max() <= 2  # and acts as the adapters do
     assert np.array_equal(run(fused_stage, own), before)  # restored bit for bit
+
+
+def test_derived_pipelines_are_built_once_with_a_fresh_scheduler_per_use(tiny):
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionImg2ImgPipeline
+
+    from services.generator.stages.common import DerivedPipe
+
+    base = tiny["base"]
+    derived = DerivedPipe(StableDiffusionImg2ImgPipeline, base)
+    first = derived("DPM++ 2M Karras")
+    scheduler = first.scheduler
+    second = derived("Euler a")
+    assert second is first and second.unet is base.unet  # from_pipe once, the base's modules
+    assert second.scheduler is not scheduler and second.scheduler is not base.scheduler
+    assert isinstance(second.scheduler, EulerAncestralDiscreteScheduler)
+    assert second._progress_bar_config == base._progress_bar_config == {"disable": True}

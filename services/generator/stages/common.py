@@ -1,9 +1,9 @@
-"""Helpers every stage uses: samplers by A1111 name, seeded generators, batching."""
+"""Helpers every stage uses: samplers by A1111 name, derived pipelines, seeded generators, batching."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from typing import TypeVar
 
 import torch
@@ -36,6 +36,31 @@ def make_scheduler(name: str, config):
     if name not in table:
         raise ValueError(f"unknown sampler {name!r}")
     return table[name].from_config(config)
+
+
+class DerivedPipe:
+    """A diffusers pipeline of `cls` over the base's components (`from_pipe`), built on first use
+    and kept: its modules are the base's own, so the job's LoRAs and fused or compiled modules act
+    in it too. Each use gets a fresh scheduler of the sampler (schedulers hold state)."""
+
+    def __init__(self, cls, base, **components):
+        self.cls = cls
+        self.base = base
+        self.components = components  # e.g. controlnet=...
+        self.pipe = None
+
+    def __call__(self, sampler: str):
+        if self.pipe is None:
+            self.pipe = self.cls.from_pipe(self.base, **self.components)
+            # from_pipe does not carry the progress-bar setting over (the base has it off).
+            self.pipe.set_progress_bar_config(**getattr(self.base, "_progress_bar_config", {}))
+        self.pipe.scheduler = make_scheduler(sampler, self.base.scheduler.config)
+        return self.pipe
+
+
+def check_seeds(images: Sized, seeds: Sized) -> None:
+    if len(images) != len(seeds):
+        raise ValueError("one seed per image")
 
 
 def generators(seeds: Sequence[int]) -> list[torch.Generator]:

@@ -17,10 +17,11 @@ from services.generator.detectors import Detection, Detector
 from services.generator.prompts import PromptEmbeds
 from services.generator.regions import MaskedCrop, masked_crop, paste
 from services.generator.stages.common import (
+    DerivedPipe,
     batched,
+    check_seeds,
     generators,
     img2img_steps,
-    make_scheduler,
     repeat_embeds,
     size_multiple,
 )
@@ -52,10 +53,13 @@ class DetailerStage:
         sampler: str = "DPM++ 2M Karras",
         batch_size: int = 8,
     ):
+        from diffusers import StableDiffusionInpaintPipeline
+
         self.base = base
         self.detectors = detectors
         self.sampler = sampler
         self.batch_size = batch_size
+        self.derived = DerivedPipe(StableDiffusionInpaintPipeline, base)
 
     def __call__(
         self,
@@ -64,8 +68,7 @@ class DetailerStage:
         embeds_for: Callable[[DetailerPass], PromptEmbeds],
         seeds: Sequence[int],
     ) -> tuple[list[Image.Image], list[DetailReport]]:
-        if len(images) != len(seeds):
-            raise ValueError("one seed per image")
+        check_seeds(images, seeds)
         images = [im.convert("RGB") for im in images]
         reports = [DetailReport() for _ in images]
         for params in passes:
@@ -101,13 +104,10 @@ class DetailerStage:
         params: DetailerPass,
         embeds: PromptEmbeds,
     ) -> list[Image.Image]:
-        from diffusers import StableDiffusionInpaintPipeline
-
-        if params.size % size_multiple(self.base):
-            raise ValueError(f"detailer size {params.size} must be a multiple of {size_multiple(self.base)}")
-        pipe = StableDiffusionInpaintPipeline.from_pipe(
-            self.base, scheduler=make_scheduler(self.sampler, self.base.scheduler.config)
-        )
+        multiple = size_multiple(self.base)
+        if params.size % multiple:
+            raise ValueError(f"detailer size {params.size} must be a multiple of {multiple}")
+        pipe = self.derived(self.sampler)
         size = (params.size, params.size)
         out: list[Image.Image] = []
         for chunk in batched(jobs, self.batch_size):

@@ -8,10 +8,11 @@ from PIL import Image
 
 from services.generator.prompts import PromptEmbeds
 from services.generator.stages.common import (
+    DerivedPipe,
     batched,
+    check_seeds,
     generators,
     img2img_steps,
-    make_scheduler,
     repeat_embeds,
 )
 from services.generator.styles import BeautifyParams
@@ -19,9 +20,12 @@ from services.generator.styles import BeautifyParams
 
 class BeautifyStage:
     def __init__(self, base, sampler: str = "DPM++ 2M Karras", batch_size: int = 4):
+        from diffusers import StableDiffusionImg2ImgPipeline
+
         self.base = base
         self.sampler = sampler
         self.batch_size = batch_size
+        self.derived = DerivedPipe(StableDiffusionImg2ImgPipeline, base)
 
     def __call__(
         self,
@@ -30,13 +34,8 @@ class BeautifyStage:
         params: BeautifyParams,
         seeds: Sequence[int],
     ) -> list[Image.Image]:
-        from diffusers import StableDiffusionImg2ImgPipeline
-
-        if len(images) != len(seeds):
-            raise ValueError("one seed per image")
-        pipe = StableDiffusionImg2ImgPipeline.from_pipe(
-            self.base, scheduler=make_scheduler(self.sampler, self.base.scheduler.config)
-        )
+        check_seeds(images, seeds)
+        pipe = self.derived(self.sampler)
         out: list[Image.Image] = []
         pairs = list(zip(images, seeds, strict=True))
         for chunk in batched(pairs, self.batch_size):

@@ -8,9 +8,9 @@ from PIL import Image
 
 from services.generator.prompts import PromptEmbeds
 from services.generator.stages.common import (
+    DerivedPipe,
     batched,
     generators,
-    make_scheduler,
     repeat_embeds,
     size_multiple,
 )
@@ -19,21 +19,23 @@ from services.generator.styles import Txt2ImgParams
 
 class Txt2ImgStage:
     def __init__(self, base, controlnet=None, batch_size: int = 4):
-        self.base = base
-        self.controlnet = controlnet
-        self.batch_size = batch_size
-
-    def _pipe(self, sampler: str, with_pose: bool):
         from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
 
-        scheduler = make_scheduler(sampler, self.base.scheduler.config)
-        if with_pose:
-            if self.controlnet is None:
-                raise ValueError("a pose image needs the OpenPose ControlNet")
-            return StableDiffusionControlNetPipeline.from_pipe(
-                self.base, controlnet=self.controlnet, scheduler=scheduler
-            )
-        return StableDiffusionPipeline.from_pipe(self.base, scheduler=scheduler)
+        self.base = base
+        self.batch_size = batch_size
+        self.plain = DerivedPipe(StableDiffusionPipeline, base)
+        self.posed = (
+            DerivedPipe(StableDiffusionControlNetPipeline, base, controlnet=controlnet)
+            if controlnet is not None
+            else None
+        )
+
+    def _pipe(self, sampler: str, with_pose: bool):
+        if not with_pose:
+            return self.plain(sampler)
+        if self.posed is None:
+            raise ValueError("a pose image needs the OpenPose ControlNet")
+        return self.posed(sampler)
 
     def __call__(
         self,

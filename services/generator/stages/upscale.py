@@ -19,10 +19,11 @@ from PIL import Image
 from services.generator.prompts import PromptEmbeds
 from services.generator.regions import Box, gaussian_blur
 from services.generator.stages.common import (
+    DerivedPipe,
     batched,
+    check_seeds,
     generators,
     img2img_steps,
-    make_scheduler,
     repeat_embeds,
     size_multiple,
 )
@@ -95,11 +96,13 @@ class UpscaleStage:
     def __init__(
         self, base, controlnet_tile, upscaler, sampler: str = "DPM++ 2M Karras", batch_size: int = 8
     ):
+        from diffusers import StableDiffusionControlNetImg2ImgPipeline
+
         self.base = base
-        self.controlnet = controlnet_tile
         self.upscaler = upscaler
         self.sampler = sampler
         self.batch_size = batch_size
+        self.derived = DerivedPipe(StableDiffusionControlNetImg2ImgPipeline, base, controlnet=controlnet_tile)
 
     def __call__(
         self,
@@ -108,27 +111,22 @@ class UpscaleStage:
         params: UpscaleParams,
         seeds: Sequence[int],
     ) -> list[Image.Image]:
-        from diffusers import StableDiffusionControlNetImg2ImgPipeline
-
-        if len(images) != len(seeds):
-            raise ValueError("one seed per image")
+        check_seeds(images, seeds)
         big = [esrgan_upscale(self.upscaler, im, params.factor) for im in images]
         if params.denoise == 0:
             return big
-        pipe = StableDiffusionControlNetImg2ImgPipeline.from_pipe(
-            self.base,
-            controlnet=self.controlnet,
-            scheduler=make_scheduler(self.sampler, self.base.scheduler.config),
-        )
+        pipe = self.derived(self.sampler)
         multiple = size_multiple(self.base)
         jobs = []  # (image index, tile, seed); tiles of all images share one batch queue
-        plans = []
+        plans: dict[tuple[int, int], list[Tile]] = {}  # by size: images of a batch share one plan
         for index, image in enumerate(big):
-            if image.width % multiple or image.height % multiple:
-                raise ValueError(f"upscaled size {image.size} must be a multiple of {multiple}")
-            plan = plan_tiles(image.size, params.tile, params.padding, params.mask_blur, multiple)
-            plans.append(plan)
-            jobs += [(index, tile, seeds[index] + 7919 * k) for k, tile in enumerate(plan)]
+            if image.size not in plans:
+                if image.width % multiple or image.height % multiple:
+                    raise ValueError(f"upscaled size {image.size} must be a multiple of {multiple}")
+                plans[image.size] = plan_tiles(
+                    image.size, params.tile, params.padding, params.mask_blur, multiple
+                )
+            jobs += [(index, tile, seeds[index] + 7919 * k) for k, tile in enumerate(plans[image.size])]
         sums = [np.zeros((im.height, im.width, 3), np.float32) for im in big]
         for chunk in batched(jobs, self.batch_size):
             crops = [big[index].crop(tile.window) for index, tile, _ in chunk]

@@ -3,7 +3,7 @@
 import tempfile
 import uuid
 import zipfile
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
@@ -15,10 +15,12 @@ from services.gateway.api.deps import (
     CurrentUser,
     IdempotencyKey,
     SessionDep,
+    conflict,
     not_found,
     owned,
 )
 from services.gateway.api.schemas import JobOut
+from services.generator.quota import MAX_COUNT, portraits_made_today
 from shared import storage
 from shared.config import get_settings
 from shared.jobs import IdempotencyConflict, enqueue
@@ -29,7 +31,6 @@ router = APIRouter(prefix="/portraits", tags=["portraits"])
 styles_router = APIRouter(prefix="/styles", tags=["styles"])
 
 KIND = "generate_portraits"
-MAX_COUNT = 8  # portraits per style in one request (services/generator/tasks.py)
 ACTIVE = (JobStatus.queued, JobStatus.running)
 
 
@@ -109,10 +110,6 @@ class PortraitList(BaseModel):
     portraits: list[PortraitOut]
 
 
-def conflict(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_409_CONFLICT, message)
-
-
 @router.post("", status_code=202, response_model=PortraitsStarted)
 def start_generation(
     body: PortraitsIn, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
@@ -153,11 +150,7 @@ def start_generation(
     )
     if running >= settings.max_running_jobs_per_user:
         raise conflict(f"You already have {running} portrait jobs under way; wait until one finishes.")
-    made = session.scalar(
-        select(func.count(Portrait.id)).where(
-            Portrait.user_id == user.id, Portrait.created_at >= datetime.now(UTC) - timedelta(days=1)
-        )
-    )
+    made = portraits_made_today(session, user.id)
     wanted = len(styles) * body.count
     if made + wanted > settings.max_portraits_per_day:
         left = max(settings.max_portraits_per_day - made, 0)
