@@ -13,7 +13,7 @@ Non-ASCII subjects and names are RFC 2047 encoded-words in UTF-8 (the stdlib pol
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -59,7 +59,6 @@ def compose_message(
     images: Sequence[InlineImage] = (),
     message_id: str | None = None,
     locale: str | None = None,
-    headers: Mapping[str, str] | None = None,
 ) -> EmailMessage:
     """One email with a text and an HTML part; `images` are attached inline to the HTML."""
     referenced = set(_CID_REF.findall(html))
@@ -77,8 +76,6 @@ def compose_message(
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = message_id or make_msgid(domain=sender_domain(sender))
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation auto-replies
-    for name, value in (headers or {}).items():
-        msg[name] = value
 
     msg.set_content(text, subtype="plain", charset="utf-8")
     msg.add_alternative(html, subtype="html", charset="utf-8")

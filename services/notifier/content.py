@@ -12,6 +12,7 @@ from typing import Any
 from services.notifier.links import failure_route, web_url
 
 DOWNLOAD_DAYS = 7  # S3 signature version 4 allows at most 7 days
+INLINE_PICTURES = 6  # the best ones travel inside the mail; the rest are links
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,6 @@ from shared.jobs import JobError
 from shared.models import EmailToken, Job, JobStatus, Likeness, Portrait, User
 from shared.security import new_opaque_token
 
-INLINE_PICTURES = 6  # the best ones; the rest are links
-VERIFY_HOURS = 48  # defaults until settings carry email_verify_hours / password_reset_minutes
-RESET_MINUTES = 30
-
 
 class Skip(Exception):
     """This email should not be sent (opted out, nothing to say); `reason` says why."""
@@ -75,11 +71,11 @@ def gather(
     if template == "verify_email":
         if user.email_verified_at is not None:
             raise Skip("already_verified")
-        hours = int(getattr(settings, "email_verify_hours", VERIFY_HOURS))
+        hours = settings.email_verify_hours
         token = issue_token(session, user, "verify_email", timedelta(hours=hours))
         return Draft(content.verify_email_data(public_url, token, hours))
     if template == "reset_password":
-        minutes = int(getattr(settings, "password_reset_minutes", RESET_MINUTES))
+        minutes = settings.password_reset_minutes
         token = issue_token(session, user, "reset_password", timedelta(minutes=minutes))
         return Draft(content.reset_password_data(public_url, token, minutes))
     if template == "signup_existing":
@@ -134,7 +130,7 @@ def _portraits_ready(
             filename=f"portrait-{number}{suffix}",
         )
         src = None
-        if number <= INLINE_PICTURES:
+        if number <= content.INLINE_PICTURES:
             cid = new_cid(cid_domain)
             picture = inline_thumbnail(storage.get_bytes(portrait.thumb_key or portrait.object_key))
             images.append(InlineImage(cid, picture, filename=f"portrait-{number}.png"))

@@ -29,7 +29,6 @@ PUBLIC_URL = "https://studio.example.com"
 SAMPLE_USER = "0b7f3c2e-5d1a-4e8b-9c6f-2a4d8e1f7b30"
 SAMPLE_JOB = "6e2a9d41-8c3b-4f7e-a5d2-91b0c4e7f863"
 SAMPLE_EXPIRY = datetime(2026, 12, 8, 14, 0, tzinfo=UTC)
-SHOWN = 6  # the pictures a mail carries inline
 # (style id, tint) of the 9 sample portraits, ranked.
 SAMPLE_SET = [
     ("golden-park", (1.12, 1.0, 0.78)),
@@ -69,7 +68,7 @@ def sample_items(image_src: Callable[[int], str]) -> list[content.PortraitItem]:
             f"https://s3.example.com/portrait-studio/{key}?X-Amz-Algorithm=AWS4-HMAC-SHA256"
             "&X-Amz-Expires=604800&X-Amz-Signature=sample"
         )
-        src = image_src(number) if number <= SHOWN else None
+        src = image_src(number) if number <= content.INLINE_PICTURES else None
         items.append(content.PortraitItem(number, content.style_name(style_id), url, 1024, 1536, src))
     return items
 
@@ -99,7 +98,7 @@ def write_samples(out: Path) -> list[Path]:
     """Write every sample page, its plain-text twin, the pictures and an index; return the pages."""
     images = out / "img"
     images.mkdir(parents=True, exist_ok=True)
-    for number, (_, tint) in enumerate(SAMPLE_SET[:SHOWN], start=1):
+    for number, (_, tint) in enumerate(SAMPLE_SET[: content.INLINE_PICTURES], start=1):
         picture = inline_thumbnail(sample_picture(number, tint))
         (images / f"portrait-{number}.png").write_bytes(picture)
 

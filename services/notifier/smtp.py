@@ -41,15 +41,14 @@ class SmtpConfig:
     ssl_context: ssl.SSLContext | None = None  # None: verify against the system's CAs
 
     @classmethod
-    def from_settings(cls, settings: Settings, **overrides: object) -> "SmtpConfig":
-        values: dict[str, object] = {
-            "host": settings.smtp_host,
-            "port": settings.smtp_port,
-            "security": settings.smtp_security,
-            "username": settings.smtp_username,
-            "password": settings.smtp_password,
-        }
-        return cls(**{**values, **overrides})  # type: ignore[arg-type]
+    def from_settings(cls, settings: Settings) -> "SmtpConfig":
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+        )
 
 
 class SmtpSendError(Exception):
@@ -119,20 +118,25 @@ def send_message(msg: EmailMessage, config: SmtpConfig) -> int:
 
 
 def _send_once(msg: EmailMessage, config: SmtpConfig) -> None:
-    context = config.ssl_context or ssl.create_default_context()
     client: smtplib.SMTP
     if config.security == "ssl":
-        client = smtplib.SMTP_SSL(config.host, config.port, timeout=config.timeout, context=context)
+        client = smtplib.SMTP_SSL(
+            config.host, config.port, timeout=config.timeout, context=_tls_context(config)
+        )
     else:
         client = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
     with client:
         client.ehlo()
         if config.security == "starttls":
-            client.starttls(context=context)
+            client.starttls(context=_tls_context(config))
             client.ehlo()
         if config.username:
             client.login(config.username, config.password or "")
         client.send_message(msg)
+
+
+def _tls_context(config: SmtpConfig) -> ssl.SSLContext:
+    return config.ssl_context or ssl.create_default_context()  # loads the system CAs: TLS only
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -16,7 +16,7 @@ from services.notifier.delivery import FAILED, SENT, SKIPPED, claim_delivery, ma
 from services.notifier.gather import Draft, Skip, gather
 from services.notifier.render import RESULT_TEMPLATES, TEMPLATES, render_email
 from services.notifier.smtp import SmtpConfig, SmtpSendError, send_message
-from shared.config import Settings, get_settings
+from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import JobContext, JobError, job_task
 from shared.models import Job, User
@@ -31,6 +31,7 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
         raise JobError("unknown_template", f"There is no email template {template!r}.")
     event_key = str(ctx.input.get("event_key") or f"job:{ctx.job_id}:{template}")
     settings = get_settings()
+    domain = sender_domain(settings.smtp_from)
     failure: str | None = None
     with session_scope() as session:
         user = session.get(User, ctx.user_id) if ctx.user_id else None
@@ -53,21 +54,20 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
             _forget_address(session, ctx)
             return {"sent": False, "skipped": "already_sent", "message_id": delivery.message_id}
         try:
-            draft = gather(session, template, user, ctx.input, settings, _domain(settings))
+            draft = gather(session, template, user, ctx.input, settings, domain)
         except Skip as skip:
             mark_not_sent(delivery, SKIPPED, skip.reason)
             return _skipped(template, skip.reason)
 
-        message = _message(template, draft, to, locale, event_key, settings)
+        message = _message(template, draft, to, locale, settings.smtp_from, message_id_for(event_key, domain))
         try:
             attempts = send_message(message, SmtpConfig.from_settings(settings))
         except SmtpSendError as exc:
             failure = str(exc).replace(to, "<recipient>")  # the reply may quote the address
             mark_not_sent(delivery, FAILED, failure)
-            _forget_address(session, ctx)  # the job ends here: keep no address in it
         else:
             mark_sent(delivery, message["Message-ID"])
-            _forget_address(session, ctx)
+        _forget_address(session, ctx)  # the job ends here: keep no address in it
     if failure is not None:
         log.warning("email %s not sent: %s", template, failure, extra={"job_id": str(ctx.job_id)})
         raise JobError("smtp_failed", f"The email could not be sent. {failure}")
@@ -91,18 +91,16 @@ def _recipient(template: str, user: User | None, job_input: dict[str, Any]) -> t
     return user.email, user.locale
 
 
-def _message(
-    template: str, draft: Draft, to: str, locale: str, event_key: str, settings: Settings
-) -> EmailMessage:
+def _message(template: str, draft: Draft, to: str, locale: str, sender: str, message_id: str) -> EmailMessage:
     email = render_email(template, locale, draft.data)
     return compose_message(
-        sender=settings.smtp_from,
+        sender=sender,
         to=to,
         subject=email.subject,
         text=email.text,
         html=email.html,
         images=draft.images,
-        message_id=message_id_for(event_key, _domain(settings)),
+        message_id=message_id,
         locale=email.locale,
     )
 
@@ -114,10 +112,6 @@ def _forget_address(session: Session, ctx: JobContext) -> None:
     job = session.get(Job, ctx.job_id)
     if job is not None and "to" in (job.input or {}):
         job.input = {k: v for k, v in job.input.items() if k != "to"}
-
-
-def _domain(settings: Settings) -> str:
-    return sender_domain(settings.smtp_from)
 
 
 def _skipped(template: str, reason: str) -> dict[str, Any]:

@@ -160,7 +160,9 @@ def test_no_server_listening_is_a_retried_connection_error(mail_server):
     assert caught.value.code is None and caught.value.transient and caught.value.attempts == 2
 
 
-def test_starttls_with_login(start_mail_server, tls_certificate):
+def starttls_login(start_mail_server, tls_certificate, password: str):  # noqa: ANN001, ANN201
+    """A server that requires STARTTLS and the login studio/s3cret, and a config that logs in
+    as studio with `password`."""
     server = start_mail_server(
         tls_context=tls_certificate.server_context(),
         require_starttls=True,
@@ -171,28 +173,21 @@ def test_starttls_with_login(start_mail_server, tls_certificate):
         server,
         security="starttls",
         username="studio",
-        password="s3cret",
+        password=password,
         ssl_context=tls_certificate.client_context(),
     )
+    return server, config
+
+
+def test_starttls_with_login(start_mail_server, tls_certificate):
+    server, config = starttls_login(start_mail_server, tls_certificate, "s3cret")
     send_message(simple_message(), config)
     [received] = server.handler.messages
     assert received.auth_user == "studio"
 
 
 def test_wrong_password_is_permanent(start_mail_server, tls_certificate):
-    server = start_mail_server(
-        tls_context=tls_certificate.server_context(),
-        require_starttls=True,
-        auth_required=True,
-        authenticator=password_authenticator("studio", "s3cret"),
-    )
-    config = config_for(
-        server,
-        security="starttls",
-        username="studio",
-        password="wrong",
-        ssl_context=tls_certificate.client_context(),
-    )
+    server, config = starttls_login(start_mail_server, tls_certificate, "wrong")
     with pytest.raises(SmtpSendError) as caught:
         send_message(simple_message(), config)
     assert caught.value.code == 535 and caught.value.attempts == 1

@@ -113,6 +113,16 @@ export function listOf(body, key) {
   return (body && body[key]) || [];
 }
 
+/** GET a list: `getList("/v1/photos", "photos")` -> the photos. */
+export async function getList(path, key) {
+  return listOf(await api(path), key);
+}
+
+/** Compare API records by `created_at`, newest first (for Array.sort). */
+export function byNewest(a, b) {
+  return Date.parse(b.created_at) - Date.parse(a.created_at);
+}
+
 /** A random Idempotency-Key, so a double click or a retried request starts one job. */
 export function idempotencyKey() {
   return crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;

@@ -52,6 +52,12 @@ export function tOr(key, fallback) {
   return key in MESSAGES[current] || key in MESSAGES.en ? t(key) : fallback;
 }
 
+/** A server text that comes as a string or as {en, ko, ...}: the current locale's, else English. */
+export function localized(value) {
+  if (value && typeof value === "object") return value[current] || value.en || "";
+  return value || "";
+}
+
 export function formatDate(iso) {
   if (!iso) return "";
   return new Intl.DateTimeFormat(current, { dateStyle: "medium", timeStyle: "short" }).format(

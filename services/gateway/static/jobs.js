@@ -9,8 +9,10 @@ export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
  * Call onJob(job) with the current job and on every change until it reaches a terminal status.
  * Returns stop(). EventSource cannot send an Authorization header, so the access token
  * travels as ?access_token= (the gateway accepts it on this route only).
+ * `job`: the job as the caller just read it from the API; it is delivered at once instead of
+ * being read again.
  */
-export function followJob(jobId, onJob, { onError } = {}) {
+export function followJob(jobId, onJob, { onError, job } = {}) {
   let source = null;
   let stopped = false;
   let failures = 0;
@@ -61,7 +63,12 @@ export function followJob(jobId, onJob, { onError } = {}) {
     };
   };
 
-  sync().then(() => open());
+  if (job) {
+    deliver(job);
+    open();
+  } else {
+    sync().then(() => open());
+  }
   return stop;
 }
 

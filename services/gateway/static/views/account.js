@@ -1,5 +1,5 @@
 // The account: settings, and deleting photos, the likeness model or everything.
-import { api, listOf } from "../api.js";
+import { api, getList } from "../api.js";
 import { fill, h, notice } from "../dom.js";
 import { confirmDialog } from "../dialogs.js";
 import { formatDate, LOCALES, locale, setLocale, t } from "../i18n.js";
@@ -69,37 +69,27 @@ export async function render(root) {
   const delModel = h("button", { type: "button", class: "btn btn-quiet", id: "delete-model" }, t("account.delete_model"));
   const delAll = h("button", { type: "button", class: "btn btn-danger", id: "delete-all" }, t("account.delete_all"));
 
-  delPhotos.addEventListener("click", async () => {
-    const ok = await confirmDialog({ title: t("account.delete_photos"), body: t("account.delete_photos_body"),
-      confirmLabel: t("common.delete") });
-    if (!ok) return;
-    try {
-      const n = await busy(delPhotos, async () => {
-        const photos = listOf(await api("/v1/photos"), "photos");
-        for (const p of photos) await api(`/v1/photos/${p.id}`, { method: "DELETE" });
-        return photos.length;
-      });
-      fill(status, notice("ok", t("account.photos_deleted", { n })));
-    } catch (error) {
-      fill(status, notice("error", error.message));
-    }
-  });
-
-  delModel.addEventListener("click", async () => {
-    const ok = await confirmDialog({ title: t("account.delete_model"), body: t("account.delete_model_body"),
-      confirmLabel: t("common.delete") });
-    if (!ok) return;
-    try {
-      const n = await busy(delModel, async () => {
-        const items = listOf(await api("/v1/likenesses"), "likenesses");
-        for (const l of items) await api(`/v1/likenesses/${l.id}`, { method: "DELETE" });
-        return items.length;
-      });
-      fill(status, notice("ok", t("account.models_deleted", { n })));
-    } catch (error) {
-      fill(status, notice("error", error.message));
-    }
-  });
+  /** Ask, then delete every item of a list, one DELETE each (the API has no bulk delete). */
+  function deleteEach(button, { title, body, path, key, done }) {
+    button.addEventListener("click", async () => {
+      const ok = await confirmDialog({ title: t(title), body: t(body), confirmLabel: t("common.delete") });
+      if (!ok) return;
+      try {
+        const n = await busy(button, async () => {
+          const items = await getList(path, key);
+          for (const item of items) await api(`${path}/${item.id}`, { method: "DELETE" });
+          return items.length;
+        });
+        fill(status, notice("ok", t(done, { n })));
+      } catch (error) {
+        fill(status, notice("error", error.message));
+      }
+    });
+  }
+  deleteEach(delPhotos, { title: "account.delete_photos", body: "account.delete_photos_body", path: "/v1/photos", key: "photos",
+    done: "account.photos_deleted" });
+  deleteEach(delModel, { title: "account.delete_model", body: "account.delete_model_body", path: "/v1/likenesses", key: "likenesses",
+    done: "account.models_deleted" });
 
   delAll.addEventListener("click", async () => {
     const ok = await confirmDialog({

@@ -1,8 +1,9 @@
 // Portraits of one generation job: they appear as they finish, best likeness first.
-import { api, ApiError, listOf } from "../api.js";
+import { api, ApiError, byNewest, getList, listOf } from "../api.js";
 import { fill, h, notice } from "../dom.js";
 import { confirmDialog } from "../dialogs.js";
-import { formatDate, locale, t } from "../i18n.js";
+import { formatDate, localized, t } from "../i18n.js";
+import { TERMINAL } from "../jobs.js";
 import { state } from "../state.js";
 import { announce, busy, navigate } from "../ui.js";
 import { jobPanel } from "./progress.js";
@@ -40,29 +41,25 @@ export async function render(root, { query }) {
   );
   let jobs;
   try {
-    jobs = listOf(await api("/v1/jobs?kind=generate_portraits"), "jobs")
-      .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
+    jobs = (await getList("/v1/jobs?kind=generate_portraits", "jobs")).sort(byNewest);
   } catch (error) {
     root.append(notice("error", error.message));
     return;
   }
   // Style ids -> names, for the captions (a missing list only shows the ids).
-  const styleNames = await api("/v1/styles")
-    .then((b) => Object.fromEntries(listOf(b, "styles").map((st) => [st.id, st.name])))
+  const styleNames = await getList("/v1/styles", "styles")
+    .then((styles) => Object.fromEntries(styles.map((st) => [st.id, st.name])))
     .catch(() => ({}));
-  const styleName = (id) => {
-    const name = styleNames[id];
-    if (name && typeof name === "object") return name[locale()] || name.en || id;
-    return name || id;
-  };
+  const styleName = (id) => localized(styleNames[id]) || id;
   const jobId = query.get("job") || (jobs[0] && jobs[0].id);
   if (!jobId) {
     root.append(notice("info", t("gallery.empty"), " ", h("a", { href: "#/styles" }, t("gallery.to_styles"))));
     return;
   }
-  let job;
+  // The list above already holds the recent jobs; only an older (or foreign) one is read again.
+  let job = jobs.find((j) => j.id === jobId);
   try {
-    job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    job ||= await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
     if (job.kind !== "generate_portraits") throw new ApiError(404, "not a portrait job");
   } catch (error) {
     const gone = error instanceof ApiError && [403, 404].includes(error.status);
@@ -148,7 +145,7 @@ export async function render(root, { query }) {
 
   let drawn = null;
   function drawGrid(portraits) {
-    if (!portraits.length && ["succeeded", "failed", "canceled"].includes(job.status)) {
+    if (!portraits.length && TERMINAL.has(job.status)) {
       fill(status, notice("info", t("gallery.none")));
     }
     const sig = portraits.map((p) => p.id).join(",");
@@ -180,7 +177,7 @@ export async function render(root, { query }) {
   tools.append(zipButton);
 
   let stop = null;
-  if (!["succeeded"].includes(job.status)) {
+  if (job.status !== "succeeded") {
     const panel = jobPanel(job, {
       label: t("gallery.progress_title"),
       onUpdate: (next) => {

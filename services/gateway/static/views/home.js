@@ -1,5 +1,5 @@
 // The front page: what the service does (signed out), or the next step (signed in).
-import { api, listOf } from "../api.js";
+import { getList } from "../api.js";
 import { h } from "../dom.js";
 import { t } from "../i18n.js";
 import * as session from "../session.js";
@@ -24,9 +24,9 @@ export async function render(root) {
   root.append(h("h1", {}, t("home.welcome")));
   // Each check is optional: an endpoint that is down only hides its line.
   const [photos, likenesses, jobs] = await Promise.all([
-    api("/v1/photos").then((b) => listOf(b, "photos")).catch(() => null),
-    api("/v1/likenesses").then((b) => listOf(b, "likenesses")).catch(() => null),
-    api("/v1/jobs?kind=generate_portraits").then((b) => listOf(b, "jobs")).catch(() => null),
+    getList("/v1/photos", "photos").catch(() => null),
+    getList("/v1/likenesses", "likenesses").catch(() => null),
+    getList("/v1/jobs?kind=generate_portraits", "jobs").catch(() => null),
   ]);
   const accepted = photos ? photos.filter((p) => p.status === "accepted").length : 0;
   const ready = likenesses ? likenesses.some((l) => l.status === "ready") : false;

@@ -1,5 +1,5 @@
 // Consent, then uploads: one request per file so each preview gets its own result.
-import { api, ApiError, listOf } from "../api.js";
+import { api, ApiError, getList, listOf } from "../api.js";
 import { fill, formatBytes, h, notice } from "../dom.js";
 import { t, tOr } from "../i18n.js";
 import { loadMe, state } from "../state.js";
@@ -96,8 +96,7 @@ class PhotoBoard {
 
   async load() {
     try {
-      const body = await api("/v1/photos");
-      for (const photo of listOf(body, "photos")) this.items.push({ key: photo.id, photo });
+      for (const photo of await getList("/v1/photos", "photos")) this.items.push({ key: photo.id, photo });
     } catch (error) {
       this.grid.before(notice("error", error.message));
     }
@@ -149,7 +148,7 @@ class PhotoBoard {
     this.timer = setTimeout(async () => {
       this.timer = null;
       try {
-        const fresh = new Map(listOf(await api("/v1/photos"), "photos").map((p) => [p.id, p]));
+        const fresh = new Map((await getList("/v1/photos", "photos")).map((p) => [p.id, p]));
         for (const item of this.items) {
           if (!item.photo || !fresh.has(item.photo.id)) continue;
           const before = item.photo.status;

@@ -2,7 +2,7 @@
 import { api } from "../api.js";
 import { fill, h, notice } from "../dom.js";
 import { formatDuration, formatPercent, t, tOr } from "../i18n.js";
-import { etaSeconds, followJob } from "../jobs.js";
+import { etaSeconds, followJob, TERMINAL } from "../jobs.js";
 import { busy } from "../ui.js";
 
 /**
@@ -41,7 +41,7 @@ export function jobPanel(job, { label, onDone, onUpdate } = {}) {
     bar.value = Math.round(p * 100);
     bar.setAttribute("aria-valuetext", formatPercent(p));
     percentEl.textContent = formatPercent(p);
-    const ended = ["succeeded", "failed", "canceled"].includes(job.status);
+    const ended = TERMINAL.has(job.status);
     const stage = job.stage && !ended ? tOr(`stage.${job.stage}`, job.stage) : ""; // "Done", not "Done · finished"
     stageEl.textContent = `${t(`jobstatus.${job.status}`)}${stage ? ` · ${stage}` : ""}`;
     const eta = job.status === "running" ? formatDuration(etaSeconds(job)) : null;
@@ -54,14 +54,14 @@ export function jobPanel(job, { label, onDone, onUpdate } = {}) {
       fill(statusEl, notice("info", t("job.canceled")));
     }
     if (onUpdate) onUpdate(job);
-    if (!done && ["succeeded", "failed", "canceled"].includes(job.status)) {
+    if (!done && ended) {
       done = true;
       if (onDone) onDone(job);
     }
   }
 
-  update(job);
   const stop = followJob(job.id, update, {
+    job, // just read by the caller: shown at once, not read again
     onError: (error) => fill(statusEl, notice("error", error.message)),
   });
   return { el, stop };

@@ -1,16 +1,10 @@
 // Pick styles and how many portraits, then start a generation job.
-import { api, idempotencyKey, listOf } from "../api.js";
+import { api, byNewest, getList, idempotencyKey } from "../api.js";
 import { field, fill, h, notice } from "../dom.js";
-import { formatDate, locale, t } from "../i18n.js";
+import { formatDate, localized, t } from "../i18n.js";
 import { busy, navigate } from "../ui.js";
 
 const MAX_COUNT = 8;
-
-/** A style text may come as a string or as {en, ko}. */
-function localized(value) {
-  if (value && typeof value === "object") return value[locale()] || value.en || "";
-  return value || "";
-}
 
 export async function render(root) {
   root.append(h("h1", {}, t("styles.title")));
@@ -18,16 +12,14 @@ export async function render(root) {
   let likenesses;
   try {
     [styles, likenesses] = await Promise.all([
-      api("/v1/styles").then((b) => listOf(b, "styles")),
-      api("/v1/likenesses").then((b) => listOf(b, "likenesses")),
+      getList("/v1/styles", "styles"),
+      getList("/v1/likenesses", "likenesses"),
     ]);
   } catch (error) {
     root.append(notice("error", error.message));
     return;
   }
-  const ready = likenesses
-    .filter((l) => l.status === "ready")
-    .sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
+  const ready = likenesses.filter((l) => l.status === "ready").sort(byNewest);
   if (!ready.length) {
     root.append(notice("info", t("styles.no_model"), " ", h("a", { href: "#/train" }, t("nav.train"))));
   }

@@ -1,6 +1,6 @@
 // Train the likeness model: class word, start, live progress; the state always comes from the API,
 // so a reload or a closed tab finds the running job again.
-import { api, idempotencyKey, listOf } from "../api.js";
+import { api, byNewest, getList, idempotencyKey } from "../api.js";
 import { fill, h, notice } from "../dom.js";
 import { formatDate, t } from "../i18n.js";
 import { state } from "../state.js";
@@ -8,10 +8,6 @@ import { busy } from "../ui.js";
 import { jobPanel } from "./progress.js";
 
 const CLASS_WORDS = ["woman", "man", "person"];
-
-function newest(items) {
-  return [...items].sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at))[0] || null;
-}
 
 export async function render(root) {
   root.append(h("h1", {}, t("train.title")), h("p", {}, t("train.intro")));
@@ -26,15 +22,15 @@ export async function render(root) {
     let photos;
     try {
       [likenesses, photos] = await Promise.all([
-        api("/v1/likenesses").then((b) => listOf(b, "likenesses")),
-        api("/v1/photos").then((b) => listOf(b, "photos")),
+        getList("/v1/likenesses", "likenesses"),
+        getList("/v1/photos", "photos"),
       ]);
     } catch (error) {
       fill(body, notice("error", error.message));
       return;
     }
     const accepted = photos.filter((p) => p.status === "accepted").length;
-    const latest = newest(likenesses);
+    const latest = likenesses.sort(byNewest)[0] || null;
     fill(body);
 
     if (latest && latest.status === "training" && latest.job_id) {
