@@ -7,6 +7,7 @@ the relay, the scheduler and real Celery workers — each as a child process on 
 - `api`: an httpx client on the gateway; `new_user()` signs up, consents and logs in a fresh user.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -192,6 +193,20 @@ class Api(httpx.Client):
                 return job
             time.sleep(0.2)
         raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+
+    def follow_events(self, job_id: str, user: "UserSession", timeout: float = 240.0) -> list[dict]:
+        """Follow the job's server-sent events until it ends, as a browser's EventSource would;
+        returns every event (the last one is the ended job)."""
+        seen: list[dict] = []
+        params = {"access_token": user.access_token}
+        with self.stream("GET", f"/v1/jobs/{job_id}/events", params=params, timeout=timeout) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+                    if seen[-1]["status"] in ("succeeded", "failed", "canceled"):
+                        return seen
+        raise TimeoutError(f"job {job_id}: the event stream ended early; last {seen[-1:]}")
 
 
 @dataclass

@@ -2,17 +2,15 @@
 worker on the tiny preset (CPU), S3 objects and Portrait rows, the mail follow-up, ownership.
 
 The likeness is put in place directly (a random LoRA under the user's prefix and a ready row):
-training is the trainer's test. Skips while the routes are not mounted in the gateway."""
+training is the trainer's test."""
 
 import io
-import json
 import tempfile
 import uuid
 import zipfile
 from pathlib import Path
 
 import httpx
-import pytest
 from PIL import Image
 from sqlalchemy import select
 
@@ -65,25 +63,8 @@ def _ready_likeness(uid: uuid.UUID) -> uuid.UUID:
     return likeness_id
 
 
-def _follow(api: Api, job_id: str, user: UserSession, timeout: float) -> tuple[dict, list]:
-    """Follow the job's server-sent events to the end, as the web page does."""
-    seen: list = []
-    params = {"access_token": user.access_token}
-    with api.stream("GET", f"/v1/jobs/{job_id}/events", params=params, timeout=timeout) as stream:
-        for line in stream.iter_lines():
-            if not line.startswith("data:"):
-                continue
-            job = json.loads(line[5:])
-            seen.append((job["progress"], job["stage"]))
-            if job["status"] in ("succeeded", "failed", "canceled"):
-                return job, seen
-    raise TimeoutError(f"job {job_id}: the event stream ended early; last {seen[-1:]}")
-
-
 def test_generate_list_zip_delete_and_nobody_else(api: Api, procs: Processes) -> None:
     user = api.new_user()
-    if api.get("/v1/styles", headers=user.auth).status_code == 404:
-        pytest.skip("the styles/portraits routes are not mounted in the gateway yet")
     procs.worker("generate", **WORKER_ENV)
     uid = _user_id(api, user)
     styles = api.get("/v1/styles", headers=user.auth).json()["styles"]
@@ -100,7 +81,8 @@ def test_generate_list_zip_delete_and_nobody_else(api: Api, procs: Processes) ->
     bad = api.post("/v1/portraits", json={**body, "styles": ["nope"]}, headers=user.auth)
     assert bad.status_code == 422 and "nope" in bad.json()["detail"]
 
-    done, seen = _follow(api, job["id"], user, timeout=240)
+    events = api.follow_events(job["id"], user, timeout=240)
+    done, seen = events[-1], [(e["progress"], e["stage"]) for e in events]
     assert done["status"] == "succeeded", done
     assert done["result"]["portraits"] == 2
     stages = [s for _, s in seen if s]

@@ -1,8 +1,6 @@
 """The walk: sign up → consent → upload real photos → each accepted or rejected with its reason → the
 event stream seen from start to end."""
 
-import json
-
 from tests.conftest import Api
 from tests.photos import astronaut, camera, cat, jpeg, png, two_people
 
@@ -32,14 +30,7 @@ def test_sign_up_upload_and_watch_the_check(api: Api) -> None:
     job_id = body["job"]["id"]
 
     # Follow the server-sent events to the end, as a browser's EventSource would.
-    seen = []
-    with api.stream("GET", f"/v1/jobs/{job_id}/events", params={"access_token": user.access_token}) as stream:
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        for line in stream.iter_lines():
-            if line.startswith("data:"):
-                seen.append(json.loads(line[5:]))
-                if seen[-1]["status"] in ("succeeded", "failed"):
-                    break
+    seen = api.follow_events(job_id, user)
     assert seen[-1]["status"] == "succeeded", seen[-1]
     assert seen[-1]["result"] == {"accepted": 1, "rejected": 3}
     assert any(e.get("detail", {}).get("photo") for e in seen), "per-photo events were streamed"

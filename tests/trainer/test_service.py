@@ -56,20 +56,6 @@ def job_row(job_id: str) -> Job:
         return job
 
 
-def follow(api: Api, job_id: str, user: UserSession, timeout: float) -> tuple[dict, list[tuple]]:
-    """Poll the job to its end, keeping every (progress, stage) seen on the way."""
-    seen: list[tuple] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
-        if not seen or seen[-1] != (job["progress"], job["stage"]):
-            seen.append((job["progress"], job["stage"]))
-        if job["status"] in ("succeeded", "failed", "canceled"):
-            return job, seen
-        time.sleep(0.1)
-    raise TimeoutError(f"job {job_id} did not end in {timeout}s; last {seen[-1:]}")
-
-
 def mail_jobs(uid: str, template: str) -> list[Job]:
     with session_scope() as session:
         jobs = session.scalars(
@@ -101,7 +87,8 @@ def test_train_a_likeness_download_it_and_nobody_else_can(api: Api, procs: Proce
     busy = start(api, user, "man")
     assert busy.status_code == 409 and "still training" in busy.json()["detail"]
 
-    done, seen = follow(api, job["id"], user, timeout=240)
+    events = api.follow_events(job["id"], user, timeout=240)
+    done, seen = events[-1], [(e["progress"], e["stage"]) for e in events]
     assert done["status"] == "succeeded", done
     steps = [(p, STEP.fullmatch(s or "")) for p, s in seen]
     training = [(p, m) for p, m in steps if m]
