@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -50,20 +51,19 @@ class JobContext:
     _lost: threading.Event = field(default_factory=threading.Event)
     _follow_ups: list[dict[str, Any]] = field(default_factory=list)
     _last_write: float = 0.0
-    _last_percent: int = -1
+    _last_stage: str | None = None
 
     def progress(self, fraction: float, stage: str | None = None, **detail: Any) -> None:
         """Record progress (0..1) and a stage label, publish an event; raise if canceled.
 
-        A hot loop (a training step) may call this every few milliseconds: a call is written only
-        when the whole percent moved, 0.2 s passed, it carries `detail`, or the job is complete.
-        A new stage moves the percent, so it is always seen; a step's relabel is not a write."""
+        A new stage is always written. Repeats of a stage (a hot loop reporting each training
+        step, whose label differs only in its numbers) are written at most every 0.2 s."""
         self.check_canceled()
         fraction = max(0.0, min(1.0, fraction))
-        t, percent = time.monotonic(), int(fraction * 100)
-        if t - self._last_write < 0.2 and percent == self._last_percent and fraction < 1.0 and not detail:
+        t, key = time.monotonic(), _stage_key(stage)
+        if t - self._last_write < 0.2 and key == self._last_stage and fraction < 1.0 and not detail:
             return
-        self._last_write, self._last_percent = t, percent
+        self._last_write, self._last_stage = t, key
         job = self._beat(progress=fraction, stage=stage)
         if job is None:
             raise JobCanceled()
@@ -99,6 +99,11 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], dict[str, Any] | None]
+
+
+def _stage_key(stage: str | None) -> str | None:
+    """A stage label without its numbers: "training step 12/400, about 3 min left" is one stage."""
+    return re.sub(r"\d+", "#", stage) if stage else stage
 
 
 def worker_name() -> str:
