@@ -31,6 +31,7 @@ from services.generator.stages.detailer import DetailerStage, DetailReport
 from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
+from shared.ml import dtype_guard
 from services.generator.styles import DetailerPass, Style
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,13 @@ class PortraitPipeline:
         self.scale = scale
         base = models.base
         sampler = "DPM++ 2M Karras"
+        # The dtype guard: what was loaded must stay so (see shared/ml/dtype_guard.py).
+        self.placement = dtype_guard.snapshot(models.networks())
         self.txt2img = Txt2ImgStage(base, models.controlnet_openpose, batch_size)
         self.detailer = DetailerStage(base, models.detectors, sampler, batch_size * 2)
         self.beautify = BeautifyStage(base, sampler, batch_size)
         self.upscale = UpscaleStage(base, models.controlnet_tile, models.upscaler, sampler, batch_size * 2)
+        dtype_guard.check(self.placement, models.networks(), "while the stage pipelines were built")
         self._resolve_lora = lora_resolver or _registry_lora
         self._lora_hashes: dict[Path, str] = {}
 
@@ -169,6 +173,20 @@ class PortraitPipeline:
         prompt, tag_loras = extract_loras(style.prompt.replace("{likeness}", likeness.words))
         loras, skipped = self._lora_specs(style, tag_loras, likeness)
         pipe = self.models.base
+        try:
+            images, detail1, detail2 = self._stages(pipe, loras, likeness, prompt, style, seeds, report)
+        finally:
+            dtype_guard.check(self.placement, self.models.networks(), "during the job")
+        report.done()
+
+        results = [
+            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2])
+            for image, s, d1, d2 in zip(images, seeds, detail1, detail2, strict=True)
+        ]
+        return sorted(results, key=lambda r: (r.identity_score is None, -(r.identity_score or 0.0), r.seed))
+
+    def _stages(self, pipe, loras, likeness, prompt, style, seeds, report):
+        """The five stages under the job's LoRAs -> (images, detailer reports x2)."""
         with self._loras(pipe, loras):
             embed = _Encoder(pipe, likeness)
             main = embed(prompt, style.negative_prompt)
@@ -192,13 +210,7 @@ class PortraitPipeline:
 
             report.start(4)
             images = self.upscale(images, main, style.upscale, seeds)
-        report.done()
-
-        results = [
-            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2])
-            for image, s, d1, d2 in zip(images, seeds, detail1, detail2, strict=True)
-        ]
-        return sorted(results, key=lambda r: (r.identity_score is None, -(r.identity_score or 0.0), r.seed))
+        return images, detail1, detail2
 
     # -- pieces ------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from services.generator.detectors import Detector, load_detector
 
 
@@ -20,6 +22,18 @@ class ResidentModels:
     preset: str
     base_name: str
     hashes: dict[str, str] = field(default_factory=dict)  # role -> short hash
+
+    def networks(self) -> dict[str, torch.nn.Module | None]:
+        """Every resident network by name (the dtype guard watches these)."""
+        base = self.base
+        return {
+            "unet": base.unet,
+            "vae": base.vae,
+            "text_encoder": base.text_encoder,
+            "controlnet_openpose": self.controlnet_openpose,
+            "controlnet_tile": self.controlnet_tile,
+            "upscaler": getattr(self.upscaler, "model", None),
+        }
 
 
 def short_hash(path: Path) -> str:

@@ -39,21 +39,19 @@ def make_scheduler(name: str, config):
 
 
 class DerivedPipe:
-    """A diffusers pipeline of `cls` over the base's components (`from_pipe`), built on first use
-    and kept: its modules are the base's own, so the job's LoRAs and fused or compiled modules act
-    in it too. Each use gets a fresh scheduler of the sampler (schedulers hold state)."""
+    """A diffusers pipeline of `cls` over the base's components (`from_pipe`), built at once and
+    kept: its modules are the base's own, so the job's LoRAs and fused or compiled modules act in
+    it too. Each use gets a fresh scheduler of the sampler (schedulers hold state)."""
 
     def __init__(self, cls, base, **components):
-        self.cls = cls
+        # from_pipe's dtype defaults to float32 and it calls `.to(dtype)` on the modules it shares
+        # with the base: without the base's dtype it would turn the resident models to fp32.
         self.base = base
-        self.components = components  # e.g. controlnet=...
-        self.pipe = None
+        self.pipe = cls.from_pipe(base, dtype=base.dtype, **components)
+        # from_pipe does not carry the progress-bar setting over (the base has it off).
+        self.pipe.set_progress_bar_config(**getattr(base, "_progress_bar_config", {}))
 
     def __call__(self, sampler: str):
-        if self.pipe is None:
-            self.pipe = self.cls.from_pipe(self.base, **self.components)
-            # from_pipe does not carry the progress-bar setting over (the base has it off).
-            self.pipe.set_progress_bar_config(**getattr(self.base, "_progress_bar_config", {}))
         self.pipe.scheduler = make_scheduler(sampler, self.base.scheduler.config)
         return self.pipe
 
