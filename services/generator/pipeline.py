@@ -31,8 +31,8 @@ from services.generator.stages.detailer import DetailerStage, DetailReport
 from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
-from shared.ml import dtype_guard
 from services.generator.styles import DetailerPass, Style
+from shared.ml import dtype_guard
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]

@@ -50,7 +50,9 @@ def check(expected: Mapping[str, Placement], nets: Mapping[str, torch.nn.Module 
     `when` completes the sentence "... changed <when>", e.g. "after the job".
     """
     now = snapshot(nets)
-    drifted = [f"{name}: {expected[name]} -> {now.get(name)}" for name in expected if now.get(name) != expected[name]]
+    drifted = [
+        f"{name}: {expected[name]} -> {now.get(name)}" for name in expected if now.get(name) != expected[name]
+    ]
     if drifted:
         raise DtypeDrift(
             f"resident networks changed dtype or device {when} ({'; '.join(drifted)}); "
@@ -61,11 +63,7 @@ def check(expected: Mapping[str, Placement], nets: Mapping[str, torch.nn.Module 
 def check_loaded_in(nets: Mapping[str, torch.nn.Module | None], dtype: torch.dtype, when: str) -> None:
     """Raise `DtypeDrift` unless every network's parameters are all of `dtype` (the load dtype)."""
     want = Placement(dtypes=(str(dtype).removeprefix("torch."),), devices=())
-    wrong = [
-        f"{name}: {p}"
-        for name, p in snapshot(nets).items()
-        if p.dtypes and p.dtypes != want.dtypes
-    ]
+    wrong = [f"{name}: {p}" for name, p in snapshot(nets).items() if p.dtypes and p.dtypes != want.dtypes]
     if wrong:
         raise DtypeDrift(
             f"resident networks are not in the {want.dtypes[0]} they were loaded in {when} "

@@ -13,6 +13,7 @@ from services.generator.styles import get_style
 from shared.ml import dtype_guard
 from tests.generator.helpers import FixedDetector, make_lora
 
+NETWORKS = {"unet", "vae", "text_encoder", "controlnet_openpose", "controlnet_tile", "upscaler"}
 SMALL = Scale(width=64, height=96, steps=2, detail_size=64, tile=64, padding=16)
 
 
@@ -36,21 +37,15 @@ def half_models(tiny) -> ResidentModels:
 def test_five_stages_keep_every_network_in_its_dtype(half_models, tmp_path):
     before = dtype_guard.snapshot(half_models.networks())
     assert {p.dtypes for p in before.values()} == {("bfloat16",)}
-    assert set(before) == {"unet", "vae", "text_encoder", "controlnet_openpose", "controlnet_tile", "upscaler"}
+    assert set(before) == NETWORKS
     make_lora(half_models.base, tmp_path / "pytorch_lora_weights.safetensors", seed=3)
     (tmp_path / "likeness.json").write_text(json.dumps({"trigger_word": "sks", "class_word": "woman"}))
 
     for mode in ("adapters", "baked"):
-        pipeline = PortraitPipeline(half_models, scale=SMALL, batch_size=2, lora_mode=mode, score_identity=False)
-        seen: dict[str, set[torch.dtype]] = {}
-        hooks = [
-            net.register_forward_pre_hook(
-                lambda module, args, name=name: seen.setdefault(name, set()).add(
-                    next(module.parameters()).dtype
-                )
-            )
-            for name, net in _forward_modules(half_models).items()
-        ]
+        pipeline = PortraitPipeline(
+            half_models, scale=SMALL, batch_size=2, lora_mode=mode, score_identity=False
+        )
+        seen, hooks = _record_dtypes(half_models)
         try:
             results = pipeline(tmp_path, get_style("studio-business"), seed=5, count=1)
         finally:
@@ -59,9 +54,20 @@ def test_five_stages_keep_every_network_in_its_dtype(half_models, tmp_path):
         assert results[0].image.size == (128, 192)
         # Inside the run, every network that ran did so in bfloat16 ...
         assert seen and all(dtypes == {torch.bfloat16} for dtypes in seen.values()), seen
-        assert {"unet", "vae", "text_encoder", "controlnet_openpose", "controlnet_tile", "upscaler"} <= set(seen)
+        assert set(seen) == NETWORKS
         # ... and after the job each is as loaded.
         assert dtype_guard.snapshot(half_models.networks()) == before
+
+
+def _record_dtypes(models: ResidentModels):
+    """Forward pre-hooks that record, per network, the dtype its weights had when it ran."""
+    seen: dict[str, set[torch.dtype]] = {}
+
+    def record(name: str):
+        return lambda module, args: seen.setdefault(name, set()).add(next(module.parameters()).dtype)
+
+    hooks = [net.register_forward_pre_hook(record(name)) for name, net in _forward_modules(models).items()]
+    return seen, hooks
 
 
 def _forward_modules(models: ResidentModels) -> dict[str, torch.nn.Module]:
