@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import sd15_random  # noqa: E402
+from bench import gpu_stats, sd15_random  # noqa: E402
 from services.generator.detectors import Detection  # noqa: E402
 from services.generator.pipeline import PortraitPipeline, Scale  # noqa: E402
 from services.generator.resident import ResidentModels  # noqa: E402
@@ -153,17 +153,28 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def forward_modules(models: ResidentModels) -> dict[str, torch.nn.Module | None]:
+    """The module whose forward runs, per network (the VAE runs through encode/decode)."""
+    nets = models.networks()
+    nets["vae_encoder"], nets["vae_decoder"] = models.base.vae.encoder, models.base.vae.decoder
+    del nets["vae"]
+    return nets
+
+
 def timed(pipeline: PortraitPipeline, likeness: Path, style, count: int, seed: int) -> tuple[float, dict]:
-    stages: dict[str, float] = {}
+    """Seconds for `count` portraits, and {stage: seconds, "dtypes": {network: dtypes it ran in}}."""
+    stages: dict = {}
     marks: list[tuple[str, float]] = []
     sync()
     start = time.perf_counter()
-    pipeline(likeness, style, seed=seed, count=count,
-             progress=lambda f, s: marks.append((s, time.perf_counter())))  # fmt: skip
-    sync()
+    with gpu_stats.dtypes_seen(forward_modules(pipeline.models)) as seen:
+        pipeline(likeness, style, seed=seed, count=count,
+                 progress=lambda f, s: marks.append((s, time.perf_counter())))  # fmt: skip
+        sync()
     total = time.perf_counter() - start
     for (name, t0), (_, t1) in zip(marks, marks[1:], strict=False):
         stages[name] = round(t1 - t0, 3)
+    stages["dtypes"] = seen
     return total, stages
 
 
@@ -190,6 +201,7 @@ def main() -> None:
     parser.add_argument("--static", action="store_true", help="compile with static shapes")
     parser.add_argument("--fast-steps", type=int, default=20, help="txt2img steps, optimized")
     parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--profile", action="store_true", help="GPU-busy share (torch profiler)")
     parser.add_argument("--out", default=None, help="JSON report (default: $OUT or stdout only)")
     args = parser.parse_args()
     phases = args.phases.split(",")
@@ -225,7 +237,10 @@ def main() -> None:
         total, stages = timed(naive, likeness, style, 1, seed=1)
         report["phases"].append(phase_result("baseline-latency", total, 1, stages))
         total, stages = timed(naive, likeness, style, args.count, seed=2)
-        report["phases"].append(phase_result("baseline", total, args.count, stages))
+        extra = {"peak_gpu_memory_gib": gpu_stats.peak_memory_gib()} if device == "cuda" else {}
+        if args.profile and device == "cuda":
+            extra["profile"] = gpu_stats.gpu_busy(lambda: naive(likeness, style, seed=2, count=2))
+        report["phases"].append(phase_result("baseline", total, args.count, stages, **extra))
 
     if "batched" in phases or "compiled" in phases:
         from services.generator.acceleration import accelerate
@@ -234,10 +249,21 @@ def main() -> None:
         fast_pipe = PortraitPipeline(models, batch_size=4, lora_mode="baked", **common)
         if "batched" in phases:
             timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
+            extra = {"peak_gpu_memory_gib": gpu_stats.peak_memory_gib()} if device == "cuda" else {}
+            if args.profile and device == "cuda":
+                extra["profile"] = gpu_stats.gpu_busy(
+                    lambda: fast_pipe(likeness, fast, seed=2, count=args.count)
+                )
+            latency, _ = timed(fast_pipe, likeness, fast, 1, seed=3)
             report["phases"].append(
-                phase_result("batched", total, args.count, stages, txt2img_steps=fast_steps)
-            )
+                phase_result(
+                    "batched", total, args.count, stages, txt2img_steps=fast_steps,
+                    one_portrait_seconds=round(latency, 3), **extra,
+                )
+            )  # fmt: skip
         if "compiled" in phases:
             accelerate(models, channels_last=False, fuse_qkv=False, compile_mode=args.compile,
                        dynamic=None if args.static else True)  # fmt: skip

@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import sd15_random  # noqa: E402
+from bench import gpu_stats, sd15_random  # noqa: E402
 from services.trainer import lora  # noqa: E402
 from shared.ml import tiny  # noqa: E402
 
@@ -93,7 +94,7 @@ def baseline(args, images, config: lora.TrainConfig, steps: int) -> dict:
     return {"steps": steps, "batch": 1, "seconds": total, "first_step_s": first}
 
 
-def optimized(args, images, config: lora.TrainConfig, steps: int, pipe=None) -> dict:
+def optimized(args, images, config: lora.TrainConfig, steps: int, pipe=None, keep_losses=False) -> dict:
     pipe = pipe or make_pipe(args, lora.train_dtype(args.device))
     times = []
     sync(args.device)
@@ -114,7 +115,8 @@ def optimized(args, images, config: lora.TrainConfig, steps: int, pipe=None) -> 
         "seconds": total,
         "first_step_s": times[0] - began if times else None,
         "final_loss": result.losses[-1],
-    }
+        "cuda_graph": config.cuda_graph and args.device.startswith("cuda"),
+    } | ({"losses": result.losses} if keep_losses else {})
 
 
 def main() -> None:
@@ -132,6 +134,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override our step count")
     parser.add_argument("--batch", type=int, default=None, help="override our batch size")
     parser.add_argument("--resident", action="store_true", help="also train twice on one kept pipeline")
+    parser.add_argument(
+        "--check-steps", type=int, default=0,
+        help="also run this many steps eagerly (no CUDA graph) and compare the losses",
+    )  # fmt: skip
     args = parser.parse_args()
     args.preset = "tiny" if args.tiny else "sd15"
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -166,6 +172,19 @@ def main() -> None:
         report[name] = ours | {"compile": compiled}
         report[f"speedup_wall_{name}"] = round(base["extrapolated_seconds"] / ours["seconds"], 2)
         report[f"ms_per_sample_{name}"] = round(1000 * ours["seconds"] / (ours_steps * config.batch_size), 1)
+        if args.device.startswith("cuda"):
+            report[name]["peak_gpu_memory_gib"] = gpu_stats.peak_memory_gib()
+    if args.check_steps:
+        # Same seed, same config, eager steps: the replayed graph must follow the eager trajectory.
+        graphed = optimized(args, images, config, args.check_steps, keep_losses=True)
+        eager = optimized(args, images, replace(config, cuda_graph=False), args.check_steps, keep_losses=True)
+        diff = max(abs(a - b) for a, b in zip(graphed.pop("losses"), eager.pop("losses"), strict=True))
+        report["graph_vs_eager"] = {
+            "steps": args.check_steps,
+            "max_abs_loss_difference": diff,
+            "graphed_ms_per_step": round(1000 * graphed["seconds"] / args.check_steps, 1),
+            "eager_ms_per_step": round(1000 * eager["seconds"] / args.check_steps, 1),
+        }
     report["ms_per_sample_baseline"] = round(1000 * base["seconds"] / base_steps, 1)
     if args.resident:
         # A worker keeps its pipeline: the second likeness pays no load and no warm-up.
