@@ -242,7 +242,7 @@ def main() -> None:
             extra["profile"] = gpu_stats.gpu_busy(lambda: naive(likeness, style, seed=2, count=2))
         report["phases"].append(phase_result("baseline", total, args.count, stages, **extra))
 
-    if "batched" in phases or "compiled" in phases:
+    if {"batched", "contiguous", "compiled"} & set(phases):
         from services.generator.acceleration import accelerate
 
         accelerate(models, channels_last=not args.tiny, fuse_qkv=True, compile_mode=None)
@@ -264,6 +264,22 @@ def main() -> None:
                     one_portrait_seconds=round(latency, 3), **extra,
                 )
             )  # fmt: skip
+        if "contiguous" in phases:
+            # channels_last off again: GroupNorm's CUDA kernel wants NCHW, so in eager mode a
+            # channels_last UNet may pay a layout copy around every norm.
+            nets = [models.base.unet, models.controlnet_openpose, models.controlnet_tile, models.base.vae]
+            for net in nets:
+                net.to(memory_format=torch.contiguous_format)
+            timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up
+            total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
+            extra = {}
+            if args.profile and device == "cuda":
+                extra["profile"] = gpu_stats.gpu_busy(
+                    lambda: fast_pipe(likeness, fast, seed=2, count=args.count)
+                )
+            report["phases"].append(
+                phase_result("contiguous", total, args.count, stages, txt2img_steps=fast_steps, **extra)
+            )
         if "compiled" in phases:
             accelerate(models, channels_last=False, fuse_qkv=False, compile_mode=args.compile,
                        dynamic=None if args.static else True)  # fmt: skip
