@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
@@ -113,6 +114,7 @@ def _load_request(ctx: JobContext) -> tuple[dict, list, int]:
             "trigger_word": row.trigger_word,
             "class_word": row.class_word,
             "lora_key": files["diffusers"],
+            "embeddings_key": files.get("embeddings"),  # absent for likenesses trained before it
             "photo_keys": list(photo_keys),
         }
     return request, styles, count
@@ -133,10 +135,9 @@ def _check_daily_quota(ctx: JobContext, wanted: int) -> None:
 
 
 def _download_likeness(request: dict, folder: Path) -> Likeness:
-    from services.generator.likeness import embed_images
-
     key = request["lora_key"]
-    if not key.startswith(storage.user_prefix(request["user_id"])):
+    own = storage.user_prefix(request["user_id"])
+    if not key.startswith(own) or not (request.get("embeddings_key") or own).startswith(own):
         raise JobError("foreign_object", "The likeness points outside its owner.")
     path = folder / DIFFUSERS_FILE
     path.write_bytes(storage.get_bytes(key))
@@ -144,8 +145,19 @@ def _download_likeness(request: dict, folder: Path) -> Likeness:
         path,
         trigger_word=request["trigger_word"],
         class_word=request["class_word"],
-        reference_embeddings=embed_images(_photos(request["photo_keys"])),
+        reference_embeddings=_reference_embeddings(request),
     )
+
+
+def _reference_embeddings(request: dict) -> np.ndarray:
+    """(n, 128) float32: the embeddings the trainer stored with the likeness, or, for a likeness
+    trained before they were stored (or if the object is gone), the user's photos embedded now."""
+    from services.generator.likeness import embed_images
+
+    data = storage.get_bytes_or_none(request["embeddings_key"]) if request.get("embeddings_key") else None
+    if data is not None:
+        return np.load(io.BytesIO(data), allow_pickle=False).astype(np.float32).reshape(-1, 128)
+    return embed_images(_photos(request["photo_keys"]))
 
 
 def _photos(keys: list[str]) -> Iterator[Image.Image]:

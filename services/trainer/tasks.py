@@ -168,7 +168,14 @@ def _upload(user_id: uuid.UUID | None, likeness_id: uuid.UUID, result: train.Lik
     kohya = f"{prefix}{result.lora.kohya_path.name}"
     storage.put_bytes(kohya, result.lora.kohya_path.read_bytes(), _content_type(result.lora.kohya_path))
     weights = next(k for k in diffusers_files if k.endswith(".safetensors"))
-    return {"diffusers": weights, "diffusers_files": diffusers_files, "kohya": kohya}
+    embeddings = f"{prefix}{result.embeddings_path.name}"
+    storage.put_bytes(embeddings, result.embeddings_path.read_bytes(), "application/octet-stream")
+    return {
+        "diffusers": weights,
+        "diffusers_files": diffusers_files,
+        "kohya": kohya,
+        "embeddings": embeddings,
+    }
 
 
 def _content_type(path: Path) -> str:

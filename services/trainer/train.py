@@ -12,11 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import typer
 from PIL import Image
 
 from services.trainer import export, lora, preprocess, selection
 from shared.config import get_settings
+from shared.faces import EMBEDDINGS_FILE
 from shared.images import open_upright
 from shared.ml import loading, registry
 
@@ -35,6 +37,7 @@ class LikenessResult:
     preset: str
     base_model: str
     lora: export.ExportedLora
+    embeddings_path: Path  # (n, 128) float32 face embeddings of the accepted photos (.npy)
     steps: int
     best_step: int
     scores: list[dict]
@@ -165,6 +168,10 @@ def train_likeness(
             best_step=chosen.best_step,
         )
         exported = export.export_lora(state, out_dir, name=f"likeness-{trigger}", metadata=metadata)
+        # The identity references of the accepted photos, kept with the likeness: the generator
+        # scores portraits against them without downloading and re-embedding the photos.
+        embeddings_path = out_dir / EMBEDDINGS_FILE
+        np.save(embeddings_path, np.asarray(data.embeddings, np.float32).reshape(-1, 128))
         report(1.0, "done")
         return LikenessResult(
             trigger_word=trigger,
@@ -173,6 +180,7 @@ def train_likeness(
             preset=preset,
             base_model=base_model,
             lora=exported,
+            embeddings_path=embeddings_path,
             steps=trained.steps,
             best_step=chosen.best_step,
             scores=scores,

@@ -112,3 +112,41 @@ def test_daily_quota_and_foreign_likeness(stack, monkeypatch) -> None:
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_identity_references_come_from_the_likeness_not_the_photos(stack) -> None:
+    """The trainer's stored embeddings are used as they are; photos are embedded only for a
+    likeness trained before embeddings were stored; a key outside the owner is refused."""
+    import io
+
+    import numpy as np
+
+    from services.generator.tasks import _reference_embeddings
+    from shared.jobs import JobError
+
+    storage.ensure_bucket()
+    uid = _new_user()
+    stored = np.random.default_rng(0).normal(size=(3, 128)).astype(np.float32)
+    key = storage.user_key(uid, "likenesses", "x", "embeddings.npy")
+    buffer = io.BytesIO()
+    np.save(buffer, stored)
+    storage.put_bytes(key, buffer.getvalue(), "application/octet-stream")
+    request = {"user_id": uid, "embeddings_key": key, "photo_keys": ["users/none/photos/gone.jpg"]}
+    assert np.array_equal(_reference_embeddings(request), stored)
+
+    likeness_id = _ready_likeness(uid)  # has a photo of a face, no stored embeddings
+    with session_scope() as session:
+        photo_keys = [
+            storage.user_key(uid, "photos", f"{pid}.jpg")
+            for pid in session.get(Likeness, likeness_id).photo_ids
+        ]
+    older = _reference_embeddings({"user_id": uid, "embeddings_key": None, "photo_keys": photo_keys})
+    assert older.shape == (1, 128)
+
+    from services.generator.tasks import _download_likeness
+
+    other = storage.user_key(uuid.uuid4(), "likenesses", "x", "embeddings.npy")
+    with pytest.raises(JobError, match="outside its owner"):
+        _download_likeness(
+            {"user_id": uid, "lora_key": storage.user_key(uid, "l"), "embeddings_key": other}, None
+        )

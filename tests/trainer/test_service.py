@@ -1,6 +1,7 @@
 """The trainer as a service, on the real stack: the likeness API, a `train` worker on the tiny
 preset (CPU), resume from an S3 checkpoint after a SIGKILL, and readable failures."""
 
+import io
 import re
 import tempfile
 import time
@@ -8,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from safetensors import safe_open
 from safetensors.torch import load as load_safetensors
@@ -108,6 +110,10 @@ def test_train_a_likeness_download_it_and_nobody_else_can(api: Api, procs: Proce
     meta = likeness_row(likeness["id"]).meta
     assert meta["trigger_word"] == ready["trigger_word"] and meta["rank"] == 4
     assert meta["steps"] == done["result"]["steps"]
+    # The accepted photos' face embeddings are kept with the likeness (the generator's references).
+    stored = np.load(io.BytesIO(storage.get_bytes(meta["files"]["embeddings"])), allow_pickle=False)
+    assert meta["files"]["embeddings"].startswith(likeness_row(likeness["id"]).object_prefix)
+    assert stored.dtype == np.float32 and stored.shape == (len(meta["photos"]), 128)
 
     # Both formats, as presigned links with a file name.
     urls = {}
