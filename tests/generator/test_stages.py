@@ -141,3 +141,30 @@ def test_derived_pipelines_are_built_once_with_a_fresh_scheduler_per_use(tiny):
     assert second.scheduler is not scheduler and second.scheduler is not base.scheduler
     assert isinstance(second.scheduler, EulerAncestralDiscreteScheduler)
     assert second._progress_bar_config == base._progress_bar_config == {"disable": True}
+
+
+def test_esrgan_batches_by_size_keeps_order_and_matches_a_lanczos_resize(tiny):
+    import torch
+
+    from services.generator.stages.upscale import esrgan_upscale
+
+    rng = np.random.default_rng(4)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
+        for h, w in ((96, 64), (64, 64), (96, 64))
+    ]
+    model = tiny["upscaler"]
+    together = esrgan_upscale(model, images, 2.0, batch_size=2)
+    assert [im.size for im in together] == [(128, 192), (128, 128), (128, 192)]
+    for image, out in zip(images, together, strict=True):
+        (alone,) = esrgan_upscale(model, [image], 2.0)
+        assert np.abs(np.asarray(alone, np.int16) - np.asarray(out, np.int16)).max() <= 1
+        # A1111's way: the model's output resized with PIL's Lanczos on the CPU.
+        x = torch.from_numpy(np.asarray(image, np.float32) / 255.0).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            y = model(x).clamp(0, 1)[0].permute(1, 2, 0).numpy()
+        big = Image.fromarray((y * 255.0).round().astype(np.uint8))
+        lanczos = np.asarray(big.resize(out.size, Image.Resampling.LANCZOS), np.float32)
+        assert np.abs(lanczos - np.asarray(out, np.float32)).mean() < 2.0
+    with pytest.raises(ValueError, match="factor"):
+        esrgan_upscale(model, images, 0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from services.generator.prompts import PromptEmbeds
@@ -79,17 +80,36 @@ def _place(a: int, b: int, length: int, limit: int) -> int:
     return min(max(start, 0), limit - length)
 
 
-def esrgan_upscale(model, image: Image.Image, factor: float) -> Image.Image:
-    """Run a spandrel ESRGAN model, then resize to exactly `factor` x the input."""
+def esrgan_upscale(
+    model, images: Sequence[Image.Image], factor: float, batch_size: int = 8
+) -> list[Image.Image]:
+    """Run a spandrel ESRGAN model over `images` (batched by size), then resize each to exactly
+    `factor` x its input on the device (antialiased bicubic; A1111 resizes with PIL's Lanczos on
+    the CPU, which cost ~0.3 s of CPU a 1024x1536 portrait while the GPU waited).
+
+    Returns RGB images of round(w * factor) x round(h * factor) px. Raises ValueError for
+    factor <= 0.
+    """
+    if factor <= 0:
+        raise ValueError("upscale factor must be > 0")
     param = next(model.model.parameters())
-    x = torch.from_numpy(np.asarray(image.convert("RGB"), np.float32) / 255.0)
-    x = x.permute(2, 0, 1).unsqueeze(0).to(param.device, param.dtype)
-    with torch.no_grad():
-        y = model(x).clamp(0, 1)
-    array = (y[0].permute(1, 2, 0).float().cpu().numpy() * 255.0).round().astype(np.uint8)
-    target = (round(image.width * factor), round(image.height * factor))
-    big = Image.fromarray(array)
-    return big if big.size == target else big.resize(target, Image.Resampling.LANCZOS)
+    out: list[Image.Image | None] = [None] * len(images)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, image in enumerate(images):
+        by_size.setdefault(image.size, []).append(index)
+    for (width, height), indices in by_size.items():
+        target = (round(height * factor), round(width * factor))  # (H, W)
+        for chunk in batched(indices, batch_size):
+            x = torch.from_numpy(np.stack([np.asarray(images[i].convert("RGB")) for i in chunk]))
+            x = x.to(param.device).permute(0, 3, 1, 2).to(param.dtype) / 255.0
+            with torch.no_grad():
+                y = model(x)
+                if tuple(y.shape[-2:]) != target:
+                    y = F.interpolate(y.float(), size=target, mode="bicubic", antialias=True)
+                pixels = (y.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            for i, array in zip(chunk, pixels, strict=True):
+                out[i] = Image.fromarray(array)
+    return out  # type: ignore[return-value]
 
 
 class UpscaleStage:
@@ -112,7 +132,7 @@ class UpscaleStage:
         seeds: Sequence[int],
     ) -> list[Image.Image]:
         check_seeds(images, seeds)
-        big = [esrgan_upscale(self.upscaler, im, params.factor) for im in images]
+        big = esrgan_upscale(self.upscaler, images, params.factor, self.batch_size)
         if params.denoise == 0:
             return big
         pipe = self.derived(self.sampler)
