@@ -4,11 +4,13 @@ import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slowapi.errors import RateLimitExceeded
 
+from services.gateway.api.errors import validation_error
 from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import probes
 from services.gateway.ratelimit import limiter
@@ -30,6 +32,7 @@ def create_app() -> FastAPI:
         ),
     )
     app.state.limiter = limiter
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.include_router(api_router)
     app.include_router(probes)
 
