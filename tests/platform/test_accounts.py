@@ -102,6 +102,8 @@ def test_validation_errors_are_one_sentence_naming_the_fields(api: Api) -> None:
     assert body["detail"].startswith("Please check these fields: email (")
     assert "password (" in body["detail"]
     assert {e["loc"][-1] for e in body["errors"]} == {"email", "password"}  # for programs
+    documented = api.get("/openapi.json").json()["components"]["schemas"]["HTTPValidationError"]
+    assert documented["properties"]["detail"]["type"] == "string"
     user = api.new_user()
     for path, words in [
         ("/v1/jobs?limit=many", "Please check this field: query parameter limit ("),

@@ -6,7 +6,7 @@ that list becomes one sentence naming each field, and the list moves to `errors`
 
 from typing import Any
 
-from fastapi import Request, status
+from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -43,3 +43,30 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         {"detail": validation_sentence(errors), "errors": errors},
         status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
     )
+
+
+def install_validation_errors(app: FastAPI) -> None:
+    """Answer validation errors with `validation_error`, and say so in the OpenAPI schema (/docs)."""
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        schemas = schema.get("components", {}).get("schemas", {})
+        if "HTTPValidationError" in schemas:
+            schemas["HTTPValidationError"] = {
+                "title": "HTTPValidationError",
+                "type": "object",
+                "required": ["detail"],
+                "properties": {
+                    "detail": {
+                        "type": "string",
+                        "title": "Detail",
+                        "description": "one sentence naming the fields",
+                    },
+                    "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                },
+            }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
