@@ -10,6 +10,7 @@ from shared.db import session_scope
 from shared.jobs.runner import take_over
 from shared.jobs.state import now
 from shared.models import Job, JobStatus
+from tests.platform.test_failures import _job_row
 
 
 def _running_job(heartbeat_age: float, attempts: int = 1) -> uuid.UUID:
@@ -27,20 +28,13 @@ def _running_job(heartbeat_age: float, attempts: int = 1) -> uuid.UUID:
         return job.id
 
 
-def _row(job_id: uuid.UUID) -> Job:
-    with session_scope() as session:
-        job = session.get(Job, job_id)
-        session.expunge(job)
-        return job
-
-
 def test_two_copies_race_for_a_dead_workers_job_and_one_wins(stack) -> None:
     job_id = _running_job(heartbeat_age=30)
     with ThreadPoolExecutor(4) as pool:
         won = list(pool.map(lambda n: take_over(job_id, f"copy-{n}"), range(4)))
     winners = [j for j in won if j is not None]
     assert len(winners) == 1
-    job = _row(job_id)
+    job = _job_row(str(job_id))
     assert job.status is JobStatus.running and job.worker == winners[0].worker and job.attempts == 2
 
 
@@ -60,12 +54,12 @@ def test_a_live_owner_keeps_its_job(stack) -> None:
     finally:
         stop.set()
         owner.join()
-    job = _row(job_id)
+    job = _job_row(str(job_id))
     assert job.worker == "dead-host:1:abc" and job.attempts == 1
 
 
 def test_past_its_last_attempt_the_job_fails_as_worker_lost(stack) -> None:
     job_id = _running_job(heartbeat_age=30, attempts=3)
     assert take_over(job_id, "copy") is None
-    job = _row(job_id)
+    job = _job_row(str(job_id))
     assert job.status is JobStatus.failed and job.error_code == "worker_lost"
