@@ -6,11 +6,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from shared.config import get_settings
+from shared.config import Settings, get_settings
 
 app = typer.Typer(help="Portrait Studio: run the services, train and generate.", no_args_is_help=True)
 
@@ -161,9 +162,14 @@ def run(
     port: int = 8000,
     base_port: Annotated[int, typer.Option(help="first of the local servers' ports")] = 8330,
 ) -> None:
-    """The whole product on this machine: real servers as children, data under var/."""
+    """The whole product on this machine: real servers as children, data under var/.
+
+    A crashed service (gateway, worker, relay, scheduler) restarts with backoff while the rest keeps
+    serving; everything stops on Ctrl-C (or SIGTERM) or when a server (Postgres, Redis, S3, SMTP) dies.
+    """
     from shared.jobs.kinds import QUEUES
     from shared.localstack import LocalStack
+    from shared.supervisor import Service, Supervisor
 
     _setup("run")
     settings = get_settings()
@@ -176,45 +182,71 @@ def run(
         "PUBLIC_URL": f"http://127.0.0.1:{port}",
         "LOG_JSON": os.environ.get("LOG_JSON", "false"),
     }
-    children: list[subprocess.Popen] = []
 
-    def spawn(*args: str, health_port: int | None = None) -> None:
-        child_env = {**env, "HEALTH_PORT": str(health_port or 0)}
-        children.append(subprocess.Popen([sys.executable, "-m", "shared.cli", *args], env=child_env))
+    def service(name: str, *args: str, health_port: int = 0) -> Service:
+        child_env = {**env, "HEALTH_PORT": str(health_port)}
+        return Service(name, [sys.executable, "-m", "shared.cli", *args], child_env)
 
+    services = [service("gateway", "gateway", "--port", str(port))]
+    services += [
+        service(f"worker-{queue}", "worker", queue, health_port=base_port + 20 + offset)
+        for offset, queue in enumerate(QUEUES)
+    ]
+    services += [
+        service("relay", "relay", health_port=base_port + 24),
+        service("scheduler", "scheduler", health_port=base_port + 25),
+    ]
+    supervisor = Supervisor(services)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops everything as Ctrl-C does
+    failed = False
     try:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True)
-        spawn("gateway", "--port", str(port))
-        for offset, queue in enumerate(QUEUES):
-            spawn("worker", queue, health_port=base_port + 20 + offset)
-        spawn("relay", health_port=base_port + 24)
-        spawn("scheduler", health_port=base_port + 25)
-        typer.echo(
-            f"\nPortrait Studio is running.\n"
-            f"  web page : http://127.0.0.1:{port}/\n"
-            f"  API docs : http://127.0.0.1:{port}/docs\n"
-            f"  mail     : {stack.mail_dir} (every email sent, as files)\n"
-            f"  data     : {settings.var_dir} (kept across restarts)\n"
-            f"  models   : preset '{settings.model_preset}'"
-            + (" (demo models: images are noise)" if settings.model_preset == "tiny" else "")
-            + "\nPress Ctrl-C to stop everything.\n"
-        )
-        while all(c.poll() is None for c in children):
+        supervisor.start()
+        announced = False
+        while (dead := stack.dead_server()) is None:
+            supervisor.poll()  # a crashed service restarts with backoff; the rest keeps serving
+            if not announced and _ready(f"http://127.0.0.1:{port}/readyz"):
+                typer.echo(_running_banner(port, stack.mail_dir, settings))
+                announced = True
             time.sleep(0.5)
-        typer.echo("a service exited; stopping everything", err=True)
+        typer.echo(f"the local {dead} server stopped; stopping everything", err=True)
+        failed = True
     except KeyboardInterrupt:
         typer.echo("\nstopping ...")
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.stop()
         stack.stop()
         typer.echo("stopped.")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _ready(url: str) -> bool:
+    """Whether `url` (the gateway's /readyz) answers 200: it serves and reaches its servers."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (a local http URL)
+            return response.status == 200
+    except OSError:  # refused, reset, timed out, or an HTTP error status
+        return False
+
+
+def _running_banner(port: int, mail_dir: Path, settings: Settings) -> str:
+    return (
+        f"\nPortrait Studio is running.\n"
+        f"  web page : http://127.0.0.1:{port}/\n"
+        f"  API docs : http://127.0.0.1:{port}/docs\n"
+        f"  mail     : {mail_dir}/new/ (every email sent, one Maildir file each)\n"
+        f"  data     : {settings.var_dir} (kept across restarts)\n"
+        f"  models   : preset '{settings.model_preset}'"
+        + (" (demo models: images are noise)" if settings.model_preset == "tiny" else "")
+        + "\nPress Ctrl-C to stop everything.\n"
+    )
 
 
 if __name__ == "__main__":

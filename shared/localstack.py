@@ -125,6 +125,7 @@ class LocalStack:
             cwd=self.root,
             start_new_session=True,  # Ctrl-C goes to us; we stop children in order
         )
+        proc.server_name = name  # type: ignore[attr-defined]
         self.processes.append(proc)
         wait_for_port(port, proc=proc)
         log.info("%s listening on %d", name, port)
@@ -251,6 +252,23 @@ class LocalStack:
             ],
             self.smtp_port,
         )
+
+    def dead_server(self) -> str | None:
+        """The name of a server of this stack that has exited ("postgres", "redis", "s3", "smtp"),
+        or None while every one runs."""
+        for proc in self.processes:
+            if proc.poll() is not None:
+                return proc.server_name  # type: ignore[attr-defined]
+        if self._pg is not None:
+            import psutil
+
+            try:
+                postmaster = psutil.Process(self._pg.get_pid())
+                if postmaster.status() == psutil.STATUS_ZOMBIE:
+                    return "postgres"
+            except (psutil.NoSuchProcess, TypeError):
+                return "postgres"
+        return None
 
     def stop(self) -> None:
         for proc in reversed(self.processes):

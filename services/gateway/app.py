@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slowapi.errors import RateLimitExceeded
 
+from services.gateway.api.errors import install_validation_errors
 from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import probes
 from services.gateway.ratelimit import limiter
@@ -30,6 +31,7 @@ def create_app() -> FastAPI:
         ),
     )
     app.state.limiter = limiter
+    install_validation_errors(app)  # 422s as one sentence, like every other error
     app.include_router(api_router)
     app.include_router(probes)
 

@@ -27,17 +27,7 @@ def reap_stale_jobs(session: Session) -> list[Job]:
     ).all()
     changed = []
     for job in stale:
-        moved = retry_or_fail(
-            session,
-            job,
-            claimed_by=job.worker,
-            code="worker_lost",
-            retry_message=f"Attempt {job.attempts} lost its worker; retrying.",
-            final_message=(
-                f"The worker running this job stopped {job.attempts} times, so we "
-                "stopped trying. Please try again later."
-            ),
-        )
+        moved = hand_back(session, job, claimed_by=job.worker)
         if moved:
             log.warning("reaped stale job", extra={"job_id": str(job.id), "status": str(moved.status)})
             changed.append(moved)
@@ -45,3 +35,19 @@ def reap_stale_jobs(session: Session) -> list[Job]:
     for job in changed:
         events.publish(job)
     return changed
+
+
+def hand_back(session: Session, job: Job, *, claimed_by: str | None) -> Job | None:
+    """A running job that lost its worker: back to the queue while attempts remain, else failed
+    (code `worker_lost`). None if another process changed it first (see `retry_or_fail`)."""
+    return retry_or_fail(
+        session,
+        job,
+        claimed_by=claimed_by,
+        code="worker_lost",
+        retry_message=f"Attempt {job.attempts} lost its worker; retrying.",
+        final_message=(
+            f"The worker running this job stopped {job.attempts} times, so we "
+            "stopped trying. Please try again later."
+        ),
+    )

@@ -18,6 +18,7 @@ from shared.db import session_scope
 from shared.jobs import events
 from shared.jobs.kinds import get_kind
 from shared.jobs.outbox import enqueue, mail_failure
+from shared.jobs.reaper import hand_back
 from shared.jobs.retry import retry_or_fail
 from shared.jobs.state import now as utcnow
 from shared.jobs.state import transition
@@ -120,13 +121,15 @@ def _heartbeat(ctx: JobContext, stop: threading.Event) -> None:
             log.exception("heartbeat failed for job %s", ctx.job_id)
 
 
-def claim(job_id: uuid.UUID, worker: str) -> Job | None:
+def claim(job_id: uuid.UUID, worker: str, from_: JobStatus = JobStatus.queued) -> Job | None:
+    """Start a new attempt of a job in `from_` (`running` only when `worker` already holds it)."""
     with session_scope() as session:
         job = transition(
             session,
             job_id,
-            JobStatus.queued,
+            from_,
             JobStatus.running,
+            claimed_by=worker if from_ is JobStatus.running else None,
             worker=worker,
             attempts=Job.attempts + 1,
             started_at=utcnow(),
@@ -140,11 +143,55 @@ def claim(job_id: uuid.UUID, worker: str) -> Job | None:
         return job
 
 
+# A running job whose heartbeat is this many intervals old lost its worker (see `take_over`).
+TAKEOVER_BEATS = 2
+
+
+def take_over(job_id: uuid.UUID, worker: str) -> Job | None:
+    """Claim a `running` job whose worker died, for a task delivered again; None if it lives.
+
+    Celery (acks_late + task_reject_on_worker_lost) re-queues a task at once when the pool process
+    running it is killed (SIGKILL, out of memory), so the copy arrives while the job still reads
+    `running`. Its heartbeat decides: if it does not move for TAKEOVER_BEATS intervals (waited here,
+    so at most that long after the kill), the owner is gone and this worker takes the job, a new
+    attempt. The UPDATE is a compare-and-set on the owner and the heartbeat it was seen with, so of
+    two copies (or a copy and the reaper) one wins; a live owner's next heartbeat moves it, and a
+    live owner that lost anyway stops at its next heartbeat (`JobCanceled`). Past its last attempt
+    the job fails with `worker_lost`, as the reaper would fail it.
+    """
+    with session_scope() as session:
+        seen = session.get(Job, job_id)
+        if seen is None or seen.status is not JobStatus.running:
+            return None
+        owner, beat = seen.worker, seen.heartbeat_at
+    window = TAKEOVER_BEATS * get_settings().job_heartbeat_seconds
+    if beat is not None:
+        time.sleep(max(0.0, (beat - utcnow()).total_seconds() + window))
+    with session_scope() as session:
+        unchanged = Job.heartbeat_at.is_(None) if beat is None else Job.heartbeat_at == beat
+        job = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running, Job.worker == owner, unchanged)
+            .values(worker=worker, heartbeat_at=utcnow())
+            .returning(Job)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if job is None:
+            return None
+        log.warning("job %s lost its worker %s; taken over by %s", job_id, owner, worker)
+        if job.attempts >= job.max_attempts:
+            failed = hand_back(session, job, claimed_by=worker)
+            if failed is not None:
+                events.publish(failed)
+            return None
+    return claim(job_id, worker, JobStatus.running)
+
+
 def run_job(job_id: uuid.UUID, handler: Handler) -> None:
     worker = worker_name()
-    job = claim(job_id, worker)
+    job = claim(job_id, worker) or take_over(job_id, worker)
     if job is None:
-        log.info("job %s is not queued (duplicate delivery or canceled): nothing to do", job_id)
+        log.info("job %s is not queued and its worker lives (or it ended): nothing to do", job_id)
         return
     ctx = JobContext(job.id, job.user_id, job.kind, dict(job.input or {}), job.attempts, worker)
     log.info(

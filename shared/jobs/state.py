@@ -23,7 +23,7 @@ Q, R, S, F, C = (
 
 ALLOWED: dict[JobStatus, set[JobStatus]] = {
     Q: {R, F, C},  # claimed; failed by the reaper/poison guard; canceled before it ran
-    R: {S, F, C, Q},  # finished; canceled; handed back for another attempt
+    R: {S, F, C, Q, R},  # finished; canceled; handed back; taken over from a dead worker
     S: set(),
     F: set(),
     C: set(),

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from shared import storage
 from shared.db import session_scope
-from shared.models import AuditEvent, Job
+from shared.models import AuditEvent, Job, Likeness, Portrait
 from tests.conftest import Api, wait_until
 from tests.photos import astronaut, jpeg, png
 
@@ -99,21 +99,83 @@ def test_gps_and_all_metadata_are_gone_and_orientation_applied(api: Api) -> None
     assert (photo["width"], photo["height"]) == (800, 1024)
 
 
-def test_users_cannot_reach_each_others_photos_or_jobs(api: Api) -> None:
-    alice, bob = api.new_user(), api.new_user()
+def _alices_objects(api: Api, alice) -> dict[str, str]:
+    """One object of each kind for alice: a photo and its job (through the API), a ready likeness,
+    a finished portrait job and its portrait (rows and an object, as the workers would leave them)."""
     up = api.post(
         "/v1/photos", headers=alice.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
     ).json()
-    photo_id, job_id = up["photos"][0]["id"], up["job"]["id"]
-    for method, path in [
-        ("GET", f"/v1/photos/{photo_id}"),
-        ("DELETE", f"/v1/photos/{photo_id}"),
-        ("GET", f"/v1/jobs/{job_id}"),
-        ("POST", f"/v1/jobs/{job_id}/cancel"),
-        ("GET", f"/v1/jobs/{job_id}/events"),
-    ]:
-        r = api.request(method, path, headers=bob.auth)
-        assert r.status_code == 404, (method, path, r.status_code)
+    user_id = uuid.UUID(api.get("/v1/me", headers=alice.auth).json()["id"])
+    with session_scope() as session:
+        likeness = Likeness(
+            user_id=user_id,
+            status="ready",
+            class_word="person",
+            trigger_word="ohwx",
+            base_model="tiny",
+            meta={"files": {"diffusers": storage.user_key(user_id, "likenesses", "x", "lora.safetensors")}},
+        )
+        job = Job(user_id=user_id, kind="generate_portraits", status="succeeded", input={})
+        session.add_all([likeness, job])
+        session.flush()
+        key = storage.user_key(user_id, "portraits", f"{job.id}.png")
+        storage.put_bytes(key, png(Image.new("RGB", (8, 8))), "image/png")
+        portrait = Portrait(
+            user_id=user_id,
+            job_id=job.id,
+            likeness_id=likeness.id,
+            style="black-white",
+            seed=1,
+            object_key=key,
+            width=8,
+            height=8,
+        )
+        session.add(portrait)
+        session.flush()
+        return {
+            "photo_id": up["photos"][0]["id"],
+            "job_id": str(job.id),
+            "likeness_id": str(likeness.id),
+            "portrait_id": str(portrait.id),
+        }
+
+
+def _id_routes(api: Api, ids: dict[str, str]) -> list[tuple[str, str, dict, dict | None]]:
+    """Every /v1 operation that takes an id (in its path, query or JSON body), filled with `ids`:
+    (method, path, query, body). Read from the gateway's OpenAPI schema, so a new route is swept too."""
+    schema = api.get("/openapi.json").json()
+    calls = []
+    for path, operations in schema["paths"].items():
+        for method, op in operations.items():
+            params = op.get("parameters", [])
+            path_ids = {p["name"]: ids[p["name"]] for p in params if p["in"] == "path"}
+            query = {p["name"]: ids[p["name"]] for p in params if p["in"] == "query" and p["name"] in ids}
+            ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+            model = schema["components"]["schemas"].get(ref.get("$ref", "").rsplit("/", 1)[-1], {})
+            body_ids = {name: ids[name] for name in model.get("properties", {}) if name in ids}
+            if path_ids or query or body_ids:
+                body = {"styles": ["black-white"], **body_ids} if body_ids else None
+                calls.append((method.upper(), path.format(**path_ids), query, body))
+    return calls
+
+
+def test_every_id_of_another_user_is_not_found(api: Api) -> None:
+    alice, bob = api.new_user(), api.new_user()
+    ids = _alices_objects(api, alice)
+    calls = _id_routes(api, ids)
+    swept = {(method, path.split("/")[2]) for method, path, _, _ in calls}
+    assert len(calls) >= 12 and {("GET", "portraits"), ("DELETE", "likenesses"), ("POST", "jobs")} <= swept
+    for method, path, query, body in calls:
+        r = api.request(method, path, params=query, json=body, headers=bob.auth)
+        assert r.status_code == 404, (method, path, query, r.status_code, r.text)
+        assert r.json()["detail"].endswith("not found."), r.text
+    # The same ids are alice's, and nothing of hers was touched.
+    mine = api.get("/v1/portraits", params={"job_id": ids["job_id"]}, headers=alice.auth).json()
+    assert [p["id"] for p in mine["portraits"]] == [ids["portrait_id"]]
+    zipped = api.get("/v1/portraits/zip", params={"job_id": ids["job_id"]}, headers=alice.auth)
+    assert zipped.status_code == 200
+    assert api.get(f"/v1/likenesses/{ids['likeness_id']}", headers=alice.auth).status_code == 200
+    photo_id = ids["photo_id"]
     assert api.get("/v1/photos", headers=bob.auth).json()["photos"] == []
     assert api.get(f"/v1/photos/{photo_id}", headers=alice.auth).status_code == 200
     assert api.get("/v1/photos", headers={"Authorization": "Bearer forged"}).status_code == 401

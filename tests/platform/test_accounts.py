@@ -3,15 +3,17 @@ the retention sweep, health and metrics."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from services.trainer.photo_tasks import sweep_expired_photos
 from shared import storage
 from shared.db import session_scope
 from shared.models import Photo, RefreshToken
-from tests.conftest import Api, Platform
+from shared.security import token_hash
+from tests.conftest import Api, Platform, wait_until
 from tests.photos import astronaut, jpeg
 
 
@@ -31,6 +33,21 @@ def test_sign_up_answers_the_same_whether_or_not_the_address_exists(api: Api) ->
     assert r1.status_code == r2.status_code == 202 and r1.json() == r2.json()
 
 
+def _live_tokens(family_of: str) -> int:
+    """How many refresh tokens of the session family that `family_of` belongs to can still be used."""
+    with session_scope() as session:
+        family = session.scalar(
+            select(RefreshToken.family_id).where(RefreshToken.token_hash == token_hash(family_of))
+        )
+        return session.scalar(
+            select(func.count()).where(
+                RefreshToken.family_id == family,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+            )
+        )
+
+
 def test_refresh_rotates_and_a_reused_token_ends_the_session(api: Api) -> None:
     user = api.new_user()
     first = api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
@@ -40,9 +57,27 @@ def test_refresh_rotates_and_a_reused_token_ends_the_session(api: Api) -> None:
     assert (
         api.get("/v1/me", headers={"Authorization": f"Bearer {rotated['access_token']}"}).status_code == 200
     )
-    # Within seconds (a page reloaded mid-refresh) the spent token still works once more ...
-    assert api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).status_code == 200
-    with session_scope() as session:  # ... but later it is a stolen token
+    # Within seconds (a page reloaded mid-refresh) the spent token still works once more, but it
+    # replaces the session instead of forking it: the pair minted first is revoked.
+    again = api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert again.status_code == 200
+    assert _live_tokens(user.refresh_token) == 1
+    replaced = again.json()["refresh_token"]
+    newest = api.post("/v1/auth/refresh", json={"refresh_token": replaced})
+    assert newest.status_code == 200
+    # The replaced token comes back (from whoever held it): refused, and the family ends.
+    assert api.post("/v1/auth/refresh", json={"refresh_token": rotated["refresh_token"]}).status_code == 401
+    assert (
+        api.post("/v1/auth/refresh", json={"refresh_token": newest.json()["refresh_token"]}).status_code
+        == 401
+    )
+    assert _live_tokens(user.refresh_token) == 0
+
+
+def test_a_spent_refresh_token_after_the_grace_window_ends_the_session(api: Api) -> None:
+    user = api.new_user()
+    rotated = api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).json()
+    with session_scope() as session:  # later, a spent token is a stolen token
         session.execute(
             update(RefreshToken)
             .where(RefreshToken.used_at.is_not(None))
@@ -59,11 +94,43 @@ def test_logout_revokes_the_refresh_token(api: Api) -> None:
     assert api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).status_code == 401
 
 
-def test_weak_password_and_bad_email_get_clear_422(api: Api) -> None:
+def test_validation_errors_are_one_sentence_naming_the_fields(api: Api) -> None:
     r = api.post("/v1/auth/signup", json={"email": "not-an-email", "password": "short"})
     assert r.status_code == 422
-    fields = {e["loc"][-1] for e in r.json()["detail"]}
-    assert fields == {"email", "password"}
+    body = r.json()
+    assert isinstance(body["detail"], str), body  # the same shape as every other error
+    assert body["detail"].startswith("Please check these fields: email (")
+    assert "password (" in body["detail"]
+    assert {e["loc"][-1] for e in body["errors"]} == {"email", "password"}  # for programs
+    documented = api.get("/openapi.json").json()["components"]["schemas"]["HTTPValidationError"]
+    assert documented["properties"]["detail"]["type"] == "string"
+    user = api.new_user()
+    for path, words in [
+        ("/v1/jobs?limit=many", "Please check this field: query parameter limit ("),
+        ("/v1/jobs/not-an-id", "Please check this field: path parameter job_id ("),
+    ]:
+        r = api.get(path, headers=user.auth)
+        assert r.status_code == 422 and r.json()["detail"].startswith(words), r.text
+    r = api.post("/v1/portraits", json={"likeness_id": str(uuid.uuid4()), "styles": []}, headers=user.auth)
+    assert r.status_code == 422 and "styles (List should have at least 1 item" in r.json()["detail"]
+
+
+def test_a_query_token_is_taken_only_by_the_event_stream_and_never_logged(
+    api: Api, platform: Platform
+) -> None:
+    user = api.new_user()
+    jobs = api.get("/v1/jobs", headers=user.auth).json()["jobs"]  # the sign-up mail
+    events = api.follow_events(jobs[0]["id"], user)  # EventSource's way: ?access_token=
+    assert events[-1]["status"] == "succeeded"
+    for path in ("/v1/me", "/v1/jobs", f"/v1/jobs/{jobs[0]['id']}"):
+        r = api.get(path, params={"access_token": user.access_token})
+        assert r.status_code == 401, (path, r.status_code)
+    gateway = next(p for p in platform.procs.running if "gateway" in p.log_path and p.poll() is None)
+    log = Path(gateway.log_path)
+    wait_until(lambda: "/v1/me?access_token=[redacted]" in log.read_text(), what="the access log line")
+    assert "/events?access_token=[redacted]" in log.read_text()
+    assert user.access_token not in log.read_text()
+    assert user.access_token.split(".")[2] not in log.read_text()  # not even the signature
 
 
 def test_auth_is_rate_limited(platform: Platform, procs) -> None:

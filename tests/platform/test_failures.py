@@ -1,6 +1,8 @@
 """The job system under failure: killed workers, a relay down between commit and publish, duplicate
 requests and deliveries, and a poison task."""
 
+import os
+import signal
 import time
 import uuid
 
@@ -63,6 +65,51 @@ def test_sigkilled_worker_mid_task_the_job_still_ends_exactly_once(api: Api, pla
     again = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
     assert again["status"] == "succeeded" and again["finished_at"] == finished
     assert again["attempts"] == 2
+
+
+def test_sigkilled_pool_process_the_redelivered_task_takes_the_job_over(api: Api, platform: Platform) -> None:
+    """Only the pool process dies: Celery re-queues the task at once, and the copy takes the job over
+    once its heartbeat is 2 beats old, well before the reaper's stale timeout."""
+    procs = platform.procs
+    for name in ("worker-photos", "scheduler"):  # no reaper, and only the worker under test
+        victim = next(p for p in procs.running if name in p.log_path and p.poll() is None)
+        procs.kill(victim)
+        procs.running.remove(victim)
+    mine = None
+    try:
+        mine = procs.worker("photos", JOB_HEARTBEAT_SECONDS="5")  # the production heartbeat
+        user = api.new_user()
+        job_id = _upload(api, user, 16)["job"]["id"]
+        running = wait_until(
+            lambda: (j := _job_row(job_id)).status == "running" and 0 < j.progress < 0.8 and j,
+            timeout=90,
+            interval=0.05,
+            what="the check to be half-way",
+        )
+        pool_pid = int(running.worker.split(":")[1])  # host:pid:nonce of the pool process
+        os.kill(pool_pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(
+            lambda: (j := _job_row(job_id)).attempts == 2 and j.worker != running.worker,
+            timeout=15,
+            interval=0.1,
+            what="the redelivered task to take the job over",
+        )
+        taken_over = time.monotonic() - killed
+        print(f"taken over {taken_over:.1f} s after the SIGKILL")
+        job = api.wait_job(job_id, user, timeout=90)
+        assert job["status"] == "succeeded" and job["attempts"] == 2, job
+        assert job["result"] == {"accepted": 16, "rejected": 0}
+        assert taken_over < 15
+        time.sleep(3)
+        again = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
+        assert again["attempts"] == 2 and again["finished_at"] == job["finished_at"]
+    finally:
+        if mine is not None:
+            procs.kill(mine)
+            procs.running.remove(mine)
+        procs.start("scheduler", "scheduler")
+        procs.worker("photos")
 
 
 def test_relay_down_between_commit_and_publish_the_outbox_delivers(api: Api, platform: Platform):

@@ -1,7 +1,13 @@
 """The walk: sign up → consent → upload real photos → each accepted or rejected with its reason → the
 event stream seen from start to end."""
 
-from tests.conftest import Api
+import email
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests.conftest import REPO, Api, Platform, wait_until
 from tests.photos import astronaut, camera, cat, jpeg, png, two_people
 
 
@@ -61,3 +67,33 @@ def test_non_image_is_refused_with_a_reason(api: Api) -> None:
     assert r.status_code == 415
     assert "notes.jpg is not a JPEG, PNG or WebP photo" in r.json()["detail"]
     assert api.get("/v1/photos", headers=user.auth).json()["photos"] == []
+
+
+def test_readme_walkthrough_confirms_the_address_from_the_maildir(
+    api: Api, platform: Platform, tmp_path: Path
+) -> None:
+    """The README's verify step, run as written on a copy of this user's mail (Maildir files)."""
+    readme = (REPO / "README.md").read_text()
+    assert ".eml" not in readme
+    snippet = re.search(r"^VTOKEN=\$\((python3 -c '.*')\)$", readme, re.MULTILINE)
+    assert snippet, "the README shows the verify step"
+    user = api.new_user()
+
+    def mail_to_user() -> Path | None:
+        for path in (platform.stack.mail_dir / "new").iterdir():
+            if email.message_from_bytes(path.read_bytes())["To"] == user.email:
+                return path
+        return None
+
+    mail = wait_until(mail_to_user, timeout=60, what="the sign-up mail")
+    maildir = tmp_path / "var" / "mail"
+    for sub in ("new", "cur", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    shutil.copy(mail, maildir / "new" / mail.name)
+    token = subprocess.run(
+        ["bash", "-c", snippet.group(1)], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert api.get("/v1/me", headers=user.auth).json()["email_verified"] is False
+    r = api.post("/v1/auth/verify-email", json={"token": token})
+    assert r.status_code == 200, r.text
+    assert api.get("/v1/me", headers=user.auth).json()["email_verified"] is True

@@ -26,14 +26,7 @@ UNAUTHORIZED = HTTPException(
 )
 
 
-def get_current_user(
-    request: Request,
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
-) -> User:
-    # EventSource cannot send headers, so the SSE stream may pass the token as a query parameter.
-    token = credentials.credentials if credentials else access_token
+def _user_of(request: Request, session: Session, token: str | None) -> User:
     user_id = decode_access_token(token) if token else None
     user = session.get(User, user_id) if user_id else None
     if user is None or user.deleting:
@@ -42,6 +35,31 @@ def get_current_user(
     return user
 
 
+def get_current_user(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    """The signed-in user from `Authorization: Bearer <access token>`; 401 otherwise.
+
+    A token in the query string is not accepted here: URLs end up in logs, histories and Referer
+    headers. Only the event stream (`StreamUser`) takes one, because EventSource cannot send headers.
+    """
+    return _user_of(request, session, credentials.credentials if credentials else None)
+
+
+def get_stream_user(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    access_token: Annotated[str | None, Query(include_in_schema=False)] = None,
+) -> User:
+    """As `get_current_user`, but also from `?access_token=` (browsers' EventSource sends no
+    headers). The query token is redacted from every log line (shared/logging_setup.py)."""
+    return _user_of(request, session, credentials.credentials if credentials else access_token)
+
+
+StreamUser = Annotated[User, Depends(get_stream_user)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 

@@ -10,14 +10,10 @@ export class ApiError extends Error {
   }
 }
 
-/** A sentence from FastAPI's `detail`: a string, or a list of validation errors. */
+/** The sentence in `detail`: every gateway error has one, 422 validation errors included. */
 function detailText(body, fallback) {
   const detail = body && body.detail;
-  if (typeof detail === "string") return detail;
-  if (Array.isArray(detail)) {
-    return detail.map((d) => (d && d.msg ? d.msg : String(d))).join(" ");
-  }
-  return fallback;
+  return typeof detail === "string" ? detail : fallback;
 }
 
 async function errorFrom(response) {

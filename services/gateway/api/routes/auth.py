@@ -117,7 +117,8 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
     )
     if token is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
-    # A page reloaded mid-refresh may send the token it just spent: allow that for a few seconds.
+    # A page reloaded mid-refresh may send the token it just spent: allow that for a few seconds
+    # (REUSE_GRACE), but never as a second live session (see below).
     in_grace = token.used_at is not None and token.revoked_at is None and _now() - token.used_at < REUSE_GRACE
     if (token.used_at and not in_grace) or token.revoked_at:
         # A spent token came back: someone may have stolen it. End the whole session family.
@@ -127,6 +128,11 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
     user = session.get(User, token.user_id)
     if token.expires_at < _now() or user is None or user.deleting:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
+    if in_grace:
+        # One live refresh token per family: the pair minted by the first use dies, so a reuse
+        # in the window replaces the session rather than forking a second one. If that pair was in
+        # a thief's hands, or the user's, its next refresh hits a revoked token and ends the family.
+        revoke_refresh_tokens(session, RefreshToken.family_id == token.family_id, RefreshToken.id != token.id)
     token.used_at = token.used_at or _now()
     tokens = _issue_tokens(session, user, token.family_id)
     session.commit()

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
-from services.gateway.api.deps import CurrentUser, SessionDep, owned
+from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, owned
 from services.gateway.api.schemas import JobList, JobOut
 from shared.config import get_settings
 from shared.db import get_sessionmaker
@@ -62,11 +62,11 @@ def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Job
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def job_events(
-    job_id: uuid.UUID, request: Request, user: CurrentUser, session: SessionDep
+    job_id: uuid.UUID, request: Request, user: StreamUser, session: SessionDep
 ) -> EventSourceResponse:
     """Server-sent events: `event: job` with the job JSON on every change, until it ends.
 
-    Browsers' EventSource may pass the access token as `?access_token=`.
+    Browsers' EventSource may pass the access token as `?access_token=` (on this route only).
     """
     owned(session, Job, job_id, user, "Job")
     return EventSourceResponse(_stream(job_id, request), ping=15)

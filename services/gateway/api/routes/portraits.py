@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import (
     ConsentedUser,
@@ -163,9 +164,11 @@ def start_generation(
     return PortraitsStarted(job=JobOut.of(job))
 
 
-def _portraits(session, user, job_id: uuid.UUID | None) -> list[Portrait]:
+def _portraits(session: Session, user: User, job_id: uuid.UUID | None) -> list[Portrait]:
+    """The user's portraits, best first; of one job with `job_id` (404 unless the job is the user's)."""
     query = select(Portrait).where(Portrait.user_id == user.id)
     if job_id is not None:
+        owned(session, Job, job_id, user, "Job")  # another user's job: 404, not an empty list
         query = query.where(Portrait.job_id == job_id)
     return list(
         session.scalars(
@@ -187,7 +190,7 @@ def download_zip(user: CurrentUser, session: SessionDep, job_id: uuid.UUID = Que
     """All portraits of a job as one zip, in ranked order."""
     portraits = _portraits(session, user, job_id)
     if not portraits:
-        raise not_found("Portrait job")
+        raise not_found("Portraits of this job")
     spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 (streamed)
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs: compressed
         for number, p in enumerate(portraits, start=1):

@@ -1,0 +1,65 @@
+"""`take_over`: a task delivered again takes a running job from a dead worker exactly once, and never
+from a live one (real Postgres; the heartbeat interval is FAST_JOBS' 0.5 s)."""
+
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from shared.db import session_scope
+from shared.jobs.runner import take_over
+from shared.jobs.state import now
+from shared.models import Job, JobStatus
+from tests.platform.test_failures import _job_row
+
+
+def _running_job(heartbeat_age: float, attempts: int = 1) -> uuid.UUID:
+    with session_scope() as session:
+        job = Job(
+            kind="photo_check",
+            status=JobStatus.running,
+            input={},
+            worker="dead-host:1:abc",
+            attempts=attempts,
+            heartbeat_at=now() - timedelta(seconds=heartbeat_age),
+        )
+        session.add(job)
+        session.flush()
+        return job.id
+
+
+def test_two_copies_race_for_a_dead_workers_job_and_one_wins(stack) -> None:
+    job_id = _running_job(heartbeat_age=30)
+    with ThreadPoolExecutor(4) as pool:
+        won = list(pool.map(lambda n: take_over(job_id, f"copy-{n}"), range(4)))
+    winners = [j for j in won if j is not None]
+    assert len(winners) == 1
+    job = _job_row(str(job_id))
+    assert job.status is JobStatus.running and job.worker == winners[0].worker and job.attempts == 2
+
+
+def test_a_live_owner_keeps_its_job(stack) -> None:
+    job_id = _running_job(heartbeat_age=0)
+    stop = threading.Event()
+
+    def beat() -> None:  # the owner heartbeats every 0.5 s, as the runner does
+        while not stop.wait(0.5):
+            with session_scope() as session:
+                session.get(Job, job_id).heartbeat_at = now()
+
+    owner = threading.Thread(target=beat)
+    owner.start()
+    try:
+        assert take_over(job_id, "copy") is None  # waited 2 beats, saw the heartbeat move
+    finally:
+        stop.set()
+        owner.join()
+    job = _job_row(str(job_id))
+    assert job.worker == "dead-host:1:abc" and job.attempts == 1
+
+
+def test_past_its_last_attempt_the_job_fails_as_worker_lost(stack) -> None:
+    job_id = _running_job(heartbeat_age=30, attempts=3)
+    assert take_over(job_id, "copy") is None
+    job = _job_row(str(job_id))
+    assert job.status is JobStatus.failed and job.error_code == "worker_lost"
