@@ -15,7 +15,19 @@ LIKENESS_ADAPTER = "likeness"
 class LoraSpec:
     adapter: str  # adapter name, unique within the job
     path: Path  # a .safetensors file (diffusers/peft or kohya/A1111 keys)
-    weight: float
+    weight: float  # UNet multiplier, and the text encoder's unless te_weight is given
+    te_weight: float | None = None  # A1111's `<lora:name:te:unet>`: its own text-encoder weight
+    name: str | None = None  # as the style named it (infotext); default: the adapter name
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.adapter
+
+    def adapter_weight(self) -> float | dict[str, float]:
+        """The weight for diffusers' `set_adapters`: one number, or one per component."""
+        if self.te_weight is None or self.te_weight == self.weight:
+            return self.weight
+        return {"unet": self.weight, "text_encoder": self.te_weight}
 
 
 class ActiveLoras:
@@ -38,7 +50,7 @@ class ActiveLoras:
                 self.pipe.load_lora_weights(
                     str(spec.path.parent), weight_name=spec.path.name, adapter_name=spec.adapter
                 )
-            self.pipe.set_adapters([s.adapter for s in self.specs], [s.weight for s in self.specs])
+            self.pipe.set_adapters([s.adapter for s in self.specs], [s.adapter_weight() for s in self.specs])
         except BaseException:
             self.pipe.unload_lora_weights()
             raise
