@@ -116,12 +116,10 @@ def test_a_process_that_cannot_restore_refuses_every_later_job(resident, spec, m
 
     try:
         monkeypatch.setattr(loras, "_refresh_fused_projections", broken)
-        with pytest.raises(WeightsNotRestored, match="illegal memory access"):
-            with BakedLoras(own, spec):
-                pass
+        with pytest.raises(WeightsNotRestored, match="illegal memory access"), BakedLoras(own, spec):
+            pass
         monkeypatch.undo()  # even with a working refresh, the weights are not trusted any more
-        with pytest.raises(WeightsNotRestored):
-            with BakedLoras(own, []):
-                pass
+        with pytest.raises(WeightsNotRestored), BakedLoras(own, []):
+            pass
     finally:
         loras._weights_damaged = None  # this test process goes on with other tests
