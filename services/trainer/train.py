@@ -164,7 +164,9 @@ def train_likeness(
             scores=scores,
             best_step=chosen.best_step,
         )
-        exported = export.export_lora(state, out_dir, name=f"likeness-{trigger}", metadata=metadata)
+        exported = export.export_lora(
+            state, out_dir, name=f"likeness-{trigger}", metadata=metadata, alpha=config.alpha
+        )
         report(1.0, "done")
         return LikenessResult(
             trigger_word=trigger,
