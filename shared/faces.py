@@ -82,7 +82,8 @@ def _models():
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    """(h, w, 3) uint8, C-contiguous; an RGB image is not copied first (a 40 MP photo is 120 MB)."""
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def sharpness(rgb: np.ndarray, box: tuple[int, int, int, int]) -> float:
