@@ -55,7 +55,7 @@ class Face:
 @dataclass(frozen=True)
 class PhotoCheck:
     accepted: bool
-    reason_code: str | None  # "no_face" | "multiple_faces" | "face_too_small" | "too_blurry"
+    reason_code: str | None  # "too_small" | "no_face" | "multiple_faces" | "face_too_small" | "too_blurry"
     reason: str | None  # a sentence for a person
     face: Face | None
 
@@ -82,7 +82,8 @@ def _models():
 
 
 def _rgb(image: Image.Image) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    """(h, w, 3) uint8, C-contiguous; an RGB image is not copied first (a 40 MP photo is 120 MB)."""
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def sharpness(rgb: np.ndarray, box: tuple[int, int, int, int]) -> float:
@@ -153,7 +154,20 @@ def face_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_photo(image: Image.Image, *, min_face_px: int, blur_min_variance: float) -> PhotoCheck:
-    """Is this a usable training photo: exactly one clear face, large and sharp enough."""
+    """Is this a usable training photo: exactly one clear face, large and sharp enough.
+
+    A photo narrower or lower than `min_face_px` cannot hold a face that large: it is refused as
+    "too_small" before any detection (a detector finds nothing there and "no face" misleads).
+    """
+    if min(image.size) < min_face_px:
+        width, height = image.size
+        return PhotoCheck(
+            False,
+            "too_small",
+            f"Photo too small: {width}x{height} px; use a photo at least {min_face_px} px "
+            "wide and high, with your face filling a good part of it.",
+            None,
+        )
     faces = detect_faces(image)
     if not faces:
         return PhotoCheck(

@@ -1,6 +1,8 @@
 """The Celery app: queues, reliability settings, and which modules each worker loads."""
 
-from celery import Celery
+import logging
+
+from celery import Celery, current_task
 from celery.signals import worker_process_init
 from kombu import Queue
 
@@ -40,6 +42,25 @@ def make_celery() -> Celery:
 
 
 celery_app = make_celery()
+log = logging.getLogger(__name__)
+
+
+def stop_consuming(queue: str, reason: str) -> bool:
+    """From inside a task: this worker takes no more tasks of `queue` and shuts down warm.
+
+    Celery's remote control, addressed to this worker only: `cancel_consumer` stops new
+    deliveries at once, `shutdown` ends the worker after the running task; the supervisor
+    (Kubernetes, `make run`) then starts a fresh process. For a process whose state can no
+    longer be trusted (services/generator/loras.py). Returns False outside a Celery task.
+    """
+    hostname = current_task.request.hostname if current_task else None
+    if not hostname:
+        log.critical("cannot stop consuming %s outside a Celery task: %s", queue, reason)
+        return False
+    log.critical("worker %s stops taking %s tasks: %s", hostname, queue, reason)
+    celery_app.control.cancel_consumer(queue, destination=[hostname])
+    celery_app.control.shutdown(destination=[hostname])
+    return True
 
 
 @worker_process_init.connect

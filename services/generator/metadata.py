@@ -22,6 +22,21 @@ def a1111_parameters(prompt: str, negative_prompt: str, settings: dict[str, obje
     return f"{prompt}\nNegative prompt: {negative_prompt}\n{line}"
 
 
+def a1111_network_alias(name: str) -> str:
+    """A network's name as A1111 writes it in `Lora hashes`: without ":" and "," (its
+    extra_networks_lora.py), which would split the `name: hash, name: hash` list wrongly."""
+    return name.replace(":", "").replace(",", "")
+
+
+def a1111_lora_tag(name: str, weight: float, te_weight: float | None = None) -> str:
+    """`<lora:name:w>`, or `<lora:name:te:unet>` when the text encoder has its own weight; the name
+    as in `Lora hashes`, without "<" and ">" either (they would end the tag)."""
+    alias = a1111_network_alias(name).replace("<", "").replace(">", "")
+    if te_weight is None or te_weight == weight:
+        return f"<lora:{alias}:{weight:g}>"
+    return f"<lora:{alias}:{te_weight:g}:{weight:g}>"
+
+
 def png_bytes(image: Image.Image, parameters: str, meta: dict) -> bytes:
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", parameters)

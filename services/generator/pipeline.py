@@ -14,6 +14,7 @@ an identity score against the user's photos, and are ranked by it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +22,17 @@ from typing import Literal
 
 from PIL import Image
 
+from services.generator.extra_networks import LoraRef, extract_loras
 from services.generator.likeness import Likeness, identity_score, load_likeness
 from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, BakedLoras, LoraSpec
-from services.generator.metadata import a1111_parameters, png_bytes
+from services.generator.metadata import (
+    a1111_lora_tag,
+    a1111_network_alias,
+    a1111_parameters,
+    png_bytes,
+)
 from services.generator.pose import draw_pose, load_pose
-from services.generator.prompts import LoraRef, PromptEmbeds, encode_prompt_pair, extract_loras
+from services.generator.prompts import PromptEmbeds, encode_prompt_pair
 from services.generator.resident import ResidentModels, short_hash
 from services.generator.stages.detailer import DetailerStage, DetailReport
 from services.generator.stages.img2img import BeautifyStage
@@ -227,11 +234,13 @@ class PortraitPipeline:
         from shared.ml.registry import MissingWeights
 
         specs, skipped = [], []
-        wanted = [(lora.name, lora.weight) for lora in style.loras]
-        wanted += [(lora.name, lora.weight) for lora in tag_loras]
-        for name, weight in wanted:
+        wanted = [(lora.name, lora.weight, None) for lora in style.loras]
+        wanted += [(lora.name, lora.unet_weight, lora.te_weight) for lora in tag_loras]
+        for name, weight, te_weight in wanted:
             try:
-                specs.append(LoraSpec(f"style_{name}", self._resolve_lora(name), weight))
+                adapter = "style_" + re.sub(r"\W", "_", name)  # peft: no "." or "/" in names
+                path = self._resolve_lora(name)
+                specs.append(LoraSpec(adapter, path, weight, te_weight, name=name))
             except MissingWeights:
                 if self.models.preset != "tiny":
                     raise
@@ -271,7 +280,10 @@ class PortraitPipeline:
             score = identity_score(face_embedding(image, faces[0]), likeness.reference_embeddings)
         h = self.models.hashes
         t2i, up = style.txt2img, style.upscale
-        lora_tags = " ".join(f"<lora:{s.adapter.removeprefix('style_')}:{s.weight:g}>" for s in loras)
+        names = [s.display_name for s in loras]
+        lora_tags = " ".join(
+            a1111_lora_tag(name, s.weight, s.te_weight) for name, s in zip(names, loras, strict=True)
+        )
         face_pass = next((p for p in style.detailer if p.detector == "face"), None)
         settings = {
             "Steps": t2i.steps,
@@ -294,7 +306,8 @@ class PortraitPipeline:
             "Ultimate SD upscale tile_width": up.tile,
             "Ultimate SD upscale denoise": up.denoise,
             "Lora hashes": ", ".join(
-                f"{s.adapter.removeprefix('style_')}: {self._lora_hash(s.path)}" for s in loras
+                f"{a1111_network_alias(name)}: {self._lora_hash(s.path)}"
+                for name, s in zip(names, loras, strict=True)
             )
             or None,
             "Version": VERSION,
@@ -307,11 +320,12 @@ class PortraitPipeline:
             "models": {"base": self.models.base_name, "hashes": dict(h)},
             "loras": [
                 {
-                    "name": s.adapter.removeprefix("style_"),
+                    "name": name,
                     "weight": s.weight,
+                    "te_weight": s.weight if s.te_weight is None else s.te_weight,
                     "hash": self._lora_hash(s.path),
                 }
-                for s in loras
+                for name, s in zip(names, loras, strict=True)
             ],
             "loras_skipped": skipped,
             "likeness": {"trigger_word": likeness.trigger_word, "class_word": likeness.class_word}

@@ -2,7 +2,7 @@
 
 - Attention: `(word)` x1.1, `[word]` /1.1, `(word:1.3)`, nesting multiplies, `\\(` is literal,
   `BREAK` starts a new chunk (A1111's `parse_prompt_attention`, same results).
-- Extra networks: `<lora:name:0.7>` is removed from the text and returned as (name, weight).
+- Extra networks (`<lora:name:0.7>`) are taken out first: see extra_networks.py.
 - Length: tokens are split into 75-token chunks (moving a chunk break back to a comma at most
   20 tokens earlier), each chunk wrapped in BOS/EOS to 77 tokens and encoded separately; the
   chunk embeddings are concatenated, so prompts are not cut at 77 tokens.
@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from services.generator.extra_networks import EXTRA_NETWORK, LoraRef, extract_loras
+
+__all__ = ["LoraRef", "PromptEmbeds", "encode_prompt_pair", "extract_loras", "tokenize_chunks"]
+
 CHUNK_TOKENS = 75
 COMMA_BACKTRACK = 20
 
@@ -27,13 +31,6 @@ _ATTENTION = re.compile(
     re.X,
 )
 _BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
-_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")
-
-
-@dataclass(frozen=True)
-class LoraRef:
-    name: str
-    weight: float
 
 
 @dataclass(frozen=True)
@@ -85,24 +82,6 @@ def parse_prompt_attention(text: str) -> list[tuple[str, float]]:
         else:
             i += 1
     return [(t, w) for t, w in res]
-
-
-def extract_loras(prompt: str) -> tuple[str, list[LoraRef]]:
-    """Remove `<lora:name:weight>` tags (weight defaults to 1.0) and return them."""
-    loras: list[LoraRef] = []
-
-    def take(m: re.Match) -> str:
-        kind, args = m.group(1), m.group(2).split(":")
-        if kind != "lora":
-            return m.group(0)
-        try:
-            weight = float(args[1]) if len(args) > 1 else 1.0
-        except ValueError as exc:
-            raise ValueError(f"bad LoRA weight in {m.group(0)!r}") from exc
-        loras.append(LoraRef(args[0], weight))
-        return ""
-
-    return _EXTRA_NETWORK.sub(take, prompt), loras
 
 
 def tokenize_chunks(tokenizer, prompt: str) -> list[tuple[list[int], list[float]]]:
@@ -171,8 +150,8 @@ def _encode_chunks(text_encoder, chunks: list[tuple[list[int], list[float]]]) ->
 def encode_prompt_pair(tokenizer, text_encoder, prompt: str, negative_prompt: str = "") -> PromptEmbeds:
     """Embeddings of an A1111 prompt and its negative, padded to the same number of chunks
     with empty chunks (as A1111 does) so classifier-free guidance can batch them."""
-    if _EXTRA_NETWORK.search(prompt) or _EXTRA_NETWORK.search(negative_prompt):
-        raise ValueError("remove <lora:...> tags with extract_loras before encoding")
+    if EXTRA_NETWORK.search(prompt) or EXTRA_NETWORK.search(negative_prompt):
+        raise ValueError("remove <lora:...> and other extra-network tags with extract_loras first")
     pos = tokenize_chunks(tokenizer, prompt)
     neg = tokenize_chunks(tokenizer, negative_prompt)
     empty = tokenize_chunks(tokenizer, "")[0]

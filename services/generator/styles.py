@@ -120,7 +120,33 @@ def load_style_file(path: Path) -> Style:
         raise StyleError(f"{path.name}: {problems}") from exc
     if style.id != path.stem:
         raise StyleError(f"{path.name}: id {style.id!r} must equal the file name {path.stem!r}")
+    _check_loras(style, path.name)
     return style
+
+
+def _check_loras(style: Style, file: str) -> None:
+    """Every LoRA a style names (its `loras` and `<lora:...>` tags in its prompt) is a LoRA of the
+    model manifest, and no other prompt carries LoRA tags; raises StyleError naming the file.
+    Checked when styles load, so a bad style never reaches a job (weights may still be absent:
+    the tiny preset skips them)."""
+    from services.generator.extra_networks import LORA_TAGS, extract_loras
+    from shared.ml.registry import ModelError, get_spec
+
+    try:
+        _, tags = extract_loras(style.prompt)
+    except ValueError as exc:
+        raise StyleError(f"{file}: prompt: {exc}") from exc
+    for name in [lora.name for lora in style.loras] + [tag.name for tag in tags]:
+        try:
+            kind = get_spec(name).kind
+        except ModelError as exc:
+            raise StyleError(f"{file}: LoRA {name!r} is not a model of the manifest ({exc})") from exc
+        if kind != "lora":
+            raise StyleError(f"{file}: {name!r} is a {kind}, not a LoRA")
+    others = [style.negative_prompt, style.beautify.prompt, style.beautify.negative_prompt]
+    others += [text for p in style.detailer for text in (p.prompt, p.negative_prompt)]
+    if any(f"<{kind}:" in text for text in others for kind in LORA_TAGS):
+        raise StyleError(f"{file}: <lora:...> tags are only allowed in the main prompt")
 
 
 @cache

@@ -32,6 +32,7 @@ from shared.jobs import JobContext, JobError, job_task
 from shared.ml.loading import base_model_id
 from shared.models import Likeness as LikenessRow
 from shared.models import Photo, Portrait
+from shared.queue import stop_consuming
 
 log = logging.getLogger(__name__)
 LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest
@@ -47,6 +48,8 @@ def resident_pipeline():
 
 @job_task("generate_portraits")
 def generate_portraits_job(ctx: JobContext) -> dict:
+    from services.generator.loras import WeightsNotRestored  # torch: only in the pool process
+
     likeness_row, styles, count = _load_request(ctx)
     _check_daily_quota(ctx, len(styles) * count)
     ctx.progress(0.0, "loading likeness")
@@ -62,7 +65,15 @@ def generate_portraits_job(ctx: JobContext) -> dict:
             def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
                 ctx.progress(LOADED + share * (index + fraction), f"{style.name}: {stage}")
 
-            results = pipeline(likeness, style, seed=seed + 1000 * index, count=count, progress=progress)
+            try:
+                results = pipeline(likeness, style, seed=seed + 1000 * index, count=count, progress=progress)
+            except WeightsNotRestored as exc:  # another user's LoRA may be left in the weights
+                stop_consuming("generate", str(exc))
+                raise JobError(
+                    "worker_restarting",
+                    "The portrait worker had a fault and restarts; your portraits will be made again.",
+                    retryable=True,
+                ) from exc
             made += [_store(ctx, likeness_row, result) for result in results]
     ctx.follow_up(
         "send_email",

@@ -51,11 +51,14 @@ def lora_metadata(
 
 
 def export_lora(
-    state: dict[str, torch.Tensor], out_dir: Path, *, name: str, metadata: dict[str, str]
+    state: dict[str, torch.Tensor], out_dir: Path, *, name: str, metadata: dict[str, str], alpha: float
 ) -> ExportedLora:
-    """`state` is the peft-format state with `unet.` / `text_encoder.` prefixes (lora.lora_state)."""
+    """`state` is the peft-format state with `unet.` / `text_encoder.` prefixes (lora.lora_state),
+    trained with LoRA `alpha` (scale alpha / rank). Both files render as the adapter in memory:
+    the diffusers file carries the adapter's config (rank, alpha, modules) as diffusers' adapter
+    metadata; the kohya file has kohya's names and `.alpha` tensors (see kohya_state)."""
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
+    from diffusers.utils import convert_state_dict_to_diffusers
 
     out_dir = Path(out_dir)
     unet = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
@@ -65,16 +68,44 @@ def export_lora(
         diffusers_dir,
         unet_lora_layers=convert_state_dict_to_diffusers(unet),
         text_encoder_lora_layers=convert_state_dict_to_diffusers(text) if text else None,
+        unet_lora_adapter_metadata=_adapter_config(unet, alpha),
+        text_encoder_lora_adapter_metadata=_adapter_config(text, alpha) if text else None,
         safe_serialization=True,
     )
     _add_metadata(diffusers_dir / DIFFUSERS_FILE, metadata)
 
-    kohya = convert_state_dict_to_kohya({k: v.float() for k, v in state.items()})
-    # SD-1.x UIs name the single text encoder `lora_te_` (`lora_te1_` is SDXL's first one).
-    kohya = {k.replace("lora_te1_", "lora_te_"): v.contiguous() for k, v in kohya.items()}
     kohya_path = out_dir / f"{name}.safetensors"
-    save_file(kohya, str(kohya_path), metadata=metadata)
+    save_file(kohya_state(state, alpha), str(kohya_path), metadata=metadata)
     return ExportedLora(diffusers_dir, kohya_path, metadata)
+
+
+def kohya_state(state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """The kohya/A1111 form of a peft state: `lora_unet_<module>` and, for SD-1.x's one text
+    encoder, `lora_te_text_model_<module>` (kohya sd-scripts' names: its CLIPTextModel path
+    `text_model.encoder.layers.N...`, which transformers 5 no longer nests under `text_model`,
+    and `lora_te_`, `lora_te1_` being SDXL's first encoder); `lora_down`/`lora_up` in fp32 and
+    one `.alpha` per module holding the trained alpha (kohya scales by alpha / rank)."""
+    from diffusers.utils import convert_state_dict_to_kohya
+
+    out = {}
+    for key, value in convert_state_dict_to_kohya({k: v.float() for k, v in state.items()}).items():
+        key = key.replace("lora_te1_", "lora_te_", 1)
+        if key.startswith("lora_te_") and not key.startswith("lora_te_text_model_"):
+            key = "lora_te_text_model_" + key.removeprefix("lora_te_")
+        if key.endswith(".alpha"):
+            value = torch.tensor(float(alpha))
+        out[key] = value.contiguous()
+    return out
+
+
+def _adapter_config(state: dict[str, torch.Tensor], alpha: float) -> dict:
+    """peft LoraConfig arguments of a peft state, for diffusers' `*_lora_adapter_metadata`
+    (without them diffusers' loader assumes alpha == rank)."""
+    ranks = {v.shape[0] for k, v in state.items() if ".lora_A." in k}
+    if len(ranks) != 1:
+        raise ValueError(f"expected one LoRA rank, found {sorted(ranks)}")
+    modules = sorted({k.split(".lora_A.")[0] for k in state if ".lora_A." in k})
+    return {"r": ranks.pop(), "lora_alpha": alpha, "target_modules": modules}
 
 
 def _add_metadata(path: Path, metadata: dict[str, str]) -> None:

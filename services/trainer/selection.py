@@ -1,9 +1,10 @@
 """Pick the checkpoint whose renders look most like the person.
 
 Each checkpoint renders a few validation portraits with fixed seeds; each render is scored by the
-face-embedding distance to the user's photos (shared.faces). A checkpoint with no face in any
-render has no score; when no checkpoint has one (random demo models), the last one is kept and the
-note says so.
+face-embedding distance to the user's photos (shared.faces). A render without a face counts as
+the worst score (0), so a checkpoint that draws the face in 1 of 3 renders cannot beat one that
+draws it in all 3. A checkpoint with no face in any render has no score; when no checkpoint has
+one (random demo models), the last one is kept and the note says so.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ VALIDATION_SEEDS = (11, 22, 33)
 @dataclass(frozen=True)
 class CheckpointScore:
     step: int
-    score: float | None  # mean identity similarity (1 - distance) over renders with a face
+    score: float | None  # mean identity similarity over all renders (no face: 0); None: no face at all
     faces_found: int
     renders: int
     note: str | None = None
@@ -47,15 +48,23 @@ class Selection:
         return [s.to_json() for s in self.scores]
 
 
+NO_FACE_SIMILARITY = 0.0  # the worst score: a render without a face
+
+
 def identity_score(images, reference: np.ndarray) -> tuple[float | None, int]:
-    """Mean (1 - distance to the reference embedding) over the images where a face is found."""
-    similarities = []
+    """(mean similarity over every image, number of images with a face), or (None, 0) when no
+    image has a face. Similarity is 1 - the dlib distance to `reference`, clipped to [0, 1]
+    (distance >= 1 is a stranger however far); an image without a face scores NO_FACE_SIMILARITY."""
+    similarities, found = [], 0
     for image in images:
-        found = faces.detect_faces(image)
-        if found:
-            emb = faces.face_embedding(image, found[0])
-            similarities.append(1.0 - faces.face_distance(emb, reference))
-    return (float(np.mean(similarities)) if similarities else None), len(similarities)
+        detected = faces.detect_faces(image)
+        if detected:
+            emb = faces.face_embedding(image, detected[0])
+            similarities.append(float(np.clip(1.0 - faces.face_distance(emb, reference), 0.0, 1.0)))
+            found += 1
+        else:
+            similarities.append(NO_FACE_SIMILARITY)
+    return (float(np.mean(similarities)) if found else None), found
 
 
 @torch.no_grad()

@@ -167,7 +167,9 @@ def train_likeness(
             scores=scores,
             best_step=chosen.best_step,
         )
-        exported = export.export_lora(state, out_dir, name=f"likeness-{trigger}", metadata=metadata)
+        exported = export.export_lora(
+            state, out_dir, name=f"likeness-{trigger}", metadata=metadata, alpha=config.alpha
+        )
         # The identity references of the accepted photos, kept with the likeness: the generator
         # scores portraits against them without downloading and re-embedding the photos.
         embeddings_path = out_dir / EMBEDDINGS_FILE

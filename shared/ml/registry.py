@@ -156,21 +156,21 @@ def verify_file(root: Path, rel: str, path: Path, expected: str | None) -> str:
     return got
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".ckpt", ".pth", ".pt", ".bin")
+
+
 def resolve(name: str, *, root: Path | None = None, manifest_path: Path | None = None) -> Path:
     """The local path of a model (its folder, or its single file), present and verified.
 
-    `name` may also be a local path or an `s3://bucket/key` URI: a model the operator supplies
-    outside the manifest (S3 objects are downloaded once into the model cache).
+    `name` is a manifest entry, or a file or folder an operator put into the model directory,
+    named relative to it ("loras/film.safetensors") or by an absolute path inside it. Names come
+    from style files and prompt tags: anything outside the model directory (an absolute path
+    elsewhere, `..`, a symlink leading out, an `s3://` URI) raises ModelError, never opens it.
     """
-    if name.startswith("s3://"):
-        return fetch_s3(name, root=root)
-    if os.sep in name or name.endswith((".safetensors", ".ckpt", ".pth", ".pt")):
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise ModelError(f"model path {path} does not exist")
-        return path
-    spec = get_spec(name, manifest_path=manifest_path)
     root = root or model_dir()
+    if "/" in name or os.sep in name or name.endswith(WEIGHT_SUFFIXES) or name.startswith("."):
+        return _inside_model_dir(name, root)
+    spec = get_spec(name, manifest_path=manifest_path)
     folder = root / spec.name
     for file in spec.files:
         path = folder / file.path
@@ -180,25 +180,20 @@ def resolve(name: str, *, root: Path | None = None, manifest_path: Path | None =
     return folder if spec.layout == "folder" else folder / spec.files[0].path
 
 
-def fetch_s3(uri: str, *, root: Path | None = None) -> Path:
-    """Download `s3://bucket/key` into the model cache once (re-fetched when its ETag changes)."""
-    from shared import storage
-
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    if not bucket or not key or ".." in key.split("/"):
-        raise ModelError(f"bad S3 model URI {uri!r}: expected s3://bucket/key")
-    dest = (root or model_dir()) / "s3" / bucket / key
-    client = storage.client()
-    etag = client.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-    marker = dest.with_name(dest.name + ".etag")
-    if dest.exists() and marker.exists() and marker.read_text() == etag:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + f".part{os.getpid()}")
-    client.download_file(bucket, key, str(part))
-    part.replace(dest)
-    marker.write_text(etag)
-    return dest
+def _inside_model_dir(name: str, root: Path) -> Path:
+    """`name` as a path in `root` (symlinks followed); ModelError when it leads anywhere else."""
+    if "://" in name:
+        raise ModelError(f"model {name!r}: only manifest names and files in the model directory")
+    path = Path(name) if Path(name).is_absolute() else root / name
+    real, real_root = path.resolve(), root.resolve()
+    if not real.is_relative_to(real_root):
+        raise ModelError(
+            f"model path {name!r} is outside the model directory {root}: only manifest names "
+            "and files in the model directory are allowed"
+        )
+    if not real.exists():
+        raise ModelError(f"model path {name!r} does not exist in the model directory {root}")
+    return real
 
 
 def weights_sha256(name: str, *, root: Path | None = None) -> str | None:

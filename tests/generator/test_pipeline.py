@@ -1,6 +1,7 @@
 """The whole five-stage pipeline on the tiny preset, and the likeness/identity pieces."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -76,6 +77,26 @@ def test_five_stages_end_to_end(tiny, likeness_dir):
 
     again = pipeline(likeness_dir, get_style("film-outdoor"), seed=11, count=2)
     assert [r.png for r in again] == [r.png for r in results]  # same seed, same bytes
+
+
+def test_lora_names_are_sanitized_in_the_infotext_as_a1111_does(tiny, likeness_dir, tmp_path):
+    """A name with ":" or "," would break A1111's `Lora hashes: "a: h, b: h"` parsing: A1111
+    drops both characters (extra_networks_lora.py); the JSON metadata keeps the name as is."""
+    from services.generator.styles import StyleLora
+
+    path = tmp_path / "film.safetensors"
+    make_lora(tiny["base"], path, seed=9)
+    name = "film, v2: beta"
+    style = get_style("film-outdoor").model_copy(update={"loras": (StyleLora(name=name, weight=0.5),)})
+    pipeline = _pipeline(tiny)
+    pipeline._resolve_lora = lambda _name: path
+    (result,) = pipeline(likeness_dir, style, seed=3, count=1)
+    parameters, meta = read_png_metadata(result.png)
+    hashes = json.loads(re.search(r'Lora hashes: ("[^"]*")', parameters).group(1))
+    pairs = [item.split(": ") for item in hashes.split(", ")]  # A1111's reading of the field
+    assert [p[0] for p in pairs] == ["film v2 beta", "likeness"] and all(len(p) == 2 for p in pairs)
+    assert "<lora:film v2 beta:0.5>" in parameters.splitlines()[0]
+    assert [lora["name"] for lora in meta["loras"]] == [name, "likeness"]
 
 
 def test_likeness_loading_and_identity_score(likeness_dir, astronaut):

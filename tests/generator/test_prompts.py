@@ -31,12 +31,33 @@ def test_attention_matches_a1111_examples():
     assert parse_prompt_attention("a BREAK b") == [("a", 1.0), ("BREAK", -1), ("b", 1.0)]
 
 
-def test_lora_tags_are_extracted():
+def test_lora_tags_are_extracted(caplog):
     text, loras = extract_loras("photo <lora:add_detail:0.4>, <lora:film> <hypernet:x:1>")
-    assert text == "photo ,  <hypernet:x:1>"  # whitespace is kept, as in A1111
-    assert [(lora.name, lora.weight) for lora in loras] == [("add_detail", 0.4), ("film", 1.0)]
+    assert text == "photo ,  "  # whitespace is kept, as in A1111; unknown networks are removed
+    assert [(lora.name, lora.te_weight, lora.unet_weight) for lora in loras] == [
+        ("add_detail", 0.4, 0.4),
+        ("film", 1.0, 1.0),
+    ]
+    assert "<hypernet:x:1>" in caplog.text  # skipped with a warning, as A1111 does
     with pytest.raises(ValueError, match="bad LoRA weight"):
         extract_loras("<lora:x:heavy>")
+
+
+def test_a1111_lora_syntax_te_and_unet_weights_and_lyco():
+    """A1111's `<lora:name:te:unet>`, named `te=`/`unet=`, and `<lyco:...>` (an alias of lora)."""
+    _, loras = extract_loras("<lora:a:0.8:0.5> <lora:b:unet=0.3> <lora:c:te=0:unet=1> <lyco:d:0.7>")
+    assert [(lora.name, lora.te_weight, lora.unet_weight) for lora in loras] == [
+        ("a", 0.8, 0.5),
+        ("b", 1.0, 0.3),
+        ("c", 0.0, 1.0),
+        ("d", 0.7, 0.7),
+    ]
+
+
+def test_unknown_extra_networks_never_reach_the_encoder(clip_tokenizer, tiny_text_encoder):
+    text, loras = extract_loras("a photo <hypernet:x:1> <lyco:y:0.7> <embedding:z>")
+    assert loras[0].name == "y"
+    encode_prompt_pair(clip_tokenizer, tiny_text_encoder, text)  # old code: "remove <lora" error
 
 
 def test_chunks_wrap_75_tokens_in_bos_eos(clip_tokenizer):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from services.generator.loras import ActiveLoras, LoraSpec
@@ -51,6 +52,25 @@ def test_lora_changes_output_and_unloading_restores_it(tiny, tmp_path):
     assert during != before
     assert after == before  # exactly restored
     assert not any("lora" in k for k in base.unet.state_dict())
+
+
+def test_separate_text_encoder_and_unet_weights(tiny, tmp_path):
+    """A1111's `<lora:name:te:unet>`: te 0 leaves the prompt embeddings as without the LoRA while
+    the UNet still carries it; the old code applied the first number to both."""
+    base, style = tiny["base"], small_style()
+    stage = Txt2ImgStage(base)
+    path = tmp_path / "style.safetensors"
+    make_lora(base, path, seed=5)
+    plain_embeds = _embeds(base).prompt_embeds
+    plain = _bytes(stage(_embeds(base), style.txt2img, [4]))
+    with ActiveLoras(base, [LoraSpec("s", path, 1.0, te_weight=0.0)]):
+        unet_only_embeds = _embeds(base).prompt_embeds
+        unet_only = _bytes(stage(_embeds(base), style.txt2img, [4]))
+    with ActiveLoras(base, [LoraSpec("s", path, 0.0, te_weight=1.0)]):
+        te_only_embeds = _embeds(base).prompt_embeds
+    assert torch.equal(unet_only_embeds, plain_embeds)  # text encoder untouched at te 0
+    assert not torch.allclose(te_only_embeds, plain_embeds)  # ... and changed at te 1
+    assert unet_only != plain  # the UNet half still acts
 
 
 def test_detailer_changes_pixels_only_inside_its_masks(tiny):

@@ -47,3 +47,36 @@ def test_styles_name_models_of_the_manifest():
         assert get_spec(style.upscale.upscaler).kind == "upscaler"
         for lora in style.loras:
             assert get_spec(lora.name).kind == "lora", (style.id, lora.name)
+
+
+SHIPPED = sorted((Path(__file__).parents[2] / "services/generator/styles").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_a_style_naming_an_unknown_lora_is_refused_when_styles_load(path, tmp_path):
+    """Every shipped style loads, and the same style refuses an unknown LoRA, by tag or by list,
+    and LoRA tags outside its main prompt (they used to fail the job as an internal error)."""
+    good = path.read_text()
+    load_style_file(path)
+    tagged = good.replace('\nprompt: "', '\nprompt: "<lora:no_such_lora:0.8> ', 1)
+    assert tagged != good
+    with pytest.raises(StyleError, match=f"{path.name}: LoRA 'no_such_lora' is not a model"):
+        load_style_file(_write(tmp_path, path.stem, tagged))
+    listed = good.replace("\nloras:\n", "\nloras:\n  - name: no_such_lora\n    weight: 0.5\n", 1)
+    assert listed != good
+    with pytest.raises(StyleError, match="no_such_lora"):
+        load_style_file(_write(tmp_path, path.stem, listed))
+    escape = good.replace('\nprompt: "', '\nprompt: "<lora:/etc/passwd:1> ', 1)
+    with pytest.raises(StyleError, match="/etc/passwd"):
+        load_style_file(_write(tmp_path, path.stem, escape))
+    not_a_lora = good.replace('\nprompt: "', '\nprompt: "<lora:realesrgan_x4plus:1> ', 1)
+    with pytest.raises(StyleError, match="not a LoRA"):
+        load_style_file(_write(tmp_path, path.stem, not_a_lora))
+
+
+def test_lora_tags_outside_the_main_prompt_are_refused(tmp_path):
+    good = (Path(__file__).parents[2] / "services/generator/styles/studio-business.yaml").read_text()
+    bad = good.replace('\nbeautify:\n  prompt: "', '\nbeautify:\n  prompt: "<lora:lora_film:1> ', 1)
+    assert bad != good
+    with pytest.raises(StyleError, match="only allowed in the main prompt"):
+        load_style_file(_write(tmp_path, "studio-business", bad))

@@ -150,3 +150,29 @@ def test_identity_references_come_from_the_likeness_not_the_photos(stack) -> Non
         _download_likeness(
             {"user_id": uid, "lora_key": storage.user_key(uid, "l"), "embeddings_key": other}, None
         )
+
+
+def test_a_worker_with_unrestored_weights_retries_the_job_elsewhere(stack, caplog) -> None:
+    """Baked mode (the GPU default) after a failed restore: the job is not run on these weights,
+    it goes back for another worker, and this one asks to stop (shared.queue.stop_consuming;
+    outside a Celery task it can only say so: tests/platform/test_stop_consuming.py runs it)."""
+    from services.generator import loras
+    from services.generator.tasks import resident_pipeline
+
+    storage.ensure_bucket()
+    uid = _new_user()
+    job_id = _job(uid, _ready_likeness(uid), ["soft-beauty"], 1)
+    pipeline = resident_pipeline()
+    saved_mode = pipeline._loras
+    pipeline._loras = loras.BakedLoras
+    loras._weights_damaged = "injected: CUDA error"
+    try:
+        run_job(job_id, generate_portraits_job)
+    finally:
+        loras._weights_damaged = None
+        pipeline._loras = saved_mode
+    job = _job_row(job_id)
+    assert (job.status, job.error_code) == (JobStatus.queued, "worker_restarting")  # retried
+    assert "stops taking generate tasks" in caplog.text or "cannot stop consuming" in caplog.text
+    with session_scope() as session:
+        assert session.scalars(select(Portrait).where(Portrait.job_id == job_id)).all() == []

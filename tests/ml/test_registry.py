@@ -125,9 +125,41 @@ def test_download_with_wrong_hash_is_refused(tmp_path, server):
     assert not any((root / "ckpt").iterdir())  # nothing half-written is left
 
 
-def test_local_paths_resolve_as_is(tmp_path):
-    f = tmp_path / "my.safetensors"
+def test_files_in_the_model_dir_resolve_by_relative_or_absolute_path(tmp_path):
+    root = tmp_path / "models"
+    f = root / "loras" / "my.safetensors"
+    f.parent.mkdir(parents=True)
     f.write_bytes(b"x")
-    assert registry.resolve(str(f)) == f
+    assert registry.resolve("loras/my.safetensors", root=root) == f.resolve()
+    assert registry.resolve(str(f), root=root) == f.resolve()
     with pytest.raises(registry.ModelError, match="does not exist"):
-        registry.resolve(str(tmp_path / "gone.safetensors"))
+        registry.resolve("loras/gone.safetensors", root=root)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "/etc/passwd",
+        "../outside.safetensors",
+        "loras/../../outside.safetensors",
+        "link.safetensors",  # a symlink in the model dir that leads out
+        "s3://studio/users/someone/likeness.safetensors",
+    ],
+)
+def test_names_never_resolve_outside_the_model_dir(tmp_path, name):
+    root = tmp_path / "models"
+    (root / "loras").mkdir(parents=True)
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"secret")
+    (root / "link.safetensors").symlink_to(outside)
+    with pytest.raises(registry.ModelError, match="model directory|only manifest names"):
+        registry.resolve(name, root=root)
+
+
+def test_the_generators_lora_resolver_refuses_arbitrary_files():
+    from services.generator.pipeline import _registry_lora
+
+    depth = len(registry.model_dir().resolve().parts)
+    for name in ["/etc/passwd", "../" * depth + "etc/passwd"]:  # <lora:/etc/passwd:1> opened it
+        with pytest.raises(registry.ModelError, match="outside the model directory"):
+            _registry_lora(name)

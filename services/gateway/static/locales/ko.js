@@ -110,6 +110,7 @@ export default {
   "status.failed": "올리지 못함",
   "reason.no_face": "얼굴을 찾지 못했습니다. 얼굴이 잘 보이는 사진을 올려 주세요.",
   "reason.multiple_faces": "얼굴이 여러 개 있습니다. 나 혼자 나온 사진을 올려 주세요.",
+  "reason.too_small": "사진이 너무 작습니다. 가로와 세로가 충분히 큰 사진을 올려 주세요.",
   "reason.face_too_small": "얼굴이 너무 작습니다. 더 가까이에서 찍은 사진이나 큰 사진을 올려 주세요.",
   "reason.too_blurry": "얼굴이 흐립니다. 더 선명한 사진을 올려 주세요.",
 

@@ -1,0 +1,73 @@
+"""Kohya export for A1111/ComfyUI: kohya's key names and the trained alpha, checked by name and by
+rendering the exported files against the adapter in memory (tiny preset, text encoder trained)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from services.trainer import export, lora
+from shared.ml import loading
+from tests.ml import tiny_render
+
+RANK, ALPHA = 4, 8.0  # alpha != rank: the LoRA scale is 2, which a wrong alpha tensor loses
+
+
+def render(pipe) -> np.ndarray:
+    return tiny_render.render(pipe, "a photo of zuvek woman", steps=3)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A LoRA on the UNet and the text encoder with non-zero weights, its render in memory, and
+    its export."""
+    pipe = loading.load_base_pipeline("tiny", "cpu")
+    base = render(pipe)
+    config = dataclasses.replace(lora.PRESETS["tiny"], rank=RANK, alpha=ALPHA, train_text_encoder=True)
+    params = lora.add_lora(pipe, config, seed=1)
+    with torch.no_grad():  # as if trained: B is no longer zero
+        generator = torch.Generator().manual_seed(2)
+        for p in params:
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    in_memory = render(pipe)
+    state = lora.lora_state(pipe)
+    metadata = export.lora_metadata(
+        base_model="tiny", base_model_sha256=None, rank=RANK, alpha=ALPHA, steps=1,
+        trigger_word="zuvek", class_word="woman", scores=None, best_step=1,
+    )  # fmt: skip
+    out = tmp_path_factory.mktemp("export")
+    result = export.export_lora(state, out, name="likeness-zuvek", metadata=metadata, alpha=ALPHA)
+    lora.remove_lora(pipe)
+    assert np.array_equal(render(pipe), base)
+    return pipe, base, in_memory, result
+
+
+def test_kohya_keys_are_what_a1111_and_kohya_expect(exported):
+    _, _, _, result = exported
+    tensors = load_file(result.kohya_path)
+    te = sorted(k for k in tensors if k.startswith("lora_te"))
+    assert te, "the text-encoder half is exported"
+    # kohya's sd-scripts name SD-1.x text-encoder modules lora_te_ + the CLIPTextModel path
+    # text_model.encoder.layers.N... with "." -> "_"; A1111 drops keys it cannot map.
+    assert all(k.startswith("lora_te_text_model_encoder_layers_") for k in te), te[:3]
+    assert "lora_te_text_model_encoder_layers_0_self_attn_k_proj.lora_down.weight" in tensors
+    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight" in tensors
+    alphas = {k: float(v) for k, v in tensors.items() if k.endswith(".alpha")}
+    assert alphas and set(alphas.values()) == {ALPHA}  # the trained alpha, not the rank
+    assert len(alphas) == len([k for k in tensors if k.endswith(".lora_down.weight")])
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
+def test_exported_file_renders_as_the_adapter_in_memory(exported, fmt):
+    pipe, base, in_memory, result = exported
+    assert np.abs(in_memory - base).mean() > 1e-3  # the LoRA acts
+    path = result.kohya_path if fmt == "kohya" else result.diffusers_path / export.DIFFUSERS_FILE
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=fmt)
+    try:
+        assert any("lora" in k for k in pipe.text_encoder.state_dict())  # the TE half is loaded
+        loaded = render(pipe)
+    finally:
+        pipe.unload_lora_weights()
+    np.testing.assert_allclose(loaded, in_memory, atol=1e-4)

@@ -1,0 +1,24 @@
+"""Checkpoint selection scores renders with real faces (skimage's astronaut) and a cat (no face)."""
+
+from services.trainer.selection import NO_FACE_SIMILARITY, identity_score
+from shared import faces
+from tests.photos import astronaut, astronaut_variants, cat
+
+
+def test_a_render_without_a_face_counts_as_the_worst_score() -> None:
+    person = astronaut()
+    reference = faces.face_embedding(person, faces.detect_faces(person)[0])
+    # One checkpoint draws the face in 1 of 3 renders, and that one perfectly (similarity 1) ...
+    one_of_three, found_a = identity_score([person, cat(), cat()], reference)
+    # ... another draws it in all 3, each a little off (flipped, rotated, darker).
+    three_of_three, found_b = identity_score(astronaut_variants(4)[1:], reference)
+    assert (found_a, found_b) == (1, 3)
+    assert one_of_three == (1.0 + 2 * NO_FACE_SIMILARITY) / 3
+    assert three_of_three > one_of_three  # the old mean over found faces only said 1.0 > ~0.8
+    assert 0.0 <= three_of_three <= 1.0
+
+
+def test_no_face_anywhere_has_no_score() -> None:
+    person = astronaut()
+    reference = faces.face_embedding(person, faces.detect_faces(person)[0])
+    assert identity_score([cat(), cat()], reference) == (None, 0)
