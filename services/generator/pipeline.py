@@ -24,7 +24,7 @@ from PIL import Image
 from services.generator.likeness import Likeness, identity_score, load_likeness
 from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, BakedLoras, LoraSpec
 from services.generator.metadata import a1111_parameters, png_bytes
-from services.generator.pose import draw_pose, load_pose
+from services.generator.pose import load_pose
 from services.generator.prompts import LoraRef, PromptEmbeds, encode_prompt_pair, extract_loras
 from services.generator.resident import ResidentModels, short_hash
 from services.generator.stages.detailer import DetailerStage, DetailReport
@@ -32,6 +32,7 @@ from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
 from services.generator.styles import DetailerPass, Style
+from shared.pose import draw_pose
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
