@@ -32,7 +32,7 @@ from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
 from services.generator.styles import DetailerPass, Style
-from shared.pose import draw_pose
+from shared.pose import Pose, draw_pose
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
@@ -155,7 +155,11 @@ class PortraitPipeline:
         seed: int,
         count: int = 1,
         progress: Progress | None = None,
+        pose: Pose | None = None,
+        pose_name: str | None = None,
     ) -> list[PortraitResult]:
+        """`count` portraits of `likeness` in `style`. `pose` (named `pose_name` in the PNG
+        metadata, e.g. "photo:<id>") replaces the style's pose template."""
         if count < 1:
             raise ValueError("count must be at least 1")
         if isinstance(likeness, str | Path):
@@ -175,10 +179,14 @@ class PortraitPipeline:
             main = embed(prompt, style.negative_prompt)
 
             report.start(0)
-            pose = None
-            if style.pose and self.models.controlnet_openpose is not None:
-                pose = draw_pose(load_pose(style.pose), style.txt2img.width, style.txt2img.height)
-            images = self.txt2img(main, style.txt2img, seeds, pose)
+            if pose is None and style.pose:
+                pose, pose_name = load_pose(style.pose), style.pose
+            control = None
+            if pose is not None and self.models.controlnet_openpose is not None:
+                control = draw_pose(pose, style.txt2img.width, style.txt2img.height)
+            else:
+                pose_name = None
+            images = self.txt2img(main, style.txt2img, seeds, control)
 
             report.start(1)
             passes = style.detailer
@@ -196,7 +204,7 @@ class PortraitPipeline:
         report.done()
 
         results = [
-            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2])
+            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2], pose_name)
             for image, s, d1, d2 in zip(images, seeds, detail1, detail2, strict=True)
         ]
         return sorted(results, key=lambda r: (r.identity_score is None, -(r.identity_score or 0.0), r.seed))
@@ -247,6 +255,7 @@ class PortraitPipeline:
         loras: list[LoraSpec],
         skipped: list[str],
         details: list[DetailReport],
+        pose_name: str | None,
     ) -> PortraitResult:
         faces = []
         if self.score_identity:
@@ -275,7 +284,7 @@ class PortraitPipeline:
                 f"Module: openpose, Model: controlnet_openpose [{h.get('controlnet_openpose')}], "
                 f"Weight: {t2i.controlnet_scale}"
             )
-            if style.pose
+            if pose_name
             else None,
             "ADetailer model": "face_yolov8n.pt" if face_pass else None,
             "ADetailer denoising strength": face_pass.denoise if face_pass else None,
@@ -292,6 +301,7 @@ class PortraitPipeline:
         meta = {
             "style": style.id,
             "seed": seed,
+            "pose": pose_name,  # the style's template, or "photo:<id>" for the user's own pose
             "preset": self.models.preset,
             "models": {"base": self.models.base_name, "hashes": dict(h)},
             "loras": [

@@ -1,6 +1,7 @@
 """The `generate` queue (GPU): portraits of a user's likeness in the chosen styles.
 
-Input: {"likeness_id", "styles": [style ids], "count": portraits per style, "seed"?}. The handler
+Input: {"likeness_id", "styles": [style ids], "count": portraits per style, "seed"?, "pose_id"?}
+(`pose_id`: the user's pose photo, whose keypoints replace each style's pose template). The handler
 moves data: the LoRA and the user's photos in from S3, the pipeline (services/generator/pipeline.py)
 runs, PNG + thumbnail go to `users/<uid>/portraits/<job_id>/`, one Portrait row each. A retried
 attempt draws the same seeds and writes the same keys and ids, so nothing is duplicated.
@@ -30,7 +31,8 @@ from shared.images import open_upright
 from shared.jobs import JobContext, JobError, job_task
 from shared.ml.loading import base_model_id
 from shared.models import Likeness as LikenessRow
-from shared.models import Photo, Portrait
+from shared.models import Photo, Portrait, PosePhoto
+from shared.pose import Pose, parse_openpose_json
 
 log = logging.getLogger(__name__)
 LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest
@@ -47,6 +49,7 @@ def resident_pipeline():
 @job_task("generate_portraits")
 def generate_portraits_job(ctx: JobContext) -> dict:
     likeness_row, styles, count = _load_request(ctx)
+    pose, pose_name = _load_pose(ctx)
     _check_daily_quota(ctx, len(styles) * count)
     ctx.progress(0.0, "loading likeness")
     seed = int(ctx.input.get("seed", ctx.job_id.int % 2**31))
@@ -61,7 +64,15 @@ def generate_portraits_job(ctx: JobContext) -> dict:
             def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
                 ctx.progress(LOADED + share * (index + fraction), f"{style.name}: {stage}")
 
-            results = pipeline(likeness, style, seed=seed + 1000 * index, count=count, progress=progress)
+            results = pipeline(
+                likeness,
+                style,
+                seed=seed + 1000 * index,
+                count=count,
+                progress=progress,
+                pose=pose,
+                pose_name=pose_name,
+            )
             made += [_store(ctx, likeness_row, result) for result in results]
     ctx.follow_up(
         "send_email",
@@ -116,6 +127,20 @@ def _load_request(ctx: JobContext) -> tuple[dict, list, int]:
             "photo_keys": list(photo_keys),
         }
     return request, styles, count
+
+
+def _load_pose(ctx: JobContext) -> tuple[Pose | None, str | None]:
+    """The user's pose photo asked for (keypoints from its row), named "photo:<id>"; none asked: None."""
+    if not ctx.input.get("pose_id"):
+        return None, None
+    pose_id = uuid.UUID(str(ctx.input["pose_id"]))
+    with session_scope() as session:
+        row = session.get(PosePhoto, pose_id)
+        if row is None or row.user_id != ctx.user_id:
+            raise JobError("pose_deleted", "The pose photo was deleted; choose another pose.")
+        if row.status != "ready" or not row.keypoints:
+            raise JobError("pose_not_ready", f"The pose photo cannot be used (it is {row.status}).")
+        return parse_openpose_json(row.keypoints), f"photo:{pose_id}"
 
 
 def _check_daily_quota(ctx: JobContext, wanted: int) -> None:
