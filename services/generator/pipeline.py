@@ -286,7 +286,7 @@ class PortraitPipeline:
             )
             if pose_name
             else None,
-            "ADetailer model": "face_yolov8n.pt" if face_pass else None,
+            "ADetailer model": details[0].detectors.get("face") if face_pass else None,
             "ADetailer denoising strength": face_pass.denoise if face_pass else None,
             "Ultimate SD upscale upscaler": up.upscaler,
             "Ultimate SD upscale tile_width": up.tile,
