@@ -38,6 +38,17 @@ async def read_clean(upload: UploadFile) -> CleanImage:
         raise HTTPException(e.status_code, e.message) from None
 
 
+def image_columns(clean: CleanImage) -> dict:
+    """The columns a stored upload's row takes from the decoded image."""
+    return {
+        "content_type": clean.content_type,
+        "width": clean.width,
+        "height": clean.height,
+        "size_bytes": len(clean.data),
+        "sha256": clean.sha256,
+    }
+
+
 def photo_out(photo: Photo) -> PhotoOut:
     return PhotoOut.of(photo, storage.presign_get(photo.object_key))
 
@@ -84,11 +95,7 @@ def _store_upload(
             id=(pid := uuid.uuid4()),
             user_id=user_id,
             object_key=storage.user_key(user_id, "photos", f"{pid}.jpg"),
-            content_type=c.content_type,
-            width=c.width,
-            height=c.height,
-            size_bytes=len(c.data),
-            sha256=c.sha256,
+            **image_columns(c),
         )
         for c in cleaned
     ]

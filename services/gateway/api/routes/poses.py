@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
-from services.gateway.api.routes.photos import read_clean
+from services.gateway.api.routes.photos import image_columns, read_clean
 from services.gateway.api.schemas import JobOut
 from services.gateway.ratelimit import limiter, user_or_ip
 from shared import storage
@@ -94,12 +94,8 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
         id=(pid := uuid.uuid4()),
         user_id=user_id,
         object_key=storage.user_key(user_id, "poses", f"{pid}.jpg"),
-        content_type=clean.content_type,
-        width=clean.width,
-        height=clean.height,
-        size_bytes=len(clean.data),
-        sha256=clean.sha256,
         status="extracting",
+        **image_columns(clean),
     )
     storage.put_bytes(pose.object_key, clean.data, clean.content_type)
     try:
