@@ -52,6 +52,7 @@ def test_use_the_pose_of_a_photo(web: Web, api: Api, shots: Shots) -> None:
     with session_scope() as session:
         assert session.get(Job, job_id).input["pose_id"] == pose_id
 
+    assert api.patch("/v1/me", json={"locale": "ko"}, headers=user.auth).status_code == 200
     korean = web.page(locale="ko-KR")
     sign_in(korean, user, "#/styles")
     expect(korean.get_by_label("사진의 자세 쓰기")).to_be_visible()

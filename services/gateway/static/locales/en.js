@@ -171,7 +171,7 @@ export default {
   "pose.own": "Each style's own pose",
   "pose.upload": "Use the pose of a photo",
   "pose.finding": "Finding the pose in your photo…",
-  "pose.ready": "Pose found. It is selected below.",
+  "pose.ready": "Pose found and selected.",
   "pose.failed": "We could not use this photo for a pose.",
   "pose.preview_alt": "The pose found, drawn over your photo",
 

@@ -173,7 +173,7 @@ export default {
   "pose.own": "스타일마다 정해진 자세",
   "pose.upload": "사진의 자세 쓰기",
   "pose.finding": "사진에서 자세를 찾는 중…",
-  "pose.ready": "자세를 찾았습니다. 아래에서 선택되어 있습니다.",
+  "pose.ready": "자세를 찾아 선택했습니다.",
   "pose.failed": "이 사진은 자세로 쓸 수 없습니다.",
   "pose.preview_alt": "찾은 자세를 사진 위에 그린 모습",
 
