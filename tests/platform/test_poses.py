@@ -16,6 +16,7 @@ from shared.db import session_scope
 from shared.models import PosePhoto
 from shared.pose import KEYPOINTS
 from tests.conftest import Api, UserSession, wait_until
+from tests.generator.test_service import _ready_likeness
 from tests.photos import jpeg
 
 
@@ -46,14 +47,33 @@ def test_pose_of_a_photo_rejections_and_ownership(api: Api) -> None:
     cat = upload(api, user, Image.fromarray(data.chelsea()), "cat.jpg")
     assert cat["status"] == "rejected" and cat["reason_code"] == "no_person"
     assert "could not find a person" in cat["reason"] and cat["preview_url"] is None
+    own_likeness = str(_ready_likeness(uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])))
+    body = {"likeness_id": own_likeness, "styles": ["soft-beauty"], "pose_id": cat["id"]}
+    r = api.post("/v1/portraits", json=body, headers=user.auth)
+    assert r.status_code == 409 and "cannot be used (it is rejected)" in r.json()["detail"]
 
     # someone else's pose: not found, for reading, deleting and generating alike
     for method in ("GET", "DELETE"):
         r = api.request(method, f"/v1/poses/{pose['id']}", headers=other.auth)
         assert r.status_code == 404 and r.json() == {"detail": "Pose not found."}
     assert api.get("/v1/poses", headers=other.auth).json() == {"poses": []}
-    body = {"likeness_id": str(uuid.uuid4()), "styles": ["soft-beauty"], "pose_id": pose["id"]}
-    assert api.post("/v1/portraits", json=body, headers=other.auth).status_code == 404
+    other_likeness = str(_ready_likeness(uuid.UUID(api.get("/v1/me", headers=other.auth).json()["id"])))
+    body = {"likeness_id": other_likeness, "styles": ["soft-beauty"], "pose_id": pose["id"]}
+    r = api.post("/v1/portraits", json=body, headers=other.auth)
+    assert r.status_code == 404 and r.json() == {"detail": "Pose not found."}
+
+    # a retried upload with the same Idempotency-Key answers as the first; another photo is a conflict
+    again = {"Idempotency-Key": "pose-1", **user.auth}
+    photo = jpeg(Image.fromarray(data.astronaut()).crop((0, 0, 400, 512)))
+    first = api.post("/v1/poses", headers=again, files={"file": ("p.jpg", photo, "image/jpeg")})
+    retry = api.post("/v1/poses", headers=again, files={"file": ("p.jpg", photo, "image/jpeg")})
+    assert first.status_code == retry.status_code == 201
+    assert retry.json()["pose"]["id"] == first.json()["pose"]["id"]
+    assert retry.json()["job"]["id"] == first.json()["job"]["id"]
+    other_photo = {"file": ("c.jpg", jpeg(Image.fromarray(data.chelsea())), "image/jpeg")}
+    assert api.post("/v1/poses", headers=again, files=other_photo).status_code == 409
+    api.wait_job(first.json()["job"]["id"], user)
+    assert len(api.get("/v1/poses", headers=user.auth).json()["poses"]) == 3  # astronaut, cat, crop
 
     # bad input: words and nothing stored
     r = api.post("/v1/poses", headers=user.auth, files={"file": ("x.jpg", b"not a photo", "image/jpeg")})
