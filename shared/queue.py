@@ -11,7 +11,7 @@ from shared.jobs.kinds import QUEUES
 
 # The task modules a worker of each queue imports (heavy ML imports stay out of CPU workers).
 QUEUE_MODULES: dict[str, list[str]] = {
-    "photos": ["services.trainer.photo_tasks"],
+    "photos": ["services.trainer.photo_tasks", "services.trainer.pose_tasks"],
     "train": ["services.trainer.tasks"],
     "generate": ["services.generator.tasks"],
     "notify": ["services.notifier.tasks"],

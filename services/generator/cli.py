@@ -17,6 +17,11 @@ def generate_cmd(
     photos: Path | None = typer.Option(
         None, "--photos", help="folder of the person's photos, for the identity score"
     ),
+    pose_photo: Path | None = typer.Option(
+        None,
+        "--pose-photo",
+        help="a photo whose pose the portraits take (MediaPipe BlazePose), in place of the style's",
+    ),
     count: int = typer.Option(1, "--count", min=1, max=32),
     seed: int | None = typer.Option(None, "--seed", help="default: random"),
     preset: str | None = typer.Option(None, "--preset", help="tiny | sd15 (default: settings)"),
@@ -40,12 +45,21 @@ def generate_cmd(
     from services.generator.likeness import load_likeness
 
     person = load_likeness(likeness, photos) if likeness is not None else None
+    pose = _pose_of(pose_photo) if pose_photo is not None else None
     pipeline = PortraitPipeline.from_preset(preset, device)
 
     def progress(fraction: float, stage: str) -> None:
         console.print(f"[{fraction:5.0%}] {stage}")
 
-    results = pipeline(person, chosen, seed=seed, count=count, progress=progress)
+    results = pipeline(
+        person,
+        chosen,
+        seed=seed,
+        count=count,
+        progress=progress,
+        pose=pose,
+        pose_name=f"photo:{pose_photo.name}" if pose_photo is not None else None,
+    )
     out.mkdir(parents=True, exist_ok=True)
     table = Table("file", "seed", "size", "identity", "face")
     for result in results:
@@ -55,6 +69,22 @@ def generate_cmd(
         table.add_row(str(path), str(result.seed), f"{result.width}x{result.height}", score,
                       "yes" if result.face_found else "no")  # fmt: skip
     Console().print(table)
+
+
+def _pose_of(path: Path):
+    """The pose of the person in a photo file; a bad file or no person is a usage error in words."""
+    from PIL import UnidentifiedImageError
+
+    from shared.blazepose import PoseRejected, estimate_pose
+    from shared.images import open_upright
+
+    try:
+        return estimate_pose(open_upright(path))
+    except (UnidentifiedImageError, OSError) as exc:
+        message = f"{path} could not be read as a photo ({exc})"
+        raise typer.BadParameter(message, param_hint="--pose-photo") from exc
+    except PoseRejected as exc:
+        raise typer.BadParameter(f"{path}: {exc.reason}", param_hint="--pose-photo") from exc
 
 
 def main() -> None:  # `python -m services.generator.cli`

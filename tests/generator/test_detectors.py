@@ -1,16 +1,27 @@
 """The detailer's detectors with real detections: a tiny YOLO trained here on synthetic images,
-and dlib's face detector on a real photo (skimage's astronaut)."""
+dlib's and MediaPipe's face detectors on a real photo (skimage's astronaut), MediaPipe's hands on a
+real photo (ultralytics' zidane.jpg); which detector runs without YOLO weights; working sizes."""
+
+import importlib.util
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from services.generator.detectors import DlibFaceDetector, YoloDetector, offline_ultralytics
+from services.generator.detectors import (
+    DlibFaceDetector,
+    MediaPipeFaceDetector,
+    MediaPipeHandDetector,
+    YoloDetector,
+    offline_ultralytics,
+)
 from services.generator.prompts import encode_prompt_pair
 from services.generator.regions import masked_crop
-from services.generator.stages.detailer import DetailerStage
-from tests.generator.helpers import face_pass
+from services.generator.stages.detailer import DetailerStage, working_size
+from tests.generator.helpers import FixedDetector, face_pass
 
 SIZE = 64
 STEPS = 200
@@ -124,15 +135,86 @@ def test_dlib_detects_a_real_face_and_detailer_inpaints_there(tiny):
     assert report.regions == [region.crop]
 
 
-def test_load_detector_falls_back_to_dlib_without_weights(tmp_path, monkeypatch):
+def test_load_detector_uses_mediapipe_without_yolo_weights(tmp_path, monkeypatch, caplog):
     from services.generator.detectors import load_detector
     from shared.config import get_settings
 
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
     get_settings.cache_clear()
     try:
-        assert isinstance(load_detector("face"), DlibFaceDetector)
-        assert load_detector("hand") is None
+        with caplog.at_level(logging.WARNING, logger="services.generator.detectors"):
+            assert isinstance(load_detector("face"), MediaPipeFaceDetector)
+            assert isinstance(load_detector("hand"), MediaPipeHandDetector)
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+    warnings = " ".join(r.getMessage() for r in caplog.records)
+    assert "face detailer pass uses mediapipe_face_full" in warnings
+    assert "hand detailer pass uses mediapipe_hands" in warnings
+
+
+def test_mediapipe_face_on_a_real_photo_and_the_detailer_records_it(tiny):
+    from skimage.data import astronaut, chelsea
+
+    image = Image.fromarray(astronaut())
+    (faces,) = MediaPipeFaceDetector()([image], confidence=0.5)
+    assert len(faces) == 1 and faces[0].score > 0.85
+    x0, y0, x1, y1 = faces[0].box
+    assert abs((x0 + x1) / 2 - 226) < 15 and abs((y0 + y1) / 2 - 120) < 15 and 80 < x1 - x0 < 130
+    assert MediaPipeFaceDetector()([Image.fromarray(chelsea())], confidence=0.5) == [[]]  # a cat
+
+    small = image.resize((128, 128))
+    stage = DetailerStage(tiny["base"], {"face": MediaPipeFaceDetector(), "hand": None})
+    params = face_pass(padding=8, confidence=0.5)
+    (out,), (report,) = stage([small], [params], lambda p: _embeds(tiny["base"]), [4])
+    assert report.detectors == {"face": "mediapipe_face_full"}
+    assert report.to_json()["detectors"] == {"face": "mediapipe_face_full"}
+    (face,) = report.detections["face"]
+    _check_local(small, out, [masked_crop(small.size, face.box, dilate=4, blur=4, padding=8)])
+
+
+def test_mediapipe_hands_on_a_real_photo():
+    origin = importlib.util.find_spec("ultralytics").submodule_search_locations[0]
+    image = Image.open(Path(origin) / "assets" / "zidane.jpg").convert("RGB")  # 1280 x 720
+    (hands,) = MediaPipeHandDetector()([image], confidence=0.5)
+    assert len(hands) == 1 and hands[0].label == "hand" and hands[0].score > 0.9
+    assert _iou(hands[0].box, (990, 408, 1158, 488)) > 0.7, hands[0].box  # the raised hand, right
+
+
+def test_working_size_keeps_the_aspect_and_never_goes_below_native():
+    assert working_size((0, 0, 100, 100), 512, 8) == (512, 512)  # small: upscaled, as A1111
+    assert working_size((0, 0, 100, 140), 512, 8) == (368, 512)  # not squashed to a square
+    assert working_size((0, 64, 512, 704), 512, 8) == (512, 640)  # already large: native size
+    assert working_size((0, 0, 1100, 900), 512, 8) is None  # past 2 x size: skipped
+
+
+class _Recording:
+    """Wraps the stage's inpaint pipeline and records the size of every call."""
+
+    def __init__(self, derived):
+        self.derived, self.sizes = derived, []
+
+    def __call__(self, sampler):
+        pipe = self.derived(sampler)
+
+        def call(**kwargs):
+            self.sizes.append((kwargs["width"], kwargs["height"]))
+            return pipe(**kwargs)
+
+        return call
+
+
+def test_a_face_taller_than_the_image_is_wide_is_not_squashed_or_shrunk(tiny):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (96, 64, 3), dtype=np.uint8))
+    stage = DetailerStage(tiny["base"], {"face": FixedDetector([(4, 8, 60, 88)]), "hand": None})
+    stage.derived = recording = _Recording(stage.derived)
+    (out,), (report,) = stage([image], [face_pass(padding=16)], lambda p: _embeds(tiny["base"]), [1])
+    assert report.regions == [(0, 0, 64, 96)]  # could not grow to a square inside 64 px
+    assert recording.sizes == [(64, 96)]  # worked at its own size and aspect, not 64 x 64
+    assert out.size == image.size and np.asarray(out).tolist() != np.asarray(image).tolist()
+
+    big = image.resize((160, 160))  # a crop past 2 x the pass size (64): skipped, and said why
+    stage.detectors = {"face": FixedDetector([(10, 10, 150, 150)]), "hand": None}
+    (same,), (report,) = stage([big], [face_pass(padding=16)], lambda p: _embeds(tiny["base"]), [1])
+    assert np.array_equal(np.asarray(same), np.asarray(big)) and report.regions == []
+    assert "160x160 px is larger than 128 px" in report.skipped[0]

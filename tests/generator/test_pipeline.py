@@ -73,6 +73,8 @@ def test_five_stages_end_to_end(tiny, likeness_dir):
         assert meta["loras_skipped"] == ["lora_film"]  # real style LoRAs do not fit tiny models
         assert meta["loras"][0]["name"] == "likeness" and len(meta["loras"][0]["hash"]) == 10
         assert meta["detailer"][0]["detections"]["face"][0]["box"] == [20, 20, 44, 50]
+        assert meta["detailer"][0]["detectors"] == {"face": "fixed"}  # the detector that ran
+        assert "ADetailer model: fixed" in parameters
     assert not any("lora" in k for k in tiny["base"].unet.state_dict())  # unloaded after the job
 
     again = pipeline(likeness_dir, get_style("film-outdoor"), seed=11, count=2)

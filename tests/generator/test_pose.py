@@ -3,15 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from services.generator.pose import (
-    COLORS,
-    POSES_DIR,
-    PoseError,
-    draw_pose,
-    load_pose,
-    parse_openpose_json,
-    pose_from_coco17,
-)
+from services.generator.pose import POSES_DIR, load_pose
+from shared.pose import COLORS, PoseError, draw_pose, parse_openpose_json
 
 
 def test_templates_load_and_render_standard_skeleton():
@@ -39,33 +32,3 @@ def test_openpose_json_round_trip_and_errors():
         parse_openpose_json({"canvas_width": 1, "canvas_height": 1, "people": [{"pose_keypoints_2d": [0]}]})
     with pytest.raises(PoseError, match="unknown pose template"):
         load_pose("nope")
-
-
-def test_coco17_to_openpose18():
-    kp = np.zeros((1, 17, 3))
-    kp[0, 5] = (300, 200, 0.9)  # left shoulder
-    kp[0, 6] = (100, 200, 0.9)  # right shoulder
-    kp[0, 0] = (200, 100, 0.9)  # nose
-    kp[0, 9] = (0, 0, 0.1)  # left wrist, not confident
-    (person,) = pose_from_coco17(kp, 400, 400).people
-    assert person[0] == (0.5, 0.25)
-    assert person[1] == (0.5, 0.5)  # neck between the shoulders
-    assert person[2] == (0.25, 0.5) and person[5] == (0.75, 0.5)
-    assert person[7] is None
-
-
-def test_extract_pose_without_weights_names_the_pull_command(tmp_path, monkeypatch):
-    from PIL import Image
-
-    from services.generator.pose import extract_pose
-    from shared.config import get_settings
-    from shared.ml.registry import MissingWeights
-
-    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    try:
-        with pytest.raises(MissingWeights, match="studio models pull yolo_pose"):
-            extract_pose(Image.new("RGB", (64, 64)), "yolo_pose")
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()

@@ -112,7 +112,8 @@ def test_generate_list_zip_delete_and_nobody_else(api: Api, procs: Processes) ->
 
     other = api.new_user()
     listing = api.get("/v1/portraits", params={"job_id": job["id"]}, headers=other.auth)
-    assert listing.json()["portraits"] == []
+    assert listing.status_code == 404  # another user's job is not found, as every id of theirs
+    assert api.get("/v1/portraits", headers=other.auth).json()["portraits"] == []
     assert api.get("/v1/portraits/zip", params={"job_id": job["id"]}, headers=other.auth).status_code == 404
     assert api.delete(f"/v1/portraits/{portraits[0]['id']}", headers=other.auth).status_code == 404
     theirs = api.post("/v1/portraits", json=body, headers=other.auth)

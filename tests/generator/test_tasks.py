@@ -13,7 +13,7 @@ from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import enqueue, run_job
 from shared.ml.loading import base_model_id
-from shared.models import Job, JobStatus, Likeness, Portrait, User
+from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
 from tests.generator.test_service import _ready_likeness
 
 
@@ -24,13 +24,13 @@ def _new_user() -> uuid.UUID:
     return uid
 
 
-def _job(uid: uuid.UUID, likeness_id: uuid.UUID, styles: list[str], count: int) -> uuid.UUID:
+def _job(uid: uuid.UUID, likeness_id: uuid.UUID, styles: list[str], count: int, **extra) -> uuid.UUID:
     with session_scope() as session:
         job = enqueue(
             session,
             kind="generate_portraits",
             user_id=uid,
-            input={"likeness_id": str(likeness_id), "styles": styles, "count": count},
+            input={"likeness_id": str(likeness_id), "styles": styles, "count": count, **extra},
         )
         return job.id
 
@@ -176,3 +176,56 @@ def test_a_worker_with_unrestored_weights_retries_the_job_elsewhere(stack, caplo
     assert "stops taking generate tasks" in caplog.text or "cannot stop consuming" in caplog.text
     with session_scope() as session:
         assert session.scalars(select(Portrait).where(Portrait.job_id == job_id)).all() == []
+
+
+def _pose_row(uid: uuid.UUID, status: str = "ready") -> uuid.UUID:
+    """A pose photo row with the real keypoints of skimage's astronaut (MediaPipe BlazePose)."""
+    from PIL import Image
+    from skimage.data import astronaut
+
+    from shared.blazepose import estimate_pose
+
+    pose_id = uuid.uuid4()
+    keypoints = estimate_pose(Image.fromarray(astronaut())).to_openpose_json(512, 512)
+    with session_scope() as session:
+        session.add(
+            PosePhoto(
+                id=pose_id,
+                user_id=uid,
+                object_key=f"users/{uid}/poses/{pose_id}.jpg",
+                content_type="image/jpeg",
+                width=512,
+                height=512,
+                size_bytes=1,
+                sha256="0" * 64,
+                status=status,
+                keypoints=keypoints if status == "ready" else None,
+            )
+        )
+    return pose_id
+
+
+def test_pose_photo_replaces_the_template_and_is_recorded(stack) -> None:
+    storage.ensure_bucket()
+    uid, other = _new_user(), _new_user()
+    likeness_id = _ready_likeness(uid)
+    pose_id = _pose_row(uid)
+    pngs = {}
+    for name, extra in (("template", {}), ("photo", {"pose_id": str(pose_id)})):
+        job_id = _job(uid, likeness_id, ["soft-beauty"], 1, seed=5, **extra)
+        run_job(job_id, generate_portraits_job)
+        job = _job_row(job_id)
+        assert job.status == JobStatus.succeeded, (job.error_code, job.error_message)
+        with session_scope() as session:
+            key = session.scalars(select(Portrait.object_key).where(Portrait.job_id == job_id)).one()
+        pngs[name] = storage.get_bytes(key)
+    parameters, meta = read_png_metadata(pngs["photo"])
+    assert meta["pose"] == f"photo:{pose_id}" and "Module: openpose" in parameters
+    assert read_png_metadata(pngs["template"])[1]["pose"] == "headshot_three_quarter"
+    assert pngs["photo"] != pngs["template"]  # same seed, another control image
+
+    rejected = _pose_row(uid, "rejected")
+    for owner, pid, code in ((other, pose_id, "pose_deleted"), (uid, rejected, "pose_not_ready")):
+        job_id = _job(owner, _ready_likeness(owner), ["soft-beauty"], 1, pose_id=str(pid))
+        run_job(job_id, generate_portraits_job)
+        assert _job_row(job_id).error_code == code

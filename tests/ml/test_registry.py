@@ -73,6 +73,20 @@ def test_real_manifest_is_valid():
     )
 
 
+def test_packaged_models_are_installed_at_their_pinned_version():
+    """Every model listed as shipped inside a package is really there, from the pinned release."""
+    from importlib.metadata import distribution
+
+    packaged = registry.manifest().packaged
+    assert "mediapipe" in packaged
+    pins = dict(line.split("==") for line in Path("constraints.txt").read_text().split() if "==" in line)
+    for spec in packaged.values():
+        dist = distribution(spec.package)
+        assert dist.version == spec.version == pins[spec.package]
+        for file in spec.files:
+            assert Path(dist.locate_file(file)).stat().st_size > 10_000, file
+
+
 def test_unknown_model_lists_known_names():
     with pytest.raises(registry.UnknownModel, match="controlnet_tile") as e:
         registry.get_spec("sdxl_base")

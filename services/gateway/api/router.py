@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from services.gateway.api.routes import auth, jobs, likenesses, me, photos, portraits, system
+from services.gateway.api.routes import auth, jobs, likenesses, me, photos, portraits, poses, system
 
 api_router = APIRouter(prefix="/v1")
 api_router.include_router(auth.router)
@@ -11,5 +11,6 @@ api_router.include_router(photos.router)
 api_router.include_router(jobs.router)
 api_router.include_router(system.router)
 api_router.include_router(likenesses.router)
+api_router.include_router(poses.router)
 api_router.include_router(portraits.router)
 api_router.include_router(portraits.styles_router)

@@ -21,6 +21,34 @@ from shared.models import Photo
 router = APIRouter(prefix="/photos", tags=["photos"])
 
 
+async def read_clean(upload: UploadFile) -> CleanImage:
+    """One uploaded photo, decoded defensively (shared.images); a refusal is an HTTP error that
+    names the file."""
+    s = get_settings()
+    raw = await upload.read(s.upload_max_bytes + 1)  # never hold more than the cap
+    try:
+        return await run_in_threadpool(  # decoding is CPU work: keep the event loop free
+            clean_upload,
+            raw,
+            filename=upload.filename or "photo",
+            max_bytes=s.upload_max_bytes,
+            max_pixels=s.upload_max_pixels,
+        )
+    except ImageRejected as e:
+        raise HTTPException(e.status_code, e.message) from None
+
+
+def image_columns(clean: CleanImage) -> dict:
+    """The columns a stored upload's row takes from the decoded image."""
+    return {
+        "content_type": clean.content_type,
+        "width": clean.width,
+        "height": clean.height,
+        "size_bytes": len(clean.data),
+        "sha256": clean.sha256,
+    }
+
+
 def photo_out(photo: Photo) -> PhotoOut:
     return PhotoOut.of(photo, storage.presign_get(photo.object_key))
 
@@ -43,21 +71,7 @@ async def upload_photos(
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, f"Send between 1 and {s.upload_max_files} photos at once."
         )
-    cleaned: list[CleanImage] = []
-    for upload in files:
-        raw = await upload.read(s.upload_max_bytes + 1)  # never hold more than the cap
-        try:
-            cleaned.append(
-                await run_in_threadpool(  # decoding is CPU work: keep the event loop free
-                    clean_upload,
-                    raw,
-                    filename=upload.filename or "photo",
-                    max_bytes=s.upload_max_bytes,
-                    max_pixels=s.upload_max_pixels,
-                )
-            )
-        except ImageRejected as e:
-            raise HTTPException(e.status_code, e.message) from None
+    cleaned = [await read_clean(upload) for upload in files]
     # The database and S3 calls block: run them off the event loop too.
     return await run_in_threadpool(_store_upload, session, user.id, cleaned, idempotency_key)
 
@@ -81,11 +95,7 @@ def _store_upload(
             id=(pid := uuid.uuid4()),
             user_id=user_id,
             object_key=storage.user_key(user_id, "photos", f"{pid}.jpg"),
-            content_type=c.content_type,
-            width=c.width,
-            height=c.height,
-            size_bytes=len(c.data),
-            sha256=c.sha256,
+            **image_columns(c),
         )
         for c in cleaned
     ]

@@ -26,7 +26,7 @@ from shared import storage
 from shared.config import get_settings
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key
-from shared.models import Job, JobStatus, Likeness, Portrait, User
+from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
 
 router = APIRouter(prefix="/portraits", tags=["portraits"])
 styles_router = APIRouter(prefix="/styles", tags=["styles"])
@@ -73,6 +73,7 @@ class PortraitsIn(BaseModel):
     likeness_id: uuid.UUID
     styles: list[str] = Field(min_length=1, max_length=16)
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
+    pose_id: uuid.UUID | None = None  # one of the user's ready pose photos, in place of each style's pose
 
 
 class PortraitsStarted(BaseModel):
@@ -127,6 +128,11 @@ def start_generation(
         raise conflict(f"This likeness is not ready yet (it is {likeness.status}).")
 
     job_input = {"likeness_id": str(likeness.id), "styles": styles, "count": body.count}
+    if body.pose_id is not None:
+        pose = owned(session, PosePhoto, body.pose_id, user, "Pose")
+        if pose.status != "ready":
+            raise conflict(f"This pose photo cannot be used (it is {pose.status}).")
+        job_input["pose_id"] = str(pose.id)
 
     def add_job() -> Job:
         try:

@@ -3,6 +3,7 @@ import { api, byNewest, getList, idempotencyKey } from "../api.js";
 import { field, fill, h, notice } from "../dom.js";
 import { formatDate, localized, t } from "../i18n.js";
 import { busy, navigate } from "../ui.js";
+import { posePicker } from "./pose_picker.js";
 
 const MAX_COUNT = 8;
 
@@ -10,10 +11,12 @@ export async function render(root) {
   root.append(h("h1", {}, t("styles.title")));
   let styles;
   let likenesses;
+  let poses;
   try {
-    [styles, likenesses] = await Promise.all([
+    [styles, likenesses, poses] = await Promise.all([
       getList("/v1/styles", "styles"),
       getList("/v1/likenesses", "likenesses"),
+      getList("/v1/poses", "poses"),
     ]);
   } catch (error) {
     root.append(notice("error", error.message));
@@ -52,6 +55,7 @@ export async function render(root) {
     ? h("select", {}, ready.map((l, i) =>
         h("option", { value: l.id, selected: i === 0 }, `${t(`train.class.${l.class_word}`)} · ${formatDate(l.created_at)}`)))
     : null;
+  const poseChoice = posePicker(poses);
   const slot = h("div");
   const selectedNote = h("p", { class: "hint", role: "status" });
   const submit = h("button", { type: "submit", class: "btn", disabled: !ready.length }, t("styles.start"));
@@ -60,6 +64,7 @@ export async function render(root) {
     { class: "stack" },
     h("fieldset", {}, h("legend", {}, t("styles.pick")), grid),
     selectedNote,
+    poseChoice.element,
     h("div", { class: "row" },
       field(t("styles.count"), count, t("styles.count_hint", { max: MAX_COUNT })),
       modelSelect ? field(t("styles.model"), modelSelect) : null,
@@ -95,7 +100,12 @@ export async function render(root) {
       const body = await busy(submit, () =>
         api("/v1/portraits", {
           method: "POST",
-          json: { likeness_id: modelSelect ? modelSelect.value : ready[0].id, styles: picked, count: n },
+          json: {
+            likeness_id: modelSelect ? modelSelect.value : ready[0].id,
+            styles: picked,
+            count: n,
+            pose_id: poseChoice.chosen() || undefined,
+          },
           headers: { "Idempotency-Key": idempotencyKey() },
         }),
       );
@@ -105,4 +115,5 @@ export async function render(root) {
     }
   });
   root.append(form);
+  return poseChoice.stop;
 }

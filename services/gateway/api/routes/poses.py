@@ -1,0 +1,138 @@
+"""Pose photos: a photo whose pose the portraits take (upload, list, view, delete).
+
+The photo may show anyone: it is used for the pose only (OpenPose keypoints found by the
+`pose_extract` job on the photos queue), never for a face or a likeness.
+"""
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
+from services.gateway.api.routes.photos import image_columns, read_clean
+from services.gateway.api.schemas import JobOut
+from services.gateway.ratelimit import limiter, user_or_ip
+from shared import storage
+from shared.config import get_settings
+from shared.images import CleanImage
+from shared.jobs import IdempotencyConflict, enqueue
+from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
+from shared.models import Job, PosePhoto, User
+
+router = APIRouter(prefix="/poses", tags=["poses"])
+USE = "The photo is used for its pose only: the portraits take the pose, not the person's look."
+
+
+class PoseOut(BaseModel):
+    id: uuid.UUID
+    status: str  # extracting | ready | rejected
+    reason_code: str | None
+    reason: str | None
+    width: int
+    height: int
+    url: str  # the photo (presigned GET)
+    preview_url: str | None  # the skeleton drawn over the photo, once ready
+    keypoints: dict | None  # OpenPose JSON (COCO-18) on the photo's canvas, once ready
+    created_at: datetime | None
+
+    @classmethod
+    def of(cls, pose: PosePhoto) -> "PoseOut":
+        return cls(
+            id=pose.id,
+            status=pose.status,
+            reason_code=pose.reason_code,
+            reason=pose.reason,
+            width=pose.width,
+            height=pose.height,
+            url=storage.presign_get(pose.object_key),
+            preview_url=storage.presign_get(pose.preview_key) if pose.preview_key else None,
+            keypoints=pose.keypoints,
+            created_at=pose.created_at,
+        )
+
+
+class PoseUploaded(BaseModel):
+    pose: PoseOut
+    job: JobOut
+    detail: str = USE
+
+
+class PoseList(BaseModel):
+    poses: list[PoseOut]
+
+
+@router.post("", status_code=201, response_model=PoseUploaded)
+@limiter.limit(get_settings().upload_rate_limit, key_func=user_or_ip)
+async def upload_pose(
+    request: Request,
+    user: ConsentedUser,
+    session: SessionDep,
+    file: Annotated[UploadFile, File(description=f"One JPEG, PNG or WebP photo. {USE}")],
+    idempotency_key: IdempotencyKey,
+) -> PoseUploaded:
+    """Upload one photo whose pose the portraits may take; follow the `pose_extract` job returned.
+    No person, or too little of one, ends with status `rejected` and a reason."""
+    clean = await read_clean(file)
+    return await run_in_threadpool(_store, session, user, clean, idempotency_key)
+
+
+def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str | None) -> PoseUploaded:
+    user_id = user.id
+    fingerprint = request_fingerprint("pose_extract", [clean.sha256])
+    if idempotency_key and (existing := find_by_idempotency_key(session, user_id, idempotency_key)):
+        if existing.input.get("fingerprint") != fingerprint:
+            raise IdempotencyConflict()  # 409, see app.py
+        pose = owned(session, PosePhoto, uuid.UUID(existing.input["pose_id"]), user, "Pose")
+        return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(existing))
+    pose = PosePhoto(
+        id=(pid := uuid.uuid4()),
+        user_id=user_id,
+        object_key=storage.user_key(user_id, "poses", f"{pid}.jpg"),
+        status="extracting",
+        **image_columns(clean),
+    )
+    storage.put_bytes(pose.object_key, clean.data, clean.content_type)
+    try:
+        session.add(pose)
+        session.flush()
+        job: Job = enqueue(
+            session,
+            kind="pose_extract",
+            user_id=user_id,
+            idempotency_key=idempotency_key,
+            input={"pose_id": str(pid), "fingerprint": fingerprint},
+        )
+        session.commit()
+    except BaseException:
+        session.rollback()
+        storage.delete_keys([pose.object_key])  # no orphaned object
+        raise
+    return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(job))
+
+
+@router.get("", response_model=PoseList)
+def list_poses(user: CurrentUser, session: SessionDep) -> PoseList:
+    rows = session.scalars(
+        select(PosePhoto).where(PosePhoto.user_id == user.id).order_by(PosePhoto.created_at)
+    ).all()
+    return PoseList(poses=[PoseOut.of(p) for p in rows])
+
+
+@router.get("/{pose_id}", response_model=PoseOut)
+def read_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> PoseOut:
+    return PoseOut.of(owned(session, PosePhoto, pose_id, user, "Pose"))
+
+
+@router.delete("/{pose_id}", status_code=204)
+def delete_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
+    """Delete the pose photo, its keypoints and drawings."""
+    pose = owned(session, PosePhoto, pose_id, user, "Pose")
+    session.delete(pose)
+    session.commit()
+    storage.delete_keys(storage.list_keys(storage.user_key(user.id, "poses", str(pose_id))))

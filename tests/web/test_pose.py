@@ -1,0 +1,60 @@
+"""The styles step's "use the pose of a photo", in a real browser on the real stack: upload, see the
+skeleton over the photo, pick it, and the portrait job carries it; a photo with no person is refused
+in words; the Korean page. (No generate worker: the job only has to be queued with the pose.)"""
+
+import re
+import uuid
+
+from PIL import Image
+from playwright.sync_api import expect
+from skimage import data
+
+from shared.db import session_scope
+from shared.models import Job
+from tests.conftest import Api
+from tests.generator.test_service import _ready_likeness
+from tests.photos import jpeg
+from tests.web.conftest import Shots, Web
+from tests.web.helpers import file_payload, sign_in
+
+
+def test_use_the_pose_of_a_photo(web: Web, api: Api, shots: Shots) -> None:
+    user = api.new_user()
+    uid = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    _ready_likeness(uid)
+    page = web.page()
+    sign_in(page, user, "#/styles")
+    expect(page.get_by_label("Each style's own pose")).to_be_checked()
+    expect(page.get_by_text("it is used for its pose only")).to_be_visible()
+
+    page.get_by_label("Use the pose of a photo").set_input_files(
+        file_payload("cat.jpg", jpeg(Image.fromarray(data.chelsea())), "image/jpeg")
+    )
+    expect(page.get_by_role("alert")).to_contain_text("could not find a person", timeout=60_000)
+    expect(page.locator(".pose")).to_have_count(1)  # a refused photo is no option
+
+    page.get_by_label("Use the pose of a photo").set_input_files(
+        file_payload("me.jpg", jpeg(Image.fromarray(data.astronaut())), "image/jpeg")
+    )
+    expect(page.get_by_text("Pose found")).to_be_visible(timeout=60_000)
+    skeleton = page.get_by_alt_text("The pose found, drawn over your photo")
+    expect(skeleton).to_be_visible()
+    assert skeleton.evaluate("img => img.naturalWidth") == 512  # the preview really loaded
+    pose_id = page.locator(".pose").nth(1).get_attribute("data-pose-id")
+    expect(page.locator(f"#pose-{pose_id}")).to_be_checked()
+    shots(page, "pose-picked")
+
+    page.locator(".style").first.locator("input").check()
+    page.get_by_label("Portraits per style").fill("1")
+    page.get_by_role("button", name="Make my portraits").click()
+    expect(page).to_have_url(re.compile(r"#/gallery\?job="))
+    job_id = uuid.UUID(page.url.split("job=")[1])
+    with session_scope() as session:
+        assert session.get(Job, job_id).input["pose_id"] == pose_id
+
+    assert api.patch("/v1/me", json={"locale": "ko"}, headers=user.auth).status_code == 200
+    korean = web.page(locale="ko-KR")
+    sign_in(korean, user, "#/styles")
+    expect(korean.get_by_label("사진의 자세 쓰기")).to_be_visible()
+    expect(korean.locator(".pose")).to_have_count(2)  # the style's own, and the photo's
+    shots(korean, "pose-ko")
