@@ -11,6 +11,7 @@ from slowapi.errors import RateLimitExceeded
 
 from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import probes
+from services.gateway.outages import install_outage_handlers
 from services.gateway.ratelimit import limiter
 from shared.jobs import IdempotencyConflict
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
@@ -40,6 +41,8 @@ def create_app() -> FastAPI:
             status_code=429,
             headers={"Retry-After": "60"},
         )
+
+    install_outage_handlers(app)
 
     @app.exception_handler(IdempotencyConflict)
     async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
