@@ -49,7 +49,9 @@ class Settings(BaseSettings):
     redis_connect_timeout: float = 1.0  # redis-py socket_connect_timeout
     redis_socket_timeout: float = 1.0  # redis-py socket_timeout (each command)
     s3_connect_timeout: float = 1.0  # botocore Config.connect_timeout
-    s3_read_timeout: float = 2.0  # botocore Config.read_timeout (each socket read)
+    # botocore Config.read_timeout (each socket read); a PUT on a hung server also waits 1 s for
+    # "100 Continue" first, so an upload gives up after 2.5 s.
+    s3_read_timeout: float = 1.5
     s3_max_attempts: int = 1  # botocore retries total_max_attempts (1 = no retry)
     smtp_timeout: float = 10.0  # smtplib timeout (connect and each command)
     # The notifier's tries of one mail: waits 2, 4, 8 ... 60 s (jittered), about 3 minutes in all;
