@@ -257,18 +257,22 @@ def _photos_checked(user_id: uuid.UUID) -> list[str]:
         return [str(s) for s in session.scalars(select(Photo.status).where(Photo.user_id == user_id))]
 
 
-@pytest.mark.slow
-def test_redis_restart_mid_job_job_and_stream_finish_exactly_once(api: Api, platform: Platform):
+def _check_running(api: Api, n: int) -> tuple[UserSession, uuid.UUID, str]:
+    """A new user whose upload of `n` photos is being checked right now: (user, user id, job id)."""
     user = api.new_user()
-    user_id = _user_id(api, user)
-    body = api.post("/v1/photos", files=_files(12), headers=user.auth).json()
-    job_id = body["job"]["id"]
+    job_id = api.post("/v1/photos", files=_files(n), headers=user.auth).json()["job"]["id"]
     wait_until(
         lambda: api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()["status"] == "running",
         timeout=60,
         interval=0.05,
         what="the check to start",
     )
+    return user, _user_id(api, user), job_id
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_job_job_and_stream_finish_exactly_once(api: Api, platform: Platform):
+    user, user_id, job_id = _check_running(api, 12)
     seen: list[dict] = []
     reader = threading.Thread(target=lambda: seen.extend(api.follow_events(job_id, user, timeout=120)))
     reader.start()
@@ -287,16 +291,7 @@ def test_redis_restart_mid_job_job_and_stream_finish_exactly_once(api: Api, plat
 
 @pytest.mark.slow
 def test_postgres_restart_mid_job_job_finishes_exactly_once(api: Api, platform: Platform):
-    user = api.new_user()
-    user_id = _user_id(api, user)
-    body = api.post("/v1/photos", files=_files(12), headers=user.auth).json()
-    job_id = body["job"]["id"]
-    wait_until(
-        lambda: api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()["status"] == "running",
-        timeout=60,
-        interval=0.05,
-        what="the check to start",
-    )
+    user, user_id, job_id = _check_running(api, 12)
     with postgres_restarted(platform.stack):
         r, took = _timed(lambda: api.get(f"/v1/jobs/{job_id}", headers=user.auth, timeout=30))
         _assert_unavailable(r, took, "database", "The database is not answering; try again in a minute.")
