@@ -68,9 +68,8 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
             mark_not_sent(delivery, FAILED, _without(str(exc), to))
         else:
             mark_sent(delivery, message["Message-ID"])
-        retry = (
-            failure is not None and failure.transient and ctx.attempt < get_kind("send_email").max_attempts
-        )
+        last_try = ctx.attempt >= (get_kind("send_email").max_attempts or settings.job_max_attempts)
+        retry = failure is not None and failure.transient and not last_try
         if not retry:
             _forget_address(session, ctx)  # the job ends here: keep no address in it
     if failure is not None:
