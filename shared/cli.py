@@ -66,7 +66,7 @@ def worker(
 
     for module in QUEUE_MODULES[queue]:
         importlib.import_module(module)  # registers the tasks; models load lazily in the pool
-    serve_health(get_settings().health_port)
+    serve_health(get_settings().health_port, f"worker-{queue}")
     celery_app.worker_main(
         [
             "worker",
@@ -105,7 +105,7 @@ def relay() -> None:
     from shared.jobs.outbox import run_relay
 
     _setup("relay")
-    serve_health(get_settings().health_port)
+    serve_health(get_settings().health_port, "relay")
     _loop_until_signal(run_relay)
 
 
@@ -116,7 +116,7 @@ def scheduler() -> None:
     from shared.scheduler import run_scheduler
 
     _setup("scheduler")
-    serve_health(get_settings().health_port)
+    serve_health(get_settings().health_port, "scheduler")
     _loop_until_signal(run_scheduler)
 
 

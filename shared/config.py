@@ -39,6 +39,29 @@ class Settings(BaseSettings):
     smtp_security: Literal["none", "starttls", "ssl"] = "none"
     smtp_from: str = "Portrait Studio <portraits@localhost>"
 
+    # Timeouts: how long a process waits for a dependency before it gives up (seconds).
+    # The gateway answers 503 + Retry-After within ~3 s when one of them is down or hung
+    # (README, "When a dependency is down"); workers retry by themselves.
+    database_connect_timeout: int = 2  # libpq connect_timeout (libpq's minimum is 2)
+    database_read_timeout: float = 2.0  # client-side wait for any answer of the server
+    database_statement_timeout_ms: int = 30_000  # server-side statement_timeout
+    database_pool_timeout: float = 2.0  # SQLAlchemy pool_timeout: wait for a free connection
+    redis_connect_timeout: float = 1.0  # redis-py socket_connect_timeout
+    redis_socket_timeout: float = 1.0  # redis-py socket_timeout (each command)
+    s3_connect_timeout: float = 1.0  # botocore Config.connect_timeout
+    # botocore Config.read_timeout (each socket read); a PUT on a hung server also waits 1 s for
+    # "100 Continue" first, so an upload gives up after 2.5 s.
+    s3_read_timeout: float = 1.5
+    s3_max_attempts: int = 1  # botocore retries total_max_attempts (1 = no retry)
+    smtp_timeout: float = 10.0  # smtplib timeout (connect and each command)
+    # The notifier's tries of one mail: waits 2, 4, 8 ... 60 s (jittered), about 3 minutes in all;
+    # after that the send_email job itself is retried (job_max_attempts).
+    smtp_attempts: int = 8
+    smtp_backoff_seconds: float = 2.0
+    smtp_backoff_max_seconds: float = 60.0
+    readiness_timeout: float = 0.8  # /readyz waits this long for each dependency
+    retry_after_seconds: int = 60  # Retry-After of a 503 while a dependency is down
+
     # Auth
     secret_key: str = PLACEHOLDER_SECRET  # signs access tokens
     access_token_minutes: int = 15
@@ -81,6 +104,15 @@ class Settings(BaseSettings):
 
     log_json: bool = True
     health_port: int = 9100  # /healthz, /readyz, /metrics of workers, relay and scheduler
+
+    def redis_options(self) -> dict[str, float | bool]:
+        """Keyword arguments of every redis-py client (and kombu's Redis transport options)."""
+        return {
+            "socket_timeout": self.redis_socket_timeout,
+            "socket_connect_timeout": self.redis_connect_timeout,
+            "socket_keepalive": True,
+            "retry_on_timeout": False,  # the caller decides: the gateway answers 503, workers retry
+        }
 
     @model_validator(mode="after")
     def validate_secrets(self) -> "Settings":

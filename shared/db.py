@@ -1,18 +1,86 @@
-"""Database engine and sessions (one engine per process, created lazily so forked workers get their own)."""
+"""Database engine and sessions (one engine per process, created lazily so forked workers get their own).
 
+Timeouts (settings `database_*`, README "Timeouts"): libpq `connect_timeout` bounds a connect,
+SQLAlchemy `pool_timeout` the wait for a free pooled connection, the server's `statement_timeout` a
+slow statement. A *hung* server (frozen, partitioned: the kernel still accepts and acknowledges, nobody
+answers) is not caught by any of those: `DeadlineConnection` bounds every wait of psycopg for an answer
+(`database_read_timeout`), closes the connection when it expires, and keeps new connects from piling up
+on a server that just did not answer (`_unanswered_until`).
+"""
+
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+import psycopg
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
 
+NOT_ANSWERING = "the database did not answer within {:g} s"
+
+
+class DeadlineConnection(psycopg.Connection):
+    """A psycopg connection whose every wait for the server ends after `read_timeout` seconds.
+
+    psycopg's own `Connection.wait(timeout=)` raises `_WaitTimeout` (an `OperationalError`); the
+    connection is then in an unknown state, so it is closed, which SQLAlchemy reads as a disconnect
+    (the pool drops it and every older connection).
+    """
+
+    read_timeout: float | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:  # type: ignore[override]
+        limit = timeout if timeout is not None else self.read_timeout
+        try:
+            return super().wait(gen, interval=interval, timeout=limit)
+        except psycopg.errors._WaitTimeout:  # noqa: SLF001 - psycopg's documented wait timeout
+            if timeout is not None:  # the caller asked for this timeout and handles it
+                raise
+            self.pgconn.finish()
+            _mark_unanswered(limit or 0.0)
+            raise psycopg.OperationalError(NOT_ANSWERING.format(limit)) from None
+
+
+_unanswered_until = 0.0  # monotonic time until which new connects fail at once
+
+
+def _mark_unanswered(seconds: float) -> None:
+    global _unanswered_until
+    _unanswered_until = time.monotonic() + seconds
+
+
+def _connect(cparams: dict[str, Any]) -> DeadlineConnection:
+    """Connect, unless the server just left a wait unanswered: then fail at once for `read_timeout`
+    seconds (a hung postmaster accepts the socket and keeps the client for all of `connect_timeout`)."""
+    if time.monotonic() < _unanswered_until:
+        raise psycopg.OperationalError(NOT_ANSWERING.format(DeadlineConnection.read_timeout or 0.0))
+    try:
+        return DeadlineConnection.connect(**cparams)
+    except psycopg.errors.ConnectionTimeout:
+        _mark_unanswered(DeadlineConnection.read_timeout or 0.0)
+        raise
+
 
 @lru_cache
 def get_engine() -> Engine:
-    return create_engine(get_settings().database_url, pool_pre_ping=True, pool_size=5)
+    s = get_settings()
+    DeadlineConnection.read_timeout = s.database_read_timeout
+    engine = create_engine(
+        s.database_url,
+        pool_pre_ping=True,
+        pool_size=5,
+        pool_timeout=s.database_pool_timeout,
+        connect_args={
+            "connect_timeout": s.database_connect_timeout,
+            "options": f"-c statement_timeout={s.database_statement_timeout_ms}",
+        },
+    )
+    event.listen(engine, "do_connect", lambda dialect, record, cargs, cparams: _connect(cparams))
+    return engine
 
 
 @lru_cache

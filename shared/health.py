@@ -1,31 +1,105 @@
-"""Health and metrics for processes that are not web servers (workers, relay, scheduler).
+"""Health and readiness of every process; the health server of those that are not web servers.
 
-`/healthz`: the process is alive. `/readyz`: it can reach Postgres and Redis. `/metrics`: Prometheus.
-Celery's pool processes write metrics to PROMETHEUS_MULTIPROC_DIR; this server aggregates them.
+`/healthz`: the process is alive (liveness: never looks at a dependency). `/readyz`: every dependency
+the process uses answers within `readiness_timeout` (checked in parallel); else 503 naming those that
+do not. `/metrics`: Prometheus. Celery's pool processes write metrics to PROMETHEUS_MULTIPROC_DIR;
+this server aggregates them.
 """
 
 import os
+import smtplib
 import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
+from shared.config import get_settings
 
-def dependencies_ready() -> tuple[bool, str]:
-    import redis
+# What each process talks to (ARCHITECTURE.md); its /readyz checks exactly these.
+BASE = ("database", "redis")
+PROCESS_DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "gateway": (*BASE, "storage"),
+    "relay": BASE,
+    "scheduler": BASE,
+    "worker-photos": (*BASE, "storage"),
+    "worker-train": (*BASE, "storage"),
+    "worker-generate": (*BASE, "storage"),
+    "worker-notify": (*BASE, "storage", "smtp"),
+}
+
+
+def _check_database() -> None:
     from sqlalchemy import text
 
-    from shared.config import get_settings
     from shared.db import get_engine
 
-    try:
-        with get_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
-        redis.Redis.from_url(get_settings().redis_url, socket_timeout=2).ping()
-        return True, "ready"
-    except Exception as e:  # readiness reports, it does not raise
-        return False, f"not ready: {type(e).__name__}"
+    with get_engine().connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+@lru_cache
+def _redis():  # type: ignore[no-untyped-def]
+    import redis
+
+    s = get_settings()
+    return redis.Redis.from_url(s.redis_url, **s.redis_options())
+
+
+def _check_redis() -> None:
+    _redis().ping()
+
+
+def _check_storage() -> None:
+    from shared import storage
+
+    storage.client().head_bucket(Bucket=storage.bucket())
+
+
+def _check_smtp() -> None:
+    s = get_settings()
+    kind = smtplib.SMTP_SSL if s.smtp_security == "ssl" else smtplib.SMTP
+    with kind(s.smtp_host, s.smtp_port, timeout=s.readiness_timeout) as client:  # reads the greeting
+        client.noop()
+
+
+CHECKS: dict[str, Callable[[], None]] = {
+    "database": _check_database,
+    "redis": _check_redis,
+    "storage": _check_storage,
+    "smtp": _check_smtp,
+}
+_pool = ThreadPoolExecutor(max_workers=2 * len(CHECKS), thread_name_prefix="readyz")
+_pending: dict[str, Future] = {}  # a check still waiting on a hung server is not started again
+_lock = threading.Lock()
+
+
+def dependencies_ready(dependencies: Sequence[str] = BASE) -> tuple[bool, str]:
+    """Check `dependencies` (names of CHECKS) in parallel, each for at most `readiness_timeout` s.
+
+    Returns (True, "ready") or (False, "not ready: storage is not answering; ..."); never raises.
+    """
+    timeout = get_settings().readiness_timeout
+    with _lock:
+        futures = {}
+        for name in dependencies:
+            running = _pending.get(name)
+            if running is None or running.done():
+                running = _pending[name] = _pool.submit(CHECKS[name])
+            futures[name] = running
+    wait(futures.values(), timeout=timeout)
+    problems = []
+    for name, future in futures.items():
+        if not future.done():
+            problems.append(f"{name} is not answering")
+        elif (error := future.exception()) is not None:
+            problems.append(f"{name} is down ({type(error).__name__})")
+    if problems:
+        return False, "not ready: " + "; ".join(problems)
+    return True, "ready"
 
 
 def _registry() -> CollectorRegistry:
@@ -39,11 +113,13 @@ def _registry() -> CollectorRegistry:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    dependencies: tuple[str, ...] = BASE
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         if self.path == "/healthz":
             self._send(200, b"ok", "text/plain")
         elif self.path == "/readyz":
-            ok, why = dependencies_ready()
+            ok, why = dependencies_ready(self.dependencies)
             self._send(200 if ok else 503, why.encode(), "text/plain")
         elif self.path == "/metrics":
             self._send(200, generate_latest(_registry()), CONTENT_TYPE_LATEST)
@@ -61,10 +137,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def serve_health(port: int) -> ThreadingHTTPServer | None:
-    """Serve health endpoints on a daemon thread; port 0 disables them."""
+def serve_health(port: int, process: str) -> ThreadingHTTPServer | None:
+    """Serve health endpoints of `process` (a key of PROCESS_DEPENDENCIES) on a daemon thread;
+    port 0 disables them."""
     if not port:
         return None
-    server = ThreadingHTTPServer(("0.0.0.0", port), _Handler)
+    handler = type("Handler", (_Handler,), {"dependencies": PROCESS_DEPENDENCIES[process]})
+    server = ThreadingHTTPServer(("0.0.0.0", port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -33,7 +33,14 @@ def make_celery() -> Celery:
         broker_transport_options={
             # must exceed the longest task, or Redis re-delivers a task that is still running
             "visibility_timeout": s.celery_visibility_timeout,
+            # a hung Redis ends a command after redis_socket_timeout instead of blocking a process
+            **s.redis_options(),
         },
+        # a restarted or unreachable Redis: workers reconnect by themselves, forever
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # the relay's publish: a few quick tries, then the outbox row waits for the next pass
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -42,7 +42,7 @@ def sample_queues(client: redis.Redis) -> None:
 
 def run_scheduler(stop=lambda: False) -> None:
     s = get_settings()
-    client = redis.Redis.from_url(s.redis_url)
+    client = redis.Redis.from_url(s.redis_url, **s.redis_options())
     log.info("scheduler started")
     swept_hour = None  # the hour whose sweep this process already enqueued
     while not stop():

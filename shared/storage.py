@@ -1,14 +1,19 @@
 """S3-compatible object storage. Every key a user owns lives under `users/<user_id>/`."""
 
+import logging
+import threading
+import time
 import uuid
 from functools import lru_cache
 from typing import Any
 
 import boto3
 from botocore.client import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.config import get_settings
+
+log = logging.getLogger(__name__)
 
 
 def user_prefix(user_id: uuid.UUID | str) -> str:
@@ -31,7 +36,13 @@ def _client(endpoint: str | None) -> Any:
         region_name=s.s3_region,
         aws_access_key_id=s.s3_access_key_id,
         aws_secret_access_key=s.s3_secret_access_key,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=s.s3_connect_timeout,
+            read_timeout=s.s3_read_timeout,
+            retries={"mode": "standard", "total_max_attempts": s.s3_max_attempts},
+        ),
     )
 
 
@@ -96,6 +107,34 @@ def delete_keys(keys: list[str]) -> None:
         client().delete_objects(
             Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
         )
+
+
+def delete_keys_later(
+    keys: list[str], *, patience_seconds: float = 600.0, settle_seconds: float = 2.0
+) -> None:
+    """Delete `keys` from a background thread once storage answers again (no orphaned objects).
+
+    For writes that failed because storage did not answer: such a write may still land after storage
+    resumes, so the keys are deleted, then checked again `settle_seconds` later until none is left.
+    Gives up (and logs the keys) after `patience_seconds`.
+    """
+
+    def run() -> None:
+        deadline = time.monotonic() + patience_seconds
+        delay = 0.5
+        while time.monotonic() < deadline:
+            try:
+                delete_keys(keys)
+                time.sleep(settle_seconds)
+                if not any(exists(k) for k in keys):
+                    return
+            except (BotoCoreError, ClientError):
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        log.error("could not delete %d objects after a storage outage: %s", len(keys), keys)
+
+    if keys:
+        threading.Thread(target=run, name="delete-keys-later", daemon=True).start()
 
 
 def list_keys(prefix: str) -> list[str]:

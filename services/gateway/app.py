@@ -1,6 +1,8 @@
 """The gateway: the public /v1 API, the web page, health and metrics."""
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -12,15 +14,27 @@ from slowapi.errors import RateLimitExceeded
 from services.gateway.api.errors import install_validation_errors
 from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import probes
+from services.gateway.outages import install_outage_handlers
 from services.gateway.ratelimit import limiter
+from shared import storage
 from shared.jobs import IdempotencyConflict
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 STATIC = Path(__file__).parent / "static"
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build the S3 clients before the first request: loading botocore's models takes a second of CPU,
+    which would otherwise count against the first upload's time bound."""
+    storage.client()
+    storage.public_client()
+    yield
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="Portrait Studio",
         version="0.1.0",
         description=(
@@ -42,6 +56,8 @@ def create_app() -> FastAPI:
             status_code=429,
             headers={"Retry-After": "60"},
         )
+
+    install_outage_handlers(app)
 
     @app.exception_handler(IdempotencyConflict)
     async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:

@@ -1,4 +1,10 @@
-"""Rate limits (slowapi, counters in Redis so every gateway replica shares them)."""
+"""Rate limits (slowapi, counters in Redis so every gateway replica shares them).
+
+When Redis does not answer (`redis_socket_timeout`), slowapi's in-memory fallback takes over: the same
+limits, counted per gateway process, until a backend check (backing off 1, 2, 4 ... 32 s) finds Redis
+again. `swallow_errors` keeps a limiter that fails in any other way from failing the request: a rate
+limit must never turn a Redis hiccup into an outage (issue #16).
+"""
 
 from fastapi import Request
 from slowapi import Limiter
@@ -14,9 +20,17 @@ def user_or_ip(request: Request) -> str:
     return f"user:{user_id}" if user_id else f"ip:{get_remote_address(request)}"
 
 
-limiter = Limiter(
-    key_func=get_remote_address,
-    storage_uri=get_settings().redis_url,
-    strategy="moving-window",
-    headers_enabled=False,
-)
+def _limiter() -> Limiter:
+    s = get_settings()
+    return Limiter(
+        key_func=get_remote_address,
+        storage_uri=s.redis_url,
+        storage_options=s.redis_options(),
+        strategy="moving-window",
+        headers_enabled=False,
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
+    )
+
+
+limiter = _limiter()

@@ -48,6 +48,10 @@ class SmtpConfig:
             security=settings.smtp_security,
             username=settings.smtp_username,
             password=settings.smtp_password,
+            timeout=settings.smtp_timeout,
+            attempts=settings.smtp_attempts,
+            backoff_seconds=settings.smtp_backoff_seconds,
+            backoff_max_seconds=settings.smtp_backoff_max_seconds,
         )
 
 

@@ -19,6 +19,7 @@ from services.notifier.smtp import SmtpConfig, SmtpSendError, send_message
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import JobContext, JobError, job_task
+from shared.jobs.kinds import get_kind
 from shared.models import Job, User
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
     event_key = str(ctx.input.get("event_key") or f"job:{ctx.job_id}:{template}")
     settings = get_settings()
     domain = sender_domain(settings.smtp_from)
-    failure: str | None = None
+    failure: SmtpSendError | None = None
     with session_scope() as session:
         user = session.get(User, ctx.user_id) if ctx.user_id else None
         if template != "data_erased":
@@ -63,14 +64,19 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
         try:
             attempts = send_message(message, SmtpConfig.from_settings(settings))
         except SmtpSendError as exc:
-            failure = str(exc).replace(to, "<recipient>")  # the reply may quote the address
-            mark_not_sent(delivery, FAILED, failure)
+            failure = exc
+            mark_not_sent(delivery, FAILED, _without(str(exc), to))
         else:
             mark_sent(delivery, message["Message-ID"])
-        _forget_address(session, ctx)  # the job ends here: keep no address in it
+        last_try = ctx.attempt >= (get_kind("send_email").max_attempts or settings.job_max_attempts)
+        retry = failure is not None and failure.transient and not last_try
+        if not retry:
+            _forget_address(session, ctx)  # the job ends here: keep no address in it
     if failure is not None:
-        log.warning("email %s not sent: %s", template, failure, extra={"job_id": str(ctx.job_id)})
-        raise JobError("smtp_failed", f"The email could not be sent. {failure}")
+        reason = _without(str(failure), to)
+        log.warning("email %s not sent: %s", template, reason, extra={"job_id": str(ctx.job_id)})
+        # A mail server that is down or busy (no reply, 4xx) gets another job attempt later.
+        raise JobError("smtp_failed", f"The email could not be sent. {reason}", retryable=retry)
     log.info("email %s sent", template, extra={"job_id": str(ctx.job_id), "attempts": attempts})
     return {
         "sent": True,
@@ -116,3 +122,8 @@ def _forget_address(session: Session, ctx: JobContext) -> None:
 
 def _skipped(template: str, reason: str) -> dict[str, Any]:
     return {"sent": False, "template": template, "skipped": reason}
+
+
+def _without(text: str, address: str) -> str:
+    """`text` with the recipient's address taken out (a server's reply may quote it)."""
+    return text.replace(address, "<recipient>")

@@ -42,7 +42,8 @@ def job_snapshot(job: Job, **extra: Any) -> dict[str, Any]:
 
 @lru_cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url)
+    s = get_settings()
+    return redis.Redis.from_url(s.redis_url, **s.redis_options())
 
 
 def publish(job: Job, **extra: Any) -> None:

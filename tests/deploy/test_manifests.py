@@ -96,6 +96,20 @@ def test_containers_have_limits_and_probes(rendered, build):
 
 
 @pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
+def test_probes_match_the_health_endpoints(rendered, build):
+    """Liveness never looks at a dependency (/healthz); readiness does (/readyz), and its timeout leaves
+    room for the slowest dependency check (READINESS_TIMEOUT, checks run in parallel)."""
+    for doc in of_kind(rendered[build], "Deployment"):
+        for c in containers(doc, init=False):
+            where = f"{doc['metadata']['name']}/{c['name']}"
+            assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", where
+            assert c["startupProbe"]["httpGet"]["path"] == "/healthz", where
+            ready = c["readinessProbe"]
+            assert ready["httpGet"]["path"] == "/readyz", where
+            assert ready.get("timeoutSeconds", 1) >= Settings().readiness_timeout + 1, where
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
 def test_pods_run_unprivileged(rendered, build):
     for doc in of_kind(rendered[build], *WORKLOADS):
         assert pod_spec(doc)["securityContext"]["runAsNonRoot"] is True

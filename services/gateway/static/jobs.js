@@ -1,5 +1,5 @@
 // Follow a job live: server-sent events from /v1/jobs/{id}/events, with the state re-read from
-// the API whenever the stream drops (expired token, network, gateway restart).
+// the API whenever the stream drops (expired token, network, gateway restart, a dependency down).
 import { api, ApiError } from "./api.js";
 import * as session from "./session.js";
 
@@ -10,13 +10,20 @@ export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
  * Returns stop(). EventSource cannot send an Authorization header, so the access token
  * travels as ?access_token= (the gateway accepts it on this route only).
  * `job`: the job as the caller just read it from the API; it is delivered at once instead of
- * being read again.
+ * being read again. onError(error) on a failed read or an `unavailable` event (error.message is a
+ * sentence); onRecover() before the next job delivered after one.
  */
-export function followJob(jobId, onJob, { onError, job } = {}) {
+export function followJob(jobId, onJob, { onError, onRecover, job } = {}) {
   let source = null;
   let stopped = false;
   let failures = 0;
   let timer = null;
+  let troubled = false; // onError was called: the next job delivered calls onRecover first
+
+  const report = (error) => {
+    troubled = true;
+    if (onError) onError(error);
+  };
 
   const stop = () => {
     stopped = true;
@@ -26,6 +33,10 @@ export function followJob(jobId, onJob, { onError, job } = {}) {
 
   const deliver = (job) => {
     if (stopped) return;
+    if (troubled) {
+      troubled = false;
+      if (onRecover) onRecover();
+    }
     onJob(job);
     if (TERMINAL.has(job.status)) stop();
   };
@@ -36,7 +47,7 @@ export function followJob(jobId, onJob, { onError, job } = {}) {
       deliver(await api(`/v1/jobs/${encodeURIComponent(jobId)}`));
       return true;
     } catch (error) {
-      if (onError) onError(error);
+      report(error);
       if (error instanceof ApiError && [401, 403, 404].includes(error.status)) stop();
       return false;
     }
@@ -53,6 +64,17 @@ export function followJob(jobId, onJob, { onError, job } = {}) {
       } catch {
         /* a malformed event: the next one or the re-sync repairs the view */
       }
+    });
+    // The server could not read the job (a dependency is down): it says so in words and ends the
+    // stream; the retry below resumes it.
+    source.addEventListener("unavailable", (event) => {
+      let detail = "";
+      try {
+        detail = JSON.parse(event.data).detail;
+      } catch {
+        /* no sentence: the status code says enough */
+      }
+      report(new ApiError(503, detail || "The service is not answering; try again in a minute."));
     });
     source.onerror = async () => {
       source.close();

@@ -1,17 +1,21 @@
 """Jobs: read, list, cancel, and follow live as server-sent events."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from redis.asyncio.client import PubSub
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, owned
 from services.gateway.api.schemas import JobList, JobOut
+from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
 from shared.config import get_settings
 from shared.db import get_sessionmaker
 from shared.jobs import events
@@ -19,6 +23,8 @@ from shared.jobs.state import transition
 from shared.models import Job, JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
+POLL_SECONDS = 2.0  # how often the stream re-reads the row while Redis is down
+RESUME_MS = 5000  # SSE `retry:` after an `unavailable` event: when EventSource tries again
 
 
 @router.get("", response_model=JobList)
@@ -64,11 +70,12 @@ def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Job
 async def job_events(
     job_id: uuid.UUID, request: Request, user: StreamUser, session: SessionDep
 ) -> EventSourceResponse:
-    """Server-sent events: `event: job` with the job JSON on every change, until it ends.
+    """Server-sent events: `event: job` with the job JSON on every change, until it ends; while the
+    database is down, one `event: unavailable` (`{"detail", "dependency"}`) ends the stream.
 
     Browsers' EventSource may pass the access token as `?access_token=` (on this route only).
     """
-    owned(session, Job, job_id, user, "Job")
+    await run_in_threadpool(owned, session, Job, job_id, user, "Job")  # keep the event loop free
     return EventSourceResponse(_stream(job_id, request), ping=15)
 
 
@@ -79,19 +86,37 @@ def _read(job_id: uuid.UUID) -> dict | None:
 
 
 async def _stream(job_id: uuid.UUID, request: Request) -> AsyncIterator[dict]:
-    client = aioredis.Redis.from_url(get_settings().redis_url)
-    pubsub = client.pubsub()
-    await pubsub.subscribe(events.channel(job_id))  # subscribe first, then read: no gap
+    """The job as it changes. Redis down: the row is polled instead. Postgres down: one `unavailable`
+    event with the sentence (and `retry:` for EventSource), then the stream ends; the client resumes."""
+    s = get_settings()
+    client = aioredis.Redis.from_url(s.redis_url, **s.redis_options())
+    pubsub: PubSub | None = client.pubsub()
     try:
+        try:
+            await pubsub.subscribe(events.channel(job_id))  # subscribe first, then read: no gap
+        except DEPENDENCY_ERRORS:
+            pubsub = None  # live events are a shortcut: poll the row instead
         snapshot = await asyncio.to_thread(_read, job_id)
         while snapshot is not None:
             yield {"event": "job", "data": json.dumps(snapshot)}
             if JobStatus(snapshot["status"]).terminal or await request.is_disconnected():
                 return
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            message = None
+            if pubsub is not None:
+                try:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                except DEPENDENCY_ERRORS:
+                    pubsub = None
+            else:
+                await asyncio.sleep(POLL_SECONDS)
             # On silence, re-read the row: the database is the truth, events are a shortcut.
             snapshot = json.loads(message["data"]) if message else await asyncio.to_thread(_read, job_id)
+    except DEPENDENCY_ERRORS as e:
+        dependency, sentence = outage_of(e) or ("database", "")
+        data = {"detail": sentence, "dependency": dependency}
+        yield {"event": "unavailable", "data": json.dumps(data), "retry": RESUME_MS}
     finally:
-        await pubsub.unsubscribe()
-        await pubsub.aclose()
-        await client.aclose()
+        with contextlib.suppress(*DEPENDENCY_ERRORS):
+            if pubsub is not None:
+                await pubsub.aclose()
+            await client.aclose()

@@ -3,6 +3,7 @@
 import uuid
 from typing import Annotated
 
+from botocore.exceptions import BotoCoreError
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -99,11 +100,11 @@ def _store_upload(
         )
         for c in cleaned
     ]
-    stored: list[str] = []
+    stored: list[str] = []  # keys whose write was started: a write that timed out may still land
     try:
         for photo, clean in zip(photos, cleaned, strict=True):
-            storage.put_bytes(photo.object_key, clean.data, clean.content_type)
             stored.append(photo.object_key)
+            storage.put_bytes(photo.object_key, clean.data, clean.content_type)
         session.add_all(photos)
         session.flush()
         job = enqueue(
@@ -117,9 +118,12 @@ def _store_upload(
             },
         )
         session.commit()
-    except BaseException:
+    except BaseException as e:
         session.rollback()
-        storage.delete_keys(stored)  # no orphaned objects
+        if isinstance(e, BotoCoreError):  # storage is not answering: answer 503 now, delete later
+            storage.delete_keys_later(stored)
+        else:
+            storage.delete_keys(stored)  # no orphaned objects
         raise
     return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(job))
 

@@ -5,7 +5,7 @@ from fastapi.responses import PlainTextResponse
 
 from services.gateway.api.schemas import SystemOut
 from shared.config import get_settings
-from shared.health import dependencies_ready
+from shared.health import PROCESS_DEPENDENCIES, dependencies_ready
 
 router = APIRouter(tags=["system"])
 probes = APIRouter(include_in_schema=False)
@@ -31,10 +31,12 @@ def system_info() -> SystemOut:
 
 @probes.get("/healthz", response_class=PlainTextResponse)
 def healthz() -> str:
+    """Liveness: the process answers; never looks at a dependency."""
     return "ok"
 
 
 @probes.get("/readyz", response_class=PlainTextResponse)
 def readyz() -> PlainTextResponse:
-    ok, why = dependencies_ready()
+    """Readiness: 503 naming each dependency that does not answer within `readiness_timeout`."""
+    ok, why = dependencies_ready(PROCESS_DEPENDENCIES["gateway"])
     return PlainTextResponse(why, status_code=200 if ok else 503)

@@ -63,6 +63,7 @@ export function jobPanel(job, { label, onDone, onUpdate } = {}) {
   const stop = followJob(job.id, update, {
     job, // just read by the caller: shown at once, not read again
     onError: (error) => fill(statusEl, notice("error", error.message)),
+    onRecover: () => fill(statusEl), // the job is live again: the outage notice goes
   });
   return { el, stop };
 }

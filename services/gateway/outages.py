@@ -1,0 +1,76 @@
+"""What a client sees while Postgres, Redis or S3 is down or hung: 503, `Retry-After`, one sentence.
+
+The clients' own timeouts (settings `database_*`, `redis_*`, `s3_*`) turn a dead or hung server into
+an exception within about 2 s; this module maps those exceptions, in one place, to the answer. A
+request that does not need the missing dependency never gets here.
+"""
+
+import logging
+
+import botocore.exceptions
+import redis.exceptions
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from shared.config import get_settings
+
+log = logging.getLogger(__name__)
+
+# (exception types, the dependency's name, the sentence a person reads)
+OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
+    (
+        (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError),
+        "database",
+        "The database is not answering; try again in a minute.",
+    ),
+    (
+        (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+        "redis",
+        "The job queue is not answering; try again in a minute.",
+    ),
+    (
+        (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError),
+        "storage",
+        "Storage is not answering; try again in a minute.",
+    ),
+]
+
+
+def outage_of(exc: BaseException) -> tuple[str, str] | None:
+    """(dependency, sentence) when `exc` says a dependency is down or hung, else None."""
+    for types, dependency, sentence in OUTAGES:
+        if isinstance(exc, types):
+            return dependency, sentence
+    return None
+
+
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = tuple(t for types, _, _ in OUTAGES for t in types)
+
+
+def unavailable(dependency: str, sentence: str) -> JSONResponse:
+    """The 503 answer: `{"detail": sentence, "dependency": name}` with `Retry-After` (RFC 9110 10.2.3)."""
+    return JSONResponse(
+        {"detail": sentence, "dependency": dependency},
+        status_code=503,
+        headers={"Retry-After": str(get_settings().retry_after_seconds)},
+    )
+
+
+def install_outage_handlers(app: FastAPI) -> None:
+    """Register one exception handler per dependency on `app`."""
+    for types, dependency, sentence in OUTAGES:
+
+        async def handler(request: Request, exc: Exception, dependency=dependency, sentence=sentence):  # type: ignore[no-untyped-def]
+            log.warning(
+                "%s unavailable on %s %s: %s: %s",
+                dependency,
+                request.method,
+                request.url.path,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:200] if str(exc) else "",
+            )
+            return unavailable(dependency, sentence)
+
+        for exc_type in types:
+            app.add_exception_handler(exc_type, handler)

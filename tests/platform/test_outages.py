@@ -1,0 +1,323 @@
+"""Postgres, Redis, S3 and SMTP hung (SIGSTOP ... SIGCONT) or restarted (killed, started again on the
+same data and port) under the running platform: answers within their time bounds, nothing half-stored,
+every job and mail exactly once after the server is back (issue #16)."""
+
+import json
+import mailbox
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email import message_from_bytes, policy
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import func, select
+
+from shared import storage
+from shared.db import session_scope
+from shared.jobs import enqueue
+from shared.localstack import LocalStack, free_port, wait_for_port
+from shared.models import Job, Photo
+from tests.conftest import Api, Platform, Processes, UserSession, wait_until
+from tests.photos import astronaut_variants, jpeg
+
+ANSWER_WITHIN = 3.0  # seconds: a request that needs a missing dependency
+READY_WITHIN = 1.0  # seconds: /readyz naming it
+
+
+# --- the servers ---------------------------------------------------------------------------------
+
+
+def _server(stack: LocalStack, fragment: str) -> subprocess.Popen:
+    return next(p for p in stack.processes if fragment in " ".join(map(str, p.args)))
+
+
+def _pids(stack: LocalStack, name: str) -> list[int]:
+    """The process and its children of one server: the postmaster and every backend for Postgres."""
+    if name == "postgres":
+        top = stack._pg.get_pid()  # type: ignore[union-attr]
+    else:
+        top = _server(stack, {"redis": "redis-server", "s3": "weed", "smtp": "aiosmtpd"}[name]).pid
+    return [top, *(c.pid for c in psutil.Process(top).children(recursive=True))]
+
+
+@contextmanager
+def frozen(stack: LocalStack, name: str) -> Iterator[None]:
+    """A hung server: the kernel still accepts connections and data, the process answers nothing."""
+    pids = _pids(stack, name)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+@contextmanager
+def restarted(stack: LocalStack, name: str, sig: int = signal.SIGTERM) -> Iterator[None]:
+    """Stop a server ("redis", "smtp") on entry; start it again on the same data and port on exit."""
+    fragment, port = {"redis": ("redis-server", stack.redis_port), "smtp": ("aiosmtpd", stack.smtp_port)}[
+        name
+    ]
+    old = _server(stack, fragment)
+    os.killpg(old.pid, sig)
+    old.wait(timeout=20)
+    try:
+        yield
+    finally:
+        log = open(stack.root / f"{name}-restarted.log", "ab")  # noqa: SIM115 - lives with the child
+        new = subprocess.Popen(
+            old.args, stdout=log, stderr=subprocess.STDOUT, cwd=stack.root, start_new_session=True
+        )
+        stack.processes[stack.processes.index(old)] = new
+        wait_for_port(port, proc=new)
+
+
+@contextmanager
+def postgres_restarted(stack: LocalStack) -> Iterator[None]:
+    """Crash Postgres (SIGQUIT to the postmaster: immediate shutdown) and start it on the same data."""
+    pg = stack._pg
+    pid = pg.get_pid()  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGQUIT)
+    wait_until(lambda: not psutil.pid_exists(pid), timeout=20, what="the postmaster to exit")
+    try:
+        yield
+    finally:
+        pg.ensure_postgres_running()  # type: ignore[union-attr]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _files(n: int) -> list:
+    return [("files", (f"me{i}.jpg", jpeg(img), "image/jpeg")) for i, img in enumerate(astronaut_variants(n))]
+
+
+def _timed(send) -> tuple[httpx.Response, float]:  # type: ignore[no-untyped-def]
+    started = time.monotonic()
+    response = send()
+    return response, time.monotonic() - started
+
+
+def _assert_unavailable(r: httpx.Response, took: float, dependency: str, sentence: str) -> None:
+    assert r.status_code == 503, r.text
+    assert took < ANSWER_WITHIN, f"503 after {took:.2f}s"
+    assert int(r.headers["Retry-After"]) > 0
+    assert r.json() == {"detail": sentence, "dependency": dependency}
+
+
+def _assert_not_ready(url: str, dependency: str) -> None:
+    r, took = _timed(lambda: httpx.get(url, timeout=10))
+    assert r.status_code == 503, r.text
+    assert r.text.startswith(f"not ready: {dependency} is"), r.text
+    assert took < READY_WITHIN, f"/readyz took {took:.2f}s"
+
+
+def _user_id(api: Api, user: UserSession) -> uuid.UUID:
+    return uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+
+
+def _rows(user_id: uuid.UUID) -> tuple[int, int]:
+    """(photo rows, photo_check job rows) of a user."""
+    with session_scope() as session:
+        photos = session.scalar(select(func.count()).select_from(Photo).where(Photo.user_id == user_id))
+        jobs = session.scalar(
+            select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.kind == "photo_check")
+        )
+    return photos, jobs
+
+
+def _health_process(procs: Processes, *args: str) -> str:
+    port = free_port()
+    procs.start(args[0], *args, env={"HEALTH_PORT": str(port)})
+    wait_for_port(port, timeout=60)
+    url = f"http://127.0.0.1:{port}/readyz"
+    wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=60, what=f"{args} ready")
+    return url
+
+
+# --- a hung server -------------------------------------------------------------------------------
+
+
+def test_storage_hung_upload_503_fast_nothing_half_stored(api: Api, platform: Platform, procs: Processes):
+    user = api.new_user()
+    user_id = _user_id(api, user)
+    worker_ready = _health_process(procs, "worker", "photos")
+    one = _files(1)  # made before the clock starts
+    with frozen(platform.stack, "s3"):
+        r, took = _timed(lambda: api.post("/v1/photos", files=one, headers=user.auth, timeout=30))
+        _assert_unavailable(r, took, "storage", "Storage is not answering; try again in a minute.")
+        assert api.get("/v1/jobs", headers=user.auth, timeout=5).status_code == 200  # needs no storage
+        assert api.get("/healthz", timeout=5).status_code == 200
+        _assert_not_ready(f"{platform.url}/readyz", "storage")
+        _assert_not_ready(worker_ready, "storage")
+        assert _rows(user_id) == (0, 0)  # no row without its object
+    # A write that timed out lands when storage resumes: the gateway deletes it then (no object
+    # without its row).
+    prefix = storage.user_prefix(user_id)
+    wait_until(lambda: not storage.list_keys(prefix), timeout=30, what="the timed-out writes deleted")
+    body = api.post("/v1/photos", files=_files(2), headers=user.auth)
+    assert body.status_code == 201, body.text
+    assert _rows(user_id) == (2, 1)
+    assert len(storage.list_keys(prefix)) == 2
+
+
+def test_database_hung_503_fast_and_what_needs_no_database_keeps_working(
+    api: Api, platform: Platform, procs: Processes
+):
+    user = api.new_user()
+    relay_ready = _health_process(procs, "relay")
+    one = _files(1)
+    with frozen(platform.stack, "postgres"):
+        r, took = _timed(lambda: api.post("/v1/photos", files=one, headers=user.auth, timeout=30))
+        _assert_unavailable(r, took, "database", "The database is not answering; try again in a minute.")
+        r, took = _timed(lambda: api.get("/v1/jobs", headers=user.auth, timeout=30))
+        _assert_unavailable(r, took, "database", "The database is not answering; try again in a minute.")
+        r, took = _timed(lambda: api.get("/v1/system", timeout=30))
+        assert r.status_code == 200 and took < 1.0, (r.status_code, took)
+        assert api.get("/healthz", timeout=5).status_code == 200
+        _assert_not_ready(f"{platform.url}/readyz", "database")
+        _assert_not_ready(relay_ready, "database")
+    # Back: the gateway, relay and photos worker reconnect by themselves; the job runs once.
+    r = wait_until(
+        lambda: (r := api.post("/v1/photos", files=_files(1), headers=user.auth)).status_code == 201 and r,
+        timeout=10,
+        what="uploads to work again",
+    )
+    job = api.wait_job(r.json()["job"]["id"], user, timeout=90)
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    assert httpx.get(relay_ready, timeout=5).status_code == 200
+
+
+def test_redis_hung_uploads_still_work_and_jobs_run_after(api: Api, platform: Platform):
+    """Uploads need no Redis (outbox in Postgres; the rate limit falls back to memory)."""
+    user = api.new_user()
+    one = _files(1)
+    with frozen(platform.stack, "redis"):
+        r, took = _timed(lambda: api.post("/v1/photos", files=one, headers=user.auth, timeout=30))
+        assert r.status_code == 201 and took < ANSWER_WITHIN, (r.status_code, took, r.text)
+        r2, took = _timed(lambda: api.post("/v1/photos", files=one, headers=user.auth, timeout=30))
+        assert r2.status_code == 201 and took < ANSWER_WITHIN, (r2.status_code, took, r2.text)
+        _assert_not_ready(f"{platform.url}/readyz", "redis")
+    for body in (r.json(), r2.json()):
+        job = api.wait_job(body["job"]["id"], user, timeout=90)
+        assert job["status"] == "succeeded" and job["attempts"] == 1, job
+
+
+def test_event_stream_says_unavailable_while_the_database_is_hung(api: Api, platform: Platform):
+    user = api.new_user()
+    user_id = _user_id(api, user)
+    with session_scope() as session:  # a job that stays queued: this platform runs no train worker
+        job_id = str(enqueue(session, kind="train_likeness", user_id=user_id, input={}).id)
+    events: list[tuple[str, dict]] = []
+
+    def follow() -> None:
+        params = {"access_token": user.access_token}
+        with api.stream("GET", f"/v1/jobs/{job_id}/events", params=params, timeout=30) as stream:
+            name = "message"
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    events.append((name, json.loads(line[5:])))
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    try:
+        wait_until(lambda: events, timeout=10, what="the first event")
+        with frozen(platform.stack, "postgres"):
+            started = time.monotonic()
+            reader.join(timeout=15)  # the stream re-reads the row 5 s after the last event
+            took = time.monotonic() - started
+        assert not reader.is_alive(), "the stream hung"
+        assert took < 5.0 + ANSWER_WITHIN
+        assert events[0][0] == "job" and events[0][1]["status"] == "queued"
+        assert events[-1] == (
+            "unavailable",
+            {"detail": "The database is not answering; try again in a minute.", "dependency": "database"},
+        )
+    finally:  # the database is back (new connects may fail fast for a moment)
+        cancel = f"/v1/jobs/{job_id}/cancel"
+        wait_until(lambda: api.post(cancel, headers=user.auth).status_code in (200, 409), timeout=15)
+        reader.join(timeout=30)
+
+
+# --- a restarted server: jobs in flight finish exactly once ---------------------------------------
+
+
+def _photos_checked(user_id: uuid.UUID) -> list[str]:
+    with session_scope() as session:
+        return [str(s) for s in session.scalars(select(Photo.status).where(Photo.user_id == user_id))]
+
+
+def _check_running(api: Api, n: int) -> tuple[UserSession, uuid.UUID, str]:
+    """A new user whose upload of `n` photos is being checked right now: (user, user id, job id)."""
+    user = api.new_user()
+    job_id = api.post("/v1/photos", files=_files(n), headers=user.auth).json()["job"]["id"]
+    wait_until(
+        lambda: api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()["status"] == "running",
+        timeout=60,
+        interval=0.05,
+        what="the check to start",
+    )
+    return user, _user_id(api, user), job_id
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_job_job_and_stream_finish_exactly_once(api: Api, platform: Platform):
+    user, user_id, job_id = _check_running(api, 12)
+    seen: list[dict] = []
+    reader = threading.Thread(target=lambda: seen.extend(api.follow_events(job_id, user, timeout=120)))
+    reader.start()
+    with restarted(platform.stack, "redis"):
+        time.sleep(3)
+    reader.join(timeout=120)
+    assert seen and seen[-1]["status"] == "succeeded", seen[-1:]  # the stream went on to the end
+    job = api.wait_job(job_id, user, timeout=120)
+    assert job["status"] == "succeeded", job
+    assert job["result"] == {"accepted": 12, "rejected": 0}
+    assert sorted(_photos_checked(user_id)) == ["accepted"] * 12
+    # The workers reconnected: a new job after the restart runs too.
+    again = api.post("/v1/photos", files=_files(1), headers=user.auth).json()
+    assert api.wait_job(again["job"]["id"], user, timeout=90)["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_postgres_restart_mid_job_job_finishes_exactly_once(api: Api, platform: Platform):
+    user, user_id, job_id = _check_running(api, 12)
+    with postgres_restarted(platform.stack):
+        r, took = _timed(lambda: api.get(f"/v1/jobs/{job_id}", headers=user.auth, timeout=30))
+        _assert_unavailable(r, took, "database", "The database is not answering; try again in a minute.")
+        time.sleep(2)
+    job = api.wait_job(job_id, user, timeout=120)
+    assert job["status"] == "succeeded", job
+    assert job["result"] == {"accepted": 12, "rejected": 0}
+    assert sorted(_photos_checked(user_id)) == ["accepted"] * 12
+    assert _rows(user_id) == (12, 1)  # one upload, one check: nothing doubled by the retry
+
+
+def _mails_to(stack: LocalStack, address: str) -> int:
+    box = mailbox.Maildir(stack.mail_dir, create=False)
+    return sum(
+        message_from_bytes(box.get_bytes(k), policy=policy.default)["To"] == address for k in box.iterkeys()
+    )
+
+
+@pytest.mark.slow
+def test_smtp_down_longer_than_a_few_retries_each_mail_sent_once(api: Api, platform: Platform):
+    email = f"outage-{uuid.uuid4().hex[:8]}@example.com"
+    with restarted(platform.stack, "smtp", signal.SIGKILL):
+        r = api.post("/v1/auth/signup", json={"email": email, "password": "correct horse battery"})
+        assert r.status_code == 202  # signing up needs no mail server: the mail is a job
+        time.sleep(40)  # longer than the notifier's first four tries (2 + 4 + 8 + 16 s)
+        assert _mails_to(platform.stack, email) == 0
+    wait_until(lambda: _mails_to(platform.stack, email) >= 1, timeout=120, what="the mail")
+    time.sleep(3)
+    assert _mails_to(platform.stack, email) == 1
