@@ -193,13 +193,30 @@ def portraits_match_objects(user_ids: list[str]) -> list[str]:
     return problems
 
 
+def claimed_by(job_id: str) -> str:
+    """The `worker` (host:pid:claim token) of a job's current attempt."""
+    from shared.db import session_scope
+    from shared.models import Job
+
+    with session_scope() as session:
+        return session.get(Job, uuid.UUID(job_id)).worker
+
+
 def user_id(api: httpx.Client, user: User) -> str:
     return api.get("/v1/me", headers=user.auth).json()["id"]
 
 
-def trained_users(api: httpx.Client, cluster: scale_out.Cluster, n: int, args) -> list[User]:
-    """`n` users with photos and a ready likeness (one pinned train worker per GPU, not timed)."""
+def verified_users(api: httpx.Client, stack, n: int) -> list[User]:
+    """`n` users signed up, consented, with a confirmed address (mail goes only to those)."""
     users = [scale_out.signed_up_user(api) for _ in range(n)]
+    for user in users:
+        verify_address(api, stack.mail_dir, user)
+    return users
+
+
+def trained_users(api: httpx.Client, stack, cluster: scale_out.Cluster, n: int, args) -> list[User]:
+    """`n` users with photos and a ready likeness (one pinned train worker per GPU, not timed)."""
+    users = verified_users(api, stack, n)
     scale_out.upload_photos(api, users, args.photos)
     prep = [
         cluster.spawn(f"prep-train-{i}", "worker", "train", **pin(i, args)) for i in range(max(args.gpus, 1))
@@ -224,8 +241,7 @@ def seconds(a, b) -> float:
 
 
 def journey(api: httpx.Client, stack, label: str, args) -> dict:
-    user = scale_out.signed_up_user(api)
-    verify_address(api, stack.mail_dir, user)
+    (user,) = verified_users(api, stack, 1)
     files = [
         ("files", (f"me{i}.jpg", jpeg(im), "image/jpeg"))
         for i, im in enumerate(astronaut_variants(args.photos))
@@ -297,8 +313,8 @@ def run_journey(api: httpx.Client, stack, cluster, args) -> dict:
 
 def run_scale(api: httpx.Client, stack, cluster, args) -> dict:
     pools = sorted({1, max(args.gpus, 1)})
-    trained = trained_users(api, cluster, args.portrait_users, args)
-    fresh = [[scale_out.signed_up_user(api) for _ in range(args.training_users)] for _ in pools]
+    trained = trained_users(api, stack, cluster, args.portrait_users, args)
+    fresh = [verified_users(api, stack, args.training_users) for _ in pools]
     scale_out.upload_photos(api, [u for group in fresh for u in group], args.photos)
     results = []
     for pool, group in zip(pools, fresh, strict=True):
@@ -322,7 +338,7 @@ def run_scale(api: httpx.Client, stack, cluster, args) -> dict:
 
 
 def run_kill(api: httpx.Client, stack, cluster, args) -> dict:
-    users = trained_users(api, cluster, 2, args)
+    users = trained_users(api, stack, cluster, 2, args)
     workers = [cluster.spawn(f"generate-{i}", "worker", "generate", **pin(i, args)) for i in range(2)]
     time.sleep(8)
     scale_out.warm_up(api, users, STYLES, args.timeout)  # both workers load their models
@@ -335,8 +351,7 @@ def run_kill(api: httpx.Client, stack, cluster, args) -> dict:
     job_id = r.json()["job"]["id"]
     running = poll_job(api, victim_user, job_id, args.timeout, until=lambda j: j["progress"] >= args.kill_at)
     assert running["status"] == "running", running
-    claimed = job_rows([job_id])[job_id]["worker"]
-    pid = int(claimed.split(":")[1])  # host:pid:token of the claiming (pool) process
+    pid = int(claimed_by(job_id).split(":")[1])  # host:pid:token of the claiming (pool) process
     victim = next(w for w in workers if os.getpgid(pid) == w.pid)  # each worker: its own group
     killed_at = time.time()
     os.killpg(victim.pid, signal.SIGKILL)
