@@ -26,15 +26,18 @@ Modes:
   step from the upload to the `portraits_ready` mail in the Maildir: photo checks, queue waits,
   training, generation, mail, and the client's own gaps (polling, requests). Two users in turn:
   "cold" (workers load their models in the first job) and "warm".
-- scale: bench/scale_out.py's burst (portrait jobs from several trained users + trainings of new
-  users) with 1 GPU and then with --gpus GPUs in the same run (one generate + one train worker
-  per GPU, warmed up first); portraits per minute, queue waits, GPU utilisation per device
+- scale: bench/scale_out.py's burst (a portrait job, 1 portrait in each style, from each of
+  --portrait-users trained users; --training-users new users' trainings, default none) with 1 GPU
+  and then with --gpus GPUs in the same run (one generate + one train worker per GPU; the generate
+  workers warmed up first); portraits per minute, queue waits, GPU utilisation per device
   (nvidia-smi sampling), and exactly-once: each job ran once, portrait rows and S3 objects match.
 - kill: two generate workers (GPU 0 and GPU 1 % --gpus), warmed up; a portrait job starts, its
   worker is SIGKILLed mid-job; the reaper re-queues it, the other worker finishes it exactly once
   (2 attempts, the expected rows and objects, one mail). Reports the time to recovery.
 
-    python bench/gpu_e2e.py journey --tiny      # CPU smoke test with the tiny preset (each mode)
+    python bench/gpu_e2e.py journey --tiny               # CPU smoke tests, tiny preset
+    python bench/gpu_e2e.py scale --tiny --gpus 2 --portrait-users 2
+    python bench/gpu_e2e.py kill --tiny --count 2
 """
 
 from __future__ import annotations
