@@ -86,7 +86,7 @@ class GpuMonitor:
         query = ["--query-gpu=index,utilization.gpu,memory.used", "--format=csv,noheader,nounits"]
         try:
             self.proc = subprocess.Popen(
-                ["nvidia-smi", *query, f"-lms={self.interval_ms}"], stdout=subprocess.PIPE, text=True
+                ["nvidia-smi", *query, f"--loop-ms={self.interval_ms}"], stdout=subprocess.PIPE, text=True
             )
         except FileNotFoundError:
             self.error = "nvidia-smi not found (no GPU)"
