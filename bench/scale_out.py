@@ -33,8 +33,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -185,26 +188,39 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def warm_up(api: httpx.Client, users: list[User], styles: list[str], timeout: float) -> float:
+    """One portrait job per user, at once: with one idle `generate` worker per user, each worker
+    takes one (prefetch 1) and loads its models before the clock starts. Returns the seconds."""
+    t0 = time.monotonic()
+    for job in wait_jobs(api, {start_portraits(api, u, styles[:1]): u for u in users}, timeout).values():
+        assert job["status"] == "succeeded", job
+    return time.monotonic() - t0
+
+
 def run_pool(
     cluster: Cluster, api: httpx.Client, pool: int, gpus: int, trained: list[User], fresh: list[User],
-    styles: list[str], timeout: float,
+    styles: list[str], timeout: float, warm: bool = False, monitor: Callable[[], Any] | None = None,
 ) -> dict:  # fmt: skip
+    """`warm`: the generate workers load their models before the burst (see warm_up); `monitor`:
+    a context manager factory around the burst whose `summary()` goes into the result."""
     workers = []
     for i in range(pool):
         pin = {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {}
         workers.append(cluster.spawn(f"pool{pool}-generate-{i}", "worker", "generate", **pin))
         workers.append(cluster.spawn(f"pool{pool}-train-{i}", "worker", "train", **pin))
     time.sleep(8)  # the workers connect to Redis (models load on each process's first job)
+    warm_seconds = warm_up(api, trained[:pool], styles, timeout) if warm else None
     submitted: dict[str, User] = {}
     expected_portraits: dict[str, int] = {}
     t0 = time.monotonic()
-    for user in trained:
-        job_id = start_portraits(api, user, styles)
-        submitted[job_id] = user
-        expected_portraits[job_id] = len(styles)
-    for user in fresh:
-        submitted[start_training(api, user)] = user
-    ended = wait_jobs(api, submitted, timeout)
+    with monitor() if monitor else nullcontext() as watched:
+        for user in trained:
+            job_id = start_portraits(api, user, styles)
+            submitted[job_id] = user
+            expected_portraits[job_id] = len(styles)
+        for user in fresh:
+            submitted[start_training(api, user)] = user
+        ended = wait_jobs(api, submitted, timeout)
     wall = time.monotonic() - t0
     cluster.stop(workers)
 
@@ -244,9 +260,52 @@ def run_pool(
         "run_seconds": {"generate": summary([r["run"] for r in generate]),
                         "train": summary([r["run"] for r in train])},
         "jobs_per_worker": list(by_worker.values()),
+        "warm_up_seconds": round(warm_seconds, 1) if warm_seconds is not None else None,
+        **({"monitor": watched.summary()} if watched is not None else {}),
     }  # fmt: skip
     print(json.dumps(result), flush=True)
     return result
+
+
+def start_product(preset: str, gpu: bool, **env_overrides: str) -> tuple[LocalStack, Cluster, httpx.Client]:
+    """The local stack, migrations, gateway, relay, scheduler, `photos` and `notify` workers, in a
+    fresh temp dir; this process's environment points at them (for job_rows). `env_overrides`
+    (e.g. MODEL_DIR) win over the defaults and the caller's environment."""
+    root = Path(tempfile.mkdtemp(prefix="studio-scale-"))
+    root.chmod(0o755)  # pgserver runs PostgreSQL as its own user
+    stack = LocalStack(root, base_port=free_port_block(6)).start()
+    port = free_port()
+    env = {
+        **os.environ, **stack.env(),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "PUBLIC_URL": f"http://127.0.0.1:{port}", "LOG_JSON": "false",
+        "MODEL_PRESET": preset, "RELAY_POLL_SECONDS": "0.1", "HEALTH_PORT": "0",
+        "AUTH_RATE_LIMIT": "10000/minute", "UPLOAD_RATE_LIMIT": "10000/minute",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "4" if gpu else "1"),
+    }  # fmt: skip
+    if preset == "tiny":
+        env.setdefault("MODEL_DIR", str(REPO / "var" / "test-models"))  # tiny models, cached
+    env.update(env_overrides)
+    os.environ.update(env)
+    cluster = Cluster(root, env)
+    try:
+        subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True, cwd=REPO)
+        cluster.spawn("gateway", "gateway", "--port", str(port))
+        cluster.spawn("relay", "relay")
+        cluster.spawn("scheduler", "scheduler")
+        cluster.spawn("worker-photos", "worker", "photos")
+        cluster.spawn("worker-notify", "worker", "notify")
+        wait_for_port(port, timeout=120)
+    except BaseException:
+        stop_product(stack, cluster)
+        raise
+    return stack, cluster, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+
+
+def stop_product(stack: LocalStack, cluster: Cluster) -> None:
+    cluster.stop_all()
+    stack.stop()
+    shutil.rmtree(stack.root, ignore_errors=True)
 
 
 def main() -> None:
@@ -259,37 +318,15 @@ def main() -> None:
     parser.add_argument("--styles", default="studio-business,black-white")
     parser.add_argument("--photos", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--warm", action="store_true", help="generate workers load models before the burst")
     parser.add_argument("--out", default=None, help="JSON report path")
     args = parser.parse_args()
     pools = [int(p) for p in args.pools.split(",")]
     styles = args.styles.split(",")
 
-    root = Path(tempfile.mkdtemp(prefix="studio-scale-"))
-    root.chmod(0o755)  # pgserver runs PostgreSQL as its own user
-    stack = LocalStack(root, base_port=free_port_block(6)).start()
-    port = free_port()
-    env = {
-        **os.environ, **stack.env(),
-        "PYTHONPATH": str(REPO), "PUBLIC_URL": f"http://127.0.0.1:{port}", "LOG_JSON": "false",
-        "MODEL_PRESET": args.preset, "RELAY_POLL_SECONDS": "0.1", "HEALTH_PORT": "0",
-        "AUTH_RATE_LIMIT": "10000/minute", "UPLOAD_RATE_LIMIT": "10000/minute",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1" if not args.gpus else "4"),
-    }  # fmt: skip
-    if args.preset == "tiny":
-        env.setdefault("MODEL_DIR", str(REPO / "var" / "test-models"))  # tiny models, cached
-    os.environ.update(env)
-    cluster = Cluster(root, env)
     report = {"preset": args.preset, "gpus": args.gpus, "styles": styles, "cpus": os.cpu_count(), "pools": []}
+    stack, cluster, api = start_product(args.preset, gpu=bool(args.gpus))
     try:
-        subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True, cwd=REPO)
-        cluster.spawn("gateway", "gateway", "--port", str(port))
-        cluster.spawn("relay", "relay")
-        cluster.spawn("scheduler", "scheduler")
-        cluster.spawn("worker-photos", "worker", "photos")
-        cluster.spawn("worker-notify", "worker", "notify")
-        wait_for_port(port, timeout=120)
-        api = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-
         # Users who already have a likeness (trained for real, before the clock starts), and
         # fresh users for each burst's trainings.
         trained = [signed_up_user(api) for _ in range(args.portrait_users)]
@@ -306,7 +343,7 @@ def main() -> None:
 
         for pool, group in zip(pools, fresh, strict=True):
             print(f"pool of {pool}: {len(trained)} portrait jobs + {len(group)} trainings", flush=True)
-            result = run_pool(cluster, api, pool, args.gpus, trained, group, styles, args.timeout)
+            result = run_pool(cluster, api, pool, args.gpus, trained, group, styles, args.timeout, args.warm)
             report["pools"].append(result)
         base = report["pools"][0]
         for result in report["pools"]:
@@ -314,9 +351,7 @@ def main() -> None:
                 if base[key] and result[key]:
                     result[f"{key}_vs_pool_{base['pool']}"] = round(result[key] / base[key], 2)
     finally:
-        cluster.stop_all()
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        stop_product(stack, cluster)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

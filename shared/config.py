@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     # "sd15" loads real weights listed in the model manifest.
     model_preset: Literal["tiny", "sd15"] = "tiny"
     model_dir: Path = REPO_ROOT / "var" / "models"
+    # A model manifest used instead of shared/ml/manifest.yaml: the explicit opt-out for the random
+    # bench weights of bench/sd15_random.py (its own hashes). Production leaves it unset.
+    model_manifest: Path | None = None
     device: str = "auto"
 
     log_json: bool = True

@@ -90,7 +90,9 @@ def load_pipeline_from(
 
     common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if path.is_dir():
-        pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **common)
+        pipe = StableDiffusionPipeline.from_pretrained(
+            path, local_files_only=True, variant=fp16_variant(path), **common
+        )
     else:
         if config is None:
             raise registry.ModelError(f"single-file checkpoint {path} needs a config folder")
@@ -105,8 +107,18 @@ def load_pipeline_from(
 def load_controlnet_from(path: Path, *, device: str, dtype: torch.dtype) -> ControlNetModel:
     from diffusers import ControlNetModel
 
-    model = ControlNetModel.from_pretrained(path, dtype=dtype, local_files_only=True)
+    model = ControlNetModel.from_pretrained(
+        path, dtype=dtype, local_files_only=True, variant=fp16_variant(path)
+    )
     return model.to(device)
+
+
+def fp16_variant(folder: Path) -> str | None:
+    """ "fp16" when a diffusers folder holds only fp16-variant weights (`*.fp16.safetensors`, as the
+    hub's fp16 downloads in manifest.yaml do), else None; diffusers finds those files only when
+    asked for the variant."""
+    weights = list(folder.rglob("*.safetensors"))
+    return "fp16" if weights and all(w.name.endswith(".fp16.safetensors") for w in weights) else None
 
 
 def load_upscaler_from(path: Path, *, device: str) -> ImageModelDescriptor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 from functools import cache
@@ -24,6 +25,7 @@ from shared.config import get_settings
 MANIFEST = Path(__file__).with_name("manifest.yaml")
 PINS_FILE = "pins.json"
 _pins_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 class ModelError(Exception):
@@ -95,6 +97,8 @@ class Manifest(BaseModel):
 
 @cache
 def _load_manifest(path: Path) -> Manifest:
+    if path != MANIFEST:
+        log.warning("model manifest %s is used instead of the shipped %s", path, MANIFEST)
     raw = yaml.safe_load(path.read_text())
     for name, spec in raw["models"].items():
         spec["name"] = name
@@ -102,7 +106,8 @@ def _load_manifest(path: Path) -> Manifest:
 
 
 def manifest(path: Path | None = None) -> Manifest:
-    return _load_manifest(path or MANIFEST)
+    """The model manifest: `path`, else settings.model_manifest (MODEL_MANIFEST), else the shipped one."""
+    return _load_manifest(path or get_settings().model_manifest or MANIFEST)
 
 
 def get_spec(name: str, *, manifest_path: Path | None = None) -> ModelSpec:
