@@ -31,7 +31,7 @@ from services.generator.stages.detailer import DetailerStage, DetailReport
 from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
-from services.generator.styles import DetailerPass, Style
+from shared.styles import DetailerPass, Style
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]

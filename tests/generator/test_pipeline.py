@@ -10,7 +10,7 @@ from services.generator.likeness import identity_score, load_likeness
 from services.generator.metadata import read_png_metadata
 from services.generator.pipeline import PortraitPipeline, Scale
 from services.generator.resident import ResidentModels
-from services.generator.styles import get_style
+from shared.styles import get_style
 from tests.generator.helpers import FixedDetector, make_lora
 
 # NaN in an image (diffusers warns when casting it) is a failure, not a warning.

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from services.generator.pose import POSES_DIR
-from services.generator.styles import StyleError, load_style_file, load_styles
+from shared.styles import StyleError, load_style_file, load_styles
 
 
 def test_every_shipped_style_is_valid_and_complete():
@@ -26,7 +26,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_invalid_style_names_the_file_and_field(tmp_path):
-    good = (Path(__file__).parents[2] / "services/generator/styles/studio-business.yaml").read_text()
+    good = (Path(__file__).parents[2] / "shared/styles/studio-business.yaml").read_text()
     bad = good.replace("denoise: 0.35\n  steps: 20\n  cfg: 6.0", "denoise: 0.9\n  steps: 20\n  cfg: 6.0")
     assert bad != good
     with pytest.raises(StyleError, match=r"studio-business.yaml: beautify.denoise"):

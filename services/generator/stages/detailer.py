@@ -25,7 +25,7 @@ from services.generator.stages.common import (
     repeat_embeds,
     size_multiple,
 )
-from services.generator.styles import DetailerPass
+from shared.styles import DetailerPass
 
 
 @dataclass
