@@ -29,8 +29,8 @@ def _setup(service: str) -> None:
 
 
 @app.command()
-def gateway(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """The HTTP API and the web page."""
+def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """The HTTP API and the web page. One process per core: Kubernetes runs one per pod (1 CPU)."""
     import uvicorn
 
     _setup("gateway")
@@ -39,6 +39,7 @@ def gateway(host: str = "127.0.0.1", port: int = 8000) -> None:
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         log_config=None,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
