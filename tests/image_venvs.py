@@ -4,8 +4,8 @@
 go unnoticed. Here each `services/*/Dockerfile` is read: every final stage (one with a `CMD`) copies
 `/opt/venv` from a build stage, whose `pip install ... ".[extras]"` (and `--no-deps` packages) say what
 the image holds. The same installs, with the same constraints, go into a plain virtualenv (no system
-site-packages) cached under `var/image-venvs/`, keyed by the extras and a hash of pyproject.toml and
-constraints.txt. The project itself is installed from a wheel built for the run (as `pip install .`
+site-packages) cached under `var/image-venvs/`, keyed by the extras and a hash of the pins and the image's
+requirements. The project itself is installed from a wheel built for the run (as `pip install .`
 does in the image), so the cached environment always runs this checkout's code.
 """
 
@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,10 +101,13 @@ def read_images(dockerfiles: list[Path] | None = None) -> list[Image]:
     return images
 
 
-def _fingerprint() -> str:
-    digest = hashlib.sha256()
-    for name in ("pyproject.toml", "constraints.txt"):
-        digest.update((REPO / name).read_bytes())
+def _fingerprint(image: Image) -> str:
+    """Changes when what pip would install for the image changes: the pins, the project's
+    dependencies or the image's extras (not when another extra or the code changes)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [project["dependencies"], *(project["optional-dependencies"][e] for e in image.extras)]
+    digest = hashlib.sha256(json.dumps([wanted, image.no_deps]).encode())
+    digest.update((REPO / "constraints.txt").read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -142,7 +146,7 @@ def _run(args: list[str], cwd: Path | None = None) -> None:
 
 def ensure_venv(image: Image, wheel: Path) -> Path:
     """The image's virtualenv (built once per extras and pins), with this run's wheel in it."""
-    venv = CACHE / f"{image.venv_key}-{_fingerprint()}"
+    venv = CACHE / f"{image.venv_key}-{_fingerprint(image)}"
     done = venv / ".complete"
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     constraints = ["-c", str(REPO / "constraints.txt")]

@@ -5,14 +5,13 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from services.gateway.api.deps import CurrentUser, SessionDep, owned
 from services.gateway.api.schemas import JobList, JobOut
-from shared.config import get_settings
+from services.gateway.event_hub import hub
 from shared.db import get_sessionmaker
 from shared.jobs import events
 from shared.jobs.state import transition
@@ -69,6 +68,9 @@ async def job_events(
     Browsers' EventSource may pass the access token as `?access_token=`.
     """
     owned(session, Job, job_id, user, "Job")
+    # The stream may stay open for minutes: give the pooled connection back now (the request's
+    # session is only closed when the response ends; 15 open streams used to exhaust the pool).
+    session.close()
     return EventSourceResponse(_stream(job_id, request), ping=15)
 
 
@@ -79,19 +81,13 @@ def _read(job_id: uuid.UUID) -> dict | None:
 
 
 async def _stream(job_id: uuid.UUID, request: Request) -> AsyncIterator[dict]:
-    client = aioredis.Redis.from_url(get_settings().redis_url)
-    pubsub = client.pubsub()
-    await pubsub.subscribe(events.channel(job_id))  # subscribe first, then read: no gap
-    try:
+    async with hub().subscribe(events.channel(job_id)) as queue:  # subscribe first, then read: no gap
         snapshot = await asyncio.to_thread(_read, job_id)
         while snapshot is not None:
             yield {"event": "job", "data": json.dumps(snapshot)}
             if JobStatus(snapshot["status"]).terminal or await request.is_disconnected():
                 return
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-            # On silence, re-read the row: the database is the truth, events are a shortcut.
-            snapshot = json.loads(message["data"]) if message else await asyncio.to_thread(_read, job_id)
-    finally:
-        await pubsub.unsubscribe()
-        await pubsub.aclose()
-        await client.aclose()
+            try:
+                snapshot = json.loads(await asyncio.wait_for(queue.get(), timeout=5.0))
+            except TimeoutError:  # on silence, re-read the row: the database is the truth
+                snapshot = await asyncio.to_thread(_read, job_id)
