@@ -132,9 +132,19 @@ async def open_streams(url: str, token: str, job_id: str, clients: int, hold: fl
         opened.set()
         await asyncio.gather(*tasks)
     firsts.sort()
-    pick = lambda q: round(firsts[min(len(firsts) - 1, int(q * len(firsts)))] * 1000, 1) if firsts else None  # noqa: E731
-    return {"clients": clients, "streams_ok": len(firsts), "failures": failures[:10], "n_failures": len(failures),
-            "first_event_p50_ms": pick(0.5), "first_event_p99_ms": pick(0.99), **during}  # fmt: skip
+
+    def pick(q: float) -> float | None:
+        return round(firsts[min(len(firsts) - 1, int(q * len(firsts)))] * 1000, 1) if firsts else None
+
+    return {
+        "clients": clients,
+        "streams_ok": len(firsts),
+        "failures": failures[:10],
+        "n_failures": len(failures),
+        "first_event_p50_ms": pick(0.5),
+        "first_event_p99_ms": pick(0.99),
+        **during,
+    }
 
 
 def main() -> None:
@@ -158,7 +168,7 @@ def main() -> None:
     env = {
         **os.environ,
         **stack.env(),
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
         "VAR_DIR": str(root / "var"),
         "HEALTH_PORT": "0",
     }
@@ -210,8 +220,11 @@ def main() -> None:
 
             def during(hold: float) -> dict:
                 load = hey(url + targets["job"], token, int(hold), args.connections)
-                return {"rss_mb_open": rss_mb(pids), "redis_clients_open": rc.info("clients")["connected_clients"],
-                        "job_status_while_open": load}  # fmt: skip
+                return {
+                    "rss_mb_open": rss_mb(pids),
+                    "redis_clients_open": rc.info("clients")["connected_clients"],
+                    "job_status_while_open": load,
+                }
 
             sse = asyncio.run(open_streams(url, token, job_id, args.sse_clients, args.duration / 2, during))
             time.sleep(2)

@@ -30,6 +30,8 @@ from tests.image_venvs import Image, build_wheel, image_env, make_home, read_ima
 from tests.image_venvs import ensure_venv as _ensure_venv
 from tests.photos import astronaut_variants, jpeg
 
+# The first run builds the venvs (the ML one holds torch: several minutes on 2 cores); later runs reuse them.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 WORKER_ENV = {"OMP_NUM_THREADS": "1"}  # one torch thread: far faster on a shared 2-core box
 EXPECTED = {"gateway", "notifier", "trainer:photos", "trainer:gpu", "generator"}
 
