@@ -1,10 +1,7 @@
 """The gateway: the public /v1 API, the web page, health and metrics."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
-from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -15,24 +12,13 @@ from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import probes
 from services.gateway.metrics import RequestMetrics
 from services.gateway.ratelimit import limiter
-from shared.config import get_settings
 from shared.jobs import IdempotencyConflict
 
 STATIC = Path(__file__).parent / "static"
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Sync routes run in anyio's worker threads (40 by default): no more than the database pool
-    # holds, so threads never queue for a connection, and fewer threads contend for the GIL.
-    settings = get_settings()
-    to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size + settings.db_max_overflow
-    yield
-
-
 def create_app() -> FastAPI:
     app = FastAPI(
-        lifespan=lifespan,
         title="Portrait Studio",
         version="0.1.0",
         description=(
