@@ -22,7 +22,6 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from shared.localstack import LocalStack, free_port, wait_for_port
 from tests.conftest import FAST_JOBS, Api
@@ -95,7 +94,8 @@ def own_database(stack: LocalStack) -> Iterator[str]:
     admin = create_engine(stack.database_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield make_url(stack.database_url).set(database=name).render_as_string(hide_password=False)
+    assert "/studio?" in stack.database_url
+    yield stack.database_url.replace("/studio?", f"/{name}?")  # percent-encoded socket path kept as is
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
