@@ -30,7 +30,8 @@ def _setup(service: str) -> None:
 
 @app.command()
 def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
-    """The HTTP API and the web page. One process per core: Kubernetes runs one per pod (1 CPU)."""
+    """The HTTP API and the web page. Kubernetes runs one process per pod (1 CPU); `--workers N` runs N
+    processes on one host (each serves its own /metrics)."""
     import uvicorn
 
     _setup("gateway")

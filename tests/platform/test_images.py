@@ -11,12 +11,15 @@ database, so workers of the test environment that may run in the same session ta
 from __future__ import annotations
 
 import mailbox
+import re
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -24,7 +27,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from shared.localstack import LocalStack, free_port, wait_for_port
-from tests.conftest import FAST_JOBS, Api
+from tests.conftest import FAST_JOBS, Api, wait_until
 from tests.image_venvs import Image, build_wheel, image_env, make_home, read_images
 from tests.image_venvs import ensure_venv as _ensure_venv
 from tests.photos import astronaut_variants, jpeg
@@ -179,8 +182,11 @@ def _walk(api: Api, stack: LocalStack) -> None:
     assert api.get("/healthz").status_code == 200
     assert api.get("/").status_code == 200  # the web page (static files in the wheel)
     user = api.new_user()  # auth: sign up (mails a verification link), log in; me: consent
+    [mail] = wait_until(lambda: _mails_to(stack, user.email), timeout=120, what="the verification mail")
+    token = re.search(r"#/verify\?token=([A-Za-z0-9_\-]+)", mail.get_body(("plain",)).get_content()).group(1)
+    assert api.post("/v1/auth/verify-email", json={"token": token}).status_code == 200  # results mail now
     me = api.get("/v1/me", headers=user.auth).json()
-    assert me["email"] == user.email
+    assert me["email"] == user.email and me["email_verified"] is True
 
     files = [("files", (f"me{i}.jpg", jpeg(im), "image/jpeg")) for i, im in enumerate(astronaut_variants(5))]
     upload = api.post("/v1/photos", files=files, headers=user.auth)
@@ -207,10 +213,21 @@ def _walk(api: Api, stack: LocalStack) -> None:
     jobs = api.get("/v1/jobs", headers=user.auth).json()["jobs"]
     assert {j["kind"] for j in jobs} >= {"photo_check", "train_likeness", "generate_portraits"}
 
-    deadline = time.monotonic() + 60  # the notifier image's worker delivered the mails
-    while time.monotonic() < deadline:
-        to_user = [m for m in mailbox.Maildir(stack.mail_dir, create=False) if user.email in m["To"]]
-        if len(to_user) >= 2:  # verify_email, then training finished / portraits ready
-            break
+    # The notifier image's worker sends every mail: verify_email, training_finished, portraits_ready.
+    def mail_jobs() -> list[dict]:
+        listed = api.get("/v1/jobs", params={"kind": "send_email"}, headers=user.auth).json()["jobs"]
+        return [j for j in listed if j["status"] in ("succeeded", "failed", "canceled")]
+
+    deadline = time.monotonic() + 120
+    while len(mail_jobs()) < 3 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert len(to_user) >= 2, f"{len(to_user)} mails reached {user.email}"
+    sent = mail_jobs()
+    assert [j["status"] for j in sent] == ["succeeded"] * 3, [(j["status"], j["error_message"]) for j in sent]
+    subjects = [m["Subject"] for m in _mails_to(stack, user.email)]
+    assert len(subjects) == 3, subjects
+
+
+def _mails_to(stack: LocalStack, address: str) -> list[EmailMessage]:
+    box = mailbox.Maildir(stack.mail_dir, create=False)
+    mails = [message_from_bytes(box.get_bytes(key), policy=policy.default) for key in box.iterkeys()]
+    return [m for m in mails if m["To"] == address]
