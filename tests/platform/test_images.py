@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mailbox
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -71,8 +72,8 @@ class ImageProcesses:
         lines = []
         for name, args, proc, log in self.running:
             state = "running" if proc.poll() is None else f"exited {proc.returncode}"
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            errors = [t for t in tail if "Error" in t or "Traceback" in t]
+            logged = log.read_text(errors="replace").splitlines()
+            errors = list(dict.fromkeys(t.strip() for t in logged if "Error:" in t))[-5:]
             lines.append(
                 f"image {name!r} `{' '.join(args)}`: {state}" + "".join(f"\n    {e}" for e in errors)
             )
@@ -175,6 +176,7 @@ def test_each_image_runs_its_part_of_the_product(images, stack: LocalStack, own_
         pytest.fail(f"{type(e).__name__}: {e}\n{procs.report()}")
     finally:
         procs.stop_all()
+        shutil.rmtree(home, ignore_errors=True)  # the failure message carries the logs' errors
 
 
 def _walk(api: Api, stack: LocalStack) -> None:
