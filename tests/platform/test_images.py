@@ -212,6 +212,13 @@ def _walk(api: Api, stack: LocalStack) -> None:
     assert made["status"] == "succeeded" and made["result"]["portraits"] == 1, made
     portraits = api.get("/v1/portraits", headers=user.auth).json()["portraits"]
     assert len(portraits) == 1 and httpx.get(portraits[0]["url"], timeout=30).status_code == 200
+    zipped = api.get("/v1/portraits/zip", params={"job_id": asked.json()["job"]["id"]}, headers=user.auth)
+    assert zipped.status_code == 200 and zipped.content[:2] == b"PK"
+    download = api.get(f"/v1/likenesses/{likeness_id}/download?format=kohya", headers=user.auth)
+    assert download.status_code == 200 and httpx.get(download.json()["url"], timeout=30).status_code == 200
+    for path in ("/readyz", "/v1/system", "/metrics"):  # probes, system, metrics
+        assert api.get(path, headers=user.auth).status_code == 200, path
+    assert api.delete(f"/v1/portraits/{portraits[0]['id']}", headers=user.auth).status_code in (200, 204)
     jobs = api.get("/v1/jobs", headers=user.auth).json()["jobs"]
     assert {j["kind"] for j in jobs} >= {"photo_check", "train_likeness", "generate_portraits"}
 
