@@ -40,7 +40,7 @@ from bench import gpu_stats, sd15_random  # noqa: E402
 from services.generator.detectors import Detection  # noqa: E402
 from services.generator.pipeline import PortraitPipeline, Scale  # noqa: E402
 from services.generator.resident import ResidentModels  # noqa: E402
-from services.generator.styles import get_style  # noqa: E402
+from shared.styles import get_style  # noqa: E402
 
 BENCH_STYLE = "studio-business"
 TINY_SCALE = Scale(width=64, height=96, steps=2, detail_size=64, tile=64, padding=16)

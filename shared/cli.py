@@ -30,8 +30,9 @@ def _setup(service: str) -> None:
 
 
 @app.command()
-def gateway(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """The HTTP API and the web page."""
+def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """The HTTP API and the web page. Kubernetes runs one process per pod (1 CPU); `--workers N` runs N
+    processes on one host (each serves its own /metrics)."""
     import uvicorn
 
     _setup("gateway")
@@ -40,6 +41,7 @@ def gateway(host: str = "127.0.0.1", port: int = 8000) -> None:
         factory=True,
         host=host,
         port=port,
+        workers=workers,
         log_config=None,
         proxy_headers=True,
         timeout_graceful_shutdown=10,

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     # Infrastructure
     database_url: str = "postgresql+psycopg://studio@/studio?host=/tmp"
     redis_url: str = "redis://127.0.0.1:6390/0"
+    # Connections a process keeps open, and may add under load (closed again when returned to a full
+    # pool: keep the pool near the gateway's concurrency so requests do not open one each).
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
     s3_endpoint_url: str | None = "http://127.0.0.1:8333"
     s3_public_endpoint_url: str | None = None  # where browsers reach S3, if different
     s3_region: str = "us-east-1"

@@ -72,7 +72,8 @@ def get_engine() -> Engine:
     engine = create_engine(
         s.database_url,
         pool_pre_ping=True,
-        pool_size=5,
+        pool_size=s.db_pool_size,
+        max_overflow=s.db_max_overflow,
         pool_timeout=s.database_pool_timeout,
         connect_args={
             "connect_timeout": s.database_connect_timeout,

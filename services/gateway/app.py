@@ -1,6 +1,5 @@
 """The gateway: the public /v1 API, the web page, health and metrics."""
 
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,11 +13,11 @@ from slowapi.errors import RateLimitExceeded
 from services.gateway.api.errors import install_validation_errors
 from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import probes
+from services.gateway.metrics import RequestMetrics
 from services.gateway.outages import install_outage_handlers
 from services.gateway.ratelimit import limiter
 from shared import storage
 from shared.jobs import IdempotencyConflict
-from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
 STATIC = Path(__file__).parent / "static"
 
@@ -63,15 +62,7 @@ def create_app() -> FastAPI:
     async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
-    @app.middleware("http")
-    async def metrics(request: Request, call_next):  # type: ignore[no-untyped-def]
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(request.method, path, response.status_code).inc()
-        HTTP_SECONDS.labels(path).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(RequestMetrics)
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:

@@ -9,7 +9,7 @@ import typer
 
 
 def generate_cmd(
-    style: str = typer.Option(..., "--style", help="style id (services/generator/styles/*.yaml)"),
+    style: str = typer.Option(..., "--style", help="style id (shared/styles/*.yaml)"),
     out: Path = typer.Option(..., "--out", help="folder for the PNG files"),
     likeness: Path | None = typer.Option(
         None, "--likeness", help="likeness folder or LoRA .safetensors file; none: no likeness"
@@ -32,7 +32,7 @@ def generate_cmd(
     from rich.table import Table
 
     from services.generator.pipeline import PortraitPipeline
-    from services.generator.styles import StyleError, get_style
+    from shared.styles import StyleError, get_style
 
     console = Console(stderr=True)
     try:

@@ -22,7 +22,6 @@ from typing import Literal
 
 from PIL import Image
 
-from services.generator.extra_networks import LoraRef, extract_loras
 from services.generator.likeness import Likeness, identity_score, load_likeness
 from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, BakedLoras, LoraSpec
 from services.generator.metadata import (
@@ -38,9 +37,10 @@ from services.generator.stages.detailer import DetailerStage, DetailReport
 from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
-from services.generator.styles import DetailerPass, Style
+from shared.extra_networks import LoraRef, extract_loras
 from shared.ml import dtype_guard
 from shared.pose import Pose, draw_pose
+from shared.styles import DetailerPass, Style
 
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]

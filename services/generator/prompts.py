@@ -2,7 +2,7 @@
 
 - Attention: `(word)` x1.1, `[word]` /1.1, `(word:1.3)`, nesting multiplies, `\\(` is literal,
   `BREAK` starts a new chunk (A1111's `parse_prompt_attention`, same results).
-- Extra networks (`<lora:name:0.7>`) are taken out first: see extra_networks.py.
+- Extra networks (`<lora:name:0.7>`) are taken out first: see shared/extra_networks.py.
 - Length: tokens are split into 75-token chunks (moving a chunk break back to a comma at most
   20 tokens earlier), each chunk wrapped in BOS/EOS to 77 tokens and encoded separately; the
   chunk embeddings are concatenated, so prompts are not cut at 77 tokens.
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from services.generator.extra_networks import EXTRA_NETWORK, LoraRef, extract_loras
+from shared.extra_networks import EXTRA_NETWORK, LoraRef, extract_loras
 
 __all__ = ["LoraRef", "PromptEmbeds", "encode_prompt_pair", "extract_loras", "tokenize_chunks"]
 

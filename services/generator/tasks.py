@@ -23,8 +23,6 @@ from sqlalchemy import select
 
 from services.generator.likeness import DIFFUSERS_FILE, Likeness
 from services.generator.metadata import thumbnail_jpeg
-from services.generator.quota import MAX_COUNT, portraits_made_today
-from services.generator.styles import StyleError, get_style
 from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
@@ -35,6 +33,8 @@ from shared.models import Likeness as LikenessRow
 from shared.models import Photo, Portrait, PosePhoto
 from shared.pose import Pose, parse_openpose_json
 from shared.queue import stop_consuming
+from shared.quota import MAX_COUNT, portraits_made_today
+from shared.styles import StyleError, get_style
 
 log = logging.getLogger(__name__)
 LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest

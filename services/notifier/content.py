@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from services.notifier.links import failure_route, web_url
+from shared.styles import StyleError, load_styles
 
 DOWNLOAD_DAYS = 7  # S3 signature version 4 allows at most 7 days
 INLINE_PICTURES = 6  # the best ones travel inside the mail; the rest are links
@@ -27,8 +28,6 @@ class PortraitItem:
 
 def style_name(style_id: str) -> str:
     """The display name of a style ('golden-park' -> 'Golden park' if the style is gone)."""
-    from services.generator.styles import StyleError, load_styles
-
     try:
         return load_styles()[style_id].name
     except (KeyError, StyleError):

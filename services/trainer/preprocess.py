@@ -6,7 +6,6 @@ too few photos are usable, saying how many more are needed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import cv2
@@ -20,11 +19,6 @@ from shared import faces
 CROP_EYE_DISTANCES = 5.5
 EYE_LINE = 0.42
 IDENTITY_MIN_PHOTOS = 3  # below this there is no majority to call someone an outlier
-
-# Consonant-vowel syllables that CLIP splits into rare tokens: the trigger word carries no prior
-# meaning ("sks"-style), and is derived from the likeness id so it is stable per likeness.
-_ONSETS = "bdfghjklmnprstvz"
-_VOWELS = "aeiou"
 
 
 class TooFewPhotos(Exception):
@@ -73,16 +67,6 @@ class TrainingSet:
 
 def caption(trigger_word: str, class_word: str) -> str:
     return f"a photo of {trigger_word} {class_word}"
-
-
-def make_trigger_word(key: str) -> str:
-    """A rare, pronounceable token derived from `key` (e.g. the likeness id), like "zuvek"."""
-    digest = hashlib.sha256(key.encode()).digest()
-    letters = []
-    for i in range(3):
-        letters.append(_ONSETS[digest[2 * i] % len(_ONSETS)])
-        letters.append(_VOWELS[digest[2 * i + 1] % len(_VOWELS)])
-    return "".join(letters[:5])  # consonant-vowel-consonant-vowel-consonant
 
 
 def align_face(image: Image.Image, face: faces.Face, size: int) -> Image.Image:

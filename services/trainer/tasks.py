@@ -18,7 +18,6 @@ from sqlalchemy import select
 
 from services.trainer import train
 from services.trainer.checkpoints import S3CheckpointStore
-from services.trainer.preprocess import make_trigger_word
 from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
@@ -26,6 +25,7 @@ from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
 from shared.ml import loading
 from shared.models import Job, Likeness, Photo
+from shared.trigger_word import make_trigger_word
 
 log = logging.getLogger(__name__)
 

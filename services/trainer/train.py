@@ -21,6 +21,7 @@ from shared.config import get_settings
 from shared.faces import EMBEDDINGS_FILE
 from shared.images import open_upright
 from shared.ml import loading, registry
+from shared.trigger_word import make_trigger_word
 
 StageFn = Callable[[float, str], None]  # fraction 0..1, stage label (JobContext.progress)
 
@@ -110,7 +111,7 @@ def train_likeness(
 
     began = time.monotonic()
     report(0.0, "preprocessing")
-    trigger = trigger_word or preprocess.make_trigger_word(f"{out_dir.resolve()}:{seed}")
+    trigger = trigger_word or make_trigger_word(f"{out_dir.resolve()}:{seed}")
     data = preprocess.build_training_set(
         images,
         class_word=class_word,

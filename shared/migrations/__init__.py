@@ -13,7 +13,9 @@ HERE = Path(__file__).parent
 def alembic_config(database_url: str | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(HERE))
-    config.set_main_option("sqlalchemy.url", database_url or get_settings().database_url)
+    # Alembic's config is a ConfigParser: a percent-encoded URL (a password, a socket path) needs %%.
+    url = database_url or get_settings().database_url
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from services.generator.styles import DetailerPass, Style, get_style
+from shared.styles import DetailerPass, Style, get_style
 
 
 def small_style(style_id: str = "studio-business", steps: int = 2) -> Style:

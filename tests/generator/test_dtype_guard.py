@@ -9,8 +9,8 @@ import torch
 
 from services.generator.pipeline import PortraitPipeline, Scale
 from services.generator.resident import ResidentModels
-from services.generator.styles import get_style
 from shared.ml import dtype_guard
+from shared.styles import get_style
 from tests.generator.helpers import FixedDetector, make_lora
 
 NETWORKS = {"unet", "vae", "text_encoder", "controlnet_openpose", "controlnet_tile", "upscaler"}

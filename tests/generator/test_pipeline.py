@@ -11,7 +11,7 @@ from services.generator.likeness import identity_score, load_likeness
 from services.generator.metadata import read_png_metadata
 from services.generator.pipeline import PortraitPipeline, Scale
 from services.generator.resident import ResidentModels
-from services.generator.styles import get_style
+from shared.styles import get_style
 from tests.generator.helpers import FixedDetector, make_lora
 
 # NaN in an image (diffusers warns when casting it) is a failure, not a warning.
@@ -84,7 +84,7 @@ def test_five_stages_end_to_end(tiny, likeness_dir):
 def test_lora_names_are_sanitized_in_the_infotext_as_a1111_does(tiny, likeness_dir, tmp_path):
     """A name with ":" or "," would break A1111's `Lora hashes: "a: h, b: h"` parsing: A1111
     drops both characters (extra_networks_lora.py); the JSON metadata keeps the name as is."""
-    from services.generator.styles import StyleLora
+    from shared.styles import StyleLora
 
     path = tmp_path / "film.safetensors"
     make_lora(tiny["base"], path, seed=9)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from services.generator.pose import POSES_DIR
-from services.generator.styles import StyleError, load_style_file, load_styles
+from shared.styles import StyleError, load_style_file, load_styles
 
 
 def test_every_shipped_style_is_valid_and_complete():
@@ -26,7 +26,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_invalid_style_names_the_file_and_field(tmp_path):
-    good = (Path(__file__).parents[2] / "services/generator/styles/studio-business.yaml").read_text()
+    good = (Path(__file__).parents[2] / "shared/styles/studio-business.yaml").read_text()
     bad = good.replace("denoise: 0.35\n  steps: 20\n  cfg: 6.0", "denoise: 0.9\n  steps: 20\n  cfg: 6.0")
     assert bad != good
     with pytest.raises(StyleError, match=r"studio-business.yaml: beautify.denoise"):
@@ -49,7 +49,7 @@ def test_styles_name_models_of_the_manifest():
             assert get_spec(lora.name).kind == "lora", (style.id, lora.name)
 
 
-SHIPPED = sorted((Path(__file__).parents[2] / "services/generator/styles").glob("*.yaml"))
+SHIPPED = sorted((Path(__file__).parents[2] / "shared/styles").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -75,7 +75,7 @@ def test_a_style_naming_an_unknown_lora_is_refused_when_styles_load(path, tmp_pa
 
 
 def test_lora_tags_outside_the_main_prompt_are_refused(tmp_path):
-    good = (Path(__file__).parents[2] / "services/generator/styles/studio-business.yaml").read_text()
+    good = (Path(__file__).parents[2] / "shared/styles/studio-business.yaml").read_text()
     bad = good.replace('\nbeautify:\n  prompt: "', '\nbeautify:\n  prompt: "<lora:lora_film:1> ', 1)
     assert bad != good
     with pytest.raises(StyleError, match="only allowed in the main prompt"):

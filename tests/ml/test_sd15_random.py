@@ -39,7 +39,7 @@ def sd15_env(model_dir: Path, monkeypatch: pytest.MonkeyPatch):
 def test_random_weights_load_exactly_through_the_sd15_path(sd15_env: Path):
     from services.generator.pipeline import _registry_lora
     from services.generator.resident import load_resident
-    from services.generator.styles import get_style
+    from shared.styles import get_style
 
     models = load_resident("sd15", "cpu")
     assert models.base_name == get_style("studio-business").base_model == "epicrealism"

@@ -7,6 +7,7 @@ from trainer_photos import MIN_FACE_PX, astronaut, other_person, variants
 
 from services.trainer import preprocess
 from shared import faces
+from shared.trigger_word import make_trigger_word
 
 
 def build(images, blur=40.0, min_photos=5):
@@ -68,6 +69,6 @@ def test_too_few_photos_says_how_many_more():
 
 
 def test_trigger_words_are_stable_rare_and_distinct():
-    a, b = preprocess.make_trigger_word("likeness-1"), preprocess.make_trigger_word("likeness-2")
-    assert a == preprocess.make_trigger_word("likeness-1") and a != b
+    a, b = make_trigger_word("likeness-1"), make_trigger_word("likeness-2")
+    assert a == make_trigger_word("likeness-1") and a != b
     assert len(a) == 5 and a.isalpha()

@@ -1,21 +1,30 @@
 """Typed dependencies: a database session, the current user, the consent gate, the idempotency key."""
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from shared.db import get_sessionmaker
 from shared.models import User
 from shared.security import decode_access_token
 
 
-def get_db() -> Iterator[Session]:
-    with get_sessionmaker()() as session:
+async def get_db() -> AsyncIterator[Session]:
+    """The request's session. Made on the event loop (no I/O until first used, so no thread hop);
+    closed in a worker thread only when it holds a connection (closing then rolls back: a round trip)."""
+    session = get_sessionmaker()()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

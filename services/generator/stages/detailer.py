@@ -32,7 +32,7 @@ from services.generator.stages.common import (
     repeat_embeds,
     size_multiple,
 )
-from services.generator.styles import DetailerPass
+from shared.styles import DetailerPass
 
 log = logging.getLogger(__name__)
 NATIVE_LIMIT = 2  # crops longer than this many times the pass's size are skipped

@@ -15,7 +15,7 @@ from services.generator.stages.common import (
     img2img_steps,
     repeat_embeds,
 )
-from services.generator.styles import BeautifyParams
+from shared.styles import BeautifyParams
 
 
 class BeautifyStage:

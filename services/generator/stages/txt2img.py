@@ -14,7 +14,7 @@ from services.generator.stages.common import (
     repeat_embeds,
     size_multiple,
 )
-from services.generator.styles import Txt2ImgParams
+from shared.styles import Txt2ImgParams
 
 
 class Txt2ImgStage:

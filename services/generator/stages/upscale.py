@@ -28,7 +28,7 @@ from services.generator.stages.common import (
     repeat_embeds,
     size_multiple,
 )
-from services.generator.styles import UpscaleParams
+from shared.styles import UpscaleParams
 
 
 @dataclass(frozen=True)

@@ -6,17 +6,15 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
-from redis.asyncio.client import PubSub
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, owned
 from services.gateway.api.schemas import JobList, JobOut
+from services.gateway.event_hub import hub
 from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
-from shared.config import get_settings
 from shared.db import get_sessionmaker
 from shared.jobs import events
 from shared.jobs.state import transition
@@ -76,6 +74,9 @@ async def job_events(
     Browsers' EventSource may pass the access token as `?access_token=` (on this route only).
     """
     await run_in_threadpool(owned, session, Job, job_id, user, "Job")  # keep the event loop free
+    # The stream may stay open for minutes: give the pooled connection back now (the request's
+    # session is only closed when the response ends; 15 open streams used to exhaust the pool).
+    session.close()
     return EventSourceResponse(_stream(job_id, request), ping=15)
 
 
@@ -88,35 +89,26 @@ def _read(job_id: uuid.UUID) -> dict | None:
 async def _stream(job_id: uuid.UUID, request: Request) -> AsyncIterator[dict]:
     """The job as it changes. Redis down: the row is polled instead. Postgres down: one `unavailable`
     event with the sentence (and `retry:` for EventSource), then the stream ends; the client resumes."""
-    s = get_settings()
-    client = aioredis.Redis.from_url(s.redis_url, **s.redis_options())
-    pubsub: PubSub | None = client.pubsub()
     try:
-        try:
-            await pubsub.subscribe(events.channel(job_id))  # subscribe first, then read: no gap
-        except DEPENDENCY_ERRORS:
-            pubsub = None  # live events are a shortcut: poll the row instead
-        snapshot = await asyncio.to_thread(_read, job_id)
-        while snapshot is not None:
-            yield {"event": "job", "data": json.dumps(snapshot)}
-            if JobStatus(snapshot["status"]).terminal or await request.is_disconnected():
-                return
-            message = None
-            if pubsub is not None:
-                try:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                except DEPENDENCY_ERRORS:
-                    pubsub = None
-            else:
-                await asyncio.sleep(POLL_SECONDS)
-            # On silence, re-read the row: the database is the truth, events are a shortcut.
-            snapshot = json.loads(message["data"]) if message else await asyncio.to_thread(_read, job_id)
+        async with contextlib.AsyncExitStack() as stack:
+            try:  # subscribe first, then read: no gap
+                queue = await stack.enter_async_context(hub().subscribe(events.channel(job_id)))
+            except DEPENDENCY_ERRORS:
+                queue = None  # live events are a shortcut: poll the row instead
+            snapshot = await asyncio.to_thread(_read, job_id)
+            while snapshot is not None:
+                yield {"event": "job", "data": json.dumps(snapshot)}
+                if JobStatus(snapshot["status"]).terminal or await request.is_disconnected():
+                    return
+                message = None
+                if queue is not None:
+                    with contextlib.suppress(TimeoutError):
+                        message = await asyncio.wait_for(queue.get(), timeout=5.0)
+                else:
+                    await asyncio.sleep(POLL_SECONDS)
+                # On silence, re-read the row: the database is the truth, events are a shortcut.
+                snapshot = json.loads(message) if message else await asyncio.to_thread(_read, job_id)
     except DEPENDENCY_ERRORS as e:
         dependency, sentence = outage_of(e) or ("database", "")
         data = {"detail": sentence, "dependency": dependency}
         yield {"event": "unavailable", "data": json.dumps(data), "retry": RESUME_MS}
-    finally:
-        with contextlib.suppress(*DEPENDENCY_ERRORS):
-            if pubsub is not None:
-                await pubsub.aclose()
-            await client.aclose()

@@ -22,6 +22,7 @@ from shared.config import get_settings
 from shared.jobs import IdempotencyConflict, enqueue, events, transition
 from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
 from shared.models import Job, JobStatus, Likeness, Photo, PhotoStatus, User
+from shared.trigger_word import make_trigger_word
 
 router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 
@@ -66,9 +67,6 @@ def start_training(
     need = get_settings().min_training_photos
     if len(photo_ids) < need:
         raise conflict(photos_short(len(photo_ids), need))
-
-    # Imported here: the face toolkit behind it is not needed by any other route.
-    from services.trainer.preprocess import make_trigger_word
 
     likeness_id = uuid.uuid4()
     try:

@@ -21,12 +21,13 @@ from services.gateway.api.deps import (
     owned,
 )
 from services.gateway.api.schemas import JobOut
-from services.generator.quota import MAX_COUNT, portraits_made_today
 from shared import storage
 from shared.config import get_settings
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key
 from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
+from shared.quota import MAX_COUNT, portraits_made_today
+from shared.styles import load_styles
 
 router = APIRouter(prefix="/portraits", tags=["portraits"])
 styles_router = APIRouter(prefix="/styles", tags=["styles"])
@@ -51,8 +52,6 @@ class StyleList(BaseModel):
 
 @styles_router.get("", response_model=StyleList)
 def list_styles(user: CurrentUser) -> StyleList:
-    from services.generator.styles import load_styles
-
     return StyleList(
         styles=[
             StyleOut(
@@ -117,8 +116,6 @@ def start_generation(
     body: PortraitsIn, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
 ) -> PortraitsStarted:
     """Generate `count` portraits in each chosen style; follow the returned job for progress."""
-    from services.generator.styles import load_styles
-
     unknown = [s for s in body.styles if s not in load_styles()]
     if unknown:
         raise HTTPException(422, f"Unknown style: {', '.join(unknown)}.")

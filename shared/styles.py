@@ -129,7 +129,7 @@ def _check_loras(style: Style, file: str) -> None:
     model manifest, and no other prompt carries LoRA tags; raises StyleError naming the file.
     Checked when styles load, so a bad style never reaches a job (weights may still be absent:
     the tiny preset skips them)."""
-    from services.generator.extra_networks import LORA_TAGS, extract_loras
+    from shared.extra_networks import LORA_TAGS, extract_loras
     from shared.ml.registry import ModelError, get_spec
 
     try:
