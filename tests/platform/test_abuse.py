@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 
 from shared import storage
 from shared.db import session_scope
-from shared.models import AuditEvent, Job, Likeness, Portrait
+from shared.models import AuditEvent, Job, Likeness, Portrait, PosePhoto
 from tests.conftest import Api, wait_until
 from tests.photos import astronaut, jpeg, png
 
@@ -101,7 +101,8 @@ def test_gps_and_all_metadata_are_gone_and_orientation_applied(api: Api) -> None
 
 def _alices_objects(api: Api, alice) -> dict[str, str]:
     """One object of each kind for alice: a photo and its job (through the API), a ready likeness,
-    a finished portrait job and its portrait (rows and an object, as the workers would leave them)."""
+    a finished portrait job and its portrait, a ready pose photo (rows and objects, as the workers
+    would leave them)."""
     up = api.post(
         "/v1/photos", headers=alice.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
     ).json()
@@ -131,12 +132,20 @@ def _alices_objects(api: Api, alice) -> dict[str, str]:
             height=8,
         )
         session.add(portrait)
+        pose_key = storage.user_key(user_id, "poses", "pose.jpg")
+        storage.put_bytes(pose_key, jpeg(astronaut()), "image/jpeg")
+        pose = PosePhoto(
+            user_id=user_id, object_key=pose_key, content_type="image/jpeg", width=512, height=512,
+            size_bytes=1, sha256="0" * 64, status="ready", keypoints={"people": []},
+        )  # fmt: skip
+        session.add(pose)
         session.flush()
         return {
             "photo_id": up["photos"][0]["id"],
             "job_id": str(job.id),
             "likeness_id": str(likeness.id),
             "portrait_id": str(portrait.id),
+            "pose_id": str(pose.id),
         }
 
 

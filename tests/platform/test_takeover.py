@@ -29,7 +29,9 @@ def _running_job(heartbeat_age: float, attempts: int = 1) -> uuid.UUID:
 
 
 def test_two_copies_race_for_a_dead_workers_job_and_one_wins(stack) -> None:
-    job_id = _running_job(heartbeat_age=30)
+    # Older than the takeover window (2 beats = 1 s) and younger than JOB_STALE_SECONDS (10 s): a
+    # scheduler left running by another test would otherwise reap (re-queue) the job first.
+    job_id = _running_job(heartbeat_age=3)
     with ThreadPoolExecutor(4) as pool:
         won = list(pool.map(lambda n: take_over(job_id, f"copy-{n}"), range(4)))
     winners = [j for j in won if j is not None]
