@@ -27,6 +27,12 @@ ALL=(gateway notifier photos trainer generator)
 
 log() { printf '[images] %s\n' "$*" >&2; }
 
+# Working containers are removed on exit, also when stopped by SIGTERM (vfs copies each one whole).
+CONTAINERS=()
+cleanup() { for c in "${CONTAINERS[@]}"; do "${BUILDAH[@]}" rm "$c" >/dev/null 2>&1 || true; done; }
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
 # The rootfs tarball is rebuilt when the package list changes (its name carries it).
 base() {
     local tar="$VAR/debian-$SUITE-${PACKAGES//,/-}.tar"
@@ -48,16 +54,17 @@ base() {
     log "importing $tar as $BASE_IMAGE"
     local ctr
     ctr=$("${BUILDAH[@]}" from scratch)
+    CONTAINERS+=("$ctr")
     "${BUILDAH[@]}" add --quiet "$ctr" "$tar" / >/dev/null
     "${BUILDAH[@]}" config --env LANG=C.UTF-8 --cmd python3 --annotation "studio.rootfs=$id" "$ctr"
-    "${BUILDAH[@]}" commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
+    "${BUILDAH[@]}" commit --quiet "$ctr" "$BASE_IMAGE" >/dev/null
 }
 
 build() {
     local name=$1 start
     start=$(date +%s)
     log "building $name"
-    "${BUILDAH[@]}" bud --isolation chroot --layers --quiet --format docker \
+    "${BUILDAH[@]}" bud --isolation chroot --quiet --format docker \
         -f "$REPO/services/Dockerfile" --target "$name" -t "localhost/studio-$name:$TAG" \
         --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg CUDA_IMAGE="$BASE_IMAGE" \
         --build-arg PYTHON_VERSION=3.11 --build-arg UV_PYTHON_PREFERENCE=only-system \
@@ -80,7 +87,7 @@ run() {
     done
     [[ ${1:-} == -- ]] && shift
     ctr=$("${BUILDAH[@]}" from --quiet "localhost/studio-$name:$TAG")
-    trap '"${BUILDAH[@]}" rm "$ctr" >/dev/null' RETURN
+    CONTAINERS+=("$ctr")
     "${BUILDAH[@]}" run --isolation chroot --network host "${opts[@]}" "$ctr" -- "$@"
 }
 

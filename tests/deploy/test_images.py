@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,8 +56,18 @@ def image_env(platform: Platform, port: int) -> dict[str, str]:
     return env
 
 
+@dataclass
+class Running:
+    url: str
+    log: Path
+
+    def tail(self) -> str:
+        """The image's output: a missing module shows here (the test output names the image)."""
+        return "gateway image's log:\n" + self.log.read_text(errors="replace")[-3000:]
+
+
 @pytest.fixture
-def gateway_in_image(gateway_image: str, platform: Platform, tmp_path: Path) -> Iterator[str]:
+def gateway_in_image(gateway_image: str, platform: Platform, tmp_path: Path) -> Iterator[Running]:
     port = free_port()
     socket_dir = platform.stack.database_url.split("?host=")[1]
     options = [f"-v={socket_dir}/.s.PGSQL.5432:{SOCKET}/.s.PGSQL.5432"]
@@ -75,7 +86,7 @@ def gateway_in_image(gateway_image: str, platform: Platform, tmp_path: Path) -> 
     except TimeoutError:
         proc.kill()
         pytest.fail((tmp_path / "gateway-image.log").read_text()[-4000:], pytrace=False)
-    yield f"http://127.0.0.1:{port}"
+    yield Running(f"http://127.0.0.1:{port}", tmp_path / "gateway-image.log")
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=30)
@@ -85,7 +96,7 @@ def gateway_in_image(gateway_image: str, platform: Platform, tmp_path: Path) -> 
     log.close()
 
 
-def test_the_gateway_image_is_healthy_and_starts_a_training(gateway_in_image: str) -> None:
+def test_the_gateway_image_is_healthy_and_starts_a_training(gateway_in_image: Running) -> None:
     # The image's own HEALTHCHECK command, run in a second container of the image.
     inspect = subprocess.run(
         ["buildah", "--storage-driver", "vfs", "inspect", "--type", "image", "localhost/studio-gateway:dev"],
@@ -95,11 +106,11 @@ def test_the_gateway_image_is_healthy_and_starts_a_training(gateway_in_image: st
     )
     check = json.loads(inspect.stdout)["Docker"]["config"]["Healthcheck"]["Test"]
     assert check[0] == "CMD", check
-    port = gateway_in_image.rsplit(":", 1)[1]
+    port = gateway_in_image.url.rsplit(":", 1)[1]
     probe = images("run", "gateway", f"-e=HEALTHCHECK_PORT={port}", "--", *check[1:], timeout=120)
     assert probe.returncode == 0, "the image's HEALTHCHECK failed against its running gateway"
 
-    with Api(base_url=gateway_in_image, timeout=60) as api:
+    with Api(base_url=gateway_in_image.url, timeout=60) as api:
         assert api.get("/healthz").status_code == 200
         assert api.get("/readyz").status_code == 200
         user = api.new_user()
@@ -112,7 +123,7 @@ def test_the_gateway_image_is_healthy_and_starts_a_training(gateway_in_image: st
         assert job["result"] == {"accepted": 8, "rejected": 0}, job
 
         r = api.post("/v1/likenesses", json={"class_word": "woman"}, headers=user.auth)
-        assert r.status_code == 202, r.text
+        assert r.status_code == 202, f"{r.status_code} {r.text}\n{gateway_in_image.tail()}"
         likeness = r.json()["likeness"]
         assert likeness["trigger_word"] and likeness["status"] == "training"
         # No train worker here: cancel the queued training so no later test's worker takes it.
