@@ -70,6 +70,7 @@ build() {
         --build-arg PYTHON_VERSION=3.11 --build-arg UV_PYTHON_PREFERENCE=only-system \
         -v "$CA_BUNDLE:/etc/ssl/host-ca.crt:ro" --build-arg PIP_CERT=/etc/ssl/host-ca.crt \
         "$REPO" >/dev/null
+    "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true # stages left behind (vfs: full copies)
     local size
     size=$("${BUILDAH[@]}" images --format '{{.Size}}' "localhost/studio-$name:$TAG" | head -1)
     log "built localhost/studio-$name:$TAG in $(($(date +%s) - start)) s, $size"
@@ -95,13 +96,13 @@ run() {
 # modules of its queue, shared.queue.QUEUE_MODULES) and the `studio` command runs. The gateway
 # image is also started against real servers by tests/deploy/test_images.py.
 smoke() {
-    local name=$1 check
+    local name=$1 check torch="import torch; assert torch.__version__.startswith('2.14.1'), torch.__version__"
     case $name in
         gateway) check='import services.gateway.app, shared.scheduler' ;;
         notifier) check='queue("notify")' ;;
         photos) check='queue("photos"); import dlib, cv2' ;;
-        trainer | generator)
-            check="queue('${name/trainer/train}'); import torch; assert torch.__version__.startswith('2.14.1'), torch.__version__" ;;
+        trainer) check="queue('train'); $torch" ;;
+        generator) check="queue('generate'); $torch" ;;
         *) log "unknown image $name"; return 2 ;;
     esac
     run "$name" -- python -c "import importlib
