@@ -60,9 +60,12 @@ base() {
     "${BUILDAH[@]}" commit --quiet "$ctr" "$BASE_IMAGE" >/dev/null
 }
 
+image_id() { "${BUILDAH[@]}" images --quiet --no-trunc "localhost/studio-$1:$TAG" 2>/dev/null | head -1; }
+
 build() {
-    local name=$1 start
+    local name=$1 start previous
     start=$(date +%s)
+    previous=$(image_id "$name")
     log "building $name"
     "${BUILDAH[@]}" bud --isolation chroot --quiet --format docker \
         -f "$REPO/services/Dockerfile" --target "$name" -t "localhost/studio-$name:$TAG" \
@@ -70,7 +73,10 @@ build() {
         --build-arg PYTHON_VERSION=3.11 --build-arg UV_PYTHON_PREFERENCE=only-system \
         -v "$CA_BUNDLE:/etc/ssl/host-ca.crt:ro" --build-arg PIP_CERT=/etc/ssl/host-ca.crt \
         "$REPO" >/dev/null
-    "${BUILDAH[@]}" rmi --prune >/dev/null 2>&1 || true # stages left behind (vfs: full copies)
+    # The image this tag named before is removed (vfs keeps every image as a full copy).
+    if [[ -n $previous && $previous != $(image_id "$name") ]]; then
+        "${BUILDAH[@]}" rmi "$previous" >/dev/null 2>&1 || true
+    fi
     local size
     size=$("${BUILDAH[@]}" images --format '{{.Size}}' "localhost/studio-$name:$TAG" | head -1)
     log "built localhost/studio-$name:$TAG in $(($(date +%s) - start)) s, $size"
