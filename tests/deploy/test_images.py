@@ -45,6 +45,7 @@ def gateway_image() -> str:
     result = images("build", "gateway", timeout=3600, capture_output=True, text=True)
     if result.returncode != 0:
         pytest.fail(f"deploy/images.sh build gateway failed:\n{result.stderr[-6000:]}", pytrace=False)
+    print(*(line for line in result.stderr.splitlines() if line.startswith("[images]")), sep="\n")
     return "gateway"
 
 
