@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,11 @@ class Running:
     log: Path
 
     def tail(self) -> str:
-        """The image's output: a missing module shows here (the test output names the image)."""
-        return "gateway image's log:\n" + self.log.read_text(errors="replace")[-3000:]
+        """The image's last traceback (a missing module shows here), else its last lines."""
+        time.sleep(2)  # the traceback is written after the response
+        text = self.log.read_text(errors="replace")
+        start = text.rfind("Traceback")
+        return "gateway image's log:\n" + (text[start:] if start >= 0 else text)[-3000:]
 
 
 @pytest.fixture
