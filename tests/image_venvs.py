@@ -1,10 +1,10 @@
 """One virtualenv per container image, holding exactly what its Dockerfile installs.
 
 `make test` installs every extra into one environment, so a module that only another image has would
-go unnoticed. Here each `services/*/Dockerfile` is read: every final stage (one with a `CMD`) copies
-`/opt/venv` from a build stage, whose `pip install ... ".[extras]"` (and `--no-deps` packages) say what
-the image holds. The same installs, with the same constraints, go into a plain virtualenv (no system
-site-packages) cached under `var/image-venvs/`, keyed by the extras and a hash of the pins and the image's
+go unnoticed. Here `services/Dockerfile` is read: every image (a stage with a `CMD`, following its
+`FROM` chain) copies `/opt/venv` from a build stage, whose `pip install ... ".[extras]"` (and
+`--no-deps` packages), with those of the stages it is built on, say what the image holds. The same
+installs, with the same constraints, go into a plain virtualenv (no system site-packages) cached under `var/image-venvs/`, keyed by the extras and a hash of the pins and the image's
 requirements. The project itself is installed from a wheel built for the run (as `pip install .`
 does in the image), so the cached environment always runs this checkout's code.
 """
@@ -46,25 +46,40 @@ class Image:
         return "+".join(self.extras) + ("+nodeps" if self.no_deps else "")
 
 
-def _stages(text: str) -> list[tuple[str, list[str]]]:
-    """[(stage name, its instructions with continuations joined)] of a Dockerfile."""
+DOCKERFILE = REPO / "services" / "Dockerfile"
+
+
+def _stages(text: str) -> dict[str, tuple[str, list[str]]]:
+    """{stage name: (the stage it is built FROM, its instructions with continuations joined)}."""
     lines = re.sub(r"\\\n", " ", text).splitlines()
-    stages: list[tuple[str, list[str]]] = []
+    stages: dict[str, tuple[str, list[str]]] = {}
+    current: list[str] | None = None
     for line in (raw.strip() for raw in lines):
         if not line or line.startswith("#"):
             continue
         if line.upper().startswith("FROM "):
             words = line.split()
             name = words[3] if len(words) >= 4 and words[2].upper() == "AS" else str(len(stages))
-            stages.append((name, []))
-        elif stages:
-            stages[-1][1].append(line)
+            current = []
+            stages[name] = (words[1], current)
+        elif current is not None:
+            current.append(line)
     return stages
 
 
-def _env(instructions: list[str]) -> dict[str, str]:
+def _chain(stages: dict[str, tuple[str, list[str]]], name: str) -> list[list[str]]:
+    """The instructions of `name` and of the stages it is built on, base first."""
+    chain = []
+    while name in stages:
+        parent, instructions = stages[name]
+        chain.append(instructions)
+        name = parent
+    return chain[::-1]
+
+
+def _env(chain: list[list[str]]) -> dict[str, str]:
     env: dict[str, str] = {}
-    for line in instructions:
+    for line in (i for instructions in chain for i in instructions):
         if line.upper().startswith("ENV "):
             for pair in shlex.split(line[4:]):
                 key, _, value = pair.partition("=")
@@ -72,32 +87,35 @@ def _env(instructions: list[str]) -> dict[str, str]:
     return env
 
 
-def read_images(dockerfiles: list[Path] | None = None) -> list[Image]:
-    """Every final stage of `services/*/Dockerfile`; ValueError if one's install cannot be read."""
+def read_images(dockerfile: Path = DOCKERFILE) -> list[Image]:
+    """Every image (stage with a `CMD`) of `dockerfile`; ValueError if one's install cannot be read."""
+    stages = _stages(dockerfile.read_text())
     images = []
-    for dockerfile in dockerfiles or sorted(REPO.glob("services/*/Dockerfile")):
-        stages = dict(_stages(dockerfile.read_text()))
-        service = dockerfile.parent.name
-        finals = [(n, ins) for n, ins in stages.items() if any(i.upper().startswith("CMD ") for i in ins)]
-        for name, instructions in finals:
-            copied = [re.search(r"--from=(\S+)\s+/opt/venv", i) for i in instructions]
-            build = next((m.group(1) for m in copied if m), None)
-            installs = " ".join(i for i in stages.get(build, []) if "install" in i and "RUN" in i)
-            extras = _EXTRAS.findall(installs)
-            if not extras:
-                raise ValueError(f"{dockerfile}: stage {name!r} installs no '.[extras]' into /opt/venv")
-            no_deps = _NO_DEPS.search(installs)
-            cmd = next(i for i in instructions if i.upper().startswith("CMD "))
-            images.append(
-                Image(
-                    name=service if len(finals) == 1 else f"{service}:{name}",
-                    dockerfile=dockerfile,
-                    extras=tuple(extras[0].split(",")),
-                    no_deps=tuple(no_deps.group(1).split()) if no_deps else (),
-                    cmd=tuple(json.loads(cmd[4:])),
-                    env=_env(instructions),
-                )
+    for name, (_, instructions) in stages.items():
+        if not any(i.upper().startswith("CMD ") for i in instructions):
+            continue
+        chain = _chain(stages, name)
+        lines = [i for instructions in chain for i in instructions]
+        copied = [re.search(r"--from=(\S+)\s+/opt/venv", i) for i in lines]
+        build = next((m.group(1) for m in reversed(copied) if m), None)
+        installs = " ".join(
+            i for stage in _chain(stages, build or "") for i in stage if "install" in i and "RUN" in i
+        )
+        extras = _EXTRAS.findall(installs)
+        if not extras:
+            raise ValueError(f"{dockerfile}: image {name!r} installs no '.[extras]' into /opt/venv")
+        no_deps = _NO_DEPS.findall(installs)
+        cmd = next(i for i in reversed(lines) if i.upper().startswith("CMD "))
+        images.append(
+            Image(
+                name=name,
+                dockerfile=dockerfile,
+                extras=tuple(extras[-1].split(",")),  # the chain's last install is the whole set
+                no_deps=tuple(sorted({p for group in no_deps for p in group.split()})),
+                cmd=tuple(json.loads(cmd[4:])),
+                env=_env(chain),
             )
+        )
     return images
 
 

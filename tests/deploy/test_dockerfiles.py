@@ -1,6 +1,7 @@
-"""The Dockerfiles: pinned bases, non-root users, health checks, constrained installs.
+"""services/Dockerfile: pinned bases, non-root users, health checks, constrained installs, and
+each image's virtualenv holding exactly its extras.
 
-No image is built here (no Docker daemon or registry in CI); these checks read the files.
+These checks read the file; tests/deploy/test_images.py builds and runs the gateway image.
 """
 
 import json
@@ -12,12 +13,14 @@ import pytest
 
 from .conftest import REPO
 
-# Dockerfile -> (final-stage command, kind of base image)
+DOCKERFILE = REPO / "services" / "Dockerfile"
+# target -> (command, kind of base image, extras in its virtualenv)
 IMAGES = {
-    "gateway": (["studio", "gateway", "--host", "0.0.0.0", "--port", "8000"], "python"),
-    "notifier": (["studio", "worker", "notify", "--concurrency", "4"], "python"),
-    "trainer": (["studio", "worker", "train", "--concurrency", "1"], "cuda"),
-    "generator": (["studio", "worker", "generate", "--concurrency", "1"], "cuda"),
+    "gateway": (["studio", "gateway", "--host", "0.0.0.0", "--port", "8000"], "python", {"server"}),
+    "notifier": (["studio", "worker", "notify", "--concurrency", "4"], "python", {"server"}),
+    "photos": (["studio", "worker", "photos", "--concurrency", "2"], "python", {"server", "faces"}),
+    "trainer": (["studio", "worker", "train", "--concurrency", "1"], "cuda", {"server", "faces", "ml"}),
+    "generator": (["studio", "worker", "generate", "--concurrency", "1"], "cuda", {"server", "faces", "ml"}),
 }
 
 
@@ -31,9 +34,9 @@ class Stage:
         return [arg for kw, arg in self.instructions if kw == keyword]
 
 
-def parse(name: str) -> tuple[dict[str, str], list[Stage]]:
-    """Global ARG defaults and the stages, with FROM's ${ARG}s resolved."""
-    text = (REPO / "services" / name / "Dockerfile").read_text()
+def parse() -> tuple[dict[str, str], dict[str, Stage]]:
+    """Global ARG defaults and the stages by name, with FROM's ${ARG}s resolved."""
+    text = DOCKERFILE.read_text()
     text = re.sub(r"\\\n", " ", re.sub(r"^\s*#.*\n", "", text, flags=re.MULTILINE))
     args: dict[str, str] = {}
     stages: list[Stage] = []
@@ -48,85 +51,100 @@ def parse(name: str) -> tuple[dict[str, str], list[Stage]]:
             args[key] = value
         elif stages:
             stages[-1].instructions.append((keyword, rest))
-    return args, stages
+    assert all(s.name for s in stages), "every stage is named"
+    return args, {s.name: s for s in stages if s.name}
 
 
-def check_runtime_stage(stage: Stage, command: list[str]) -> None:
-    (user,) = stage.all("USER")
-    assert user.split(":")[0] not in ("0", "root"), "runs as root"
-    (healthcheck,) = stage.all("HEALTHCHECK")
-    assert "/healthz" in healthcheck
-    assert json.loads(stage.all("CMD")[-1]) == command
+def chain(stages: dict[str, Stage], target: str) -> list[Stage]:
+    """The stages a target is built on, its external base's stage first."""
+    out = [stages[target]]
+    while out[0].base in stages:
+        out.insert(0, stages[out[0].base])
+    return out
 
 
-@pytest.mark.parametrize("name", IMAGES)
-def test_base_images_are_pinned(name):
-    _, stages = parse(name)
-    for stage in stages:
-        if stage.base in {s.name for s in stages}:
+def last(stages: list[Stage], keyword: str) -> str:
+    values = [arg for stage in stages for arg in stage.all(keyword)]
+    assert values, f"no {keyword}"
+    return values[-1]
+
+
+def installed_extras(stages: dict[str, Stage], target: str) -> set[str]:
+    """Extras installed into the virtualenv that the target copies (or builds) at /opt/venv."""
+    copies = [c.split() for s in chain(stages, target) for c in s.all("COPY") if c.startswith("--from=")]
+    source = [c[0].removeprefix("--from=") for c in copies if c[-1] == "/opt/venv"][-1]
+    runs = [run for s in chain(stages, source) for run in s.all("RUN")]
+    return {e for run in runs for group in re.findall(r"\"\.\[([\w,]+)\]\"", run) for e in group.split(",")}
+
+
+@pytest.mark.parametrize("target", IMAGES)
+def test_base_images_are_pinned(target):
+    _, stages = parse()
+    for stage in stages.values():
+        if stage.base in stages:
             continue  # FROM an earlier stage
         repo, _, tag = stage.base.partition(":")
         assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), stage.base
-    final = stages[-1].base
-    if IMAGES[name][1] == "python":
+    final = chain(stages, target)[0].base
+    if IMAGES[target][1] == "python":
         assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", final), final
     else:
         assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-runtime-ubuntu\d+\.\d+", final), final
 
 
-@pytest.mark.parametrize("name", IMAGES)
-def test_final_stage_runs_unprivileged_with_a_healthcheck(name):
-    _, stages = parse(name)
-    check_runtime_stage(stages[-1], IMAGES[name][0])
+@pytest.mark.parametrize("target", IMAGES)
+def test_each_image_runs_unprivileged_with_a_healthcheck_and_its_command(target):
+    _, stages = parse()
+    runtime = chain(stages, target)
+    assert last(runtime, "USER").split(":")[0] not in ("0", "root"), "runs as root"
+    assert "/healthz" in last(runtime, "HEALTHCHECK")
+    assert json.loads(last(runtime, "CMD")) == IMAGES[target][0]
 
 
-def test_trainer_has_a_cpu_target_for_the_photos_queue():
-    _, stages = parse("trainer")
-    (photos,) = [s for s in stages if s.name == "photos"]
-    assert photos.base.startswith("python:3.11")
-    check_runtime_stage(photos, ["studio", "worker", "photos", "--concurrency", "2"])
+@pytest.mark.parametrize("target", IMAGES)
+def test_each_image_has_exactly_its_extras(target):
+    _, stages = parse()
+    assert installed_extras(stages, target) == IMAGES[target][2]
 
 
-@pytest.mark.parametrize("name", IMAGES)
-def test_installs_are_constrained_and_use_real_extras(name):
+def test_installs_are_constrained_and_use_real_extras():
     extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
-    _, stages = parse(name)
-    installs = [run for s in stages for run in s.all("RUN") if "pip install" in run]
+    args, stages = parse()
+    installs = [run for s in stages.values() for run in s.all("RUN") if "pip install" in run]
     assert installs
     for run in installs:
-        for command in re.split(r"&&", run):
+        for command in re.split(r"&&|;", run):
             if "pip install" in command:
                 assert "-c constraints.txt" in command, command
         for group in re.findall(r"\"\.\[([\w,]+)\]\"", run):
             assert set(group.split(",")) <= extras, group
-    if IMAGES[name][1] == "cuda":
-        assert any("torch.__version__" in run and "2.14.1" in run for run in installs)
-        env = " ".join(stages[-1].all("ENV"))
-        assert "MODEL_DIR=/models" in env
+    gpu = [run for s in chain(stages, "venv-gpu") for run in s.all("RUN")]
+    assert any("torch.__version__" in run and "2.14.1" in run for run in gpu)
+    for target in ("trainer", "generator"):
+        assert "MODEL_DIR=/models" in " ".join(e for s in chain(stages, target) for e in s.all("ENV"))
+    assert args["PYTHON_VERSION"] in args["PYTHON_IMAGE"], "CPU and GPU images run the same Python"
 
 
-def test_gpu_images_share_their_pins():
-    pins = [parse(name)[0] for name in ("trainer", "generator")]
-    keys = ("CUDA_IMAGE", "UV_IMAGE", "PYTHON_VERSION")
-    assert {k: pins[0][k] for k in keys} == {k: pins[1][k] for k in keys}
-    cpu = {parse(name)[0]["PYTHON_IMAGE"] for name in ("gateway", "notifier", "trainer")}
-    assert len(cpu) == 1
-    assert pins[0]["PYTHON_VERSION"] in cpu.pop(), "CPU and GPU images run the same Python"
+def test_the_build_ca_bundle_stays_out_of_the_images():
+    """PIP_CERT (a mounted CA bundle, deploy/images.sh) is a build-stage argument only."""
+    _, stages = parse()
+    for target in IMAGES:
+        for stage in chain(stages, target):
+            assert not any("PIP_CERT" in arg or ".crt" in arg for _, arg in stage.instructions), stage.name
 
 
 def test_build_inputs_exist_and_enter_the_context():
     """Every COPY source is in the repo and not excluded by .dockerignore."""
     ignore = (REPO / ".dockerignore").read_text().splitlines()
-    for name in IMAGES:
-        _, stages = parse(name)
-        for stage in stages:
-            for copy in stage.all("COPY"):
-                if copy.startswith("--from"):
-                    continue
-                *sources, _ = copy.split()
-                for source in sources:
-                    assert (REPO / source).exists(), f"{name}: COPY {source}: missing in the repo"
-                    assert f"!{source}" in ignore or f"!{source}/**" in ignore, source
+    _, stages = parse()
+    for stage in stages.values():
+        for copy in stage.all("COPY"):
+            if copy.startswith("--from"):
+                continue
+            *sources, _ = copy.split()
+            for source in sources:
+                assert (REPO / source).exists(), f"{stage.name}: COPY {source}: missing in the repo"
+                assert f"!{source}" in ignore or f"!{source}/**" in ignore, source
 
 
 def test_gpu_image_packages_are_pinned_in_constraints():
@@ -136,5 +154,5 @@ def test_gpu_image_packages_are_pinned_in_constraints():
         if sep:
             pins[re.sub(r"[-_.]+", "-", name).lower()] = version  # PEP 503 names
     assert pins.get("torch") == "2.14.1"
-    for package in ("ultralytics", "open-clip-torch"):  # installed with --no-deps in GPU images
+    for package in ("ultralytics", "open-clip-torch", "uv"):  # --no-deps in GPU images; uv builds them
         assert package in pins, f"{package} is not pinned in constraints.txt"

@@ -36,7 +36,7 @@ from tests.photos import astronaut_variants, jpeg
 # The first run builds the venvs (the ML one holds torch: several minutes on 2 cores); later runs reuse them.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 WORKER_ENV = {"OMP_NUM_THREADS": "1"}  # one torch thread: far faster on a shared 2-core box
-EXPECTED = {"gateway", "notifier", "trainer:photos", "trainer:gpu", "generator"}
+EXPECTED = {"gateway", "notifier", "photos", "trainer", "generator"}
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_each_image_runs_its_part_of_the_product(images, stack: LocalStack, own_
             health = free_port()
             proc = procs.start(gateway, gateway_venv, ["studio", command], HEALTH_PORT=str(health))
             _wait_healthy(procs, proc, health, f"image 'gateway' `studio {command}`")
-        for name in ("notifier", "trainer:photos", "trainer:gpu", "generator"):
+        for name in ("notifier", "photos", "trainer", "generator"):
             image, venv = images[name]
             health = free_port()
             proc = procs.start(image, venv, list(image.cmd), HEALTH_PORT=str(health), **WORKER_ENV)

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Build the container images of services/Dockerfile with buildah (no Docker daemon, no Docker Hub)
+# and smoke-test each one inside itself.
+#
+#   deploy/images.sh                  # base + build + smoke for every image
+#   deploy/images.sh build gateway    # base + build one image (smoke: `deploy/images.sh smoke gateway`)
+#   deploy/images.sh base             # only the Debian base image
+#
+# The base: Debian bookworm made by mmdebstrap (python3, python3-venv, ca-certificates), cached as a
+# tarball under var/images/ and imported as $BASE_IMAGE; it stands in for both PYTHON_IMAGE and
+# CUDA_IMAGE (the GPU images then use Debian's Python 3.11 through uv's only-system preference, and
+# find CUDA only on a GPU node's driver). Images are tagged localhost/studio-NAME:dev.
+# Storage: buildah's vfs driver (works in any container, copies every layer: GPU images need ~20 GB).
+# The host's CA bundle is mounted into RUN steps (TLS-inspecting proxies) and never copied into an image.
+# Needs: buildah, mmdebstrap (Debian: apt-get install buildah mmdebstrap), root or user namespaces.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+VAR=${IMAGES_VAR:-$REPO/var/images}
+SUITE=bookworm
+PACKAGES=python3,python3-venv,python-is-python3,passwd,ca-certificates
+BASE_IMAGE=localhost/studio-base:$SUITE
+TAG=${TAG:-dev}
+CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+BUILDAH=(buildah --storage-driver vfs)
+ALL=(gateway notifier photos trainer generator)
+
+log() { printf '[images] %s\n' "$*" >&2; }
+
+# Working containers are removed on exit, also when stopped by SIGTERM (vfs copies each one whole).
+CONTAINERS=()
+cleanup() { for c in "${CONTAINERS[@]}"; do "${BUILDAH[@]}" rm "$c" >/dev/null 2>&1 || true; done; }
+trap cleanup EXIT
+trap 'exit 143' TERM INT
+
+# The rootfs tarball is rebuilt when the package list changes (its name carries it).
+base() {
+    local tar="$VAR/debian-$SUITE-${PACKAGES//,/-}.tar"
+    mkdir -p "$VAR"
+    if [[ ! -s $tar ]]; then
+        log "mmdebstrap $SUITE ($PACKAGES)"
+        mmdebstrap --quiet --format=tar --variant=minbase --include="$PACKAGES" \
+            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+            --dpkgopt='path-exclude=/usr/share/locale/*' \
+            "$SUITE" "$tar.part"
+        mv "$tar.part" "$tar"
+    fi
+    local id
+    id=$(sha256sum "$tar" | cut -c1-16)
+    if [[ $("${BUILDAH[@]}" inspect --type image --format '{{index .ImageAnnotations "studio.rootfs"}}' \
+        "$BASE_IMAGE" 2>/dev/null) == "$id" ]]; then
+        return
+    fi
+    log "importing $tar as $BASE_IMAGE"
+    local ctr
+    ctr=$("${BUILDAH[@]}" from scratch)
+    CONTAINERS+=("$ctr")
+    "${BUILDAH[@]}" add --quiet "$ctr" "$tar" / >/dev/null
+    "${BUILDAH[@]}" config --env LANG=C.UTF-8 --cmd python3 --annotation "studio.rootfs=$id" "$ctr"
+    "${BUILDAH[@]}" commit --quiet "$ctr" "$BASE_IMAGE" >/dev/null
+}
+
+image_id() { "${BUILDAH[@]}" images --quiet --no-trunc "localhost/studio-$1:$TAG" 2>/dev/null | head -1; }
+
+build() {
+    local name=$1 start previous
+    start=$(date +%s)
+    previous=$(image_id "$name")
+    log "building $name"
+    "${BUILDAH[@]}" bud --isolation chroot --quiet --format docker \
+        -f "$REPO/services/Dockerfile" --target "$name" -t "localhost/studio-$name:$TAG" \
+        --build-arg PYTHON_IMAGE="$BASE_IMAGE" --build-arg CUDA_IMAGE="$BASE_IMAGE" \
+        --build-arg PYTHON_VERSION=3.11 --build-arg UV_PYTHON_PREFERENCE=only-system \
+        -v "$CA_BUNDLE:/etc/ssl/host-ca.crt:ro" --build-arg PIP_CERT=/etc/ssl/host-ca.crt \
+        "$REPO" >/dev/null
+    # The image this tag named before is removed (vfs keeps every image as a full copy).
+    if [[ -n $previous && $previous != $(image_id "$name") ]]; then
+        "${BUILDAH[@]}" rmi "$previous" >/dev/null 2>&1 || true
+    fi
+    local size
+    size=$("${BUILDAH[@]}" images --format '{{.Size}}' "localhost/studio-$name:$TAG" | head -1)
+    log "built localhost/studio-$name:$TAG in $(($(date +%s) - start)) s, $size"
+}
+
+# Run a command inside an image: `deploy/images.sh run IMAGE [-e K=V|-v SRC:DST ...] -- CMD...`.
+# Host network and the image's user, working directory and environment.
+run() {
+    local name=$1 ctr
+    shift
+    local opts=()
+    while [[ $# -gt 0 && $1 != -- ]]; do
+        opts+=("$1")
+        shift
+    done
+    [[ ${1:-} == -- ]] && shift
+    ctr=$("${BUILDAH[@]}" from --quiet "localhost/studio-$name:$TAG")
+    CONTAINERS+=("$ctr")
+    "${BUILDAH[@]}" run --isolation chroot --network host "${opts[@]}" "$ctr" -- "$@"
+}
+
+# Each image's smoke check, without servers: its process's modules import (a worker's are the task
+# modules of its queue, shared.queue.QUEUE_MODULES) and the `studio` command runs. The gateway
+# image is also started against real servers by tests/deploy/test_images.py.
+smoke() {
+    local name=$1 check torch="import torch; assert torch.__version__.startswith('2.14.1'), torch.__version__"
+    case $name in
+        gateway) check='import services.gateway.app, shared.scheduler' ;;
+        notifier) check='queue("notify")' ;;
+        photos) check='queue("photos"); import dlib, cv2' ;;
+        trainer) check="queue('train'); $torch" ;;
+        generator) check="queue('generate'); $torch" ;;
+        *) log "unknown image $name"; return 2 ;;
+    esac
+    run "$name" -- python -c "import importlib
+from shared.queue import QUEUE_MODULES
+def queue(q): [importlib.import_module(m) for m in QUEUE_MODULES[q]]
+$check"
+    run "$name" -- studio --help >/dev/null
+    log "smoke $name: ok"
+}
+
+main() {
+    local cmd=${1:-all}
+    [[ $# -gt 0 ]] && shift
+    local names=("$@")
+    [[ ${#names[@]} -gt 0 ]] || names=("${ALL[@]}")
+    case $cmd in
+        base) base ;;
+        build) base; for n in "${names[@]}"; do build "$n"; done ;;
+        smoke) for n in "${names[@]}"; do smoke "$n"; done ;;
+        run) run "$@" ;;
+        all) base; for n in "${names[@]}"; do build "$n"; smoke "$n"; done ;;
+        *) log "usage: $0 [all|base|build|smoke|run] [IMAGE...]"; return 2 ;;
+    esac
+}
+
+main "$@"
