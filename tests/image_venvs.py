@@ -4,9 +4,10 @@
 go unnoticed. Here `services/Dockerfile` is read: every image (a stage with a `CMD`, following its
 `FROM` chain) copies `/opt/venv` from a build stage, whose `pip install ... ".[extras]"` (and
 `--no-deps` packages), with those of the stages it is built on, say what the image holds. The same
-installs, with the same constraints, go into a plain virtualenv (no system site-packages) cached under `var/image-venvs/`, keyed by the extras and a hash of the pins and the image's
-requirements. The project itself is installed from a wheel built for the run (as `pip install .`
-does in the image), so the cached environment always runs this checkout's code.
+installs, with the same constraints, go into a plain virtualenv (no system site-packages) cached
+under `var/image-venvs/`, keyed by the extras and a hash of the pins and the image's requirements.
+The project itself is installed from a wheel built for the run (as `pip install .` does in the
+image), so the cached environment always runs this checkout's code.
 """
 
 from __future__ import annotations
