@@ -159,7 +159,10 @@ def test_visibility_timeout_outlasts_the_longest_task(rendered, build):
     talks to the broker must wait longer than the longest task any worker of the build may run."""
     docs = rendered[build]
     workers = [
-        c for d in of_kind(docs, *WORKLOADS) for c in containers(d, init=False) if c.get("args", [""])[0] == "worker"
+        c
+        for d in of_kind(docs, *WORKLOADS)
+        for c in containers(d, init=False)
+        if c.get("args", [""])[0] == "worker"
     ]
     assert len(workers) >= 4, "photos, notify, train and generate workers"
     longest = max(setting(docs, c, "TASK_TIME_LIMIT") for c in workers)
