@@ -6,28 +6,15 @@ import time
 
 import pytest
 
-from services.trainer.checkpoints import S3CheckpointStore
 from shared import storage
 from tests.conftest import Api, Processes, wait_until
-from tests.trainer.test_service import TRAIN_WORKER_ENV, job_row, mail_jobs, start, upload_accepted, user_id
+from tests.trainer.test_service import TRAIN_WORKER_ENV, at_first_checkpoint, job_row, mail_jobs
 
 
 def _stopped(worker, job_id: str) -> bool:
     """The worker's runner logged that this attempt ended on a cancel."""
     with open(worker.log_path, encoding="utf-8", errors="replace") as log:
         return f"job {job_id} canceled during attempt 1" in log.read()
-
-
-def _mid_training(api: Api, procs: Processes, worker):  # noqa: ANN202
-    user = api.new_user()
-    uid = user_id(api, user)
-    upload_accepted(api, user, 10)  # 40 tiny steps, a checkpoint every 10
-    body = start(api, user).json()
-    likeness_id, job_id = body["likeness"]["id"], body["job"]["id"]
-    store = S3CheckpointStore(uid, likeness_id)
-    wait_until(lambda: store.steps(), timeout=180, interval=0.05, what="a first checkpoint in S3")
-    assert job_row(job_id).status == "running", "training ended before the test could stop it"
-    return user, uid, likeness_id, job_id
 
 
 def _left_nothing(worker, uid: str, likeness_id: str, job_id: str) -> None:
@@ -45,14 +32,14 @@ def test_cancel_or_delete_mid_training_stops_the_worker_and_leaves_nothing(
 ) -> None:
     worker = procs.worker("train", **TRAIN_WORKER_ENV)
 
-    user, uid, likeness_id, job_id = _mid_training(api, procs, worker)
+    user, uid, likeness_id, job_id = at_first_checkpoint(api)
     r = api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth)
     assert r.status_code == 200 and r.json()["status"] == "canceled"
     _left_nothing(worker, uid, likeness_id, job_id)
     assert api.get(f"/v1/likenesses/{likeness_id}", headers=user.auth).json()["status"] == "failed"
     assert job_row(job_id).status == "canceled"
 
-    user, uid, likeness_id, job_id = _mid_training(api, procs, worker)
+    user, uid, likeness_id, job_id = at_first_checkpoint(api)
     assert api.delete(f"/v1/likenesses/{likeness_id}", headers=user.auth).status_code == 204
     _left_nothing(worker, uid, likeness_id, job_id)
     assert api.get(f"/v1/likenesses/{likeness_id}", headers=user.auth).status_code == 404
