@@ -31,6 +31,10 @@ system-deps:
 	  echo "installing chromium (Debian package) for the browser tests"; \
 	  apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@command -v openssl >/dev/null || { \
+	  echo "installing openssl (Debian package) for the TLS mail tests"; \
+	  apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
 	@command -v kubectl >/dev/null || { \
 	  echo "installing kubectl (Debian's kubernetes-client) for the manifest tests"; \
 	  apt-get update -qq && \

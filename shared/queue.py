@@ -8,6 +8,7 @@ from kombu import Queue
 
 from shared.config import get_settings
 from shared.jobs.kinds import QUEUES
+from shared.jobs.runner import soft_time_limit
 
 # The task modules a worker of each queue imports (heavy ML imports stay out of CPU workers).
 QUEUE_MODULES: dict[str, list[str]] = {
@@ -29,7 +30,7 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,  # a GPU worker holds one task at a time
         task_ignore_result=True,  # results live in the jobs table
         task_time_limit=s.task_time_limit,
-        task_soft_time_limit=s.task_time_limit - 60,
+        task_soft_time_limit=soft_time_limit(),
         broker_transport_options={
             # must exceed the longest task, or Redis re-delivers a task that is still running
             "visibility_timeout": s.celery_visibility_timeout,

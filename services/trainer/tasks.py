@@ -24,7 +24,7 @@ from shared.db import session_scope
 from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
 from shared.ml import loading
-from shared.models import Job, Likeness, Photo
+from shared.models import Job, JobStatus, Likeness, Photo
 from shared.trigger_word import make_trigger_word
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,9 @@ def train_likeness_job(ctx: JobContext) -> dict:
                 trigger_word=make_trigger_word(str(likeness_id)),
             )
         except JobCanceled:
-            raise  # canceled or handed to another worker: that one owns the likeness now
+            if _canceled(ctx.job_id):  # by the user (or the likeness was deleted): nothing to resume
+                store.clear()
+            raise  # else handed to another worker: it resumes from the checkpoints
         except Exception as e:
             error = _user_error(e, missing)
             if error is None:
@@ -87,6 +89,12 @@ def train_likeness_job(ctx: JobContext) -> dict:
         "resumed_from_step": result.resumed_from,
         "photos_used": sum(v.accepted for v in result.verdicts),
     }
+
+
+def _canceled(job_id: uuid.UUID) -> bool:
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        return job is None or job.status == JobStatus.canceled
 
 
 def _load_request(ctx: JobContext, likeness_id: uuid.UUID) -> tuple[str, list[str]]:

@@ -53,6 +53,7 @@ class JobContext:
     _follow_ups: list[dict[str, Any]] = field(default_factory=list)
     _last_write: float = 0.0
     _last_stage: str | None = None
+    _soft_deadline: float = float("inf")  # time.monotonic() past which the attempt must stop
 
     def progress(self, fraction: float, stage: str | None = None, **detail: Any) -> None:
         """Record progress (0..1) and a stage label, publish an event; raise if canceled.
@@ -71,8 +72,15 @@ class JobContext:
         events.publish(job, **detail)
 
     def check_canceled(self) -> None:
+        """Raise JobCanceled once the job was canceled or handed on, and Celery's
+        SoftTimeLimitExceeded once the attempt ran past the soft time limit (Celery signals it too,
+        but a signal that lands in library code, e.g. an import's `except Exception`, is lost)."""
         if self._lost.is_set():
             raise JobCanceled()
+        if time.monotonic() > self._soft_deadline:
+            from celery.exceptions import SoftTimeLimitExceeded
+
+            raise SoftTimeLimitExceeded(f"soft time limit ({soft_time_limit()} s) exceeded")
 
     def _beat(self, **values: Any) -> Job | None:
         """Stamp the heartbeat (and `values`) while this worker still runs the job.
@@ -105,6 +113,12 @@ Handler = Callable[[JobContext], dict[str, Any] | None]
 def _stage_key(stage: str | None) -> str | None:
     """A stage label without its numbers: "training step 12/400, about 3 min left" is one stage."""
     return re.sub(r"\d+", "#", stage) if stage else stage
+
+
+def soft_time_limit() -> int:
+    """Seconds an attempt may run before it is asked to stop (Celery's soft limit): a minute before
+    the hard TASK_TIME_LIMIT, which kills the process."""
+    return get_settings().task_time_limit - 60
 
 
 def worker_name() -> str:
@@ -194,6 +208,7 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
         log.info("job %s is not queued and its worker lives (or it ended): nothing to do", job_id)
         return
     ctx = JobContext(job.id, job.user_id, job.kind, dict(job.input or {}), job.attempts, worker)
+    ctx._soft_deadline = time.monotonic() + soft_time_limit()
     log.info(
         "job started",
         extra={

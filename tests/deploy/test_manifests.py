@@ -153,8 +153,37 @@ def test_shutdown_outlasts_the_task_time_limit(rendered, build):
         doc = named(rendered[build], "Deployment", name)
         limit = int(env_of(containers(doc, init=False)[0])["TASK_TIME_LIMIT"])
         assert pod_spec(doc)["terminationGracePeriodSeconds"] > limit
-    defaults = Settings()
-    assert defaults.celery_visibility_timeout > 4200, "Redis would re-deliver a running task"
+
+
+def setting(docs: list[dict], container: dict, name: str) -> int:
+    """The value a container's process reads for `name`: its own env, else the ConfigMaps it
+    loads (envFrom), else the Settings default."""
+    if name in env_of(container):
+        return int(env_of(container)[name])
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        if ref and name in (data := named(docs, "ConfigMap", ref["name"]).get("data") or {}):
+            return int(data[name])
+    return int(getattr(Settings(), name.lower()))
+
+
+@pytest.mark.parametrize("build", ["base", "overlays/dev", "overlays/prod"])
+def test_visibility_timeout_outlasts_the_longest_task(rendered, build):
+    """Redis re-delivers an unacknowledged task after the visibility timeout: every process that
+    talks to the broker must wait longer than the longest task any worker of the build may run."""
+    docs = rendered[build]
+    workers = [
+        c
+        for d in of_kind(docs, *WORKLOADS)
+        for c in containers(d, init=False)
+        if c.get("args", [""])[0] == "worker"
+    ]
+    assert len(workers) >= 4, "photos, notify, train and generate workers"
+    longest = max(setting(docs, c, "TASK_TIME_LIMIT") for c in workers)
+    for doc in of_kind(docs, *WORKLOADS):
+        for c in containers(doc, init=False):
+            timeout = setting(docs, c, "CELERY_VISIBILITY_TIMEOUT")
+            assert timeout > longest, f"{doc['metadata']['name']}: {timeout} s <= a {longest} s task"
 
 
 def test_keda_scale_down_waits_for_running_tasks(rendered):

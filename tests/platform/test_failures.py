@@ -142,15 +142,58 @@ def test_duplicate_idempotency_key_returns_the_same_job(api: Api):
     assert r.status_code == 409 and "Idempotency-Key" in r.json()["detail"]
 
 
-def test_duplicate_delivery_does_no_work_twice(api: Api):
+def _worker_logs(procs, queue: str) -> str:
+    """Everything the `queue` workers of `procs` have logged so far (Celery's and the runner's lines)."""
+    return "".join(
+        open(p.log_path, encoding="utf-8", errors="replace").read()  # noqa: SIM115
+        for p in procs.running
+        if f"worker-{queue}" in p.log_path
+    )
+
+
+def _consumed(procs, task_id: str, job_id: str) -> bool:
+    """A worker received the message `task_id`, its claim found the job not queued, and it acked."""
+    logs = _worker_logs(procs, "photos")
+    return (
+        f"[{task_id}] received" in logs
+        and f"job {job_id} is not queued" in logs
+        and f"[{task_id}] succeeded" in logs
+    )
+
+
+def test_duplicate_delivery_does_no_work_twice(api: Api, platform: Platform):
     user = api.new_user()
     job_id = _upload(api, user, 1)["job"]["id"]
     done = api.wait_job(job_id, user)
-    celery_app.send_task("photos.check", kwargs={"job_id": job_id}, queue="photos")
-    time.sleep(3)
+    duplicate = celery_app.send_task("photos.check", kwargs={"job_id": job_id}, queue="photos")
+    wait_until(
+        lambda: _consumed(platform.procs, duplicate.id, job_id), timeout=30, what="the duplicate consumed"
+    )
     after = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
     assert after["attempts"] == done["attempts"] == 1
     assert after["finished_at"] == done["finished_at"]
+
+
+def test_duplicate_delivered_while_the_job_runs_is_a_no_op(api: Api, platform: Platform):
+    second = platform.procs.worker("photos")  # idle: it takes the duplicate while the first works
+    try:
+        user = api.new_user()
+        job_id = _upload(api, user, 16)["job"]["id"]
+        wait_until(lambda: _job_row(job_id).status == "running", timeout=60, interval=0.05, what="running")
+        duplicate = celery_app.send_task("photos.check", kwargs={"job_id": job_id}, queue="photos")
+        wait_until(
+            lambda: _consumed(platform.procs, duplicate.id, job_id),
+            timeout=30,
+            interval=0.05,
+            what="the duplicate consumed",
+        )
+        assert _job_row(job_id).status == "running"  # consumed while the first delivery works
+        job = api.wait_job(job_id, user, timeout=90)
+        assert job["status"] == "succeeded" and job["attempts"] == 1
+        assert job["result"] == {"accepted": 16, "rejected": 0}
+    finally:
+        platform.procs.kill(second, signal.SIGTERM)
+        platform.procs.running.remove(second)
 
 
 def test_poison_task_fails_after_max_attempts(api: Api, platform: Platform):
@@ -181,7 +224,14 @@ def test_cancel_a_queued_job(api: Api, platform: Platform):
     r = api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth)
     assert r.status_code == 200 and r.json()["status"] == "canceled"
     platform.procs.start("relay", "relay")
-    time.sleep(3)  # the message is delivered, but the claim finds a canceled job
+
+    def delivered_and_consumed() -> bool:  # the message is delivered, but the claim finds a canceled job
+        with session_scope() as session:
+            row = session.scalar(select(OutboxMessage).where(OutboxMessage.job_id == uuid.UUID(job_id)))
+            sent = row.sent_at is not None
+        return sent and f"job {job_id} is not queued" in _worker_logs(platform.procs, "photos")
+
+    wait_until(delivered_and_consumed, timeout=30, what="the canceled job's message consumed")
     job = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
     assert job["status"] == "canceled" and job["attempts"] == 0
     assert api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth).status_code == 409

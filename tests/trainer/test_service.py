@@ -66,6 +66,20 @@ def mail_jobs(uid: str, template: str) -> list[Job]:
         return [j for j in jobs if j.input.get("template") == template]
 
 
+def at_first_checkpoint(api: Api) -> tuple[UserSession, str, str, str]:
+    """A new user's training (a `train` worker must run) once its first checkpoint is in S3:
+    (user, user id, likeness id, job id)."""
+    user = api.new_user()
+    uid = user_id(api, user)
+    upload_accepted(api, user, 10)  # 40 tiny steps, a checkpoint every 10
+    body = start(api, user).json()
+    likeness_id, job_id = body["likeness"]["id"], body["job"]["id"]
+    store = S3CheckpointStore(uid, likeness_id)
+    wait_until(lambda: store.steps(), timeout=180, interval=0.05, what="a first checkpoint in S3")
+    assert job_row(job_id).status == "running", "training ended at its first checkpoint"
+    return user, uid, likeness_id, job_id
+
+
 def fetch(url: str) -> bytes:
     r = httpx.get(url, timeout=30)
     assert r.status_code == 200, r.text
@@ -171,13 +185,8 @@ def test_too_few_photos_is_refused_with_a_sentence_and_no_job(api: Api) -> None:
 @pytest.mark.slow  # ~55 s: two worker starts, the stale timeout, and a wait that nothing re-runs it
 def test_a_killed_training_resumes_from_its_s3_checkpoint(api: Api, procs: Processes) -> None:
     worker = procs.worker("train", **TRAIN_WORKER_ENV)
-    user = api.new_user()
-    uid = user_id(api, user)
-    upload_accepted(api, user, 10)  # 40 tiny steps, a checkpoint every 10
-    body = start(api, user).json()
-    likeness_id, job_id = body["likeness"]["id"], body["job"]["id"]
+    user, uid, likeness_id, job_id = at_first_checkpoint(api)
     store = S3CheckpointStore(uid, likeness_id)
-    wait_until(lambda: store.steps(), timeout=180, interval=0.05, what="a first checkpoint in S3")
     procs.kill(worker)  # SIGKILL the worker and its pool mid-training
     killed = job_row(job_id)
     assert killed.status == "running" and killed.attempts == 1, "training ended before the kill"

@@ -23,7 +23,9 @@ DESKTOP = {"width": 1280, "height": 900}
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed: apt-get install -y chromium chromium-driver")
+        # A skip would turn a broken web app into a row of "s" (`make test` installs Chromium).
+        pytest.fail("Chromium is not installed: apt-get install -y chromium chromium-driver",
+                    pytrace=False)  # fmt: skip
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(CHROMIUM),

@@ -1,0 +1,107 @@
+"""Account promises through the whole platform (gateway -> outbox -> notify worker -> SMTP catcher):
+signing up again changes nothing but sends a warning; a password reset ends every session; mailed
+links work once and expire when they say; an expired access token is refused."""
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from sqlalchemy import select, update
+
+from shared.config import get_settings
+from shared.db import session_scope
+from shared.models import EmailToken, User
+from tests.conftest import Api, Platform, wait_until
+from tests.notifier.test_notify_worker import mails_to
+
+BAD_LINK = {"detail": "This link is invalid or has expired."}
+
+
+def _mail(platform: Platform, address: str, subject: str, count: int = 1):  # noqa: ANN202
+    found = wait_until(
+        lambda: [m for m in mails_to(platform, address) if m["Subject"] == subject][count - 1 :] or None,
+        timeout=60,
+        what=f"mail {subject!r} #{count}",
+    )
+    return found[0]
+
+
+def _token(mail, route: str) -> str:
+    text = mail.get_body(("plain",)).get_content()
+    return re.search(rf"#/{route}\?token=([A-Za-z0-9_\-]+)", text).group(1)
+
+
+def _login(api: Api, email: str, password: str) -> int:
+    return api.post("/v1/auth/login", json={"email": email, "password": password}).status_code
+
+
+def test_signing_up_again_keeps_the_password_and_warns_the_owner(api: Api, platform: Platform) -> None:
+    user = api.new_user(consent=False)
+    again = api.post("/v1/auth/signup", json={"email": user.email, "password": "an attacker's choice"})
+    assert again.status_code == 202
+    _mail(platform, user.email, "Someone tried to sign up with your address")
+    assert _login(api, user.email, user.password) == 200
+    assert _login(api, user.email, "an attacker's choice") == 401
+
+
+def test_password_reset_revokes_every_refresh_token_and_its_link_works_once(
+    api: Api, platform: Platform
+) -> None:
+    user = api.new_user(consent=False)
+    other_device = api.post("/v1/auth/login", json={"email": user.email, "password": user.password}).json()
+    assert api.post("/v1/auth/password-reset", json={"email": user.email}).status_code == 202
+    token = _token(_mail(platform, user.email, "Reset your password"), "reset")
+    with session_scope() as session:  # valid for the configured minutes, not more
+        owner = select(User.id).where(User.email == user.email).scalar_subquery()
+        row = session.scalar(
+            select(EmailToken).where(EmailToken.purpose == "reset_password", EmailToken.user_id == owner)
+        )
+        lifetime = row.expires_at - row.created_at
+    assert abs(lifetime - timedelta(minutes=get_settings().password_reset_minutes)) < timedelta(seconds=5)
+
+    new = {"token": token, "password": "a brand new password"}
+    assert api.post("/v1/auth/password-reset/confirm", json=new).status_code == 200
+    for refresh in (user.refresh_token, other_device["refresh_token"]):
+        assert api.post("/v1/auth/refresh", json={"refresh_token": refresh}).status_code == 401
+    assert _login(api, user.email, user.password) == 401
+    assert _login(api, user.email, "a brand new password") == 200
+    spent = api.post("/v1/auth/password-reset/confirm", json={**new, "password": "yet another one!"})
+    assert spent.status_code == 400 and spent.json() == BAD_LINK
+    assert _login(api, user.email, "a brand new password") == 200
+
+
+def test_mailed_links_expire_on_time(api: Api, platform: Platform) -> None:
+    email = f"late-{uuid.uuid4().hex[:8]}@example.com"
+    assert (
+        api.post("/v1/auth/signup", json={"email": email, "password": "correct horse battery"}).status_code
+        == 202
+    )
+    verify = _token(_mail(platform, email, "Confirm your email address"), "verify")
+    assert api.post("/v1/auth/password-reset", json={"email": email}).status_code == 202
+    reset = _token(_mail(platform, email, "Reset your password"), "reset")
+    with session_scope() as session:  # both links reach their expiry time
+        session.execute(
+            update(EmailToken)
+            .where(EmailToken.user_id == select(User.id).where(User.email == email).scalar_subquery())
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    late = api.post("/v1/auth/verify-email", json={"token": verify})
+    assert late.status_code == 400 and late.json() == BAD_LINK
+    late = api.post("/v1/auth/password-reset/confirm", json={"token": reset, "password": "too late now!!"})
+    assert late.status_code == 400 and late.json() == BAD_LINK
+    assert _login(api, email, "correct horse battery") == 200
+
+
+def test_an_expired_access_token_is_refused(api: Api) -> None:
+    user = api.new_user(consent=False)
+    me = api.get("/v1/me", headers=user.auth).json()
+    now = datetime.now(UTC)
+
+    def token(exp: datetime) -> dict[str, str]:
+        claims = {"sub": me["id"], "type": "access", "iat": exp - timedelta(minutes=15), "exp": exp}
+        return {"Authorization": f"Bearer {jwt.encode(claims, get_settings().secret_key, algorithm='HS256')}"}
+
+    assert api.get("/v1/me", headers=token(now + timedelta(minutes=1))).status_code == 200
+    expired = api.get("/v1/me", headers=token(now - timedelta(seconds=5)))
+    assert expired.status_code == 401, expired.text

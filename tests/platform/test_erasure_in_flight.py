@@ -1,0 +1,90 @@
+"""Erasing an account while its work runs: a likeness training and portraits generating (real
+`train` and `generate` workers, tiny preset). Afterwards no row and no object of the user is left
+(the bucket is listed), nothing is stored later by the stopped workers, the goodbye mail is
+delivered, and the address is gone from every job input once it was sent."""
+
+import time
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text, update
+
+from shared import storage
+from shared.db import session_scope
+from shared.models import Portrait, User
+from tests.conftest import Api, Platform, Processes, wait_until
+from tests.generator.test_service import WORKER_ENV, _ready_likeness
+from tests.notifier.test_notify_worker import mails_to
+from tests.platform.test_worker_lifecycle import _job
+from tests.trainer.test_service import TRAIN_WORKER_ENV, start, upload_accepted
+
+TABLES = ("users", "photos", "jobs", "likenesses", "portraits", "refresh_tokens", "email_tokens")
+
+
+def _rows(uid: uuid.UUID) -> int:
+    with session_scope() as session:
+        key = {"users": "id"}
+        return sum(
+            session.execute(
+                text(f"SELECT count(*) FROM {t} WHERE {key.get(t, 'user_id')} = :u"), {"u": uid}
+            ).scalar()
+            for t in TABLES
+        )
+
+
+def _portraits(uid: uuid.UUID) -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count(Portrait.id)).where(Portrait.user_id == uid))
+
+
+@pytest.mark.slow  # ~2-3 min: train and generate workers, a training and a generation under way
+def test_erasure_while_training_and_generating_leaves_nothing(
+    api: Api, platform: Platform, procs: Processes
+) -> None:
+    train = procs.worker("train", **TRAIN_WORKER_ENV)
+    generate = procs.worker("generate", **WORKER_ENV)
+    user = api.new_user()
+    uid = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    with session_scope() as session:  # the goodbye mail goes to confirmed addresses
+        session.execute(update(User).where(User.id == uid).values(email_verified_at=func.now()))
+    upload_accepted(api, user, 10)
+    ready = _ready_likeness(uid)  # a trained likeness to make portraits with
+    body = {"likeness_id": str(ready), "styles": ["studio-business", "black-white"], "count": 8}
+    portraits = api.post("/v1/portraits", json=body, headers=user.auth)
+    assert portraits.status_code == 202, portraits.text
+    wait_until(lambda: _portraits(uid) >= 1, timeout=240, what="a first portrait stored")
+    training = start(api, user)  # the generation has 15 portraits to go: it runs on meanwhile
+    assert training.status_code == 202, training.text
+    jobs = [portraits.json()["job"]["id"], training.json()["job"]["id"]]
+    wait_until(
+        lambda: storage.list_keys(storage.user_key(uid, "likenesses", training.json()["likeness"]["id"])),
+        timeout=240,
+        what="a first training checkpoint",
+    )
+    assert [_job(j).status for j in jobs] == ["running", "running"], "work ended before the erasure"
+
+    assert api.delete("/v1/me", headers=user.auth).status_code == 202
+    wait_until(lambda: _rows(uid) == 0, timeout=120, what="every row of the user deleted")
+    wait_until(lambda: storage.list_keys(storage.user_prefix(uid)) == [], timeout=60, what="no object")
+    for worker in (train, generate):  # both workers noticed and stopped
+        wait_until(
+            lambda w=worker: "canceled during attempt" in open(w.log_path, errors="replace").read(),  # noqa: SIM115
+            timeout=120,
+            what="the worker to stop its job",
+        )
+    time.sleep(3)  # a worker that went on would store its next portrait or checkpoint by now
+    assert storage.list_keys(storage.user_prefix(uid)) == [] and _rows(uid) == 0
+
+    [goodbye] = wait_until(
+        lambda: [m for m in mails_to(platform, user.email) if m["Subject"] == "Your data was deleted"],
+        timeout=60,
+        what="the goodbye mail",
+    )
+
+    def address_in_jobs() -> int:
+        with session_scope() as session:
+            return session.execute(
+                text("SELECT count(*) FROM jobs WHERE input::text LIKE :e"), {"e": f"%{user.email}%"}
+            ).scalar()
+
+    wait_until(lambda: address_in_jobs() == 0, timeout=30, what="the address gone from job inputs")

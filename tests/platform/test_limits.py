@@ -1,0 +1,159 @@
+"""Idempotency keys belong to one user and hold under concurrent identical requests; the limits of
+the API: running portrait jobs, the daily portrait quota (counting earlier jobs), files per upload,
+and the upload rate limit."""
+
+import threading
+import uuid
+
+import httpx
+from sqlalchemy import func, select
+
+from shared import storage
+from shared.db import session_scope
+from shared.models import Likeness, Photo, Portrait
+from tests.conftest import Api, Platform, UserSession
+from tests.photos import astronaut_variants, jpeg
+
+
+def _files(n: int, start: int = 0) -> list[tuple[str, tuple[str, bytes, str]]]:
+    images = astronaut_variants(start + n)[start:]
+    return [("files", (f"me{i}.jpg", jpeg(img), "image/jpeg")) for i, img in enumerate(images)]
+
+
+def _uid(api: Api, user: UserSession) -> uuid.UUID:
+    return uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+
+
+def _photo_rows(uid: uuid.UUID) -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count(Photo.id)).where(Photo.user_id == uid))
+
+
+def test_an_idempotency_key_belongs_to_one_user(api: Api) -> None:
+    alice, bob = api.new_user(), api.new_user()
+    files, key = _files(2), {"Idempotency-Key": "my-upload"}
+    first = api.post("/v1/photos", files=files, headers={**alice.auth, **key})
+    theirs = api.post("/v1/photos", files=files, headers={**bob.auth, **key})
+    assert first.status_code == theirs.status_code == 201, theirs.text
+    assert theirs.json()["job"]["id"] != first.json()["job"]["id"]  # his own job, not hers
+    bob_photos = {p["id"] for p in api.get("/v1/photos", headers=bob.auth).json()["photos"]}
+    assert bob_photos == {p["id"] for p in theirs.json()["photos"]}
+    assert not bob_photos & {p["id"] for p in first.json()["photos"]}
+    assert api.get(f"/v1/jobs/{first.json()['job']['id']}", headers=bob.auth).status_code == 404
+    for user in (alice, bob):
+        assert len(storage.list_keys(storage.user_prefix(_uid(api, user)))) == 2
+
+
+def test_concurrent_identical_requests_make_one_job(api: Api, platform: Platform) -> None:
+    user = api.new_user()
+    files, n = _files(2), 4
+    start, answers = threading.Barrier(n), [None] * n
+
+    def send(i: int) -> None:
+        with httpx.Client(base_url=platform.url, timeout=60) as client:
+            start.wait()
+            answers[i] = client.post(
+                "/v1/photos", files=files, headers={**user.auth, "Idempotency-Key": "double-click"}
+            )
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in answers] == [201] * n, [r.text for r in answers]
+    assert len({r.json()["job"]["id"] for r in answers}) == 1
+    assert len({tuple(p["id"] for p in r.json()["photos"]) for r in answers}) == 1
+    uid = _uid(api, user)
+    assert _photo_rows(uid) == 2 and len(storage.list_keys(storage.user_prefix(uid))) == 2
+
+
+def _ready_likeness(uid: uuid.UUID) -> uuid.UUID:
+    """A ready likeness row (no worker runs in these tests: the jobs stay queued)."""
+    with session_scope() as session:
+        likeness = Likeness(user_id=uid, status="ready", class_word="woman", trigger_word="zuvek",
+                            base_model="tiny", photo_ids=[])  # fmt: skip
+        session.add(likeness)
+        session.flush()
+        return likeness.id
+
+
+def _cancel_all(api: Api, user: UserSession, jobs: list[str]) -> None:
+    """Leave nothing for a later test's generate worker."""
+    for job_id in jobs:
+        api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth)
+
+
+def test_running_jobs_limit_is_409(api: Api) -> None:
+    user = api.new_user()
+    body = {"likeness_id": str(_ready_likeness(_uid(api, user))), "styles": ["black-white"], "count": 1}
+    started = []
+    try:
+        for _ in range(2):  # MAX_RUNNING_JOBS_PER_USER
+            r = api.post("/v1/portraits", json=body, headers=user.auth)
+            assert r.status_code == 202, r.text
+            started.append(r.json()["job"]["id"])
+        third = api.post("/v1/portraits", json=body, headers=user.auth)
+        assert third.status_code == 409
+        assert (
+            third.json()["detail"] == "You already have 2 portrait jobs under way; wait until one finishes."
+        )
+        _cancel_all(api, user, started[:1])
+        again = api.post("/v1/portraits", json=body, headers=user.auth)
+        assert again.status_code == 202, again.text  # one finished: room again
+        started.append(again.json()["job"]["id"])
+    finally:
+        _cancel_all(api, user, started)
+
+
+def test_daily_quota_counts_earlier_jobs_and_is_429(api: Api) -> None:
+    user = api.new_user()
+    uid = _uid(api, user)
+    likeness_id = _ready_likeness(uid)
+    with session_scope() as session:  # 199 portraits made earlier today (MAX_PORTRAITS_PER_DAY 200)
+        session.add_all(
+            Portrait(
+                user_id=uid,
+                likeness_id=likeness_id,
+                style="black-white",
+                seed=i,
+                object_key=f"users/{uid}/portraits/x/{i}.png",
+                width=64,
+                height=96,
+            )  # fmt: skip
+            for i in range(199)
+        )
+    body = {"likeness_id": str(likeness_id), "styles": ["black-white", "soft-beauty"], "count": 1}
+    r = api.post("/v1/portraits", json=body, headers=user.auth)
+    assert r.status_code == 429
+    assert r.json()["detail"] == "You can make 200 portraits a day; 1 are left today."
+    one = api.post("/v1/portraits", json={**body, "styles": ["black-white"]}, headers=user.auth)
+    assert one.status_code == 202, one.text
+    _cancel_all(api, user, [one.json()["job"]["id"]])
+
+
+def test_more_than_20_files_is_refused_and_nothing_stored(api: Api) -> None:
+    user = api.new_user()
+    photo = _files(1)[0][1]
+    r = api.post("/v1/photos", files=[("files", photo)] * 21, headers=user.auth)
+    assert r.status_code == 400 and r.json()["detail"] == "Send between 1 and 20 photos at once."
+    uid = _uid(api, user)
+    assert _photo_rows(uid) == 0 and storage.list_keys(storage.user_prefix(uid)) == []
+
+
+def test_uploads_are_rate_limited_per_user(platform: Platform, procs) -> None:
+    from shared.localstack import free_port, wait_for_port
+
+    port = free_port()
+    procs.start("gateway-uploads", "gateway", "--port", str(port), env={"UPLOAD_RATE_LIMIT": "2/minute"})
+    wait_for_port(port, timeout=60)
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        alice, bob = client.new_user(), client.new_user()
+        codes = [client.post("/v1/photos", files=_files(1), headers=alice.auth).status_code for _ in range(3)]
+        assert codes == [201, 201, 429]
+        refused = client.post("/v1/photos", files=_files(1), headers=alice.auth)
+        assert "Too many requests" in refused.json()["detail"] and refused.headers["Retry-After"]
+        assert (
+            client.post("/v1/photos", files=_files(1), headers=bob.auth).status_code == 201
+        )  # his own budget
+        assert _photo_rows(_uid(client, alice)) == 2

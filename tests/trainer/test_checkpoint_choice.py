@@ -1,0 +1,41 @@
+"""Checkpoint selection's real branch: renders that have faces, with distinct identity scores.
+
+Tiny random models draw no face, so the renders are fed through a seam: `render_validation` returns
+real photos (skimage's astronaut and edits of it), one list per checkpoint in order. The scoring rule
+(dlib embeddings, median reference, best mean similarity) runs unchanged."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageEnhance, ImageFilter
+from skimage import data
+
+from services.trainer import selection
+from shared.faces import detect_faces, face_embedding
+
+
+def test_the_checkpoint_whose_renders_look_most_like_the_person_is_kept(monkeypatch):
+    face = Image.fromarray(data.astronaut())
+    reference = face_embedding(face, detect_faces(face)[0])
+    renders = {  # step -> its validation renders, farther from the person as the edits grow
+        100: [face.filter(ImageFilter.GaussianBlur(2))] * 2,
+        200: [face, ImageEnhance.Brightness(face).enhance(0.5)],
+        300: [face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] * 2,
+    }
+    calls = iter(renders.values())
+    monkeypatch.setattr(selection, "render_validation", lambda pipe, prompt, **kw: next(calls))
+    snapshots = [(step, {"marker": torch.tensor([step])}) for step in renders]  # no LoRA keys
+    pipe = SimpleNamespace(unet=None, text_encoder=None)
+
+    chosen, state = selection.select_checkpoint(
+        pipe, snapshots, np.stack([reference, reference]), "photo of zuvek woman", size=64, steps=2
+    )
+
+    assert chosen.best_step == 200 and state is snapshots[1][1]
+    scores = {s.step: s.score for s in chosen.scores}
+    assert scores[200] > scores[300] > scores[100]  # distinct, and the order of likeness
+    assert scores[200] == pytest.approx(1 - 0.138 / 2, abs=0.02)  # one exact face, one darker
+    assert all(s.faces_found == s.renders == 2 and s.note is None for s in chosen.scores)
+    assert chosen.note == f"kept step 200: best identity score {scores[200]:.3f}"
