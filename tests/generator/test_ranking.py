@@ -7,8 +7,8 @@ import pytest
 from PIL import Image, ImageEnhance, ImageFilter
 
 from services.generator.likeness import Likeness
-from services.generator.styles import get_style
 from shared.faces import detect_faces, face_embedding
+from shared.styles import get_style
 from tests.generator.test_pipeline import _pipeline
 
 pytestmark = pytest.mark.filterwarnings("error:invalid value encountered:RuntimeWarning")
