@@ -216,3 +216,22 @@ def test_job_list_limit_and_kind_are_validated(api: Api) -> None:
         assert r.status_code == 422 and words in r.json()["detail"], (query, r.text)
     r = api.get("/v1/jobs?kind=send_email&limit=1", headers=user.auth)
     assert r.status_code == 200 and [j["kind"] for j in r.json()["jobs"]] == ["send_email"], r.text
+
+
+def test_nul_bytes_in_free_strings_never_reach_postgres(api: Api) -> None:
+    """A NUL byte is refused in words (Postgres text cannot hold one; it used to be a 500)."""
+    nul = "a\u0000b@example.com"
+    for path, body in [
+        ("/v1/auth/signup", {"email": nul, "password": "a long password"}),
+        ("/v1/auth/login", {"email": nul, "password": "a long password"}),
+        ("/v1/auth/password-reset", {"email": nul}),
+        ("/v1/auth/verify-email", {"token": "x\u0000y"}),
+        ("/v1/auth/refresh", {"refresh_token": "x\u0000y"}),
+    ]:
+        r = api.post(path, json=body)
+        assert 400 <= r.status_code < 500 and r.json()["detail"].endswith("."), (path, r.text)
+    user = api.new_user()
+    r = api.post(
+        "/v1/portraits", json={"likeness_id": str(uuid.uuid4()), "styles": ["x\u0000"]}, headers=user.auth
+    )
+    assert 400 <= r.status_code < 500 and r.json()["detail"].endswith("."), r.text
