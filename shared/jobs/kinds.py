@@ -1,5 +1,6 @@
 """Every kind of job, the Celery task that runs it and its queue: declared once, here."""
 
+import enum
 from dataclasses import dataclass
 
 
@@ -24,6 +25,9 @@ KINDS: dict[str, JobKind] = {
         JobKind("send_email", "notify.send", "notify", max_attempts=5),
     ]
 }
+
+# The kinds as a closed set, for APIs that take a kind (an unknown one is a 422, not a query).
+JobKindName = enum.StrEnum("JobKindName", {k: k for k in KINDS})
 
 QUEUES = ("photos", "train", "generate", "notify")
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -89,6 +89,20 @@ def enqueue(
         return _same_request_or_conflict(existing, fingerprint)
     add_outbox(session, job)
     return job
+
+
+def lock_idempotency_key(session: Session, user_id: uuid.UUID | None, key: str) -> None:
+    """Serialise requests that share one Idempotency-Key until this transaction ends.
+
+    A retry sent while the first attempt is still in flight then waits for it and finds its job (the
+    same answer), instead of racing it to the unique index with other row ids in its input and being
+    told the key was used for a different request. A Postgres transaction-level advisory lock on the
+    hash of (user, key): released by commit or rollback; other keys do not wait.
+    """
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))"),
+        {"lock": f"idempotency:{user_id}:{key}"},
+    )
 
 
 def find_by_idempotency_key(session: Session, user_id: uuid.UUID | None, key: str) -> Job | None:

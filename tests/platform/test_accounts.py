@@ -178,3 +178,60 @@ def test_health_readiness_metrics_and_system(api: Api) -> None:
     assert system["model_preset"] == "tiny" and system["demo"] is True
     assert "noise" in system["message"]
     assert api.get("/openapi.json").json()["info"]["title"] == "Portrait Studio"
+
+
+def test_non_finite_numbers_in_json_are_a_422_sentence(api: Api) -> None:
+    """NaN, Infinity and 1e400 (Python's json accepts them) used to make the 422 itself a 500."""
+    for raw in ("NaN", "-Infinity", "1e400"):
+        body = '{"email":"n@example.com","password":' + raw + "}"
+        r = api.post("/v1/auth/signup", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422, (raw, r.text)
+        assert r.json()["detail"].startswith("Please check this field: password ("), r.text
+
+
+def test_a_422_does_not_echo_the_values_sent(api: Api) -> None:
+    r = api.post("/v1/auth/signup", json={"email": "x@example.com", "password": "pw-123"})
+    assert r.status_code == 422 and "pw-123" not in r.text, r.text
+    assert r.json()["errors"] and all(set(e) == {"loc", "msg", "type"} for e in r.json()["errors"]), r.text
+
+
+def test_malformed_json_is_named_in_a_sentence(api: Api) -> None:
+    r = api.post("/v1/auth/signup", content='{"email": ', headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "The request body is not valid JSON (at character 10).", r.text
+
+
+def test_job_list_limit_and_kind_are_validated(api: Api) -> None:
+    """limit 1..200 and kind one of shared.jobs.kinds: 422 sentences, never a 500 from Postgres
+    (a negative LIMIT, a NUL byte)."""
+    user = api.new_user()
+    for query, words in [
+        ("limit=-1", "query parameter limit ("),
+        ("limit=0", "query parameter limit ("),
+        ("limit=201", "query parameter limit ("),
+        ("kind=%00", "query parameter kind ("),
+        ("kind=nope", "query parameter kind ("),
+    ]:
+        r = api.get(f"/v1/jobs?{query}", headers=user.auth)
+        assert r.status_code == 422 and words in r.json()["detail"], (query, r.text)
+    r = api.get("/v1/jobs?kind=send_email&limit=1", headers=user.auth)
+    assert r.status_code == 200 and [j["kind"] for j in r.json()["jobs"]] == ["send_email"], r.text
+
+
+def test_nul_bytes_in_free_strings_never_reach_postgres(api: Api) -> None:
+    """A NUL byte is refused in words (Postgres text cannot hold one; it used to be a 500)."""
+    nul = "a\u0000b@example.com"
+    for path, body in [
+        ("/v1/auth/signup", {"email": nul, "password": "a long password"}),
+        ("/v1/auth/login", {"email": nul, "password": "a long password"}),
+        ("/v1/auth/password-reset", {"email": nul}),
+        ("/v1/auth/verify-email", {"token": "x\u0000y"}),
+        ("/v1/auth/refresh", {"refresh_token": "x\u0000y"}),
+    ]:
+        r = api.post(path, json=body)
+        assert 400 <= r.status_code < 500 and r.json()["detail"].endswith("."), (path, r.text)
+    user = api.new_user()
+    r = api.post(
+        "/v1/portraits", json={"likeness_id": str(uuid.uuid4()), "styles": ["x\u0000"]}, headers=user.auth
+    )
+    assert 400 <= r.status_code < 500 and r.json()["detail"].endswith("."), r.text

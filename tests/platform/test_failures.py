@@ -5,6 +5,7 @@ import os
 import signal
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
@@ -235,3 +236,29 @@ def test_cancel_a_queued_job(api: Api, platform: Platform):
     job = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
     assert job["status"] == "canceled" and job["attempts"] == 0
     assert api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth).status_code == 409
+
+
+def test_parallel_retries_with_one_idempotency_key_get_the_first_answer(api: Api):
+    """Retries sent while the first upload is still in flight (photos and poses): every one is
+    answered 201 with the same rows and job, as POST /v1/likenesses does; nothing is stored twice."""
+    user = api.new_user()
+    photos = [
+        ("files", (f"me{i}.jpg", jpeg(img), "image/jpeg")) for i, img in enumerate(astronaut_variants(2))
+    ]
+    pose = {"file": ("pose.jpg", jpeg(astronaut_variants(3)[2]), "image/jpeg")}
+    for path, files, key in [("/v1/photos", photos, "par-photos"), ("/v1/poses", pose, "par-pose")]:
+        headers = {**user.auth, "Idempotency-Key": key}
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(
+                pool.map(lambda _, p=path, f=files, h=headers: api.post(p, files=f, headers=h), range(4))
+            )
+        assert [r.status_code for r in answers] == [201] * 4, [r.text for r in answers]
+        bodies = [r.json() for r in answers]
+        assert len({b["job"]["id"] for b in bodies}) == 1, bodies
+        rows = {str([p["id"] for p in b["photos"]]) if "photos" in b else b["pose"]["id"] for b in bodies}
+        assert len(rows) == 1, bodies
+    user_id = api.get("/v1/me", headers=user.auth).json()["id"]
+    assert len(api.get("/v1/photos", headers=user.auth).json()["photos"]) == 2
+    assert len(api.get("/v1/poses", headers=user.auth).json()["poses"]) == 1
+    assert len(storage.list_keys(storage.user_prefix(user_id))) >= 3  # 2 photos + 1 pose, no extra
+    assert len([k for k in storage.list_keys(storage.user_prefix(user_id)) if "/photos/" in k]) == 2

@@ -5,6 +5,7 @@ import email
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from tests.conftest import REPO, Api, Platform, wait_until
@@ -72,27 +73,34 @@ def test_non_image_is_refused_with_a_reason(api: Api) -> None:
 def test_readme_walkthrough_confirms_the_address_from_the_maildir(
     api: Api, platform: Platform, tmp_path: Path
 ) -> None:
-    """The README's verify step, run as written on a copy of this user's mail (Maildir files)."""
+    """The README's verify step, run as written (its address replaced by this user's) on a Maildir
+    that also holds another account's newer sign-up mail, started before this user's mail arrives:
+    it waits for the mail and picks this user's token."""
     readme = (REPO / "README.md").read_text()
     assert ".eml" not in readme
     snippet = re.search(r"^VTOKEN=\$\((python3 -c '.*')\)$", readme, re.MULTILINE)
     assert snippet, "the README shows the verify step"
-    user = api.new_user()
+    assert "me@example.com" in snippet.group(1)
+    user, other = api.new_user(), api.new_user()  # the other mail is the newer
 
-    def mail_to_user() -> Path | None:
+    def mail_to(address: str) -> Path | None:
         for path in (platform.stack.mail_dir / "new").iterdir():
-            if email.message_from_bytes(path.read_bytes())["To"] == user.email:
+            if email.message_from_bytes(path.read_bytes())["To"] == address:
                 return path
         return None
 
-    mail = wait_until(mail_to_user, timeout=60, what="the sign-up mail")
+    mail = wait_until(lambda: mail_to(user.email), timeout=60, what="the sign-up mail")
+    decoy = wait_until(lambda: mail_to(other.email), timeout=60, what="the other sign-up mail")
     maildir = tmp_path / "var" / "mail"
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
+    shutil.copy(decoy, maildir / "new" / decoy.name)
+    script = snippet.group(1).replace("me@example.com", user.email)
+    run = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    time.sleep(2)  # the mail arrives after the command started (the README runs it right after sign-up)
     shutil.copy(mail, maildir / "new" / mail.name)
-    token = subprocess.run(
-        ["bash", "-c", snippet.group(1)], cwd=tmp_path, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    token = run.communicate(timeout=60)[0].strip()
+    assert run.returncode == 0
     assert api.get("/v1/me", headers=user.auth).json()["email_verified"] is False
     r = api.post("/v1/auth/verify-email", json={"token": token})
     assert r.status_code == 200, r.text

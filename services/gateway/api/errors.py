@@ -4,6 +4,7 @@ FastAPI answers a request that fails validation with a list of pydantic errors u
 that list becomes one sentence naming each field, and the list moves to `errors` for programs.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request, status
@@ -30,15 +31,35 @@ def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def validation_sentence(errors: list[dict[str, Any]]) -> str:
     """One sentence for a list of pydantic errors, e.g.
-    `Please check these fields: email (value is not a valid email address), password (...).`"""
+    `Please check these fields: email (value is not a valid email address), password (...).`
+
+    A body that is not JSON at all (FastAPI's `json_invalid`, `loc` = `("body", offset)`) gets
+    `The request body is not valid JSON (at character 16).`
+    """
+    for e in errors:
+        if e.get("type") == "json_invalid":
+            loc = list(e.get("loc", ()))
+            at = f" (at character {loc[-1]})" if loc and isinstance(loc[-1], int) else ""
+            return f"The request body is not valid JSON{at}."
     parts = [f"{field_name(e.get('loc', ()))} ({e.get('msg', 'invalid').rstrip('.')})" for e in errors]
     noun = "this field" if len(parts) == 1 else "these fields"
     return f"Please check {noun}: {', '.join(parts)}."
 
 
+# What of each pydantic error reaches the client. Never `input`: it echoes what was sent (a password,
+# a whole raw body) and may hold NaN/Infinity, which JSON cannot encode (Starlette: allow_nan=False).
+ERROR_KEYS = ("loc", "msg", "type")
+
+
+def public_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """pydantic's errors reduced to `{"loc", "msg", "type"}` each, JSON-safe."""
+    return jsonable_encoder([{k: e[k] for k in ERROR_KEYS if k in e} for e in errors])
+
+
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """422 `{"detail": sentence, "errors": [pydantic's errors]}`."""
-    errors = jsonable_encoder(exc.errors())
+    """422 `{"detail": sentence, "errors": [{"loc", "msg", "type"}, ...]}` (pydantic's errors
+    without the values sent)."""
+    errors = public_errors(exc.errors())
     return JSONResponse(
         {"detail": validation_sentence(errors), "errors": errors},
         status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,

@@ -5,8 +5,9 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
@@ -17,6 +18,7 @@ from services.gateway.event_hub import hub
 from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
 from shared.db import get_sessionmaker
 from shared.jobs import events
+from shared.jobs.kinds import JobKindName
 from shared.jobs.state import transition
 from shared.models import Job, JobStatus
 
@@ -29,16 +31,17 @@ RESUME_MS = 5000  # SSE `retry:` after an `unavailable` event: when EventSource 
 def list_jobs(
     user: CurrentUser,
     session: SessionDep,
-    kind: str | None = None,
+    kind: JobKindName | None = None,
     status: JobStatus | None = None,
-    limit: int = 50,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
+    """The user's jobs, newest first: `kind` one of shared.jobs.kinds.KINDS, `limit` 1..200."""
     query = select(Job).where(Job.user_id == user.id).order_by(Job.created_at.desc())
     if kind:
         query = query.where(Job.kind == kind)
     if status:
         query = query.where(Job.status == status)
-    return JobList(jobs=[JobOut.of(j) for j in session.scalars(query.limit(min(limit, 200)))])
+    return JobList(jobs=[JobOut.of(j) for j in session.scalars(query.limit(limit))])
 
 
 @router.get("/{job_id}", response_model=JobOut)

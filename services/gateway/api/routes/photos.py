@@ -16,8 +16,8 @@ from shared import storage
 from shared.config import get_settings
 from shared.images import CleanImage, ImageRejected, clean_upload
 from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
-from shared.models import Photo, User
+from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
+from shared.models import Photo
 
 router = APIRouter(prefix="/photos", tags=["photos"])
 
@@ -82,10 +82,7 @@ def _store_upload(
 ) -> UploadOut:
     fingerprint = request_fingerprint("photo_check", [c.sha256 for c in cleaned])
     if idempotency_key:
-        # Concurrent twins (a double click, a client retrying early) take turns on the user's row:
-        # the later one finds the first one's job instead of storing its own photos and losing the
-        # race on the unique key with a different job input (a 409).
-        session.execute(select(User.id).where(User.id == user_id).with_for_update())
+        lock_idempotency_key(session, user_id, idempotency_key)  # a retry in flight waits for the first
         existing = find_by_idempotency_key(session, user_id, idempotency_key)
         if existing is not None:  # a retried request: answer as the first time, store nothing
             if existing.input.get("fingerprint") != fingerprint:

@@ -22,7 +22,7 @@ from shared import storage
 from shared.config import get_settings
 from shared.images import CleanImage
 from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
+from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
 from shared.models import Job, PosePhoto, User
 
 router = APIRouter(prefix="/poses", tags=["poses"])
@@ -85,6 +85,8 @@ async def upload_pose(
 def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str | None) -> PoseUploaded:
     user_id = user.id
     fingerprint = request_fingerprint("pose_extract", [clean.sha256])
+    if idempotency_key:
+        lock_idempotency_key(session, user_id, idempotency_key)  # a retry in flight waits for the first
     if idempotency_key and (existing := find_by_idempotency_key(session, user_id, idempotency_key)):
         if existing.input.get("fingerprint") != fingerprint:
             raise IdempotencyConflict()  # 409, see app.py
