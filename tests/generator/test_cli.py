@@ -42,3 +42,10 @@ def test_generate_with_the_pose_of_a_photo(tmp_path):
     (png,) = (tmp_path / "out").glob("*.png")
     parameters, meta = read_png_metadata(png.read_bytes())
     assert meta["pose"] == "photo:astronaut.png" and "Module: openpose" in parameters
+
+
+def test_a_folder_without_a_lora_is_a_usage_error(tmp_path):
+    done = studio("--style", "soft-beauty", "--out", str(tmp_path / "out"), "--likeness", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    words = " ".join(done.stderr.replace("│", " ").split())  # rich boxes and wraps the error
+    assert "expected one LoRA .safetensors file, found 0" in words
