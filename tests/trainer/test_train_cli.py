@@ -1,14 +1,11 @@
 """`studio train --photos DIR`: files the upload decoder refuses (a text file named .jpg, a PNG
 whose header claims 100000x100000 pixels) are skipped with their reason, never a traceback."""
 
-import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import studio
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -31,15 +28,7 @@ def test_bad_files_are_skipped_with_their_reason(tmp_path: Path) -> None:
     photos.mkdir()
     (photos / "text.jpg").write_text("hi\n")
     (photos / "bomb.png").write_bytes(bomb_png())
-    out = str(tmp_path / "out")
-    done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "train", "--photos", str(photos), "--out", out],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "PYTHONPATH": str(REPO), "MODEL_PRESET": "tiny", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    done = studio("train", "--photos", str(photos), "--out", str(tmp_path / "out"))
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert "text.jpg is not a JPEG, PNG or WebP photo; skipped." in done.stderr
