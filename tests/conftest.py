@@ -227,6 +227,18 @@ def api(platform: Platform) -> Iterator[Api]:
         yield client
 
 
+def studio(command: str, *args: str) -> subprocess.CompletedProcess:
+    """`studio <command> <args>` in a child process on the tiny preset, one torch thread."""
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", command, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "MODEL_PRESET": "tiny", "OMP_NUM_THREADS": "1"},
+    )
+
+
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -42,9 +42,12 @@ def generate_cmd(
     if likeness is not None and not likeness.exists():
         raise typer.BadParameter(f"{likeness} does not exist", param_hint="--likeness")
     seed = seed if seed is not None else random.randrange(2**31)
-    from services.generator.likeness import load_likeness
+    from services.generator.likeness import LikenessError, load_likeness
 
-    person = load_likeness(likeness, photos) if likeness is not None else None
+    try:
+        person = load_likeness(likeness, photos) if likeness is not None else None
+    except LikenessError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--likeness") from exc
     pose = _pose_of(pose_photo) if pose_photo is not None else None
     pipeline = PortraitPipeline.from_preset(preset, device)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from services.generator.likeness import DIFFUSERS_FILE, Likeness
 from services.generator.metadata import thumbnail_jpeg
@@ -214,8 +215,39 @@ def _store(ctx: JobContext, request: dict, result) -> str:
     portrait_id = uuid.uuid5(ctx.job_id, f"{result.style}:{result.seed}")
     prefix = storage.user_key(ctx.user_id, "portraits", str(ctx.job_id))
     key, thumb = f"{prefix}/{portrait_id}.png", f"{prefix}/{portrait_id}_thumb.jpg"
+    with session_scope() as session:
+        if session.get(LikenessRow, request["id"]) is None:
+            _likeness_deleted(ctx, prefix)
     storage.put_bytes(key, result.png, "image/png")
     storage.put_bytes(thumb, thumbnail_jpeg(result.image), "image/jpeg")
+    try:
+        _insert_portrait(ctx, request, result, portrait_id, key, thumb)
+    except IntegrityError as exc:
+        if "portraits_likeness_id_fkey" not in str(exc.orig):
+            raise
+        # The likeness was deleted between the check above and the insert.
+        _likeness_deleted(ctx, prefix, exc)
+    return str(portrait_id)
+
+
+def _likeness_deleted(ctx: JobContext, prefix: str, cause: Exception | None = None) -> None:
+    """The likeness was deleted while this job ran: delete this job's objects that have no Portrait
+    row (the rows already stored keep theirs, with `likeness_id` set NULL) and fail at once.
+
+    Raises JobError("likeness_deleted"), not retryable: a retry could never succeed.
+    """
+    with session_scope() as session:
+        kept = session.execute(
+            select(Portrait.object_key, Portrait.thumb_key).where(Portrait.job_id == ctx.job_id)
+        ).all()
+    known = {k for row in kept for k in row}
+    storage.delete_keys([k for k in storage.list_keys(prefix + "/") if k not in known])
+    raise JobError("likeness_deleted", "This likeness was deleted; train a new one.") from cause
+
+
+def _insert_portrait(
+    ctx: JobContext, request: dict, result, portrait_id: uuid.UUID, key: str, thumb: str
+) -> None:
     with session_scope() as session:
         if session.get(Portrait, portrait_id) is None:
             session.add(
@@ -235,4 +267,3 @@ def _store(ctx: JobContext, request: dict, result) -> str:
                     meta=result.meta,
                 )
             )
-    return str(portrait_id)

@@ -113,6 +113,8 @@ def send_message(msg: EmailMessage, config: SmtpConfig) -> int:
         where = f"{config.host}:{config.port}"
         if code is not None:
             message = f"The mail server {where} answered {code} {text}"
+        elif not transient:  # e.g. SMTPNotSupportedError: the address needs SMTPUTF8 (RFC 6531)
+            message = f"The mail server {where} cannot take this message: {text}"
         else:
             message = f"Could not talk to the mail server {where}: {text}"
         if transient:

@@ -6,6 +6,7 @@ user only, render, send (with retries), record. A failed send fails the job with
 """
 
 import logging
+from email.errors import HeaderParseError, MessageDefect
 from email.message import EmailMessage
 from typing import Any
 
@@ -60,9 +61,19 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
             mark_not_sent(delivery, SKIPPED, skip.reason)
             return _skipped(template, skip.reason)
 
-        message = _message(template, draft, to, locale, settings.smtp_from, message_id_for(event_key, domain))
         try:
+            message = _message(
+                template, draft, to, locale, settings.smtp_from, message_id_for(event_key, domain)
+            )
             attempts = send_message(message, SmtpConfig.from_settings(settings))
+        except (MessageDefect, HeaderParseError) as exc:  # e.g. NonASCIILocalPartDefect: never sendable
+            failure = SmtpSendError(
+                f"The address cannot be written in a mail header ({exc}).",
+                code=None,
+                transient=False,
+                attempts=0,
+            )
+            mark_not_sent(delivery, FAILED, _without(str(failure), to))
         except SmtpSendError as exc:
             failure = exc
             mark_not_sent(delivery, FAILED, _without(str(exc), to))
@@ -75,7 +86,8 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
     if failure is not None:
         reason = _without(str(failure), to)
         log.warning("email %s not sent: %s", template, reason, extra={"job_id": str(ctx.job_id)})
-        # A mail server that is down or busy (no reply, 4xx) gets another job attempt later.
+        # A mail server that is down or busy (no reply, 4xx) gets another job attempt later; a
+        # permanent refusal (5xx, no SMTPUTF8, an address no header can carry) is final.
         raise JobError("smtp_failed", f"The email could not be sent. {reason}", retryable=retry)
     log.info("email %s sent", template, extra={"job_id": str(ctx.job_id), "attempts": attempts})
     return {

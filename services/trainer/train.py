@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from PIL import Image
 from services.trainer import export, lora, preprocess, selection
 from shared.config import get_settings
 from shared.faces import EMBEDDINGS_FILE
-from shared.images import open_upright
+from shared.images import ImageRejected, clean_upload, open_upright
 from shared.ml import loading, registry
 from shared.trigger_word import make_trigger_word
 
@@ -200,9 +201,26 @@ def train_likeness(
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
-def load_photos(folder: Path) -> list[Image.Image]:
+def load_photos(folder: Path, skipped: Callable[[str], None] = lambda reason: None) -> list[Image.Image]:
+    """The photos in `folder` (by name), decoded with the upload's defensive decoder
+    (shared.images.clean_upload: format sniffing, the byte and megapixel limits, bomb guard) as
+    8-bit RGB. A file it refuses is left out and its sentence passed to `skipped`."""
+    settings = get_settings()
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
-    return [open_upright(path) for path in paths]
+    images = []
+    for path in paths:
+        try:
+            clean = clean_upload(
+                path.read_bytes(),
+                filename=path.name,
+                max_bytes=settings.upload_max_bytes,
+                max_pixels=settings.upload_max_pixels,
+            )
+        except ImageRejected as exc:
+            skipped(f"{exc.message.rstrip('.')}; skipped.")
+            continue
+        images.append(open_upright(io.BytesIO(clean.data)))
+    return images
 
 
 def train_cmd(
@@ -213,7 +231,7 @@ def train_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Train a likeness LoRA from a folder of photos, without any service."""
-    images = load_photos(photos)
+    images = load_photos(photos, skipped=lambda reason: typer.echo(reason, err=True))
     store = lora.LocalCheckpointStore(out / "checkpoints")
     last = [-1.0]
 

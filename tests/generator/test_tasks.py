@@ -229,3 +229,53 @@ def test_pose_photo_replaces_the_template_and_is_recorded(stack) -> None:
         job_id = _job(owner, _ready_likeness(owner), ["soft-beauty"], 1, pose_id=str(pid))
         run_job(job_id, generate_portraits_job)
         assert _job_row(job_id).error_code == code
+
+
+@pytest.mark.parametrize("when", ["before_store", "during_store"])
+def test_likeness_deleted_mid_job_fails_at_once_and_leaves_no_orphans(stack, monkeypatch, when) -> None:
+    """Deleting the likeness while its 2nd style runs: the job fails `likeness_deleted` in its first
+    attempt (no crash, no retry), the 1st style's portraits keep their rows and objects, and no object
+    without a row is left. `before_store`: deleted while the 2nd style is drawn (seen by the check
+    before upload); `during_store`: deleted after the upload, before the insert (FK violation)."""
+    from services.generator import tasks
+    from shared.jobs import JobContext
+
+    storage.ensure_bucket()
+    uid = _new_user()
+    likeness_id = _ready_likeness(uid)
+    job_id = _job(uid, likeness_id, ["soft-beauty", "black-white"], 1)
+
+    def delete_likeness() -> None:
+        with session_scope() as session:
+            row = session.get(Likeness, likeness_id)
+            if row is not None:
+                session.delete(row)
+
+    if when == "before_store":
+        progress = JobContext.progress
+
+        def progress_then_delete(self, fraction, stage=None, **detail):
+            progress(self, fraction, stage, **detail)
+            if stage and stage.startswith("Black"):
+                delete_likeness()
+
+        monkeypatch.setattr(JobContext, "progress", progress_then_delete)
+    else:
+        thumbnail, calls = tasks.thumbnail_jpeg, []
+
+        def thumbnail_then_delete(image):
+            calls.append(1)
+            if len(calls) == 2:
+                delete_likeness()
+            return thumbnail(image)
+
+        monkeypatch.setattr(tasks, "thumbnail_jpeg", thumbnail_then_delete)
+
+    run_job(job_id, generate_portraits_job)
+    job = _job_row(job_id)
+    assert (job.status, job.error_code, job.attempts) == (JobStatus.failed, "likeness_deleted", 1)
+    with session_scope() as session:
+        rows = session.scalars(select(Portrait).where(Portrait.job_id == job_id)).all()
+        kept = sorted(k for r in rows for k in (r.object_key, r.thumb_key))
+        assert [r.style for r in rows] == ["soft-beauty"] and rows[0].likeness_id is None
+    assert sorted(storage.list_keys(f"users/{uid}/portraits/{job_id}/")) == kept

@@ -275,3 +275,32 @@ def test_goodbye_mail_after_erasure_leaves_no_address_behind(smtp):
     with session_scope() as session:
         delivery = session.scalar(select(EmailDelivery).where(EmailDelivery.event_key == "bye"))
         assert delivery.user_id is None and address not in str(delivery.__dict__)
+
+
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        ("josé@example.com", "cannot be written in a mail header"),  # NonASCIILocalPartDefect
+        ("jose@exämple.com", "cannot take this message"),  # needs SMTPUTF8, which the server lacks
+    ],
+)
+def test_an_address_that_can_never_be_mailed_fails_once_recorded(
+    smtp, start_mail_server, monkeypatch, address, words
+):
+    """Accounts from before sign-up refused such addresses: a permanent failure, recorded on the
+    delivery row, after one attempt (no crash, no retry). The server offers no SMTPUTF8, like the
+    local stack's (`python -m aiosmtpd` without -u)."""
+    strict = start_mail_server(enable_SMTPUTF8=False)
+    monkeypatch.setenv("SMTP_PORT", str(strict.port))
+    get_settings.cache_clear()
+    with session_scope() as session:
+        user = User(email=address.replace("@", f"-{uuid.uuid4().hex[:6]}@"), password_hash="x")
+        session.add(user)
+    job = send(user.id, template="signup_existing", event_key=f"never-{user.id}")
+    assert (job.status, job.error_code, job.attempts) == (JobStatus.failed, "smtp_failed", 1), (
+        job.error_message
+    )
+    assert words in job.error_message and not strict.handler.messages
+    with session_scope() as session:
+        delivery = session.scalar(select(EmailDelivery).where(EmailDelivery.event_key == f"never-{user.id}"))
+        assert delivery.status == "failed" and words in delivery.error

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from services.trainer.photo_tasks import sweep_expired_photos
 from shared import storage
 from shared.db import session_scope
-from shared.models import Photo, RefreshToken
+from shared.models import Photo, RefreshToken, User
 from shared.security import token_hash
 from tests.conftest import Api, Platform, wait_until
 from tests.photos import astronaut, jpeg
@@ -235,3 +235,19 @@ def test_nul_bytes_in_free_strings_never_reach_postgres(api: Api) -> None:
         "/v1/portraits", json={"likeness_id": str(uuid.uuid4()), "styles": ["x\u0000"]}, headers=user.auth
     )
     assert 400 <= r.status_code < 500 and r.json()["detail"].endswith("."), r.text
+
+
+def test_sign_up_takes_only_addresses_our_mail_can_reach(api: Api) -> None:
+    """A local part outside ASCII needs SMTPUTF8, which our mail path does not use: 422 in words.
+    An internationalized domain is stored IDNA-encoded (ASCII), and logging in with either form works."""
+    r = api.post("/v1/auth/signup", json={"email": "josé@exämple.com", "password": "a long password"})
+    assert r.status_code == 422, r.text
+    assert "we cannot send mail to this address" in r.json()["detail"]
+    local = f"jose-{uuid.uuid4().hex[:8]}"
+    r = api.post("/v1/auth/signup", json={"email": f"{local}@exämple.com", "password": "a long password"})
+    assert r.status_code == 202, r.text
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).where(User.email == f"{local}@xn--exmple-cua.com")) == 1
+    for form in ("exämple.com", "xn--exmple-cua.com"):
+        r = api.post("/v1/auth/login", json={"email": f"{local}@{form}", "password": "a long password"})
+        assert r.status_code == 200, r.text

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from services.trainer.checkpoints import S3CheckpointStore
 from shared import storage
 from shared.db import session_scope
-from shared.models import Job, Likeness
+from shared.models import Job, Likeness, Photo, PhotoStatus
 from tests.conftest import Api, Processes, UserSession, wait_until
 from tests.photos import astronaut_variants, jpeg
 
@@ -237,3 +237,29 @@ def test_photos_deleted_before_training_fail_it_in_words(api: Api, procs: Proces
 def test_only_known_class_words(api: Api, class_word: str) -> None:
     user = api.new_user()
     assert start(api, user, class_word).status_code == 422
+
+
+def test_identical_photos_count_once(api: Api) -> None:
+    """The same picture uploaded again (in one request or later) is rejected as a duplicate at once
+    and never counts toward the 8-photo minimum; an accepted twin that slipped past the upload
+    (parallel uploads) is counted once when training starts."""
+    user = api.new_user()
+    me0, me1 = (jpeg(im) for im in astronaut_variants(2))
+    upload_accepted(api, user, 1)  # me0.jpg
+    r = api.post("/v1/photos", files=[("files", ("a.jpg", me1, "image/jpeg"))] * 2, headers=user.auth)
+    assert r.status_code == 201, r.text
+    assert [p["reason_code"] for p in r.json()["photos"]] == [None, "duplicate"]
+    api.wait_job(r.json()["job"]["id"], user)
+    r = api.post("/v1/photos", files=[("files", ("b.jpg", me0, "image/jpeg"))] * 6, headers=user.auth)
+    assert r.status_code == 201, r.text
+    duplicate = r.json()["photos"][0]
+    assert duplicate["status"] == "rejected" and duplicate["reason"].startswith("You already uploaded")
+    assert api.wait_job(r.json()["job"]["id"], user)["result"] == {"accepted": 0, "rejected": 6}
+    statuses = [p["status"] for p in api.get("/v1/photos", headers=user.auth).json()["photos"]]
+    assert sorted(statuses) == ["accepted"] * 2 + ["rejected"] * 7
+
+    with session_scope() as session:  # a twin accepted by a parallel upload
+        twin = session.get(Photo, uuid.UUID(duplicate["id"]))
+        twin.status, twin.reason_code, twin.reason = PhotoStatus.accepted, None, None
+    r = start(api, user)
+    assert r.status_code == 409 and r.json()["detail"] == "You have 2 good photos; upload 6 more to train."

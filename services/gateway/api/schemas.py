@@ -2,9 +2,10 @@
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, EmailStr, Field
+import email_validator
+from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
 from shared.jobs.events import job_snapshot
 from shared.models import Job, Likeness, Photo, User
@@ -14,14 +15,34 @@ class Message(BaseModel):
     detail: str
 
 
+def mailable(address: str) -> str:
+    """An address our SMTP path can deliver to, as ASCII: an internationalized domain IDNA-encoded
+    (`jose@exämple.com` -> `jose@xn--exmple-cua.com`, email-validator's `ascii_email`).
+
+    Raises ValueError (a 422) for a local part outside ASCII: it needs SMTPUTF8 (RFC 6531), which
+    the notifier does not use.
+    """
+    try:
+        parts = email_validator.validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"we cannot send mail to this address: {exc} Please use another address") from None
+    return parts.ascii_email
+
+
+def ascii_domain(address: str) -> str:
+    """The address as sign-up stored it (see `mailable`), for finding an account by its address."""
+    parts = email_validator.validate_email(address, check_deliverability=False)
+    return parts.ascii_email or parts.normalized
+
+
 class SignupIn(BaseModel):
-    email: EmailStr
+    email: Annotated[EmailStr, AfterValidator(mailable)]
     password: str = Field(min_length=10, max_length=256)
     locale: Literal["en", "ko"] = "en"
 
 
 class LoginIn(BaseModel):
-    email: EmailStr
+    email: Annotated[EmailStr, AfterValidator(ascii_domain)]
     password: str = Field(max_length=256)
 
 
@@ -41,7 +62,7 @@ class TokenIn(BaseModel):
 
 
 class ResetRequestIn(BaseModel):
-    email: EmailStr
+    email: Annotated[EmailStr, AfterValidator(ascii_domain)]
 
 
 class ResetConfirmIn(BaseModel):

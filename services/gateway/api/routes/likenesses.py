@@ -59,11 +59,16 @@ def start_training(
     )
     if busy is not None:
         raise conflict("Your likeness is still training; wait until it finishes before you start another.")
-    photo_ids = session.scalars(
-        select(Photo.id)
+    accepted = session.execute(
+        select(Photo.sha256, Photo.id)
         .where(Photo.user_id == user.id, Photo.status == PhotoStatus.accepted)
         .order_by(Photo.created_at, Photo.id)
     ).all()
+    # Identical pictures (e.g. uploaded in parallel, past the upload's duplicate check) count once.
+    first: dict[str, uuid.UUID] = {}
+    for sha, pid in accepted:
+        first.setdefault(sha, pid)
+    photo_ids = list(first.values())
     need = get_settings().min_training_photos
     if len(photo_ids) < need:
         raise conflict(photos_short(len(photo_ids), need))

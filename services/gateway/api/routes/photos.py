@@ -1,6 +1,7 @@
 """Photos: upload (decoded defensively, checked by a worker), list, view, delete."""
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from botocore.exceptions import BotoCoreError
@@ -17,9 +18,10 @@ from shared.config import get_settings
 from shared.images import CleanImage, ImageRejected, clean_upload
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
-from shared.models import Photo
+from shared.models import Photo, PhotoStatus
 
 router = APIRouter(prefix="/photos", tags=["photos"])
+DUPLICATE = "You already uploaded this photo; it counts once toward your good photos."
 
 
 async def read_clean(upload: UploadFile) -> CleanImage:
@@ -66,6 +68,8 @@ async def upload_photos(
     """Upload photos; each is checked for one clear face by the `photo_check` job returned.
 
     All or nothing: if any file is refused, nothing is stored and the answer names the file.
+    A photo with the same cleaned pixels (sha256) as one the user already has, or one earlier in
+    this request, is stored rejected at once with reason_code "duplicate": it counts once.
     """
     s = get_settings()
     if not 1 <= len(files) <= s.upload_max_files:
@@ -92,15 +96,26 @@ def _store_upload(
             photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
             return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(existing))
 
-    photos = [
-        Photo(
+    seen = set(
+        session.scalars(
+            select(Photo.sha256).where(
+                Photo.user_id == user_id, Photo.sha256.in_([c.sha256 for c in cleaned])
+            )
+        )
+    )
+    photos = []
+    for c in cleaned:
+        photo = Photo(
             id=(pid := uuid.uuid4()),
             user_id=user_id,
             object_key=storage.user_key(user_id, "photos", f"{pid}.jpg"),
             **image_columns(c),
         )
-        for c in cleaned
-    ]
+        if c.sha256 in seen:  # same cleaned pixels: counts once (the photo_check job skips it)
+            photo.status, photo.reason_code, photo.reason = PhotoStatus.rejected, "duplicate", DUPLICATE
+            photo.checked_at = datetime.now(UTC)
+        seen.add(c.sha256)
+        photos.append(photo)
     stored: list[str] = []  # keys whose write was started: a write that timed out may still land
     try:
         for photo, clean in zip(photos, cleaned, strict=True):

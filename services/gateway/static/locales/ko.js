@@ -113,6 +113,7 @@ export default {
   "reason.too_small": "사진이 너무 작습니다. 가로와 세로가 충분히 큰 사진을 올려 주세요.",
   "reason.face_too_small": "얼굴이 너무 작습니다. 더 가까이에서 찍은 사진이나 큰 사진을 올려 주세요.",
   "reason.too_blurry": "얼굴이 흐립니다. 더 선명한 사진을 올려 주세요.",
+  "reason.duplicate": "이미 올린 사진과 같은 사진입니다. 한 장으로만 셉니다.",
 
   "train.title": "얼굴 학습",
   "train.intro": "통과한 사진으로 작은 모델을 학습합니다. 몇 분 걸리며, 페이지를 닫았다가 다시 와도 됩니다.",
