@@ -1,7 +1,8 @@
 """Erasing an account while its work runs: a likeness training and portraits generating (real
-`train` and `generate` workers, tiny preset). Afterwards no row and no object of the user is left
-(the bucket is listed), nothing is stored later by the stopped workers, the goodbye mail is
-delivered, and the address is gone from every job input once it was sent."""
+`train` and `generate` workers, tiny preset), for a user with photos, a pose photo and a likeness.
+Afterwards no row and no object of the user is left (the bucket is listed), nothing is stored later
+by the stopped workers, the goodbye mail is delivered, and the address is gone from every job input
+once it was sent."""
 
 import time
 import uuid
@@ -15,10 +16,13 @@ from shared.models import Portrait, User
 from tests.conftest import Api, Platform, Processes, wait_until
 from tests.generator.test_service import WORKER_ENV, _ready_likeness
 from tests.notifier.test_notify_worker import mails_to
+from tests.photos import astronaut, jpeg
 from tests.platform.test_worker_lifecycle import _job
 from tests.trainer.test_service import TRAIN_WORKER_ENV, start, upload_accepted
 
-TABLES = ("users", "photos", "jobs", "likenesses", "portraits", "refresh_tokens", "email_tokens")
+TABLES = (
+    "users", "photos", "pose_photos", "jobs", "likenesses", "portraits", "refresh_tokens", "email_tokens",
+)  # fmt: skip
 
 
 def _rows(uid: uuid.UUID) -> int:
@@ -48,6 +52,13 @@ def test_erasure_while_training_and_generating_leaves_nothing(
     with session_scope() as session:  # the goodbye mail goes to confirmed addresses
         session.execute(update(User).where(User.id == uid).values(email_verified_at=func.now()))
     upload_accepted(api, user, 10)
+    pose = api.post(  # a pose photo (its own table and objects): erased like every other photo
+        "/v1/poses", headers=user.auth, files={"file": ("pose.jpg", jpeg(astronaut()), "image/jpeg")}
+    )
+    assert pose.status_code == 201, pose.text
+    wait_until(
+        lambda: storage.list_keys(storage.user_key(uid, "poses")), timeout=120, what="a pose photo stored"
+    )
     ready = _ready_likeness(uid)  # a trained likeness to make portraits with
     body = {"likeness_id": str(ready), "styles": ["studio-business", "black-white"], "count": 8}
     portraits = api.post("/v1/portraits", json=body, headers=user.auth)
