@@ -17,6 +17,26 @@ QUEUE_MODULES: dict[str, list[str]] = {
     "generate": ["services.generator.tasks"],
     "notify": ["services.notifier.tasks"],
 }
+# Imported by a GPU worker's main process before it forks its pool: the ML libraries (torch,
+# diffusers' pipelines, peft) are then whole in every pool process. Imported lazily inside a task
+# instead, a soft time limit (or any signal) landing mid-import left a half-initialised module
+# behind ("partially initialized module 'torch._dynamo'"), and every later job of that process
+# failed. Importing torch does not initialise CUDA, so forking after it is safe.
+PRELOAD_MODULES: dict[str, list[str]] = {
+    "train": [
+        "torch._dynamo",
+        "peft",
+        "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion",
+        "services.trainer.train",
+    ],
+    "generate": [
+        "torch._dynamo",
+        "peft",
+        "diffusers.pipelines.controlnet",
+        "diffusers.pipelines.stable_diffusion",
+        "services.generator.pipeline",
+    ],
+}
 
 
 def make_celery() -> Celery:

@@ -232,6 +232,9 @@ def _walk(api: Api, stack: LocalStack) -> None:
         time.sleep(0.5)
     sent = mail_jobs()
     assert [j["status"] for j in sent] == ["succeeded"] * 3, [(j["status"], j["error_message"]) for j in sent]
+    deadline = time.monotonic() + 30  # a succeeded mail job's file may be listed a moment later
+    while len(_mails_to(stack, user.email)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
     subjects = [m["Subject"] for m in _mails_to(stack, user.email)]
     assert len(subjects) == 3, subjects
 
