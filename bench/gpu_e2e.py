@@ -6,8 +6,9 @@ is SeaweedFS alone, so after call 2 every Python import works). On `nvidia-h200-
 `nvidia-h200` for the journey and a one-GPU `kill --gpus 1`), timeout_s 600 each:
 
   1. carry [".carry/1"]  . bench/gpu_stack_install.sh
-  2. carry [".carry/2"]  . bench/gpu_stack_install.sh && python3 bench/sd15_random.py --model-dir /tmp/models
-  3. carry [".carry/3"]  . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py journey
+  2. carry [".carry/2"]  . bench/gpu_stack_install.sh
+  3. carry [".carry/3", ".carry/4"]  . bench/gpu_stack_install.sh &&
+       python3 bench/sd15_random.py --model-dir /tmp/models && python3 bench/gpu_e2e.py journey
   4. carry []            . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py scale --gpus 2
   5. carry []            . bench/gpu_stack_install.sh && python3 bench/gpu_e2e.py kill --gpus 2
 
@@ -26,8 +27,8 @@ Modes:
   step from the upload to the `portraits_ready` mail in the Maildir: photo checks, queue waits,
   training, generation, mail, and the client's own gaps (polling, requests). Two users in turn:
   "cold" (workers load their models in the first job) and "warm".
-- scale: bench/scale_out.py's burst (a portrait job, 1 portrait in each style, from each of
-  --portrait-users trained users; --training-users new users' trainings, default none) with 1 GPU
+- scale: bench/scale_out.py's burst (--rounds portrait jobs, 1 portrait in each style, from each
+  of --portrait-users trained users; --training-users new users' trainings, default none) with 1 GPU
   and then with --gpus GPUs in the same run (one generate + one train worker per GPU; the generate
   workers warmed up first); portraits per minute, queue waits, GPU utilisation per device
   (nvidia-smi sampling), and exactly-once: each job ran once, portrait rows and S3 objects match.
@@ -325,7 +326,7 @@ def run_scale(api: httpx.Client, stack, cluster, args) -> dict:
         results.append(
             scale_out.run_pool(
                 cluster, api, pool, args.gpus, trained, group, STYLES, args.timeout,
-                warm=True, monitor=GpuMonitor,
+                warm=True, monitor=GpuMonitor, rounds=args.rounds,
             )
         )  # fmt: skip
     base = results[0]
@@ -413,6 +414,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=10)
     parser.add_argument("--count", type=int, default=4, help="portraits per style (journey, kill)")
     parser.add_argument("--portrait-users", type=int, default=4, help="scale: users asking for portraits")
+    parser.add_argument("--rounds", type=int, default=3, help="scale: portrait jobs per user per burst")
     parser.add_argument("--training-users", type=int, default=0, help="scale: new users training, per pool")
     parser.add_argument("--kill-at", type=float, default=0.2, help="kill: job progress at the SIGKILL")
     parser.add_argument("--cold-only", action="store_true", help="journey: the first (cold) user only")

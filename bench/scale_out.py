@@ -200,9 +200,11 @@ def warm_up(api: httpx.Client, users: list[User], styles: list[str], timeout: fl
 def run_pool(
     cluster: Cluster, api: httpx.Client, pool: int, gpus: int, trained: list[User], fresh: list[User],
     styles: list[str], timeout: float, warm: bool = False, monitor: Callable[[], Any] | None = None,
+    rounds: int = 1,
 ) -> dict:  # fmt: skip
     """`warm`: the generate workers load their models before the burst (see warm_up); `monitor`:
-    a context manager factory around the burst whose `summary()` goes into the result."""
+    a context manager factory around the burst whose `summary()` goes into the result; `rounds`:
+    portrait jobs per trained user in the burst (a longer burst without training more users)."""
     workers = []
     for i in range(pool):
         pin = {"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {}
@@ -214,10 +216,11 @@ def run_pool(
     expected_portraits: dict[str, int] = {}
     t0 = time.monotonic()
     with monitor() if monitor else nullcontext() as watched:
-        for user in trained:
-            job_id = start_portraits(api, user, styles)
-            submitted[job_id] = user
-            expected_portraits[job_id] = len(styles)
+        for _ in range(rounds):
+            for user in trained:
+                job_id = start_portraits(api, user, styles)
+                submitted[job_id] = user
+                expected_portraits[job_id] = len(styles)
         for user in fresh:
             submitted[start_training(api, user)] = user
         ended = wait_jobs(api, submitted, timeout)

@@ -54,7 +54,7 @@ def worker(
     concurrency: int = 1,
 ) -> None:
     """A Celery worker for one queue. GPU queues use one process per GPU (concurrency 1)."""
-    from shared.queue import PRELOAD_MODULES, QUEUE_MODULES
+    from shared.queue import QUEUE_MODULES, preload
 
     if queue not in QUEUE_MODULES:
         raise typer.BadParameter(f"unknown queue {queue!r}; choose from {', '.join(QUEUE_MODULES)}")
@@ -66,10 +66,9 @@ def worker(
     from shared.health import serve_health
     from shared.queue import celery_app
 
+    preload(queue)  # whole before the fork, without poisoning it for CUDA (see shared/queue.py)
     for module in QUEUE_MODULES[queue]:
         importlib.import_module(module)  # registers the tasks; models load lazily in the pool
-    for module in PRELOAD_MODULES.get(queue, []):
-        importlib.import_module(module)  # whole before the fork (see shared/queue.py)
     serve_health(get_settings().health_port, f"worker-{queue}")
     celery_app.worker_main(
         [

@@ -1,6 +1,8 @@
 """The Celery app: queues, reliability settings, and which modules each worker loads."""
 
+import importlib
 import logging
+import os
 
 from celery import Celery, current_task
 from celery.signals import worker_process_init
@@ -21,7 +23,8 @@ QUEUE_MODULES: dict[str, list[str]] = {
 # diffusers' pipelines, peft) are then whole in every pool process. Imported lazily inside a task
 # instead, a soft time limit (or any signal) landing mid-import left a half-initialised module
 # behind ("partially initialized module 'torch._dynamo'"), and every later job of that process
-# failed. Importing torch does not initialise CUDA, so forking after it is safe.
+# failed. Importing torch does not initialise CUDA, so forking after it is safe -- as long as
+# nothing asks the CUDA runtime how many GPUs there are (see preload).
 PRELOAD_MODULES: dict[str, list[str]] = {
     "train": [
         "torch._dynamo",
@@ -37,6 +40,20 @@ PRELOAD_MODULES: dict[str, list[str]] = {
         "services.generator.pipeline",
     ],
 }
+
+
+def preload(queue: str) -> None:
+    """Import `PRELOAD_MODULES[queue]` in the worker's main process, before Celery forks its pool.
+
+    diffusers asks `torch.accelerator.is_available()` at import (`diffusers.utils.torch_utils`),
+    and torch's CUDA check initialises the CUDA driver, which "poisons" fork: every pool process
+    then fails its first CUDA call with "Cannot re-initialize CUDA in forked subprocess" (seen on
+    an H200). `PYTORCH_NVML_BASED_CUDA_CHECK=1` makes torch count GPUs through NVML instead, which
+    leaves fork safe (torch docs, "Poison fork in multiprocessing"). Must run before torch is
+    imported by anything that checks availability; a caller's own setting wins."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    for module in PRELOAD_MODULES.get(queue, []):
+        importlib.import_module(module)
 
 
 def make_celery() -> Celery:
