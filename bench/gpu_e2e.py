@@ -262,6 +262,7 @@ def journey(api: httpx.Client, stack, label: str, args) -> dict:
     job = poll_job(api, user, train_job, args.timeout)
     assert job["status"] == "succeeded", job
     user.likeness_id = job["result"]["likeness_id"]
+    train_result = job["result"]
     body = {"likeness_id": user.likeness_id, "styles": STYLES, "count": count}
     r = api.post("/v1/portraits", json=body, headers={**user.auth, "Idempotency-Key": uuid.uuid4().hex})
     assert r.status_code == 202, r.text
@@ -277,7 +278,11 @@ def journey(api: httpx.Client, stack, label: str, args) -> dict:
     steps = {
         "upload_request": round(upload_request, 2),
         "photo_checks": {"queue_wait": round(photos["wait"], 2), "run": round(photos["run"], 2)},
-        "training": {"queue_wait": round(train["wait"], 2), "run": round(train["run"], 2)},
+        "training": {
+            "queue_wait": round(train["wait"], 2),
+            "run": round(train["run"], 2),
+            "stages": train_result.get("seconds"),
+        },  # fmt: skip
         "generation": {"queue_wait": round(generate["wait"], 2), "run": round(generate["run"], 2)},
         "mail": round(inbox - generate["finished_at"].timestamp(), 2),
     }
