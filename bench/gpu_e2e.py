@@ -1,8 +1,8 @@
 """The whole product on GPUs: upload-to-inbox time, scale-out over GPUs, a killed worker.
 
 Device-call sequence (one command per call, back to back: /tmp stays only while the machine is
-warm, 30 s after a call). Here first: `bash bench/gpu_stack_wheels.sh` (writes .carry/1..3; .carry/3
-is SeaweedFS alone, so after call 2 every Python import works). On `nvidia-h200-x2` (or
+warm, 30 s after a call). Here first: `bash bench/gpu_stack_wheels.sh` (writes .carry/1..4, each under
+58 MiB; the last is SeaweedFS alone, so the last two travel together). On `nvidia-h200-x2` (or
 `nvidia-h200` for the journey and a one-GPU `kill --gpus 1`), timeout_s 600 each:
 
   1. carry [".carry/1"]  . bench/gpu_stack_install.sh
@@ -418,8 +418,8 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models"), help="bench/sd15_random.py's")
     parser.add_argument("--photos", type=int, default=10)
     parser.add_argument("--count", type=int, default=4, help="portraits per style (journey, kill)")
-    parser.add_argument("--portrait-users", type=int, default=4, help="scale: users asking for portraits")
-    parser.add_argument("--rounds", type=int, default=3, help="scale: portrait jobs per user per burst")
+    parser.add_argument("--portrait-users", type=int, default=2, help="scale: users asking for portraits")
+    parser.add_argument("--rounds", type=int, default=6, help="scale: portrait jobs per user per burst")
     parser.add_argument("--training-users", type=int, default=0, help="scale: new users training, per pool")
     parser.add_argument("--kill-at", type=float, default=0.2, help="kill: job progress at the SIGKILL")
     parser.add_argument("--cold-only", action="store_true", help="journey: the first (cold) user only")
@@ -438,6 +438,8 @@ def main() -> None:
         if not manifest.exists():
             sys.exit(f"{manifest} missing: run python3 bench/sd15_random.py --model-dir {args.model_dir}")
         env = {"MODEL_DIR": str(args.model_dir), "MODEL_MANIFEST": str(manifest)}
+    if args.mode in ("scale", "kill"):  # a burst queues more jobs per user than a user may run at once
+        env["MAX_RUNNING_JOBS_PER_USER"] = str(args.rounds + 2)
     out = args.out or (
         Path(os.environ["OUT"]) / f"gpu_e2e_{args.mode}.json" if os.environ.get("OUT") else None
     )
@@ -447,7 +449,7 @@ def main() -> None:
     stack, cluster, api = scale_out.start_product("tiny" if args.tiny else "sd15", gpu=not args.tiny, **env)
     preset = "tiny" if args.tiny else "sd15 (random weights)"
     report = {"mode": args.mode, "preset": preset, "gpus": args.gpus, "gpu_names": _gpu_names(),
-              "cpus": os.cpu_count(), "styles": STYLES}  # fmt: skip
+              "cpus": os.cpu_count(), "styles": STYLES, "command": " ".join(sys.argv)}  # fmt: skip
     try:
         report.update(MODES[args.mode](api, stack, cluster, args))
     except BaseException as exc:
