@@ -22,3 +22,26 @@ def test_no_face_anywhere_has_no_score() -> None:
     person = astronaut()
     reference = faces.face_embedding(person, faces.detect_faces(person)[0])
     assert identity_score([cat(), cat()], reference) == (None, 0)
+
+
+def test_validation_renders_in_one_batch_equal_one_call_per_seed() -> None:
+    """The batched validation call (one generator per seed) renders what one call per seed did."""
+    import numpy as np
+    import torch
+
+    from services.trainer import train
+    from services.trainer.selection import render_validation
+
+    pipe = train.load_training_pipeline("tiny", "cpu")
+    seeds = (11, 22, 33)
+    batched = render_validation(pipe, "a portrait photo", size=64, steps=3, seeds=seeds)
+    one_by_one = [
+        pipe("a portrait photo", height=64, width=64, num_inference_steps=3,
+             generator=torch.Generator().manual_seed(seed)).images[0]
+        for seed in seeds
+    ]  # fmt: skip
+    assert len(batched) == len(seeds)
+    for a, b in zip(batched, one_by_one, strict=True):
+        assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # 8-bit rounding
+    # Different seeds, different images: the generators are not shared.
+    assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[1]))
