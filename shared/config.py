@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     upload_max_files: int = 20
     presign_seconds: int = 300
     photo_retention_days: int = 30
+    # An object written before its row committed (the writer was killed in between) is deleted by
+    # the hourly sweep once this old; far longer than any request or per-portrait upload.
+    pending_object_grace_seconds: int = 3600
 
     # Face check and training set
     min_training_photos: int = 8  # accepted photos needed to train a likeness

@@ -251,3 +251,12 @@ class AuditEvent(Timestamped, Base):
     action: Mapped[str] = mapped_column(String(64))
     subject_hash: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class PendingObject(Timestamped, Base):
+    """An S3 object written before the row that names it commits (shared/pending_objects.py):
+    deleted in that row's transaction; one still here after a grace period is an orphan."""
+
+    __tablename__ = "pending_objects"
+
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from services.generator.likeness import DIFFUSERS_FILE, Likeness
 from services.generator.metadata import thumbnail_jpeg
-from shared import storage
+from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.images import open_upright
@@ -218,6 +218,7 @@ def _store(ctx: JobContext, request: dict, result) -> str:
     with session_scope() as session:
         if session.get(LikenessRow, request["id"]) is None:
             _likeness_deleted(ctx, prefix)
+    pending_objects.announce([key, thumb])  # no orphans if this worker dies before the row
     storage.put_bytes(key, result.png, "image/png")
     storage.put_bytes(thumb, thumbnail_jpeg(result.image), "image/jpeg")
     try:
@@ -267,3 +268,4 @@ def _insert_portrait(
                     meta=result.meta,
                 )
             )
+        pending_objects.settle(session, [key, thumb])  # with the row (or on a retry, found)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from PIL import Image
 from sqlalchemy import delete, select
 
-from shared import storage
+from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.faces import check_photo
@@ -146,4 +146,7 @@ def sweep_expired_photos(now: datetime | None = None) -> int:
 
 @job_task("retention_sweep")
 def retention_sweep(ctx: JobContext) -> dict:
-    return {"photos_deleted": sweep_expired_photos()}
+    """Hourly: expired photos and pose photos, and objects whose writer died before its row
+    committed (shared/pending_objects.py)."""
+    grace = get_settings().pending_object_grace_seconds
+    return {"photos_deleted": sweep_expired_photos(), "orphans_deleted": pending_objects.sweep(grace)}

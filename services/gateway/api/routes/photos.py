@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.ratelimit import limiter, user_or_ip
-from shared import storage
+from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.images import CleanImage, ImageRejected, clean_upload
 from shared.jobs import IdempotencyConflict, enqueue
@@ -116,6 +116,9 @@ def _store_upload(
             photo.checked_at = datetime.now(UTC)
         seen.add(c.sha256)
         photos.append(photo)
+    # A gateway killed between the writes and the commit leaves no orphan: the sweep deletes
+    # announced keys that never settled (shared/pending_objects.py).
+    pending_objects.announce([p.object_key for p in photos])
     stored: list[str] = []  # keys whose write was started: a write that timed out may still land
     try:
         for photo, clean in zip(photos, cleaned, strict=True):
@@ -133,6 +136,7 @@ def _store_upload(
                 "fingerprint": fingerprint,
             },
         )
+        pending_objects.settle(session, [p.object_key for p in photos])
         session.commit()
     except BaseException as e:
         session.rollback()

@@ -18,7 +18,7 @@ from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey
 from services.gateway.api.routes.photos import image_columns, read_clean
 from services.gateway.api.schemas import JobOut
 from services.gateway.ratelimit import limiter, user_or_ip
-from shared import storage
+from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.images import CleanImage
 from shared.jobs import IdempotencyConflict, enqueue
@@ -99,6 +99,7 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
         status="extracting",
         **image_columns(clean),
     )
+    pending_objects.announce([pose.object_key])  # no orphan if killed before the commit
     storage.put_bytes(pose.object_key, clean.data, clean.content_type)
     try:
         session.add(pose)
@@ -110,6 +111,7 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
             idempotency_key=idempotency_key,
             input={"pose_id": str(pid), "fingerprint": fingerprint},
         )
+        pending_objects.settle(session, [pose.object_key])
         session.commit()
     except BaseException:
         session.rollback()

@@ -1,0 +1,72 @@
+"""No orphaned objects when a writer dies between its S3 write and its database commit.
+
+Rows name their objects, so an object is written first and its row committed after. A process
+killed in between (a pod evicted mid-upload, a GPU worker SIGKILLed mid-job) would leave an
+object no row names, holding a user's face photo that nothing can find or erase. So every such
+write is announced first, in a transaction of its own, and the announcement is deleted in the
+same transaction as the row: an announcement that outlives `PENDING_OBJECT_GRACE_SECONDS` belongs
+to a writer that never committed, and the hourly retention sweep deletes its object. (The write-
+ahead "intent" pattern; the in-process cleanup on a caught error stays the fast path.)
+
+    announce(keys)              # before the first PutObject; commits on its own
+    ... storage.put_bytes(...)
+    session.add(row); settle(session, keys); session.commit()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from shared import storage
+from shared.db import session_scope
+from shared.models import PendingObject
+
+
+def announce(keys: Sequence[str]) -> None:
+    """Record `keys` as about to be written, committed before the first write.
+
+    Re-announcing a key (a retried job writes the same keys) restarts its grace period.
+    Raises what the database raises (an outage): the caller writes nothing then."""
+    if not keys:
+        return
+    with session_scope() as session:
+        stmt = insert(PendingObject).values([{"key": k} for k in keys])
+        session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"created_at": func.now()}))
+
+
+def settle(session: Session, keys: Sequence[str]) -> None:
+    """Forget `keys` in the caller's transaction: they commit with the row that names them."""
+    if keys:
+        session.execute(delete(PendingObject).where(PendingObject.key.in_(list(keys))))
+
+
+def sweep(grace_seconds: float, batch: int = 1000) -> int:
+    """Delete the objects announced more than `grace_seconds` ago and never settled, and their
+    announcements; returns how many. Each batch holds its announcements locked (FOR UPDATE SKIP
+    LOCKED: sweeps on several workers share the work) until the objects are deleted, so a writer
+    re-announcing one of them waits and then writes after the delete.
+
+    Raises botocore/SQLAlchemy errors on an outage: the announcements stay for the next sweep."""
+    swept = 0
+    cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+    while True:
+        with session_scope() as session:
+            keys = list(
+                session.scalars(
+                    select(PendingObject.key)
+                    .where(PendingObject.created_at <= cutoff)
+                    .order_by(PendingObject.created_at)
+                    .limit(batch)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            if not keys:
+                return swept
+            storage.delete_keys(keys)
+            session.execute(delete(PendingObject).where(PendingObject.key.in_(keys)))
+        swept += len(keys)
