@@ -269,6 +269,7 @@ def journey(api: httpx.Client, stack, label: str, args) -> dict:
     generate_job = r.json()["job"]["id"]
     job = poll_job(api, user, generate_job, args.timeout)
     assert job["status"] == "succeeded", job
+    generate_result = job["result"]
     subject = portraits_subject(count * len(STYLES))
     inbox = wait_mail(stack.mail_dir, user.email, subject, timeout=120)
 
@@ -283,7 +284,11 @@ def journey(api: httpx.Client, stack, label: str, args) -> dict:
             "run": round(train["run"], 2),
             "stages": train_result.get("seconds"),
         },  # fmt: skip
-        "generation": {"queue_wait": round(generate["wait"], 2), "run": round(generate["run"], 2)},
+        "generation": {
+            "queue_wait": round(generate["wait"], 2),
+            "run": round(generate["run"], 2),
+            "stages": generate_result.get("seconds"),
+        },
         "mail": round(inbox - generate["finished_at"].timestamp(), 2),
     }
     # The client's own time between jobs: noticing the end (polling every 0.1 s) + the next request.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from functools import cache
@@ -58,6 +59,7 @@ def generate_portraits_job(ctx: JobContext) -> dict:
     pose, pose_name = _load_pose(ctx)
     _check_daily_quota(ctx, len(styles) * count)
     ctx.progress(0.0, "loading likeness")
+    clock = StageClock("load")
     seed = int(ctx.input.get("seed", ctx.job_id.int % 2**31))
     pipeline = resident_pipeline()
     made: list[dict] = []
@@ -68,8 +70,10 @@ def generate_portraits_job(ctx: JobContext) -> dict:
         for index, style in enumerate(styles):
 
             def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
+                clock.enter("store" if stage == "done" else stage)
                 ctx.progress(LOADED + share * (index + fraction), f"{style.name}: {stage}")
 
+            clock.enter("prepare")  # the style's LoRAs baked in, prompts encoded
             try:
                 results = pipeline(
                     likeness,
@@ -99,7 +103,38 @@ def generate_portraits_job(ctx: JobContext) -> dict:
             "event_key": f"job:{ctx.job_id}:portraits_ready",
         },
     )
-    return {"portraits": len(made), "styles": [s.id for s in styles], "seed": seed, "ids": made}
+    clock.enter(None)
+    return {
+        "portraits": len(made),
+        "styles": [s.id for s in styles],
+        "seed": seed,
+        "ids": made,
+        "seconds": clock.totals(),  # where the job's time went, for operators and benches
+    }
+
+
+class StageClock:
+    """Wall seconds per stage name, summed over the styles of a job: `enter(name)` ends the
+    current stage and starts `name` (None: stop). Stages are the pipeline's progress stages
+    (txt2img, detail, beautify, detail2, upscale) plus "load" (pipeline, likeness download),
+    "prepare" (a style's LoRAs and prompts) and "store" (S3 uploads and rows).
+    GPU work is asynchronous, so a stage's seconds include what the next synchronising call waits
+    for; each stage ends in a host copy of its images, which bounds the spill."""
+
+    def __init__(self, first: str) -> None:
+        self.stage: str | None = first
+        self.began = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def enter(self, stage: str | None) -> None:
+        now = time.monotonic()
+        if self.stage is not None and stage != self.stage:
+            self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + now - self.began
+        if stage != self.stage:
+            self.stage, self.began = stage, now
+
+    def totals(self) -> dict[str, float]:
+        return {name: round(seconds, 2) for name, seconds in self.seconds.items()}
 
 
 def _load_request(ctx: JobContext) -> tuple[dict, list, int]:

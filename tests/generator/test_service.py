@@ -85,6 +85,9 @@ def test_generate_list_zip_delete_and_nobody_else(api: Api, procs: Processes) ->
     done, seen = events[-1], [(e["progress"], e["stage"]) for e in events]
     assert done["status"] == "succeeded", done
     assert done["result"]["portraits"] == 2
+    stages = done["result"]["seconds"]
+    assert {"load", "prepare", "txt2img", "detail", "beautify", "upscale", "store"} <= set(stages)
+    assert all(v >= 0 for v in stages.values())
     stages = [s for _, s in seen if s]
     assert any("txt2img" in s for s in stages) and any("upscale" in s for s in stages)
 
