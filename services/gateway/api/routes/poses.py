@@ -99,8 +99,8 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
         status="extracting",
         **image_columns(clean),
     )
-    storage.put_bytes(pose.object_key, clean.data, clean.content_type)
     try:
+        storage.put_bytes(pose.object_key, clean.data, clean.content_type)
         session.add(pose)
         session.flush()
         job: Job = enqueue(
@@ -111,9 +111,9 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
             input={"pose_id": str(pid), "fingerprint": fingerprint},
         )
         session.commit()
-    except BaseException:
+    except BaseException as e:
         session.rollback()
-        storage.delete_keys([pose.object_key])  # no orphaned object
+        storage.discard([pose.object_key], e)  # no orphaned object
         raise
     return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(job))
 
