@@ -110,7 +110,8 @@ class Settings(BaseSettings):
     device: str = "auto"
 
     log_json: bool = True
-    health_port: int = 9100  # /healthz, /readyz, /metrics of workers, relay and scheduler
+    # /healthz, /readyz, /metrics of every process (the gateway's /metrics only here, never public); 0 = off
+    health_port: int = 9100
 
     def redis_options(self) -> dict[str, float | bool]:
         """Keyword arguments of every redis-py client (and kombu's Redis transport options)."""

@@ -7,7 +7,6 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slowapi.errors import RateLimitExceeded
 
 from services.gateway.api.errors import install_validation_errors
@@ -65,8 +64,9 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestMetrics)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    def no_public_metrics() -> JSONResponse:
+        """Metrics are for Prometheus inside the cluster: served on HEALTH_PORT (shared/health.py)."""
+        return JSONResponse({"detail": "Metrics are not served on the public port."}, 404)
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
