@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     email_verify_hours: int = 48
     password_reset_minutes: int = 30
 
+    # Request bodies other than uploads (services/gateway/body_limits.py): larger -> 413
+    json_body_max_bytes: int = 64 * 1024
+    # Seconds the gateway waits for the next part of a request body (408 after); like nginx's
+    # client_body_timeout, between reads, not for the whole body.
+    request_body_timeout: float = 15.0
+
     # Uploads (decoded defensively, see shared/images.py)
     upload_max_bytes: int = 15 * 1024 * 1024
     upload_max_pixels: int = 40_000_000
