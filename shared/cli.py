@@ -32,10 +32,16 @@ def _setup(service: str) -> None:
 @app.command()
 def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
     """The HTTP API and the web page. Kubernetes runs one process per pod (1 CPU); `--workers N` runs N
-    processes on one host (each serves its own /metrics)."""
+    processes on one host. `/metrics` (with `/healthz`, `/readyz`) is served on HEALTH_PORT only, never
+    on the public port; with N processes it sums theirs (prometheus_client's multiprocess mode)."""
     import uvicorn
 
+    from shared.health import serve_health
+
+    if workers > 1:  # the worker processes write their metrics to files this process reads
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-gateway-"))
     _setup("gateway")
+    serve_health(get_settings().health_port, "gateway")
     uvicorn.run(
         "services.gateway.app:create_app",
         factory=True,
@@ -190,7 +196,7 @@ def run(
         child_env = {**env, "HEALTH_PORT": str(health_port)}
         return Service(name, [sys.executable, "-m", "shared.cli", *args], child_env)
 
-    services = [service("gateway", "gateway", "--port", str(port))]
+    services = [service("gateway", "gateway", "--port", str(port), health_port=base_port + 26)]
     services += [
         service(f"worker-{queue}", "worker", queue, health_port=base_port + 20 + offset)
         for offset, queue in enumerate(QUEUES)

@@ -13,11 +13,13 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRET = "dev-only-change-me"
+DEV_S3_ACCESS_KEY = "studio-dev-key"  # the local SeaweedFS's key (shared/localstack.py)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused setting never prints the values (secrets) it was given
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     environment: Literal["development", "test", "production"] = "development"
     public_url: str = "http://127.0.0.1:8000"
@@ -34,7 +36,7 @@ class Settings(BaseSettings):
     s3_public_endpoint_url: str | None = None  # where browsers reach S3, if different
     s3_region: str = "us-east-1"
     s3_bucket: str = "portrait-studio"
-    s3_access_key_id: str = "studio-dev-key"
+    s3_access_key_id: str = DEV_S3_ACCESS_KEY
     s3_secret_access_key: str = PLACEHOLDER_SECRET
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8025
@@ -75,6 +77,12 @@ class Settings(BaseSettings):
     email_verify_hours: int = 48
     password_reset_minutes: int = 30
 
+    # Request bodies other than uploads (services/gateway/body_limits.py): larger -> 413
+    json_body_max_bytes: int = 64 * 1024
+    # Seconds the gateway waits for the next part of a request body (408 after); like nginx's
+    # client_body_timeout, between reads, not for the whole body.
+    request_body_timeout: float = 15.0
+
     # Uploads (decoded defensively, see shared/images.py)
     upload_max_bytes: int = 15 * 1024 * 1024
     upload_max_pixels: int = 40_000_000
@@ -113,7 +121,8 @@ class Settings(BaseSettings):
     device: str = "auto"
 
     log_json: bool = True
-    health_port: int = 9100  # /healthz, /readyz, /metrics of workers, relay and scheduler
+    # /healthz, /readyz, /metrics of every process (the gateway's /metrics only here, never public); 0 = off
+    health_port: int = 9100
 
     def redis_options(self) -> dict[str, float | bool]:
         """Keyword arguments of every redis-py client (and kombu's Redis transport options)."""
@@ -126,14 +135,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def validate_secrets(self) -> "Settings":
+        """In production, refuse every credential still at its development default (names the
+        variable, never a value)."""
         if self.environment == "production":
-            for name in ("secret_key", "s3_secret_access_key"):
-                if getattr(self, name) == PLACEHOLDER_SECRET:
+            for name, default in DEV_CREDENTIALS.items():
+                if getattr(self, name) == default:
                     raise ValueError(
                         f"{name.upper()} still has the development placeholder; "
-                        "set a real secret in the environment"
+                        "set the real value in the environment"
                     )
         return self
+
+
+DEV_CREDENTIALS = {  # setting -> its development default, refused in production
+    "secret_key": PLACEHOLDER_SECRET,
+    "s3_access_key_id": DEV_S3_ACCESS_KEY,
+    "s3_secret_access_key": PLACEHOLDER_SECRET,
+}
 
 
 @lru_cache

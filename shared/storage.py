@@ -109,6 +109,28 @@ def delete_keys(keys: list[str]) -> None:
         )
 
 
+def store_failed(error: BaseException) -> bool:
+    """Whether `error` says the store itself failed, not that it refused this request: no answer in
+    time (BotoCoreError: connection, timeout) or an answer with a 5xx status (ClientError
+    InternalError, ServiceUnavailable, SlowDown; SeaweedFS answers InternalError when its disk is
+    full). A write that failed so may still land later (see `discard`)."""
+    if isinstance(error, BotoCoreError):
+        return True
+    if isinstance(error, ClientError):
+        return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500
+    return False
+
+
+def discard(keys: list[str], error: BaseException) -> None:
+    """Delete the objects of a write that failed with `error` (no orphaned objects): at once when
+    the store refused the request, from a background thread once it answers again when it failed
+    (`store_failed`: the write may still land, and a delete now may fail too)."""
+    if store_failed(error):
+        delete_keys_later(keys)
+    else:
+        delete_keys(keys)
+
+
 def delete_keys_later(
     keys: list[str], *, patience_seconds: float = 600.0, settle_seconds: float = 2.0
 ) -> None:

@@ -136,13 +136,14 @@ def platform(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Ite
     port = free_port()
     env = {**_child_env(), "PUBLIC_URL": f"http://127.0.0.1:{port}"}  # links in mails too
     procs = Processes(env, tmp_path_factory.mktemp("logs"))
-    procs.start("gateway", "gateway", "--port", str(port))
+    health = free_port()  # the gateway's /metrics (and probes) port, never the public one
+    procs.start("gateway", "gateway", "--port", str(port), env={"HEALTH_PORT": str(health)})
     procs.start("relay", "relay")
     procs.start("scheduler", "scheduler")
     procs.worker("photos")
     procs.worker("notify")
     wait_for_port(port, timeout=60)
-    yield Platform(f"http://127.0.0.1:{port}", stack, procs)
+    yield Platform(f"http://127.0.0.1:{port}", stack, procs, f"http://127.0.0.1:{health}")
     procs.stop_all()
 
 
@@ -151,6 +152,7 @@ class Platform:
     url: str
     stack: LocalStack
     procs: Processes
+    health_url: str  # the gateway's HEALTH_PORT: /healthz, /readyz, /metrics
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slowapi.errors import RateLimitExceeded
 
 from services.gateway.api.errors import install_validation_errors
 from services.gateway.api.router import api_router
-from services.gateway.api.routes.system import probes
+from services.gateway.api.routes.system import GET_HEAD, probes
+from services.gateway.body_limits import RequestBodyLimits
 from services.gateway.metrics import RequestMetrics
 from services.gateway.outages import install_outage_handlers
 from services.gateway.ratelimit import limiter
@@ -62,16 +62,18 @@ def create_app() -> FastAPI:
     async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    app.add_middleware(RequestBodyLimits)  # 413 / 408 with a sentence
     app.add_middleware(RequestMetrics)
 
     @app.get("/metrics", include_in_schema=False)
-    def prometheus() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    def no_public_metrics() -> JSONResponse:
+        """Metrics are for Prometheus inside the cluster: served on HEALTH_PORT (shared/health.py)."""
+        return JSONResponse({"detail": "Metrics are not served on the public port."}, 404)
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=GET_HEAD, include_in_schema=False)
     def index() -> Response:
         page = STATIC / "index.html"
         if not page.exists():

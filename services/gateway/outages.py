@@ -1,8 +1,10 @@
 """What a client sees while Postgres, Redis or S3 is down or hung: 503, `Retry-After`, one sentence.
 
 The clients' own timeouts (settings `database_*`, `redis_*`, `s3_*`) turn a dead or hung server into
-an exception within about 2 s; this module maps those exceptions, in one place, to the answer. A
-request that does not need the missing dependency never gets here.
+an exception within about 2 s; this module maps those exceptions, in one place, to the answer. An S3
+store that answers, but with a 5xx (InternalError, ServiceUnavailable, SlowDown: botocore's
+ClientError, e.g. SeaweedFS with a full disk), is an outage too; a 4xx ClientError stays a 500 (our
+bug). A request that does not need the missing dependency never gets here.
 """
 
 import logging
@@ -13,6 +15,7 @@ import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from shared import storage
 from shared.config import get_settings
 
 log = logging.getLogger(__name__)
@@ -37,11 +40,17 @@ OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
 ]
 
 
+# S3 answered with a 5xx (storage.store_failed): it is up but cannot store or serve files right now.
+STORE_FAILING = ("storage", "Storage is failing to save or read files right now; try again in a minute.")
+
+
 def outage_of(exc: BaseException) -> tuple[str, str] | None:
-    """(dependency, sentence) when `exc` says a dependency is down or hung, else None."""
+    """(dependency, sentence) when `exc` says a dependency is down, hung or failing, else None."""
     for types, dependency, sentence in OUTAGES:
         if isinstance(exc, types):
             return dependency, sentence
+    if isinstance(exc, botocore.exceptions.ClientError) and storage.store_failed(exc):
+        return STORE_FAILING
     return None
 
 
@@ -57,20 +66,31 @@ def unavailable(dependency: str, sentence: str) -> JSONResponse:
     )
 
 
+def _answer(request: Request, exc: Exception, dependency: str, sentence: str) -> JSONResponse:
+    log.warning(
+        "%s unavailable on %s %s: %s: %s",
+        dependency,
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        str(exc).splitlines()[0][:200] if str(exc) else "",
+    )
+    return unavailable(dependency, sentence)
+
+
 def install_outage_handlers(app: FastAPI) -> None:
-    """Register one exception handler per dependency on `app`."""
+    """Register one exception handler per dependency on `app`, and one for S3's 5xx answers."""
     for types, dependency, sentence in OUTAGES:
 
         async def handler(request: Request, exc: Exception, dependency=dependency, sentence=sentence):  # type: ignore[no-untyped-def]
-            log.warning(
-                "%s unavailable on %s %s: %s: %s",
-                dependency,
-                request.method,
-                request.url.path,
-                type(exc).__name__,
-                str(exc).splitlines()[0][:200] if str(exc) else "",
-            )
-            return unavailable(dependency, sentence)
+            return _answer(request, exc, dependency, sentence)
 
         for exc_type in types:
             app.add_exception_handler(exc_type, handler)
+
+    async def store_answered_error(request: Request, exc: Exception) -> JSONResponse:
+        if (outage := outage_of(exc)) is None:
+            raise exc  # a 4xx: not an outage; the usual 500 (logged with its traceback)
+        return _answer(request, exc, *outage)
+
+    app.add_exception_handler(botocore.exceptions.ClientError, store_answered_error)

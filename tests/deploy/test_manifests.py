@@ -276,6 +276,22 @@ def test_ingress_streams_server_sent_events(rendered):
     named(rendered["overlays/prod"], "Service", backend["name"])
 
 
+def test_gateway_metrics_are_scraped_on_the_health_port_only(rendered):
+    """Prometheus reads the gateway's /metrics on HEALTH_PORT through a headless Service; the Service
+    the Ingress routes to exposes only the public port (which answers /metrics with 404)."""
+    for build in ("base", "overlays/dev", "overlays/prod"):
+        docs = rendered[build]
+        (c,) = containers(named(docs, "Deployment", "studio-gateway"))
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports["metrics"] == int(of_kind(docs, "ConfigMap")[0]["data"]["HEALTH_PORT"])
+        scrape = named(docs, "Service", "studio-gateway-metrics")
+        assert scrape["spec"]["clusterIP"] == "None"
+        assert [p["targetPort"] for p in scrape["spec"]["ports"]] == ["metrics"]
+        (ingress,) = of_kind(docs, "Ingress")
+        backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"]
+        assert [p["targetPort"] for p in named(docs, "Service", backend)["spec"]["ports"]] == ["http"]
+
+
 def test_gateway_listens_on_all_interfaces(rendered):
     """`studio gateway` binds 127.0.0.1 by default, which a Service cannot reach."""
     (c,) = containers(named(rendered["base"], "Deployment", "studio-gateway"))

@@ -169,11 +169,18 @@ def test_retention_sweep_deletes_old_photos_and_their_objects(api: Api) -> None:
     assert api.get(f"/v1/photos/{photo_id}", headers=user.auth).status_code == 404
 
 
-def test_health_readiness_metrics_and_system(api: Api) -> None:
+def test_health_readiness_metrics_and_system(api: Api, platform: Platform) -> None:
     assert api.get("/healthz").text == "ok"
     assert api.get("/readyz").status_code == 200
-    metrics = api.get("/metrics").text
-    assert "studio_http_requests_total" in metrics
+    # Prometheus scrapes HEALTH_PORT (never exposed); the public port refuses with a sentence.
+    public = api.get("/metrics")
+    assert public.status_code == 404
+    assert public.json() == {"detail": "Metrics are not served on the public port."}
+    assert "studio_http_requests_total" not in public.text
+    scraped = httpx.get(f"{platform.health_url}/metrics", timeout=10)
+    assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
+    assert 'studio_http_requests_total{method="GET",route="/healthz",status="200"}' in scraped.text
+    assert httpx.get(f"{platform.health_url}/readyz", timeout=10).text == "ready"
     system = api.get("/v1/system").json()
     assert system["model_preset"] == "tiny" and system["demo"] is True
     assert "noise" in system["message"]

@@ -45,7 +45,7 @@ class Run:
         env.update({**FAST_JOBS, "VAR_DIR": str(root), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "run", "--port", str(self.port)]
-            + ["--base-port", str(free_port_block(26))],
+            + ["--base-port", str(free_port_block(27))],
             cwd=REPO,
             env=env,
             stdout=subprocess.PIPE,

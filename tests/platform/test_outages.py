@@ -23,9 +23,10 @@ from shared import storage
 from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.localstack import LocalStack, free_port, wait_for_port
-from shared.models import Job, Photo
+from shared.models import Job, Photo, PosePhoto
 from tests.conftest import Api, Platform, Processes, UserSession, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.photos import astronaut, astronaut_variants, jpeg
+from tests.s3_faults import FaultyS3
 
 ANSWER_WITHIN = 3.0  # seconds: a request that needs a missing dependency
 READY_WITHIN = 1.0  # seconds: /readyz naming it
@@ -248,6 +249,47 @@ def test_event_stream_says_unavailable_while_the_database_is_hung(api: Api, plat
         cancel = f"/v1/jobs/{job_id}/cancel"
         wait_until(lambda: api.post(cancel, headers=user.auth).status_code in (200, 409), timeout=15)
         reader.join(timeout=30)
+
+
+# --- a server that answers with an error --------------------------------------------------------
+
+STORE_FAILING = "Storage is failing to save or read files right now; try again in a minute."
+
+
+def test_storage_answering_5xx_gives_503_and_leaves_nothing_half_written(stack: LocalStack, procs: Processes):
+    """S3 answers PUTs with 503 SlowDown / 500 InternalError / 503 ServiceUnavailable (SeaweedFS with a
+    full disk answered InternalError): 503 + Retry-After + a sentence, no row, no orphaned object."""
+    with FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3:
+        port = free_port()
+        procs.start("gateway-faulty-s3", "gateway", "--port", str(port), env={"S3_ENDPOINT_URL": s3.url})
+        wait_for_port(port, timeout=60)
+        with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as gateway:
+            user = gateway.new_user()
+            user_id = _user_id(gateway, user)
+            two = _files(2)
+            for status, code in ((503, "SlowDown"), (500, "InternalError"), (503, "ServiceUnavailable")):
+                with s3.failing_puts(status, code, after=1):  # the first photo lands, the second fails
+                    r, took = _timed(lambda: gateway.post("/v1/photos", files=two, headers=user.auth))
+                    assert s3.puts_failed == 1, (code, s3.puts_failed)
+                _assert_unavailable(r, took, "storage", STORE_FAILING)
+                assert _rows(user_id) == (0, 0), code  # no row without its object
+            with s3.failing_puts(403, "AccessDenied"):  # a refusal is no outage: the usual 500
+                assert gateway.post("/v1/photos", files=two, headers=user.auth).status_code == 500
+            assert _rows(user_id) == (0, 0)
+            pose = {"file": ("pose.jpg", jpeg(astronaut()), "image/jpeg")}
+            with s3.failing_puts(500, "InternalError"):
+                r, took = _timed(lambda: gateway.post("/v1/poses", files=pose, headers=user.auth))
+            _assert_unavailable(r, took, "storage", STORE_FAILING)
+            with session_scope() as session:
+                assert not session.scalars(select(PosePhoto).where(PosePhoto.user_id == user_id)).all()
+            # The first photo of each upload was written: it is deleted (no object without its row).
+            prefix = storage.user_prefix(user_id)
+            wait_until(lambda: not storage.list_keys(prefix), timeout=30, what="the written photos deleted")
+            # The store is well again: the same upload works through the same proxy.
+            r = gateway.post("/v1/photos", files=two, headers=user.auth)
+            assert r.status_code == 201, r.text
+            assert _rows(user_id) == (2, 1)
+            wait_until(lambda: len(storage.list_keys(prefix)) == 2, timeout=20, what="the 2 photos stored")
 
 
 # --- a restarted server: jobs in flight finish exactly once ---------------------------------------

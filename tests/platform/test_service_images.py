@@ -156,8 +156,12 @@ def test_each_image_runs_its_part_of_the_product(images, stack: LocalStack, own_
         )
         assert migrate.returncode == 0, f"image 'gateway' `studio migrate`:\n{migrate.stdout}{migrate.stderr}"
 
+        web_health = free_port()
         web = procs.start(
-            gateway, gateway_venv, [*gateway.cmd[:2], "--host", "127.0.0.1", "--port", str(port)]
+            gateway,
+            gateway_venv,
+            [*gateway.cmd[:2], "--host", "127.0.0.1", "--port", str(port)],
+            HEALTH_PORT=str(web_health),
         )
         _wait_healthy(procs, web, port, "image 'gateway' `studio gateway`")
         for command in ("relay", "scheduler"):
@@ -172,6 +176,8 @@ def test_each_image_runs_its_part_of_the_product(images, stack: LocalStack, own_
 
         with Api(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
             _walk(api, stack)
+        metrics = httpx.get(f"http://127.0.0.1:{web_health}/metrics", timeout=10)  # not on the public port
+        assert "studio_http_requests_total" in metrics.text, "image 'gateway': no /metrics on HEALTH_PORT"
     except Exception as e:
         pytest.fail(f"{type(e).__name__}: {e}\n{procs.report()}")
     finally:
@@ -216,7 +222,7 @@ def _walk(api: Api, stack: LocalStack) -> None:
     assert zipped.status_code == 200 and zipped.content[:2] == b"PK"
     download = api.get(f"/v1/likenesses/{likeness_id}/download?format=kohya", headers=user.auth)
     assert download.status_code == 200 and httpx.get(download.json()["url"], timeout=30).status_code == 200
-    for path in ("/readyz", "/v1/system", "/metrics"):  # probes, system, metrics
+    for path in ("/readyz", "/v1/system"):  # probes, system (metrics: on HEALTH_PORT, see the caller)
         assert api.get(path, headers=user.auth).status_code == 200, path
     jobs = api.get("/v1/jobs", headers=user.auth).json()["jobs"]
     assert {j["kind"] for j in jobs} >= {"photo_check", "train_likeness", "generate_portraits"}

@@ -7,25 +7,32 @@ import uuid
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import create_engine, pool, text
 
-from shared.config import PLACEHOLDER_SECRET, get_settings
+from shared.config import PLACEHOLDER_SECRET, Settings, get_settings
 from shared.localstack import LocalStack, free_port, wait_for_port
 from tests.conftest import REPO, _child_env
 
-REAL = {"SECRET_KEY": "a-real-secret-" + "x" * 32, "S3_SECRET_ACCESS_KEY": "a-real-s3-secret-" + "y" * 24}
+REAL = {
+    "SECRET_KEY": "a-real-secret-" + "x" * 32,
+    "S3_ACCESS_KEY_ID": "AKIAREALKEY" + "Z" * 9,
+    "S3_SECRET_ACCESS_KEY": "a-real-s3-secret-" + "y" * 24,
+}
 
 
 @pytest.mark.parametrize(
     ("placeholder", "command"),
     [
         ("SECRET_KEY", ["gateway", "--port", "{port}"]),
+        ("S3_ACCESS_KEY_ID", ["gateway", "--port", "{port}"]),
         ("S3_SECRET_ACCESS_KEY", ["worker", "photos"]),
         ("SECRET_KEY", ["migrate"]),
     ],
 )
 def test_production_refuses_placeholder_secrets_at_start(stack: LocalStack, placeholder, command):
-    env = {**_child_env(), **REAL, "ENVIRONMENT": "production", placeholder: PLACEHOLDER_SECRET}
+    env = {**_child_env(), **REAL, "ENVIRONMENT": "production"}
+    env[placeholder] = Settings.model_fields[placeholder.lower()].default  # the development default
     done = subprocess.run(
         [sys.executable, "-m", "shared.cli", *(arg.format(port=free_port()) for arg in command)],
         cwd=REPO,
@@ -36,6 +43,24 @@ def test_production_refuses_placeholder_secrets_at_start(stack: LocalStack, plac
     )
     assert done.returncode != 0
     assert f"{placeholder} still has the development placeholder" in done.stderr, done.stderr[-2000:]
+    for name, value in REAL.items():  # the error names the variable, never prints a value
+        assert value[-8:] not in done.stderr + done.stdout, f"{name}'s value was printed"
+
+
+def test_a_refused_setting_names_the_variable_and_never_prints_a_value():
+    """pydantic prints the input of a failed model validator (every setting: secrets too) unless
+    `hide_input_in_errors` is set."""
+    with pytest.raises(ValidationError) as refused:
+        Settings(
+            _env_file=None,
+            environment="production",
+            s3_access_key_id=REAL["S3_ACCESS_KEY_ID"],
+            s3_secret_access_key=PLACEHOLDER_SECRET,
+            secret_key="a-real-secret-kept-out-of-logs",  # last: the tail of pydantic's input repr
+        )
+    text = str(refused.value)
+    assert "S3_SECRET_ACCESS_KEY still has the development placeholder" in text, text
+    assert "out-of-logs" not in text and REAL["S3_ACCESS_KEY_ID"] not in text, text
 
 
 def test_production_starts_with_real_secrets(stack: LocalStack, procs):

@@ -4,7 +4,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from botocore.exceptions import BotoCoreError
 from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -140,10 +139,7 @@ def _store_upload(
         session.commit()
     except BaseException as e:
         session.rollback()
-        if isinstance(e, BotoCoreError):  # storage is not answering: answer 503 now, delete later
-            storage.delete_keys_later(stored)
-        else:
-            storage.delete_keys(stored)  # no orphaned objects
+        storage.discard(stored, e)  # no orphaned objects (storage failing: 503 now, deleted later)
         raise
     return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(job))
 

@@ -100,8 +100,8 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
         **image_columns(clean),
     )
     pending_objects.announce([pose.object_key])  # no orphan if killed before the commit
-    storage.put_bytes(pose.object_key, clean.data, clean.content_type)
     try:
+        storage.put_bytes(pose.object_key, clean.data, clean.content_type)
         session.add(pose)
         session.flush()
         job: Job = enqueue(
@@ -113,9 +113,9 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
         )
         pending_objects.settle(session, [pose.object_key])
         session.commit()
-    except BaseException:
+    except BaseException as e:
         session.rollback()
-        storage.delete_keys([pose.object_key])  # no orphaned object
+        storage.discard([pose.object_key], e)  # no orphaned object
         raise
     return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(job))
 

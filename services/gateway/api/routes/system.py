@@ -8,6 +8,9 @@ from shared.config import get_settings
 from shared.health import PROCESS_DEPENDENCIES, dependencies_ready
 
 router = APIRouter(tags=["system"])
+# Pages and probes answer HEAD like GET without a body (RFC 9110 9.3.2): uptime checkers and load
+# balancers use it. FastAPI, unlike Starlette's Route, does not add HEAD to a GET route by itself.
+GET_HEAD = ["GET", "HEAD"]
 probes = APIRouter(include_in_schema=False)
 
 DEMO_MESSAGE = (
@@ -16,7 +19,7 @@ DEMO_MESSAGE = (
 )
 
 
-@router.get("/system", response_model=SystemOut)
+@router.api_route("/system", methods=GET_HEAD, response_model=SystemOut)
 def system_info() -> SystemOut:
     s = get_settings()
     demo = s.model_preset == "tiny"
@@ -29,13 +32,13 @@ def system_info() -> SystemOut:
     )
 
 
-@probes.get("/healthz", response_class=PlainTextResponse)
+@probes.api_route("/healthz", methods=GET_HEAD, response_class=PlainTextResponse)
 def healthz() -> str:
     """Liveness: the process answers; never looks at a dependency."""
     return "ok"
 
 
-@probes.get("/readyz", response_class=PlainTextResponse)
+@probes.api_route("/readyz", methods=GET_HEAD, response_class=PlainTextResponse)
 def readyz() -> PlainTextResponse:
     """Readiness: 503 naming each dependency that does not answer within `readiness_timeout`."""
     ok, why = dependencies_ready(PROCESS_DEPENDENCIES["gateway"])

@@ -1,0 +1,142 @@
+"""The gateway at the edges of HTTP, over real sockets: HEAD on pages and probes, request bodies that are
+too large (by Content-Length or chunked) or that never arrive."""
+
+import http.client
+import json
+import socket
+import time
+import uuid
+
+import httpx
+
+from shared.db import session_scope
+from shared.jobs import enqueue
+from shared.localstack import free_port, wait_for_port
+from tests.conftest import Api, Platform, Processes
+from tests.photos import astronaut, png
+
+LIMIT = 64 * 1024  # the default json_body_max_bytes
+TOO_LARGE = {"detail": "The request body is larger than the 64 KiB this API accepts."}
+
+
+def _exchange(
+    port: int, head: str, parts: list[bytes] = (), pause: float = 0.0, timeout: float = 10.0
+) -> tuple[int, dict[str, str], bytes, float]:
+    """Send `head` (request line and headers) and `parts` over one socket, `pause` s apart; read the
+    answer: (status, headers, body, seconds from the headers sent to the answer read)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        started = time.monotonic()
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+        for part in parts:
+            time.sleep(pause)
+            sock.sendall(part)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+        return response.status, dict(response.getheaders()), body, time.monotonic() - started
+
+
+def _post(path: str, *headers: str) -> str:
+    return "\n".join([f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *headers]) + "\n"
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_head_answers_like_get_without_a_body(api: Api, platform: Platform) -> None:
+    for path in ("/", "/healthz", "/readyz", "/v1/system"):
+        get, head = api.get(path), api.head(path)
+        assert (head.status_code, get.status_code) == (200, 200), (path, head.status_code)
+        assert head.content == b"", path
+        for header in ("content-type", "content-length"):
+            assert head.headers[header] == get.headers[header], (path, header)
+    for path in ("/healthz", "/readyz", "/metrics"):  # the health port (Prometheus, probes)
+        head = httpx.head(f"{platform.health_url}{path}", timeout=10)
+        assert head.status_code == 200 and head.content == b"", path
+        assert int(head.headers["content-length"]) > 0, path
+
+
+def test_json_body_over_the_limit_is_refused_before_it_is_read(api: Api, platform: Platform) -> None:
+    port = _port(platform.url)
+    # Content-Length says 100 MB: 413 at once, after 1 KB of it (the old gateway waited for it all).
+    status, headers, body, _ = _exchange(
+        port,
+        _post("/v1/auth/signup", "Content-Type: application/json", "Content-Length: 100000000"),
+        [b"{" + b" " * 1000],
+    )
+    assert (status, json.loads(body)) == (413, TOO_LARGE)
+    assert headers["connection"] == "close"
+    # Chunked, no Content-Length: refused once the chunks pass the limit, before the body ends.
+    chunk = b"%x\r\n%s\r\n" % (16 * 1024, b" " * 16 * 1024)
+    status, _, body, _ = _exchange(
+        port,
+        _post("/v1/auth/signup", "Content-Type: application/json", "Transfer-Encoding: chunked"),
+        [chunk] * 5,
+    )
+    assert (status, json.loads(body)) == (413, TOO_LARGE)
+    # Files sent as multipart to a JSON route count too (FastAPI would read them whole).
+    big = api.post("/v1/auth/signup", files={"file": ("a.bin", b"x" * (LIMIT + 1))})
+    assert (big.status_code, big.json()) == (413, TOO_LARGE)
+    # Just under the limit: read and answered as usual (the password is too long: a 422 sentence).
+    padded = {"email": f"edge-{uuid.uuid4().hex[:8]}@example.com", "password": "p" * (LIMIT - 100)}
+    assert len(json.dumps(padded)) < LIMIT
+    r = api.post("/v1/auth/signup", json=padded)
+    assert r.status_code == 422, r.text
+    # Uploads keep their own limits: a photo larger than 64 KiB is accepted.
+    user = api.new_user()
+    photo = png(astronaut())
+    assert len(photo) > 4 * LIMIT
+    r = api.post("/v1/photos", files=[("files", ("me.png", photo, "image/png"))], headers=user.auth)
+    assert r.status_code == 201, r.text
+
+
+def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, procs: Processes) -> None:
+    port = free_port()
+    procs.start("gateway-body-timeout", "gateway", "--port", str(port), env={"REQUEST_BODY_TIMEOUT": "2"})
+    wait_for_port(port, timeout=60)
+    sentence = {"detail": "The request body did not arrive within 2 seconds; please send it again."}
+    stalled = [
+        _post("/v1/auth/signup", "Content-Type: application/json", "Content-Length: 100"),
+        _post(
+            "/v1/photos",
+            "Content-Type: multipart/form-data; boundary=b0undary",
+            "Content-Length: 163000",
+            "Authorization: Bearer x",
+        ),
+    ]
+    for head in stalled:  # headers, then nothing (the old gateway waited as long as the client)
+        status, headers, body, took = _exchange(port, head, timeout=15)
+        assert (status, json.loads(body)) == (408, sentence), head
+        assert headers["connection"] == "close"
+        assert 2.0 <= took < 5.0, took
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n\r\n'
+    status, _, body, took = _exchange(port, stalled[1], [part], timeout=15)  # a start, then silence
+    assert status == 408 and took < 6.0, (status, body)
+
+    # A slow but steady body is not cut off: the timeout is between reads, not for the whole body.
+    data = json.dumps(
+        {"email": f"slow-{uuid.uuid4().hex[:8]}@example.com", "password": "correct horse battery"}
+    )
+    pieces = [data[:10].encode(), data[10:30].encode(), data[30:].encode()]
+    head = _post("/v1/auth/signup", "Content-Type: application/json", f"Content-Length: {len(data)}")
+    status, _, body, took = _exchange(port, head, pieces, pause=1.5, timeout=15)
+    assert status == 202 and took > 4.0, (status, body, took)
+
+    # Once the body is in, nothing times out: an event stream stays open past the body timeout.
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+        user = api.new_user()
+        user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+        with session_scope() as session:  # stays queued: no train worker runs here
+            job_id = str(enqueue(session, kind="train_likeness", user_id=user_id, input={}).id)
+        params = {"access_token": user.access_token}
+        events = 0
+        started = time.monotonic()
+        with api.stream("GET", f"/v1/jobs/{job_id}/events", params=params, timeout=30) as stream:
+            assert stream.status_code == 200
+            for line in stream.iter_lines():
+                events += line.startswith("data:")
+                if time.monotonic() - started > 6:  # three body timeouts, one re-read of the row
+                    break
+        assert events >= 2, events
+        api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth)
