@@ -8,7 +8,7 @@ import email_validator
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
 from shared.jobs.events import job_snapshot
-from shared.models import Job, Likeness, Photo, User
+from shared.models import Job, Likeness, LikenessStatus, Photo, User
 
 
 class Message(BaseModel):
@@ -177,7 +177,7 @@ class LikenessIn(BaseModel):
 
 class LikenessOut(BaseModel):
     id: uuid.UUID
-    status: str
+    status: LikenessStatus  # canceled: the user stopped its training; failed: training went wrong
     class_word: str
     trigger_word: str
     base_model: str

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, owned
+from services.gateway.api.routes.likenesses import cancel_training
 from services.gateway.api.schemas import JobList, JobOut
 from services.gateway.event_hub import hub
 from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
@@ -55,6 +56,8 @@ def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Job
     canceled = transition(
         session, job.id, {JobStatus.queued, JobStatus.running}, JobStatus.canceled, stage="canceled"
     )
+    if canceled is not None:
+        cancel_training(session, canceled)
     session.commit()
     if canceled is None:  # it had ended already, or finished meanwhile
         session.refresh(job)
