@@ -25,9 +25,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Description(_Strict):
+class Localized(_Strict):
+    """A text a person reads, in every language of the product (shared/i18n.py LOCALES)."""
+
     en: str = Field(min_length=1)
     ko: str = Field(min_length=1)
+
+    def get(self, locale: str) -> str:
+        """The text in `locale`, English for a language it does not have."""
+        return getattr(self, locale, None) or self.en
 
 
 class StyleLora(_Strict):
@@ -90,8 +96,8 @@ class UpscaleParams(_Strict):
 
 class Style(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    name: str = Field(min_length=1)
-    description: Description
+    name: Localized
+    description: Localized
     preview: str | None = None  # image path relative to styles/, or null
     base_model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)

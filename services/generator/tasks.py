@@ -68,7 +68,7 @@ def generate_portraits_job(ctx: JobContext) -> dict:
         for index, style in enumerate(styles):
 
             def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
-                ctx.progress(LOADED + share * (index + fraction), f"{style.name}: {stage}")
+                ctx.progress(LOADED + share * (index + fraction), f"{style.name.en}: {stage}")
 
             try:
                 results = pipeline(

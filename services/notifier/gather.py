@@ -135,7 +135,7 @@ def _portraits_ready(
             picture = inline_thumbnail(storage.get_bytes(portrait.thumb_key or portrait.object_key))
             images.append(InlineImage(cid, picture, filename=f"portrait-{number}.png"))
             src = f"cid:{cid}"
-        style = content.style_name(portrait.style)
+        style = content.style_name(portrait.style, user.locale)
         items.append(content.PortraitItem(number, style, url, portrait.width, portrait.height, src))
     data = content.portraits_ready_data(public_url, str(job_id), items, expires_at)
     return Draft(data, images)

@@ -22,6 +22,7 @@ from services.trainer.checkpoints import S3CheckpointStore
 from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.i18n import Sentence
 from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
 from shared.ml import loading
@@ -148,11 +149,12 @@ def _user_error(e: Exception, missing: int) -> JobError | None:
     code = getattr(e, "code", None)
     if not isinstance(code, str) or not type(e).__module__.startswith("services.trainer."):
         return None
-    message = str(e)
-    if missing:
-        gone = "photo was" if missing == 1 else "photos were"
-        message = f"{missing} of the chosen {gone} deleted before training started. {message}"
-    return JobError(code, message)
+    # Catalogue sentences (shared/i18n.py) where the error has one, so the page can show it in Korean.
+    sentence = getattr(e, "sentence", None)
+    if not isinstance(sentence, Sentence):
+        return JobError(code, str(e))
+    gone = [Sentence("job.photos_deleted", {"count": missing})] if missing else []
+    return JobError(code, [*gone, sentence])
 
 
 def _fail_if_last_attempt(ctx: JobContext, likeness_id: uuid.UUID, e: Exception) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
+from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import (
     DownloadOut,
     JobOut,
@@ -28,14 +29,13 @@ router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 
 KIND = "train_likeness"
 ACTIVE = (JobStatus.queued, JobStatus.running)
-KEY_REUSED = "This Idempotency-Key was already used for a different request; use a new key."
+KEY_REUSED = "request.key_reused"
 
 
-def photos_short(have: int, need: int) -> str:
+def photos_short(have: int, need: int) -> Refusal:
     if have == 0:
-        return f"You have no good photos yet; upload {need} to train."
-    photos = "photo" if have == 1 else "photos"
-    return f"You have {have} good {photos}; upload {need - have} more to train."
+        return conflict("training.no_photos", need=need)
+    return conflict("training.photos_short", count=have, more=need - have)
 
 
 @router.post("", status_code=202, response_model=LikenessStarted)
@@ -58,7 +58,7 @@ def start_training(
         select(Job.id).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
     )
     if busy is not None:
-        raise conflict("Your likeness is still training; wait until it finishes before you start another.")
+        raise conflict("training.busy")
     accepted = session.execute(
         select(Photo.sha256, Photo.id)
         .where(Photo.user_id == user.id, Photo.status == PhotoStatus.accepted)
@@ -71,7 +71,7 @@ def start_training(
     photo_ids = list(first.values())
     need = get_settings().min_training_photos
     if len(photo_ids) < need:
-        raise conflict(photos_short(len(photo_ids), need))
+        raise photos_short(len(photo_ids), need)
 
     likeness_id = uuid.uuid4()
     try:
@@ -171,6 +171,6 @@ def download_likeness(
     settle(session, [likeness])
     key = ((likeness.meta or {}).get("files") or {}).get(format)
     if likeness.status != LikenessStatus.ready or not key:
-        raise conflict(f"This likeness is not ready to download (it is {likeness.status}).")
+        raise conflict("likeness.not_downloadable", status=likeness.status)
     filename = DOWNLOAD_NAMES.get(format) or key.rsplit("/", 1)[-1]
     return DownloadOut(url=storage.presign_get(key, filename=filename))

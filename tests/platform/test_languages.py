@@ -1,0 +1,122 @@
+"""The gateway answers in the request's language (shared/i18n.py, `Accept-Language`; `?lang=` on the
+event stream): refusals, a failed job's message and the style names, in Korean for `ko`, and the
+same English as before for anything else."""
+
+import json
+import uuid
+
+import pytest
+
+from services.trainer.preprocess import TooFewPhotos
+from services.trainer.tasks import _user_error
+from shared.db import session_scope
+from shared.i18n import CATALOGS, EN, negotiate
+from shared.models import Job, JobStatus
+from tests.conftest import Api
+from tests.trainer.test_service import start, upload_accepted, user_id
+
+KO = {"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"}  # what a Korean browser sends
+HANGUL = range(0xAC00, 0xD7A4)
+
+
+def korean(text: str) -> bool:
+    return any(ord(ch) in HANGUL for ch in text)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("ko", "ko"),
+        ("ko-KR,ko;q=0.9,en-US;q=0.8,en;q=0.7", "ko"),
+        ("en-US,en;q=0.9,ko;q=0.8", "en"),
+        ("fr-FR, fr;q=0.9", "en"),  # nothing fits: English
+        ("fr, ko;q=0.5", "ko"),
+        ("ko;q=0, en", "en"),  # q=0: not acceptable
+        ("*", "en"),
+        ("", "en"),
+        (None, "en"),
+    ],
+)
+def test_accept_language_negotiation(header: str | None, expected: str) -> None:
+    assert negotiate(header) == expected
+
+
+def test_every_korean_sentence_has_an_english_one_with_the_same_values() -> None:
+    import string
+
+    def fields(template: str | dict) -> set[str]:
+        texts = template.values() if isinstance(template, dict) else [template]
+        return {f for text in texts for _, f, _, _ in string.Formatter().parse(text) if f}
+
+    for key, template in CATALOGS["ko"].items():
+        if key in EN:  # Korean may leave values out, never add one English lacks
+            assert fields(template) <= fields(EN[key]) | {"count"}, key
+
+
+def test_refusals_come_in_the_requests_language(api: Api) -> None:
+    user = api.new_user()
+    bad = [("files", ("notes.jpg", b"this is not a picture", "image/jpeg"))]
+    english = api.post("/v1/photos", files=bad, headers=user.auth)
+    assert english.status_code == 415
+    assert english.json() == {"detail": "notes.jpg is not a JPEG, PNG or WebP photo."}
+    r = api.post("/v1/photos", files=bad, headers={**user.auth, **KO})
+    assert r.status_code == 415
+    assert r.json() == {"detail": "notes.jpg 파일은 JPEG, PNG, WebP 사진이 아닙니다."}
+    r = api.post("/v1/photos", files=bad, headers={**user.auth, "Accept-Language": "fr"})
+    assert r.json() == english.json()
+
+    upload_accepted(api, user, 5)  # too few to train
+    r = start(api, user, **KO)
+    assert r.status_code == 409
+    assert r.json()["detail"] == "통과한 사진이 5장입니다. 학습하려면 3장 더 올려 주세요."
+    assert start(api, user).json()["detail"] == "You have 5 good photos; upload 3 more to train."
+
+    r = api.post("/v1/auth/login", json={"email": user.email, "password": "wrong password!"}, headers=KO)
+    assert r.status_code == 401 and r.json()["detail"] == "이메일 주소나 비밀번호가 맞지 않습니다."
+
+
+def test_a_failed_jobs_message_in_the_readers_language(api: Api) -> None:
+    """The sentences the trainer stores with a failure (`result.error_sentences`) are shown in
+    Korean on GET and on the event stream (`?lang=ko`); English stays the stored text."""
+    user = api.new_user()
+    error = _user_error(TooFewPhotos(3, 8, []), 2)  # as the train worker builds it
+    with session_scope() as session:
+        job = Job(
+            user_id=uuid.UUID(user_id(api, user)),
+            kind="train_likeness",
+            status=JobStatus.failed,
+            error_code=error.code,
+            error_message=error.message,
+            result=error.result(),
+        )
+        session.add(job)
+        session.flush()
+        job_id = str(job.id)
+    ko = (
+        "고른 사진 중 2장이 학습 시작 전에 삭제되었습니다. "
+        "얼굴이 선명하게 나온 사진이 3장뿐입니다. 5장 더 올려 주세요(최소 8장 필요)."
+    )
+    en = (
+        "2 of the chosen photos were deleted before training started. Only 3 photos have a clear "
+        "face of you; upload 5 more (at least 8 are needed)."
+    )
+    assert api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()["error_message"] == en
+    assert api.get(f"/v1/jobs/{job_id}", headers={**user.auth, **KO}).json()["error_message"] == ko
+    listed = api.get("/v1/jobs", headers={**user.auth, **KO}).json()["jobs"]
+    assert [j["error_message"] for j in listed if j["id"] == job_id] == [ko]
+    params = {"access_token": user.access_token, "lang": "ko"}
+    with api.stream("GET", f"/v1/jobs/{job_id}/events", params=params) as stream:
+        data = [json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:")]
+    assert [d["error_message"] for d in data] == [ko]
+
+
+def test_style_names_in_both_languages(api: Api) -> None:
+    user = api.new_user()
+    styles = api.get("/v1/styles", headers=user.auth).json()["styles"]
+    assert len(styles) >= 8
+    for style in styles:
+        assert set(style["name"]) == {"en", "ko"} == set(style["description"])
+        assert korean(style["name"]["ko"]) and not korean(style["name"]["en"]), style
+        assert style["preview_url"] is None  # no preview images ship (see README)
+    names = {s["id"]: s["name"] for s in styles}
+    assert names["black-white"] == {"en": "Black-and-white", "ko": "흑백"}
