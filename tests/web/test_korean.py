@@ -4,9 +4,8 @@ refused upload, too few photos) and the style names are Korean too, not only the
 from playwright.sync_api import expect
 
 from tests.conftest import Api
-from tests.photos import astronaut, jpeg
 from tests.web.conftest import Shots, Web
-from tests.web.helpers import file_payload, sign_in
+from tests.web.helpers import a_bad_and_a_good_photo, sign_in
 
 
 def test_the_korean_page_shows_the_servers_sentences_and_style_names_in_korean(
@@ -19,13 +18,7 @@ def test_the_korean_page_shows_the_servers_sentences_and_style_names_in_korean(
     page.select_option("#lang", "ko")
     expect(page.locator("h1")).to_have_text("내 사진")
 
-    page.set_input_files(
-        "#photo-input",
-        [
-            file_payload("notes.jpg", b"this is not a picture at all", "image/jpeg"),
-            file_payload("me.jpg", jpeg(astronaut()), "image/jpeg"),
-        ],
-    )
+    page.set_input_files("#photo-input", a_bad_and_a_good_photo())
     refused = page.locator(".photo", has_text="notes.jpg")
     expect(refused).to_have_attribute("data-status", "failed")
     expect(refused.locator(".reason")).to_have_text("notes.jpg 파일은 JPEG, PNG, WebP 사진이 아닙니다.")

@@ -8,20 +8,14 @@ from playwright.sync_api import expect
 from tests.conftest import Api
 from tests.photos import astronaut, jpeg
 from tests.web.conftest import Shots, Web
-from tests.web.helpers import file_payload, log_in_with_form, sign_in
+from tests.web.helpers import a_bad_and_a_good_photo, log_in_with_form, sign_in
 
 
 def test_a_refused_file_shows_the_gateway_reason(web: Web, api: Api, shots: Shots) -> None:
     user = api.new_user()
     page = web.page()
     sign_in(page, user, "#/photos")
-    page.set_input_files(
-        "#photo-input",
-        [
-            file_payload("notes.jpg", b"this is not a picture at all", "image/jpeg"),
-            file_payload("me.jpg", jpeg(astronaut()), "image/jpeg"),
-        ],
-    )
+    page.set_input_files("#photo-input", a_bad_and_a_good_photo())
     refused = page.locator(".photo", has_text="notes.jpg")
     expect(refused).to_have_attribute("data-status", "failed")
     expect(refused).to_contain_text("Not uploaded")
