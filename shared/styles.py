@@ -98,7 +98,9 @@ class Style(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: Localized
     description: Localized
-    preview: str | None = None  # image path relative to styles/, or null
+    # A real example picture of the style (JPEG/PNG/WebP) relative to styles/, or null. None ships:
+    # pictures from random or tiny weights are noise and would misstate what the style makes.
+    preview: str | None = None
     base_model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
@@ -127,7 +129,25 @@ def load_style_file(path: Path) -> Style:
     if style.id != path.stem:
         raise StyleError(f"{path.name}: id {style.id!r} must equal the file name {path.stem!r}")
     _check_loras(style, path.name)
+    if style.preview is not None:
+        preview_path(style, path.parent)
     return style
+
+
+PREVIEW_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+
+
+def preview_path(style: Style, folder: Path = STYLES_DIR) -> Path:
+    """The style's preview image file inside `folder`; raises StyleError if the style names none,
+    or one that is missing, outside the folder or not a JPEG/PNG/WebP file."""
+    if style.preview is None:
+        raise StyleError(f"{style.id}: no preview")
+    path = (folder / style.preview).resolve()
+    if not path.is_relative_to(folder.resolve()) or path.suffix.lower() not in PREVIEW_TYPES:
+        raise StyleError(f"{style.id}.yaml: preview must be a .jpg, .png or .webp file inside {folder.name}/")
+    if not path.is_file():
+        raise StyleError(f"{style.id}.yaml: preview {style.preview!r} does not exist")
+    return path
 
 
 def _check_loras(style: Style, file: str) -> None:

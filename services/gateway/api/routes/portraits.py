@@ -6,7 +6,7 @@ import zipfile
 from datetime import datetime
 
 from fastapi import APIRouter, Query, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,14 +21,14 @@ from services.gateway.api.deps import (
     owned,
 )
 from services.gateway.api.language import Refusal
-from services.gateway.api.schemas import JobOut
+from services.gateway.api.schemas import JobOut, Message
 from shared import storage
 from shared.config import get_settings
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key
 from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
 from shared.quota import MAX_COUNT, portraits_made_today
-from shared.styles import load_styles
+from shared.styles import PREVIEW_TYPES, load_styles, preview_path
 
 router = APIRouter(prefix="/portraits", tags=["portraits"])
 styles_router = APIRouter(prefix="/styles", tags=["styles"])
@@ -44,7 +44,7 @@ class StyleOut(BaseModel):
     id: str
     name: dict[str, str]  # by locale: {"en": ..., "ko": ...} (shared/styles/*.yaml)
     description: dict[str, str]  # by locale
-    preview_url: str | None  # null: no preview image is shipped (see README)
+    preview_url: str | None  # null: the style has no preview picture (none ship; see shared/styles.py)
 
 
 class StyleList(BaseModel):
@@ -59,10 +59,22 @@ def list_styles(user: CurrentUser) -> StyleList:
                 id=s.id,
                 name=s.name.model_dump(),
                 description=s.description.model_dump(),
-                preview_url=f"/static/styles/{s.preview}" if s.preview else None,
+                preview_url=f"/v1/styles/{s.id}/preview" if s.preview else None,
             )
             for s in load_styles().values()
         ]
+    )
+
+
+@styles_router.get("/{style_id}/preview", response_class=FileResponse, responses={404: {"model": Message}})
+def style_preview(style_id: str) -> FileResponse:
+    """The style's example picture; public (an <img> sends no token), 404 when it has none."""
+    style = load_styles().get(style_id)
+    if style is None or style.preview is None:
+        raise not_found("Preview of this style")
+    path = preview_path(style)
+    return FileResponse(
+        path, media_type=PREVIEW_TYPES[path.suffix.lower()], headers={"Cache-Control": "max-age=3600"}
     )
 
 
