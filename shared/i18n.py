@@ -120,6 +120,15 @@ KO: Catalog = {
         "사용자 잘못이 아닙니다. 잠시 뒤에 다시 시도해 주세요."
     ),
     "job.worker_lost": "작업하던 장비가 여러 번 멈춰서 시도를 멈췄습니다. 잠시 뒤에 다시 시도해 주세요.",
+    # Why a photo or a pose photo was rejected (Photo.reason, PosePhoto.reason), by reason code
+    "photo.no_face": "얼굴을 찾지 못했습니다. 얼굴이 잘 보이는 사진을 올려 주세요.",
+    "photo.multiple_faces": "얼굴이 여러 개 있습니다. 나 혼자 나온 사진을 올려 주세요.",
+    "photo.too_small": "사진이 너무 작습니다. 가로와 세로가 충분히 큰 사진을 올려 주세요.",
+    "photo.face_too_small": "얼굴이 너무 작습니다. 더 가까이에서 찍은 사진이나 큰 사진을 올려 주세요.",
+    "photo.too_blurry": "얼굴이 흐립니다. 더 선명한 사진을 올려 주세요.",
+    "photo.duplicate": "이미 올린 사진과 같은 사진입니다. 한 장으로만 셉니다.",
+    "pose.no_person": "이 사진에서 사람을 찾지 못했습니다. 한 사람이 잘 보이는 사진을 골라 주세요.",
+    "pose.too_little_body": "사람이 너무 조금 보입니다. 머리와 두 어깨가 모두 나온 사진이어야 합니다.",
 }
 
 CATALOGS: dict[str, Catalog] = {"en": EN, "ko": KO}
@@ -133,7 +142,8 @@ def knows(key: str, locale: str = DEFAULT_LOCALE) -> bool:
 def say(key: str, locale: str = DEFAULT_LOCALE, /, **values: Any) -> str:
     """The sentence `key` in `locale` (English if that language lacks it), `values` filled in.
     Raises KeyError for a key that English does not know either."""
-    template = CATALOGS.get(locale, EN).get(key, EN[key])
+    catalog = CATALOGS.get(locale, EN)
+    template = catalog[key] if key in catalog else EN[key]
     if isinstance(template, dict):
         template = template["one" if values.get("count") == 1 else "other"]
     return template.format(**values)
@@ -193,7 +203,7 @@ def job_error_message(
     """A failed job's `error_message` in `locale`: from the stored sentences (`result.error_sentences`)
     if the worker left them, else the catalogue's `job.<error_code>` in that language, else the stored
     (English) text."""
-    if error_message is None or locale == DEFAULT_LOCALE:
+    if error_message is None or locale == DEFAULT_LOCALE or error_code is None:
         return error_message
     stored = (result or {}).get("error_sentences") if isinstance(result, Mapping) else None
     if stored:
@@ -201,9 +211,15 @@ def job_error_message(
             return join((Sentence.from_json(s) for s in stored), locale)
         except (KeyError, TypeError, ValueError, IndexError):
             pass  # an older or unknown shape: fall through
-    if error_code and knows(f"job.{error_code}", locale):
-        try:
-            return say(f"job.{error_code}", locale)
-        except KeyError:  # the sentence needs values the job did not store
-            pass
-    return error_message
+    return by_code(f"job.{error_code}", error_message, locale)
+
+
+def by_code(key: str, stored: str | None, locale: str) -> str | None:
+    """A stored English sentence (a job's error, a photo's reason) shown in `locale`: the catalogue's
+    `key` (e.g. `photo.too_small`) when that language has it and it needs no values, else `stored`."""
+    if stored is None or locale == DEFAULT_LOCALE or not knows(key, locale):
+        return stored
+    try:
+        return say(key, locale)
+    except KeyError:  # the sentence needs values that were not stored
+        return stored

@@ -6,13 +6,17 @@ import json
 import uuid
 
 import pytest
+from PIL import Image
+from skimage import data
 
 from services.trainer.preprocess import TooFewPhotos
 from services.trainer.tasks import _user_error
 from shared.db import session_scope
-from shared.i18n import CATALOGS, EN, negotiate
+from shared.i18n import CATALOGS, EN, job_error_message, negotiate
 from shared.models import Job, JobStatus
 from tests.conftest import Api
+from tests.photos import jpeg
+from tests.platform.test_poses import upload as upload_pose
 from tests.trainer.test_service import start, upload_accepted, user_id
 
 KO = {"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"}  # what a Korean browser sends
@@ -122,3 +126,37 @@ def test_style_names_in_both_languages(api: Api) -> None:
     assert r.status_code == 404 and r.json() == {"detail": "Preview of this style not found."}
     names = {s["id"]: s["name"] for s in styles}
     assert names["black-white"] == {"en": "Black-and-white", "ko": "흑백"}
+
+
+def test_rejection_reasons_of_photos_and_poses_in_the_readers_language(api: Api) -> None:
+    """The workers store a reason code and an English sentence; Korean readers get the catalogue's."""
+    user = api.new_user()
+    tiny = [("files", ("tiny.jpg", jpeg(Image.new("RGB", (40, 40), "grey")), "image/jpeg"))]
+    r = api.post("/v1/photos", files=tiny, headers=user.auth)
+    api.wait_job(r.json()["job"]["id"], user)
+    photo_id = r.json()["photos"][0]["id"]
+    english = api.get(f"/v1/photos/{photo_id}", headers=user.auth).json()
+    assert english["reason_code"] == "too_small" and english["reason"].startswith("Photo too small")
+    korean = api.get(f"/v1/photos/{photo_id}", headers={**user.auth, **KO}).json()
+    assert korean["reason"] == "사진이 너무 작습니다. 가로와 세로가 충분히 큰 사진을 올려 주세요."
+
+    cat = upload_pose(api, user, Image.fromarray(data.chelsea()), "cat.jpg")
+    assert cat["reason_code"] == "no_person" and cat["reason"].startswith("We could not find a person")
+    listed = api.get("/v1/poses", headers={**user.auth, **KO}).json()["poses"]
+    assert [p["reason"] for p in listed] == [
+        "이 사진에서 사람을 찾지 못했습니다. 한 사람이 잘 보이는 사진을 골라 주세요."
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "korean_text"),
+    [
+        ("likeness_deleted", "이 닮은꼴 모델은 삭제되었습니다. 새로 학습해 주세요."),
+        ("too_few_photos", None),  # its Korean needs values this job did not store: the English stays
+        ("something_new", None),  # not in the catalogue: the English stays
+    ],
+)
+def test_a_job_error_without_sentences_by_its_code(code: str, korean_text: str | None) -> None:
+    english = "The worker's own English sentence."
+    assert job_error_message(code, english, None, "en") == english
+    assert job_error_message(code, english, {"last_error": "x"}, "ko") == (korean_text or english)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import email_validator
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
-from shared.i18n import current_locale, job_error_message
+from shared.i18n import by_code, current_locale, job_error_message
 from shared.jobs.events import job_snapshot
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
 
@@ -162,7 +162,7 @@ class PhotoOut(BaseModel):
             id=photo.id,
             status=str(photo.status),
             reason_code=photo.reason_code,
-            reason=photo.reason,
+            reason=by_code(f"photo.{photo.reason_code}", photo.reason, current_locale.get()),
             width=photo.width,
             height=photo.height,
             url=url,
