@@ -160,3 +160,15 @@ def test_a_job_error_without_sentences_by_its_code(code: str, korean_text: str |
     english = "The worker's own English sentence."
     assert job_error_message(code, english, None, "en") == english
     assert job_error_message(code, english, {"last_error": "x"}, "ko") == (korean_text or english)
+
+
+def test_a_training_under_way_is_refused_in_korean(api: Api) -> None:
+    user = api.new_user()
+    upload_accepted(api, user, 8)
+    job_id = start(api, user).json()["job"]["id"]  # no `train` worker here: it stays queued
+    r = start(api, user, **KO)
+    assert r.status_code == 409
+    assert r.json()["detail"] == "닮은꼴 모델이 아직 학습 중입니다. 학습이 끝난 뒤에 새로 시작해 주세요."
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth).status_code == 200
+    r = api.post(f"/v1/jobs/{job_id}/cancel", headers={**user.auth, **KO})
+    assert r.status_code == 409 and r.json()["detail"] == "이 작업은 이미 끝났습니다."
