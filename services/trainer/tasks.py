@@ -150,11 +150,11 @@ def _user_error(e: Exception, missing: int) -> JobError | None:
     if not isinstance(code, str) or not type(e).__module__.startswith("services.trainer."):
         return None
     # Catalogue sentences (shared/i18n.py) where the error has one, so the page can show it in Korean.
-    sentence = getattr(e, "sentence", None)
-    if not isinstance(sentence, Sentence):
-        return JobError(code, str(e))
     gone = [Sentence("job.photos_deleted", {"count": missing})] if missing else []
-    return JobError(code, [*gone, sentence])
+    sentence = getattr(e, "sentence", None)
+    if isinstance(sentence, Sentence):
+        return JobError(code, [*gone, sentence])
+    return JobError(code, " ".join([*(s.render() for s in gone), str(e)]))
 
 
 def _fail_if_last_attempt(ctx: JobContext, likeness_id: uuid.UUID, e: Exception) -> None:
