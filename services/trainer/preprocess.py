@@ -27,7 +27,9 @@ class TooFewPhotos(Exception):
 
     def __init__(self, usable: int, needed: int, verdicts: list[PhotoVerdict]):
         self.usable, self.needed, self.verdicts = usable, needed, verdicts
-        self.sentence = Sentence("job.too_few_photos", {"count": usable, "more": needed - usable, "needed": needed})
+        self.sentence = Sentence(
+            "job.too_few_photos", {"count": usable, "more": needed - usable, "needed": needed}
+        )
         super().__init__(self.sentence.render())
 
 
