@@ -44,9 +44,9 @@ class JobError(Exception):
         self.code = code
         self.retryable = retryable
 
-    def result(self) -> dict[str, Any] | None:
-        """What the failed job keeps as `result`: the sentences, if any."""
-        return {"error_sentences": [s.to_json() for s in self.sentences]} if self.sentences else None
+    def result(self) -> dict[str, Any]:
+        """What the failed job keeps as `result` when the error has sentences."""
+        return {"error_sentences": [s.to_json() for s in self.sentences]}
 
 
 class JobCanceled(Exception):
@@ -243,7 +243,8 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
         if e.retryable:
             _retry_or_fail(ctx, e.code, e.message)
         else:
-            _finish(ctx, JobStatus.failed, error_code=e.code, error_message=e.message, result=e.result())
+            kept = {"result": e.result()} if e.sentences else {}  # else the result stays as it was
+            _finish(ctx, JobStatus.failed, error_code=e.code, error_message=e.message, **kept)
         return
     except Exception as e:  # a bug or an outage: retry, then fail with a clear reason
         log.exception("job %s attempt %d crashed", job_id, ctx.attempt)
