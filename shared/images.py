@@ -19,16 +19,22 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shared.i18n import Sentence
+
 ALLOWED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 JPEG_DRAFT_SCALES = (2, 4, 8)  # the DCT scalings libjpeg decodes at without the full bitmap
 NEUTRAL_BACKGROUND = (128, 128, 128)  # behind transparent pixels: no colour cast, no edge
 
 
 class ImageRejected(Exception):
-    def __init__(self, status_code: int, message: str):
-        super().__init__(message)
+    """A refused upload: an HTTP status and a sentence of shared.i18n (`sentence`), in English as
+    `message`."""
+
+    def __init__(self, status_code: int, key: str, **values: object):
+        self.sentence = Sentence(key, values)
+        self.message = self.sentence.render()
+        super().__init__(self.message)
         self.status_code = status_code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -111,15 +117,12 @@ def clean_upload(raw: bytes, *, filename: str, max_bytes: int, max_pixels: int) 
     """
     name = filename or "the file"
     if len(raw) > max_bytes:
-        raise ImageRejected(
-            413,
-            f"{name} is larger than {max_bytes / 2**20:.0f} MB, the limit per photo.",
-        )
+        raise ImageRejected(413, "upload.too_large", name=name, mb=f"{max_bytes / 2**20:.0f}")
     if not raw:
-        raise ImageRejected(400, f"{name} is empty.")
+        raise ImageRejected(400, "upload.empty", name=name)
     fmt = sniff_format(raw[:16])
     if fmt is None:
-        raise ImageRejected(415, f"{name} is not a JPEG, PNG or WebP photo.")
+        raise ImageRejected(415, "upload.not_image", name=name)
     try:
         # Pillow's own bomb guard would refuse before we can name the size; ours runs right after
         # the header is read and before any pixel is decoded.
@@ -127,26 +130,20 @@ def clean_upload(raw: bytes, *, filename: str, max_bytes: int, max_pixels: int) 
             width, height = img.size  # from the header: nothing decoded yet
             scale = draft_scale(fmt, width, height, max_pixels)
             if scale is None:
-                raise ImageRejected(
-                    400,
-                    f"{name} is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels"
-                    + (" (a JPEG up to 8 times as wide and high is reduced)." if fmt == "JPEG" else "."),
-                )
+                key = "upload.too_many_pixels_jpeg" if fmt == "JPEG" else "upload.too_many_pixels"
+                mp = f"{max_pixels / 1e6:.0f}"
+                raise ImageRejected(400, key, name=name, width=width, height=height, mp=mp)
             if scale > 1:
                 img.draft("RGB", (width // scale, height // scale))
                 if img.width * img.height > max_pixels:  # the decoder did not reduce enough
-                    raise ImageRejected(
-                        400, f"{name} is {width}x{height} pixels and could not be reduced safely."
-                    )
+                    raise ImageRejected(400, "upload.not_reducible", name=name, width=width, height=height)
             img.load()  # decodes fully: truncated or corrupt data fails here
             ImageOps.exif_transpose(img, in_place=True)  # no second bitmap when upright already
             rgb = to_rgb8(img)
     except ImageRejected:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ImageRejected(
-            400, f"{name} could not be read as an image; it may be damaged or incomplete."
-        ) from None
+        raise ImageRejected(400, "upload.unreadable", name=name) from None
     out = io.BytesIO()
     rgb.save(out, format="JPEG", quality=95)  # no exif=, so no metadata survives
     data = out.getvalue()

@@ -190,6 +190,16 @@ class OutboxMessage(Timestamped, Base):
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
 
 
+class LikenessStatus(enum.StrEnum):
+    """Where a likeness stands. `canceled`: the user stopped its training (nothing went wrong; the
+    photos stay and training can start again); `failed`: training ended with an error (the job's)."""
+
+    training = "training"
+    ready = "ready"
+    failed = "failed"
+    canceled = "canceled"
+
+
 class Likeness(Timestamped, Base):
     """A per-user LoRA trained from the user's accepted photos."""
 
@@ -198,7 +208,7 @@ class Likeness(Timestamped, Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(32), default="training")  # training|ready|failed
+    status: Mapped[str] = mapped_column(String(32), default=LikenessStatus.training)  # LikenessStatus
     class_word: Mapped[str] = mapped_column(String(32))
     trigger_word: Mapped[str] = mapped_column(String(32))
     base_model: Mapped[str] = mapped_column(String(128))

@@ -25,9 +25,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Description(_Strict):
+class Localized(_Strict):
+    """A text a person reads, in every language of the product (shared/i18n.py LOCALES)."""
+
     en: str = Field(min_length=1)
     ko: str = Field(min_length=1)
+
+    def get(self, locale: str) -> str:
+        """The text in `locale`, English for a language it does not have."""
+        return getattr(self, locale, None) or self.en
 
 
 class StyleLora(_Strict):
@@ -90,9 +96,11 @@ class UpscaleParams(_Strict):
 
 class Style(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    name: str = Field(min_length=1)
-    description: Description
-    preview: str | None = None  # image path relative to styles/, or null
+    name: Localized
+    description: Localized
+    # A real example picture of the style (JPEG/PNG/WebP) relative to styles/, or null. None ships:
+    # pictures from random or tiny weights are noise and would misstate what the style makes.
+    preview: str | None = None
     base_model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
@@ -121,7 +129,25 @@ def load_style_file(path: Path) -> Style:
     if style.id != path.stem:
         raise StyleError(f"{path.name}: id {style.id!r} must equal the file name {path.stem!r}")
     _check_loras(style, path.name)
+    if style.preview is not None:
+        preview_path(style, path.parent)
     return style
+
+
+PREVIEW_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+
+
+def preview_path(style: Style, folder: Path = STYLES_DIR) -> Path:
+    """The style's preview image file inside `folder`; raises StyleError if the style names none,
+    or one that is missing, outside the folder or not a JPEG/PNG/WebP file."""
+    if style.preview is None:
+        raise StyleError(f"{style.id}: no preview")
+    path = (folder / style.preview).resolve()
+    if not path.is_relative_to(folder.resolve()) or path.suffix.lower() not in PREVIEW_TYPES:
+        raise StyleError(f"{style.id}.yaml: preview must be a .jpg, .png or .webp file inside {folder.name}/")
+    if not path.is_file():
+        raise StyleError(f"{style.id}.yaml: preview {style.preview!r} does not exist")
+    return path
 
 
 def _check_loras(style: Style, file: str) -> None:

@@ -10,6 +10,7 @@ from fastapi.staticfiles import StaticFiles
 from slowapi.errors import RateLimitExceeded
 
 from services.gateway.api.errors import install_validation_errors
+from services.gateway.api.language import install_languages
 from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import GET_HEAD, probes
 from services.gateway.body_limits import RequestBodyLimits
@@ -17,6 +18,7 @@ from services.gateway.metrics import RequestMetrics
 from services.gateway.outages import install_outage_handlers
 from services.gateway.ratelimit import limiter
 from shared import storage
+from shared.i18n import current_locale, say
 from shared.jobs import IdempotencyConflict
 
 STATIC = Path(__file__).parent / "static"
@@ -51,16 +53,17 @@ def create_app() -> FastAPI:
     @app.exception_handler(RateLimitExceeded)
     async def too_many(request: Request, exc: RateLimitExceeded) -> JSONResponse:
         return JSONResponse(
-            {"detail": "Too many requests; please wait a minute and try again."},
+            {"detail": say("request.rate_limited", current_locale.get())},
             status_code=429,
             headers={"Retry-After": "60"},
         )
 
     install_outage_handlers(app)
+    install_languages(app)  # sentences in the request's language (Accept-Language)
 
     @app.exception_handler(IdempotencyConflict)
     async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return JSONResponse({"detail": say("request.key_reused", current_locale.get())}, status_code=409)
 
     app.add_middleware(RequestBodyLimits)  # 413 / 408 with a sentence
     app.add_middleware(RequestMetrics)

@@ -71,7 +71,7 @@ def generate_portraits_job(ctx: JobContext) -> dict:
 
             def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
                 clock.enter("store" if stage == "done" else stage)
-                ctx.progress(LOADED + share * (index + fraction), f"{style.name}: {stage}")
+                ctx.progress(LOADED + share * (index + fraction), f"{style.name.en}: {stage}")
 
             clock.enter("prepare")  # the style's LoRAs baked in, prompts encoded
             try:

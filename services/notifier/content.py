@@ -26,10 +26,10 @@ class PortraitItem:
     src: str | None = None  # inline picture ("cid:..." in a mail, a file in a sample)
 
 
-def style_name(style_id: str) -> str:
-    """The display name of a style ('golden-park' -> 'Golden park' if the style is gone)."""
+def style_name(style_id: str, locale: str = "en") -> str:
+    """The display name of a style in `locale` ('golden-park' -> 'Golden park' if the style is gone)."""
     try:
-        return load_styles()[style_id].name
+        return load_styles()[style_id].name.get(locale)
     except (KeyError, StyleError):
         return style_id.replace("-", " ").replace("_", " ").capitalize()
 

@@ -19,6 +19,7 @@ from services.notifier.compose import InlineImage, new_cid
 from services.notifier.thumbnails import inline_thumbnail
 from shared import storage
 from shared.config import Settings
+from shared.i18n import job_error_message
 from shared.jobs import JobError
 from shared.models import EmailToken, Job, JobStatus, Likeness, Portrait, User
 from shared.security import new_opaque_token
@@ -67,7 +68,9 @@ def gather(
         job = _owned_job(session, user, _uuid(job_input, "job_id"))
         if job.status != JobStatus.failed:
             raise Skip("job_not_failed")
-        return Draft(content.job_failed_data(public_url, job.kind, job.error_code, job.error_message))
+        # The worker's sentences in the reader's language (shared/i18n.py), else its English text.
+        message = job_error_message(job.error_code, job.error_message, job.result, user.locale)
+        return Draft(content.job_failed_data(public_url, job.kind, job.error_code, message))
     if template == "verify_email":
         if user.email_verified_at is not None:
             raise Skip("already_verified")
@@ -135,7 +138,7 @@ def _portraits_ready(
             picture = inline_thumbnail(storage.get_bytes(portrait.thumb_key or portrait.object_key))
             images.append(InlineImage(cid, picture, filename=f"portrait-{number}.png"))
             src = f"cid:{cid}"
-        style = content.style_name(portrait.style)
+        style = content.style_name(portrait.style, user.locale)
         items.append(content.PortraitItem(number, style, url, portrait.width, portrait.height, src))
     data = content.portraits_ready_data(public_url, str(job_id), items, expires_at)
     return Draft(data, images)

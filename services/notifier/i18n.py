@@ -8,10 +8,10 @@ back to English, so a new string can ship before its translation.
 from datetime import datetime
 from typing import Any
 
-DEFAULT_LOCALE = "en"
-LOCALES = ("en", "ko")
+from shared.i18n import DEFAULT_LOCALE, LOCALES
+from shared.i18n import Catalog as Strings
 
-Strings = dict[str, str | dict[str, str]]
+__all__ = ["DEFAULT_LOCALE", "LOCALES", "Strings"]
 
 EN: Strings = {
     "brand": "Portrait Studio",

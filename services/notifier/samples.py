@@ -60,7 +60,7 @@ def sample_picture(index: int, tint: tuple[float, float, float] | None) -> bytes
     return buffer.getvalue()
 
 
-def sample_items(image_src: Callable[[int], str]) -> list[content.PortraitItem]:
+def sample_items(image_src: Callable[[int], str], locale: str = "en") -> list[content.PortraitItem]:
     items = []
     for number, (style_id, _) in enumerate(SAMPLE_SET, start=1):
         key = f"users/{SAMPLE_USER}/portraits/{SAMPLE_JOB}/portrait-{number}.png"
@@ -69,14 +69,15 @@ def sample_items(image_src: Callable[[int], str]) -> list[content.PortraitItem]:
             "&X-Amz-Expires=604800&X-Amz-Signature=sample"
         )
         src = image_src(number) if number <= content.INLINE_PICTURES else None
-        items.append(content.PortraitItem(number, content.style_name(style_id), url, 1024, 1536, src))
+        items.append(content.PortraitItem(number, content.style_name(style_id, locale), url, 1024, 1536, src))
     return items
 
 
-def sample_data(template: str, image_src: Callable[[int], str]) -> dict[str, Any]:
-    """Sample facts for `template`; `image_src(n)` says where inline picture n is."""
+def sample_data(template: str, image_src: Callable[[int], str], locale: str = "en") -> dict[str, Any]:
+    """Sample facts for `template` as a reader in `locale` gets them (style names); `image_src(n)`
+    says where inline picture n is."""
     if template == "portraits_ready":
-        items = sample_items(image_src)
+        items = sample_items(image_src, locale)
         return content.portraits_ready_data(PUBLIC_URL, SAMPLE_JOB, items, SAMPLE_EXPIRY)
     if template == "training_finished":
         return content.training_finished_data(PUBLIC_URL, photo_count=14)
@@ -107,7 +108,7 @@ def write_samples(out: Path) -> list[Path]:
     for template in TEMPLATES:
         cells = []
         for locale in LOCALES:
-            email = render_email(template, locale, sample_data(template, _file_src))
+            email = render_email(template, locale, sample_data(template, _file_src, locale))
             page = out / f"{template}.{locale}.html"
             page.write_text(email.html, encoding="utf-8")
             (out / f"{template}.{locale}.txt").write_text(

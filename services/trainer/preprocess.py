@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from shared import faces
+from shared.i18n import Sentence
 
 # The crop is this many inter-eye distances wide, with the eyes at EYE_LINE of its height:
 # head, hair and a little of the shoulders, as in the portraits we generate.
@@ -26,11 +27,10 @@ class TooFewPhotos(Exception):
 
     def __init__(self, usable: int, needed: int, verdicts: list[PhotoVerdict]):
         self.usable, self.needed, self.verdicts = usable, needed, verdicts
-        more = needed - usable
-        photos = "photo has" if usable == 1 else "photos have"
-        super().__init__(
-            f"Only {usable} {photos} a clear face of you; upload {more} more (at least {needed} are needed)."
+        self.sentence = Sentence(
+            "job.too_few_photos", {"count": usable, "more": needed - usable, "needed": needed}
         )
+        super().__init__(self.sentence.render())
 
 
 @dataclass(frozen=True)

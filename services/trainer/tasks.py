@@ -22,10 +22,11 @@ from services.trainer.checkpoints import S3CheckpointStore
 from shared import storage
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.i18n import Sentence
 from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
 from shared.ml import loading
-from shared.models import Job, JobStatus, Likeness, Photo
+from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo
 from shared.trigger_word import make_trigger_word
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,13 @@ def train_likeness_job(ctx: JobContext) -> dict:
         began = time.monotonic()
         files = _upload(ctx.user_id, likeness_id, result)
         uploaded = time.monotonic() - began
-    ready = _mark_ready(likeness_id, result, files)
-    if not ready:  # deleted while it trained: leave nothing behind
+    found = _mark_ready(likeness_id, result, files)
+    if found in (None, LikenessStatus.canceled):  # deleted or canceled meanwhile: leave nothing behind
         storage.delete_prefix(_prefix(ctx.user_id, likeness_id))
-        raise JobError("likeness_deleted", "This likeness was deleted while it was training.")
+        store.clear()
+        if found is None:
+            raise JobError("likeness_deleted", "This likeness was deleted while it was training.")
+        raise JobCanceled()
     store.clear()
     ctx.follow_up(
         "send_email",
@@ -149,11 +153,12 @@ def _user_error(e: Exception, missing: int) -> JobError | None:
     code = getattr(e, "code", None)
     if not isinstance(code, str) or not type(e).__module__.startswith("services.trainer."):
         return None
-    message = str(e)
-    if missing:
-        gone = "photo was" if missing == 1 else "photos were"
-        message = f"{missing} of the chosen {gone} deleted before training started. {message}"
-    return JobError(code, message)
+    # Catalogue sentences (shared/i18n.py) where the error has one, so the page can show it in Korean.
+    gone = [Sentence("job.photos_deleted", {"count": missing})] if missing else []
+    sentence = getattr(e, "sentence", None)
+    if isinstance(sentence, Sentence):
+        return JobError(code, [*gone, sentence])
+    return JobError(code, " ".join([*(s.render() for s in gone), str(e)]))
 
 
 def _fail_if_last_attempt(ctx: JobContext, likeness_id: uuid.UUID, e: Exception) -> None:
@@ -168,8 +173,8 @@ def _fail_if_last_attempt(ctx: JobContext, likeness_id: uuid.UUID, e: Exception)
 def _mark_failed(likeness_id: uuid.UUID, code: str, message: str) -> None:
     with session_scope() as session:
         likeness = session.get(Likeness, likeness_id)
-        if likeness is not None:
-            likeness.status = "failed"
+        if likeness is not None and likeness.status == LikenessStatus.training:  # not one canceled
+            likeness.status = LikenessStatus.failed
             likeness.meta = {**(likeness.meta or {}), "error_code": code, "error_message": message}
 
 
@@ -203,13 +208,16 @@ def _content_type(path: Path) -> str:
     return "application/json" if path.suffix == ".json" else "application/octet-stream"
 
 
-def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: dict) -> bool:
+def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: dict) -> str | None:
+    """Record the trained LoRA on the likeness; returns the status the likeness had (None: deleted).
+    A likeness the user canceled meanwhile stays canceled."""
     config = result.lora.metadata
     with session_scope() as session:
         likeness = session.get(Likeness, likeness_id, with_for_update=True)
-        if likeness is None:
-            return False
-        likeness.status = "ready"
+        if likeness is None or likeness.status == LikenessStatus.canceled:
+            return None if likeness is None else likeness.status
+        found = likeness.status
+        likeness.status = LikenessStatus.ready
         likeness.base_model = result.base_model
         likeness.trigger_word = result.trigger_word
         likeness.object_prefix = _prefix(likeness.user_id, likeness_id)
@@ -234,4 +242,4 @@ def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: dic
             "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
             "files": files,
         }
-    return True
+    return found

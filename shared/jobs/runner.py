@@ -7,14 +7,16 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import update
 
+from shared import i18n
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.i18n import Sentence
 from shared.jobs import events
 from shared.jobs.kinds import get_kind
 from shared.jobs.outbox import enqueue, mail_failure
@@ -28,13 +30,23 @@ log = logging.getLogger(__name__)
 
 
 class JobError(Exception):
-    """A failure a person can act on: fails the job with this code and message, no retry."""
+    """A failure a person can act on: fails the job with this code and message, no retry.
 
-    def __init__(self, code: str, message: str, *, retryable: bool = False):
-        super().__init__(message)
+    `message` is English text, or catalogue sentences (shared/i18n.py): then the job stores their
+    English text as `error_message` and the sentences under `result.error_sentences`, so the gateway
+    can show the message in the reader's language.
+    """
+
+    def __init__(self, code: str, message: str | Sequence[Sentence], *, retryable: bool = False):
+        self.sentences = [] if isinstance(message, str) else list(message)
+        self.message = message if isinstance(message, str) else i18n.join(self.sentences)
+        super().__init__(self.message)
         self.code = code
-        self.message = message
         self.retryable = retryable
+
+    def result(self) -> dict[str, Any]:
+        """What the failed job keeps as `result` when the error has sentences."""
+        return {"error_sentences": [s.to_json() for s in self.sentences]}
 
 
 class JobCanceled(Exception):
@@ -231,7 +243,8 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
         if e.retryable:
             _retry_or_fail(ctx, e.code, e.message)
         else:
-            _finish(ctx, JobStatus.failed, error_code=e.code, error_message=e.message)
+            kept = {"result": e.result()} if e.sentences else {}  # else the result stays as it was
+            _finish(ctx, JobStatus.failed, error_code=e.code, error_message=e.message, **kept)
         return
     except Exception as e:  # a bug or an outage: retry, then fail with a clear reason
         log.exception("job %s attempt %d crashed", job_id, ctx.attempt)

@@ -80,3 +80,19 @@ def test_lora_tags_outside_the_main_prompt_are_refused(tmp_path):
     assert bad != good
     with pytest.raises(StyleError, match="only allowed in the main prompt"):
         load_style_file(_write(tmp_path, "studio-business", bad))
+
+
+def test_a_preview_must_be_an_image_file_inside_the_styles_folder(tmp_path):
+    """No style ships a preview (random weights draw noise); one that names a preview must have it."""
+    good = (Path(__file__).parents[2] / "shared/styles/studio-business.yaml").read_text()
+    assert "\npreview: null\n" in good
+    named = good.replace("\npreview: null\n", "\npreview: studio-business.jpg\n")
+    with pytest.raises(StyleError, match="preview 'studio-business.jpg' does not exist"):
+        load_style_file(_write(tmp_path, "studio-business", named))
+    (tmp_path / "studio-business.jpg").write_bytes(b"\xff\xd8\xff")
+    assert load_style_file(_write(tmp_path, "studio-business", named)).preview == "studio-business.jpg"
+    outside = good.replace("\npreview: null\n", "\npreview: ../secret.jpg\n")
+    with pytest.raises(StyleError, match="inside"):
+        load_style_file(_write(tmp_path, "studio-business", outside))
+    with pytest.raises(StyleError, match="inside"):
+        load_style_file(_write(tmp_path, "studio-business", named.replace(".jpg", ".yaml")))

@@ -211,6 +211,27 @@ def test_failure_mail_explains_the_failure(smtp):
     assert f"{PUBLIC_URL}/#/photos" in text
 
 
+def test_korean_mails_name_styles_and_failures_in_korean(smtp):
+    """Style names come from the styles' YAML in the reader's language; a failure the worker stored
+    as catalogue sentences (shared/i18n.py) is told in Korean, with its numbers."""
+    min_ = make_user(locale="ko")
+    job_id, _ = make_portraits(min_, 2, seed=3)
+    job = send(min_.id, template="portraits_ready", job_id=str(job_id), event_key=f"job:{job_id}:ready")
+    assert job.result["sent"], job.error_message
+    text = smtp.handler.messages[0].parse().get_body(("plain",)).get_content()
+    assert "흑백" in text and "골든아워 공원" in text and "Black-and-white" not in text
+
+    sentences = [{"key": "job.too_few_photos", "values": {"count": 3, "more": 5, "needed": 8}}]
+    english = "Only 3 photos have a clear face of you; upload 5 more (at least 8 are needed)."
+    failed = make_job(min_.id, "train_likeness", {}, status=JobStatus.failed, error_code="too_few_photos",
+                      error_message=english, result={"error_sentences": sentences})  # fmt: skip
+    job = send(min_.id, template="job_failed", job_id=str(failed), event_key=f"job:{failed}:failed")
+    assert job.result["sent"], job.error_message
+    text = smtp.handler.messages[1].parse().get_body(("plain",)).get_content()
+    assert "얼굴이 선명하게 나온 사진이 3장뿐입니다. 5장 더 올려 주세요(최소 8장 필요)." in text
+    assert "Only 3 photos" not in text
+
+
 def test_smtp_server_that_refuses_then_accepts(smtp):
     smtp.handler.refuse = 2
     ana = make_user()

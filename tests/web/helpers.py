@@ -5,7 +5,7 @@ import uuid
 from playwright.sync_api import Page
 
 from tests.conftest import UserSession
-from tests.photos import astronaut_variants, jpeg
+from tests.photos import astronaut, astronaut_variants, jpeg
 
 PASSWORD = "correct horse battery"
 
@@ -16,6 +16,14 @@ def new_email(prefix: str = "web") -> str:
 
 def file_payload(name: str, data: bytes, mime: str) -> dict:
     return {"name": name, "mimeType": mime, "buffer": data}
+
+
+def a_bad_and_a_good_photo() -> list[dict]:
+    """A text file named like a JPEG (the gateway refuses it) and a good photo of a face."""
+    return [
+        file_payload("notes.jpg", b"this is not a picture at all", "image/jpeg"),
+        file_payload("me.jpg", jpeg(astronaut()), "image/jpeg"),
+    ]
 
 
 def face_photos(n: int) -> list[dict]:

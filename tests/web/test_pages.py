@@ -7,21 +7,16 @@ from playwright.sync_api import expect
 
 from tests.conftest import Api
 from tests.photos import astronaut, jpeg
+from tests.trainer.test_service import start, upload_accepted
 from tests.web.conftest import Shots, Web
-from tests.web.helpers import file_payload, log_in_with_form, sign_in
+from tests.web.helpers import a_bad_and_a_good_photo, log_in_with_form, sign_in
 
 
 def test_a_refused_file_shows_the_gateway_reason(web: Web, api: Api, shots: Shots) -> None:
     user = api.new_user()
     page = web.page()
     sign_in(page, user, "#/photos")
-    page.set_input_files(
-        "#photo-input",
-        [
-            file_payload("notes.jpg", b"this is not a picture at all", "image/jpeg"),
-            file_payload("me.jpg", jpeg(astronaut()), "image/jpeg"),
-        ],
-    )
+    page.set_input_files("#photo-input", a_bad_and_a_good_photo())
     refused = page.locator(".photo", has_text="notes.jpg")
     expect(refused).to_have_attribute("data-status", "failed")
     expect(refused).to_contain_text("Not uploaded")
@@ -160,3 +155,22 @@ def test_keyboard_and_labels(web: Web, api: Api, shots: Shots) -> None:
     with page.expect_file_chooser() as chooser:
         picker.press("Enter")
     assert chooser.value.is_multiple()
+
+
+def test_a_canceled_training_says_canceled_and_offers_a_new_start(web: Web, api: Api, shots: Shots) -> None:
+    """Canceled by the user (no `train` worker runs here, so it waits in the queue until then): the
+    page says so without "failed", and training can start again on the same photos."""
+    user = api.new_user()
+    upload_accepted(api, user, 8)
+    job_id = start(api, user).json()["job"]["id"]
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth).json()["status"] == "canceled"
+    page = web.page()
+    sign_in(page, user, "#/train")
+    expect(page.locator("main")).to_contain_text("Training canceled.")
+    expect(page.locator("main")).not_to_contain_text("failed")
+    button = page.get_by_role("button", name="Start training")
+    expect(button).to_be_enabled()
+    shots(page, "canceled")
+    button.click()
+    expect(page.locator("main")).to_contain_text("Training your likeness")  # a new job, queued
+    assert api.get("/v1/likenesses", headers=user.auth).json()["likenesses"][0]["status"] == "training"

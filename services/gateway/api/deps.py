@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from services.gateway.api.language import Refusal
 from shared.db import get_sessionmaker
 from shared.models import User
 from shared.security import decode_access_token
@@ -30,8 +31,8 @@ async def get_db() -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 bearer = HTTPBearer(auto_error=False)
 
-UNAUTHORIZED = HTTPException(
-    status.HTTP_401_UNAUTHORIZED, "Please log in again.", headers={"WWW-Authenticate": "Bearer"}
+UNAUTHORIZED = Refusal(
+    status.HTTP_401_UNAUTHORIZED, "auth.login_again", headers={"WWW-Authenticate": "Bearer"}
 )
 
 
@@ -97,8 +98,9 @@ def not_found(what: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found.")
 
 
-def conflict(message: str) -> HTTPException:
-    return HTTPException(status.HTTP_409_CONFLICT, message)
+def conflict(key: str, **values: object) -> Refusal:
+    """409 with the catalogue's sentence `key` (shared/i18n.py) in the request's language."""
+    return Refusal(status.HTTP_409_CONFLICT, key, **values)
 
 
 T = TypeVar("T")

@@ -7,8 +7,9 @@ from typing import Annotated, Any, Literal
 import email_validator
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
+from shared.i18n import by_code, current_locale, job_error_message
 from shared.jobs.events import job_snapshot
-from shared.models import Job, Likeness, Photo, User
+from shared.models import Job, Likeness, LikenessStatus, Photo, User
 
 
 class Message(BaseModel):
@@ -118,7 +119,22 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> "JobOut":
-        return cls.model_validate(job_snapshot(job))
+        """The job as the API shows it: `error_message` in the request's language."""
+        return cls.model_validate(in_language(job_snapshot(job)))
+
+
+def in_language(snapshot: dict[str, Any], locale: str | None = None) -> dict[str, Any]:
+    """A job snapshot (shared.jobs.events.job_snapshot) with its `error_message` in `locale`
+    (default: the request's language; see shared.i18n.job_error_message)."""
+    if not snapshot.get("error_message"):
+        return snapshot
+    message = job_error_message(
+        snapshot.get("error_code"),
+        snapshot["error_message"],
+        snapshot.get("result"),
+        locale or current_locale.get(),
+    )
+    return {**snapshot, "error_message": message}
 
 
 class JobList(BaseModel):
@@ -146,7 +162,7 @@ class PhotoOut(BaseModel):
             id=photo.id,
             status=str(photo.status),
             reason_code=photo.reason_code,
-            reason=photo.reason,
+            reason=by_code(f"photo.{photo.reason_code}", photo.reason, current_locale.get()),
             width=photo.width,
             height=photo.height,
             url=url,
@@ -177,7 +193,7 @@ class LikenessIn(BaseModel):
 
 class LikenessOut(BaseModel):
     id: uuid.UUID
-    status: str
+    status: LikenessStatus  # canceled: the user stopped its training; failed: training went wrong
     class_word: str
     trigger_word: str
     base_model: str

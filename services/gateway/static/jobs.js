@@ -1,6 +1,7 @@
 // Follow a job live: server-sent events from /v1/jobs/{id}/events, with the state re-read from
 // the API whenever the stream drops (expired token, network, gateway restart, a dependency down).
 import { api, ApiError } from "./api.js";
+import { locale } from "./i18n.js";
 import * as session from "./session.js";
 
 export const TERMINAL = new Set(["succeeded", "failed", "canceled"]);
@@ -56,7 +57,9 @@ export function followJob(jobId, onJob, { onError, onRecover, job } = {}) {
   const open = () => {
     if (stopped) return;
     const token = encodeURIComponent(session.accessToken() || "");
-    source = new EventSource(`/v1/jobs/${encodeURIComponent(jobId)}/events?access_token=${token}`);
+    // ?lang=: EventSource sends the browser's Accept-Language, not the page's language.
+    source = new EventSource(
+      `/v1/jobs/${encodeURIComponent(jobId)}/events?access_token=${token}&lang=${locale()}`);
     source.addEventListener("job", (event) => {
       failures = 0;
       try {

@@ -7,13 +7,14 @@ Answers never reveal whether an address has an account: sign-up and reset reques
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request, status
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
 from services.gateway.api.deps import SessionDep
+from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import (
     LoginIn,
     Message,
@@ -42,9 +43,9 @@ SIGNUP_ACCEPTED = (
     "Thanks! If this address can be used, you can log in now, and we sent it an email to confirm it."
 )
 RESET_ACCEPTED = "If an account uses this address, we sent it a link to choose a new password."
-BAD_LOGIN = HTTPException(status.HTTP_401_UNAUTHORIZED, "Wrong email or password.")
+BAD_LOGIN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.bad_login")
 REUSE_GRACE = timedelta(seconds=10)
-BAD_LINK = HTTPException(status.HTTP_400_BAD_REQUEST, "This link is invalid or has expired.")
+BAD_LINK = Refusal(status.HTTP_400_BAD_REQUEST, "auth.bad_link")
 
 
 def _now() -> datetime:
@@ -116,7 +117,7 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
         .with_for_update()
     )
     if token is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
+        raise Refusal(status.HTTP_401_UNAUTHORIZED, "auth.login_again")
     # A page reloaded mid-refresh may send the token it just spent: allow that for a few seconds
     # (REUSE_GRACE), but never as a second live session (see below).
     in_grace = token.used_at is not None and token.revoked_at is None and _now() - token.used_at < REUSE_GRACE
@@ -124,10 +125,10 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
         # A spent token came back: someone may have stolen it. End the whole session family.
         revoke_refresh_tokens(session, RefreshToken.family_id == token.family_id)
         session.commit()
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
+        raise Refusal(status.HTTP_401_UNAUTHORIZED, "auth.login_again")
     user = session.get(User, token.user_id)
     if token.expires_at < _now() or user is None or user.deleting:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "Please log in again.")
+        raise Refusal(status.HTTP_401_UNAUTHORIZED, "auth.login_again")
     if in_grace:
         # One live refresh token per family: the pair minted by the first use dies, so a reuse
         # in the window replaces the session rather than forking a second one. If that pair was in

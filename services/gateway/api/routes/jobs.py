@@ -7,16 +7,18 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
-from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, owned
-from services.gateway.api.schemas import JobList, JobOut
+from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, conflict, owned
+from services.gateway.api.routes.likenesses import cancel_training
+from services.gateway.api.schemas import JobList, JobOut, in_language
 from services.gateway.event_hub import hub
 from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
 from shared.db import get_sessionmaker
+from shared.i18n import current_locale
 from shared.jobs import events
 from shared.jobs.kinds import JobKindName
 from shared.jobs.state import transition
@@ -55,10 +57,12 @@ def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Job
     canceled = transition(
         session, job.id, {JobStatus.queued, JobStatus.running}, JobStatus.canceled, stage="canceled"
     )
+    if canceled is not None:
+        cancel_training(session, canceled)
     session.commit()
     if canceled is None:  # it had ended already, or finished meanwhile
         session.refresh(job)
-        raise HTTPException(status.HTTP_409_CONFLICT, f"This job already ended ({job.status}).")
+        raise conflict("job.already_ended", status=job.status)
     events.publish(canceled)
     return JobOut.of(canceled)
 
@@ -74,13 +78,14 @@ async def job_events(
     """Server-sent events: `event: job` with the job JSON on every change, until it ends; while the
     database is down, one `event: unavailable` (`{"detail", "dependency"}`) ends the stream.
 
-    Browsers' EventSource may pass the access token as `?access_token=` (on this route only).
+    Browsers' EventSource may pass the access token as `?access_token=` (on this route only), and
+    the language of `error_message` as `?lang=` (it sends the browser's Accept-Language otherwise).
     """
     await run_in_threadpool(owned, session, Job, job_id, user, "Job")  # keep the event loop free
     # The stream may stay open for minutes: give the pooled connection back now (the request's
     # session is only closed when the response ends; 15 open streams used to exhaust the pool).
     session.close()
-    return EventSourceResponse(_stream(job_id, request), ping=15)
+    return EventSourceResponse(_stream(job_id, request, current_locale.get()), ping=15)
 
 
 def _read(job_id: uuid.UUID) -> dict | None:
@@ -89,7 +94,7 @@ def _read(job_id: uuid.UUID) -> dict | None:
         return events.job_snapshot(job) if job else None
 
 
-async def _stream(job_id: uuid.UUID, request: Request) -> AsyncIterator[dict]:
+async def _stream(job_id: uuid.UUID, request: Request, locale: str) -> AsyncIterator[dict]:
     """The job as it changes. Redis down: the row is polled instead. Postgres down: one `unavailable`
     event with the sentence (and `retry:` for EventSource), then the stream ends; the client resumes."""
     try:
@@ -100,7 +105,7 @@ async def _stream(job_id: uuid.UUID, request: Request) -> AsyncIterator[dict]:
                 queue = None  # live events are a shortcut: poll the row instead
             snapshot = await asyncio.to_thread(_read, job_id)
             while snapshot is not None:
-                yield {"event": "job", "data": json.dumps(snapshot)}
+                yield {"event": "job", "data": json.dumps(in_language(snapshot, locale))}
                 if JobStatus(snapshot["status"]).terminal or await request.is_disconnected():
                     return
                 message = None

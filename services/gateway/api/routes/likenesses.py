@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
+from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import (
     DownloadOut,
     JobOut,
@@ -21,21 +22,20 @@ from shared import storage
 from shared.config import get_settings
 from shared.jobs import IdempotencyConflict, enqueue, events, transition
 from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
-from shared.models import Job, JobStatus, Likeness, Photo, PhotoStatus, User
+from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus, User
 from shared.trigger_word import make_trigger_word
 
 router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 
 KIND = "train_likeness"
 ACTIVE = (JobStatus.queued, JobStatus.running)
-KEY_REUSED = "This Idempotency-Key was already used for a different request; use a new key."
+KEY_REUSED = "request.key_reused"
 
 
-def photos_short(have: int, need: int) -> str:
+def photos_short(have: int, need: int) -> Refusal:
     if have == 0:
-        return f"You have no good photos yet; upload {need} to train."
-    photos = "photo" if have == 1 else "photos"
-    return f"You have {have} good {photos}; upload {need - have} more to train."
+        return conflict("training.no_photos", need=need)
+    return conflict("training.photos_short", count=have, more=need - have)
 
 
 @router.post("", status_code=202, response_model=LikenessStarted)
@@ -58,7 +58,7 @@ def start_training(
         select(Job.id).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
     )
     if busy is not None:
-        raise conflict("Your likeness is still training; wait until it finishes before you start another.")
+        raise conflict("training.busy")
     accepted = session.execute(
         select(Photo.sha256, Photo.id)
         .where(Photo.user_id == user.id, Photo.status == PhotoStatus.accepted)
@@ -71,7 +71,7 @@ def start_training(
     photo_ids = list(first.values())
     need = get_settings().min_training_photos
     if len(photo_ids) < need:
-        raise conflict(photos_short(len(photo_ids), need))
+        raise photos_short(len(photo_ids), need)
 
     likeness_id = uuid.uuid4()
     try:
@@ -88,7 +88,7 @@ def start_training(
         id=likeness_id,
         user_id=user.id,
         job_id=job.id,
-        status="training",
+        status=LikenessStatus.training,
         class_word=body.class_word,
         trigger_word=make_trigger_word(str(likeness_id)),
         base_model=get_settings().model_preset,  # the worker records the exact weights
@@ -99,21 +99,30 @@ def start_training(
     return LikenessStarted(likeness=LikenessOut.of(likeness), job=JobOut.of(job))
 
 
+# A training job that ended without training its likeness: what the likeness then is.
+ENDED = {JobStatus.failed: LikenessStatus.failed, JobStatus.canceled: LikenessStatus.canceled}
+
+
 def settle(session: Session, likenesses: Sequence[Likeness]) -> None:
-    """A likeness whose job ended without training it (canceled, or failed after its last
-    attempt by the reaper) is failed, not training forever."""
-    training = {lk.job_id: lk for lk in likenesses if lk.status == "training" and lk.job_id}
+    """A likeness whose job ended without training it is `canceled` (the user stopped it) or
+    `failed` (e.g. failed after its last attempt by the reaper), not training forever."""
+    training = {lk.job_id: lk for lk in likenesses if lk.status == LikenessStatus.training and lk.job_id}
     if not training:
         return
-    ended = session.scalars(
-        select(Job.id).where(
-            Job.id.in_(list(training)), Job.status.in_([JobStatus.failed, JobStatus.canceled])
-        )
+    ended = session.execute(
+        select(Job.id, Job.status).where(Job.id.in_(list(training)), Job.status.in_(list(ENDED)))
     ).all()
-    for job_id in ended:
-        training[job_id].status = "failed"
+    for job_id, job_status in ended:
+        training[job_id].status = ENDED[job_status]
     if ended:
         session.commit()
+
+
+def cancel_training(session: Session, job: Job) -> None:
+    """The user canceled `job`: if it trained a likeness, that likeness is `canceled` in the same
+    transaction (its photos stay; a new training may start at once)."""
+    if job.kind == KIND:
+        settle(session, session.scalars(select(Likeness).where(Likeness.job_id == job.id)).all())
 
 
 @router.get("", response_model=LikenessList)
@@ -161,7 +170,7 @@ def download_likeness(
     likeness = owned(session, Likeness, likeness_id, user, "Likeness")
     settle(session, [likeness])
     key = ((likeness.meta or {}).get("files") or {}).get(format)
-    if likeness.status != "ready" or not key:
-        raise conflict(f"This likeness is not ready to download (it is {likeness.status}).")
+    if likeness.status != LikenessStatus.ready or not key:
+        raise conflict("likeness.not_downloadable", status=likeness.status)
     filename = DOWNLOAD_NAMES.get(format) or key.rsplit("/", 1)[-1]
     return DownloadOut(url=storage.presign_get(key, filename=filename))

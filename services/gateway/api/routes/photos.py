@@ -4,12 +4,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Request, UploadFile, status
+from fastapi import APIRouter, File, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
+from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.ratelimit import limiter, user_or_ip
 from shared import pending_objects, storage
@@ -37,7 +38,7 @@ async def read_clean(upload: UploadFile) -> CleanImage:
             max_pixels=s.upload_max_pixels,
         )
     except ImageRejected as e:
-        raise HTTPException(e.status_code, e.message) from None
+        raise Refusal(e.status_code, e.sentence.key, **e.sentence.values) from None
 
 
 def image_columns(clean: CleanImage) -> dict:
@@ -72,9 +73,7 @@ async def upload_photos(
     """
     s = get_settings()
     if not 1 <= len(files) <= s.upload_max_files:
-        raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"Send between 1 and {s.upload_max_files} photos at once."
-        )
+        raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.count", max=s.upload_max_files)
     cleaned = [await read_clean(upload) for upload in files]
     # The database and S3 calls block: run them off the event loop too.
     return await run_in_threadpool(_store_upload, session, user.id, cleaned, idempotency_key)

@@ -5,8 +5,8 @@ import uuid
 import zipfile
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Query, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query, status
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -20,14 +20,15 @@ from services.gateway.api.deps import (
     not_found,
     owned,
 )
-from services.gateway.api.schemas import JobOut
+from services.gateway.api.language import Refusal
+from services.gateway.api.schemas import JobOut, Message
 from shared import storage
 from shared.config import get_settings
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key
 from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
 from shared.quota import MAX_COUNT, portraits_made_today
-from shared.styles import load_styles
+from shared.styles import PREVIEW_TYPES, load_styles, preview_path
 
 router = APIRouter(prefix="/portraits", tags=["portraits"])
 styles_router = APIRouter(prefix="/styles", tags=["styles"])
@@ -41,9 +42,9 @@ ACTIVE = (JobStatus.queued, JobStatus.running)
 
 class StyleOut(BaseModel):
     id: str
-    name: str
-    description: dict[str, str]  # by locale: {"en": ..., "ko": ...}
-    preview_url: str | None
+    name: dict[str, str]  # by locale: {"en": ..., "ko": ...} (shared/styles/*.yaml)
+    description: dict[str, str]  # by locale
+    preview_url: str | None  # null: the style has no preview picture (none ship; see shared/styles.py)
 
 
 class StyleList(BaseModel):
@@ -56,12 +57,24 @@ def list_styles(user: CurrentUser) -> StyleList:
         styles=[
             StyleOut(
                 id=s.id,
-                name=s.name,
+                name=s.name.model_dump(),
                 description=s.description.model_dump(),
-                preview_url=f"/static/styles/{s.preview}" if s.preview else None,
+                preview_url=f"/v1/styles/{s.id}/preview" if s.preview else None,
             )
             for s in load_styles().values()
         ]
+    )
+
+
+@styles_router.get("/{style_id}/preview", response_class=FileResponse, responses={404: {"model": Message}})
+def style_preview(style_id: str) -> FileResponse:
+    """The style's example picture; public (an <img> sends no token), 404 when it has none."""
+    style = load_styles().get(style_id)
+    if style is None or style.preview is None:
+        raise not_found("Preview of this style")
+    path = preview_path(style)
+    return FileResponse(
+        path, media_type=PREVIEW_TYPES[path.suffix.lower()], headers={"Cache-Control": "max-age=3600"}
     )
 
 
@@ -118,17 +131,17 @@ def start_generation(
     """Generate `count` portraits in each chosen style; follow the returned job for progress."""
     unknown = [s for s in body.styles if s not in load_styles()]
     if unknown:
-        raise HTTPException(422, f"Unknown style: {', '.join(unknown)}.")
+        raise Refusal(422, "style.unknown", styles=", ".join(unknown))
     styles = list(dict.fromkeys(body.styles))  # each style once, in the order asked
     likeness = owned(session, Likeness, body.likeness_id, user, "Likeness")
     if likeness.status != "ready":
-        raise conflict(f"This likeness is not ready yet (it is {likeness.status}).")
+        raise conflict("portraits.likeness_not_ready", status=likeness.status)
 
     job_input = {"likeness_id": str(likeness.id), "styles": styles, "count": body.count}
     if body.pose_id is not None:
         pose = owned(session, PosePhoto, body.pose_id, user, "Pose")
         if pose.status != "ready":
-            raise conflict(f"This pose photo cannot be used (it is {pose.status}).")
+            raise conflict("portraits.pose_not_ready", status=pose.status)
         job_input["pose_id"] = str(pose.id)
 
     def add_job() -> Job:
@@ -140,8 +153,8 @@ def start_generation(
                 idempotency_key=idempotency_key,
                 input=job_input,
             )
-        except IdempotencyConflict as e:
-            raise conflict(str(e)) from None
+        except IdempotencyConflict:
+            raise conflict("request.key_reused") from None
 
     if idempotency_key and find_by_idempotency_key(session, user.id, idempotency_key):
         return PortraitsStarted(job=JobOut.of(add_job()))  # a retried request: the first job
@@ -153,14 +166,16 @@ def start_generation(
         select(func.count(Job.id)).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
     )
     if running >= settings.max_running_jobs_per_user:
-        raise conflict(f"You already have {running} portrait jobs under way; wait until one finishes.")
+        raise conflict("portraits.busy", count=running)
     made = portraits_made_today(session, user.id)
     wanted = len(styles) * body.count
     if made + wanted > settings.max_portraits_per_day:
         left = max(settings.max_portraits_per_day - made, 0)
-        raise HTTPException(
+        raise Refusal(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            f"You can make {settings.max_portraits_per_day} portraits a day; {left} are left today.",
+            "portraits.quota",
+            limit=settings.max_portraits_per_day,
+            left=left,
         )
     job = add_job()
     session.commit()  # the job and its outbox row together

@@ -20,6 +20,7 @@ from services.gateway.api.schemas import JobOut
 from services.gateway.ratelimit import limiter, user_or_ip
 from shared import pending_objects, storage
 from shared.config import get_settings
+from shared.i18n import by_code, current_locale
 from shared.images import CleanImage
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
@@ -47,7 +48,7 @@ class PoseOut(BaseModel):
             id=pose.id,
             status=pose.status,
             reason_code=pose.reason_code,
-            reason=pose.reason,
+            reason=by_code(f"pose.{pose.reason_code}", pose.reason, current_locale.get()),
             width=pose.width,
             height=pose.height,
             url=storage.presign_get(pose.object_key),

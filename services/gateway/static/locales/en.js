@@ -128,6 +128,8 @@ export default {
   "train.ready": "Trained on {date}.",
   "train.to_styles": "Choose styles",
   "train.failed_title": "Training failed.",
+  "train.canceled_title": "Training canceled.",
+  "train.canceled": "You stopped it; your photos are kept. Start it again whenever you like.",
   "train.again": "Train a new model",
 
   "job.cancel": "Cancel",

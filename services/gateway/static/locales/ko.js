@@ -132,6 +132,8 @@ export default {
   "train.ready": "{date}에 학습했습니다.",
   "train.to_styles": "스타일 고르기",
   "train.failed_title": "학습에 실패했습니다.",
+  "train.canceled_title": "학습을 취소했습니다.",
+  "train.canceled": "사진은 그대로 남아 있습니다. 언제든지 다시 시작할 수 있습니다.",
   "train.again": "새 모델 학습하기",
 
   "job.cancel": "취소",

@@ -58,6 +58,9 @@ export async function render(root) {
           (job && job.error_message) || t("job.failed_unknown")),
       );
     }
+    if (latest && latest.status === "canceled") {
+      body.append(notice("info", h("strong", {}, t("train.canceled_title")), " ", t("train.canceled")));
+    }
     const form = startForm(accepted, async (classWord, button) => {
       await busy(button, () =>
         api("/v1/likenesses", {

@@ -1,0 +1,225 @@
+"""The sentences a person reads from the API (refusals, job failures), in English and Korean.
+
+The gateway answers in the language of the request's `Accept-Language` (RFC 9110 §12.5.4; the web
+page sends its own language); workers store the English sentence plus a `Sentence` (key and
+values), so a job's error can be shown later in whichever language the reader asks for.
+
+A template is `str.format` text; a value may be a dict of "one"/"other" forms chosen by the `count`
+field (English plurals). A key missing in a language falls back to English. Korean templates may
+leave values out. Style names and descriptions live with the styles (shared/styles/*.yaml); the
+mails have their own catalogue (services/notifier/i18n.py).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_LOCALE = "en"
+LOCALES = ("en", "ko")
+
+Catalog = dict[str, str | dict[str, str]]
+
+EN: Catalog = {
+    # Uploads (shared/images.py, the photo and pose routes)
+    "upload.too_large": "{name} is larger than {mb} MB, the limit per photo.",
+    "upload.empty": "{name} is empty.",
+    "upload.not_image": "{name} is not a JPEG, PNG or WebP photo.",
+    "upload.too_many_pixels": "{name} is {width}x{height} pixels; the limit is {mp} megapixels.",
+    "upload.too_many_pixels_jpeg": (
+        "{name} is {width}x{height} pixels; the limit is {mp} megapixels "
+        "(a JPEG up to 8 times as wide and high is reduced)."
+    ),
+    "upload.not_reducible": "{name} is {width}x{height} pixels and could not be reduced safely.",
+    "upload.unreadable": "{name} could not be read as an image; it may be damaged or incomplete.",
+    "upload.count": "Send between 1 and {max} photos at once.",
+    # Training
+    "training.no_photos": "You have no good photos yet; upload {need} to train.",
+    "training.photos_short": {
+        "one": "You have 1 good photo; upload {more} more to train.",
+        "other": "You have {count} good photos; upload {more} more to train.",
+    },
+    "training.busy": "Your likeness is still training; wait until it finishes before you start another.",
+    "likeness.not_downloadable": "This likeness is not ready to download (it is {status}).",
+    # Portraits
+    "style.unknown": "Unknown style: {styles}.",
+    "portraits.likeness_not_ready": "This likeness is not ready yet (it is {status}).",
+    "portraits.pose_not_ready": "This pose photo cannot be used (it is {status}).",
+    "portraits.busy": "You already have {count} portrait jobs under way; wait until one finishes.",
+    "portraits.quota": "You can make {limit} portraits a day; {left} are left today.",
+    # Accounts and requests
+    "auth.bad_login": "Wrong email or password.",
+    "auth.bad_link": "This link is invalid or has expired.",
+    "auth.login_again": "Please log in again.",
+    "request.rate_limited": "Too many requests; please wait a minute and try again.",
+    "request.key_reused": "This Idempotency-Key was already used for a different request; use a new key.",
+    "job.already_ended": "This job already ended ({status}).",
+    # Job failures (Job.error_message), by error code where the sentence has no values
+    "job.too_few_photos": {
+        "one": "Only 1 photo has a clear face of you; upload {more} more (at least {needed} are needed).",
+        "other": (
+            "Only {count} photos have a clear face of you; upload {more} more (at least {needed} are needed)."
+        ),
+    },
+    "job.photos_deleted": {
+        "one": "1 of the chosen photo was deleted before training started.",
+        "other": "{count} of the chosen photos were deleted before training started.",
+    },
+}
+
+KO: Catalog = {
+    "upload.too_large": "{name} 파일이 {mb}MB보다 큽니다. 사진 한 장은 {mb}MB까지 올릴 수 있습니다.",
+    "upload.empty": "{name} 파일이 비어 있습니다.",
+    "upload.not_image": "{name} 파일은 JPEG, PNG, WebP 사진이 아닙니다.",
+    "upload.too_many_pixels": "{name} 사진은 {width}x{height}픽셀입니다. {mp}메가픽셀까지 올릴 수 있습니다.",
+    "upload.too_many_pixels_jpeg": (
+        "{name} 사진은 {width}x{height}픽셀입니다. {mp}메가픽셀까지 올릴 수 있습니다"
+        "(가로세로 8배까지 큰 JPEG는 줄여서 받습니다)."
+    ),
+    "upload.not_reducible": "{name} 사진은 {width}x{height}픽셀이라 안전하게 줄일 수 없습니다.",
+    "upload.unreadable": (
+        "{name} 파일을 이미지로 읽을 수 없습니다. 손상되었거나 일부만 받은 파일일 수 있습니다."
+    ),
+    "upload.count": "사진은 한 번에 1장부터 {max}장까지 보낼 수 있습니다.",
+    "training.no_photos": "아직 통과한 사진이 없습니다. 학습하려면 {need}장을 올려 주세요.",
+    "training.photos_short": "통과한 사진이 {count}장입니다. 학습하려면 {more}장 더 올려 주세요.",
+    "training.busy": "닮은꼴 모델이 아직 학습 중입니다. 학습이 끝난 뒤에 새로 시작해 주세요.",
+    "likeness.not_downloadable": "이 닮은꼴 모델은 아직 내려받을 수 없습니다.",
+    "style.unknown": "없는 스타일입니다: {styles}.",
+    "portraits.likeness_not_ready": "이 닮은꼴 모델은 아직 준비되지 않았습니다.",
+    "portraits.pose_not_ready": "이 자세 사진은 쓸 수 없습니다.",
+    "portraits.busy": "이미 만들고 있는 사진 작업이 {count}개 있습니다. 하나가 끝난 뒤에 다시 시도해 주세요.",
+    "portraits.quota": "사진은 하루에 {limit}장까지 만들 수 있습니다. 오늘은 {left}장 남았습니다.",
+    "auth.bad_login": "이메일 주소나 비밀번호가 맞지 않습니다.",
+    "auth.bad_link": "링크가 잘못되었거나 만료되었습니다.",
+    "auth.login_again": "다시 로그인해 주세요.",
+    "request.rate_limited": "요청이 너무 많습니다. 1분 뒤에 다시 시도해 주세요.",
+    "request.key_reused": "이 Idempotency-Key는 다른 요청에 이미 쓰였습니다. 새 키를 쓰세요.",
+    "job.already_ended": "이 작업은 이미 끝났습니다.",
+    "job.too_few_photos": (
+        "얼굴이 선명하게 나온 사진이 {count}장뿐입니다. {more}장 더 올려 주세요(최소 {needed}장 필요)."
+    ),
+    "job.photos_deleted": "고른 사진 중 {count}장이 학습 시작 전에 삭제되었습니다.",
+    # Job failures without values, by error code (the English is the worker's own sentence)
+    "job.likeness_deleted": "이 닮은꼴 모델은 삭제되었습니다. 새로 학습해 주세요.",
+    "job.likeness_not_ready": "이 닮은꼴 모델은 아직 준비되지 않았습니다.",
+    "job.likeness_base_mismatch": (
+        "이 닮은꼴 모델은 지금과 다른 기본 모델로 학습되었습니다. 다시 학습해 주세요."
+    ),
+    "job.likeness_files_missing": "이 닮은꼴 모델의 LoRA 파일이 없습니다. 다시 학습해 주세요.",
+    "job.pose_deleted": "자세 사진이 삭제되었습니다. 다른 자세를 골라 주세요.",
+    "job.pose_not_ready": "이 자세 사진은 쓸 수 없습니다.",
+    "job.unknown_style": "없는 스타일입니다. 다른 스타일을 골라 주세요.",
+    "job.no_styles": "스타일을 하나 이상 고르세요.",
+    "job.daily_limit": "오늘 만들 수 있는 사진 수를 넘었습니다. 더 적게 요청하거나 내일 다시 시도해 주세요.",
+    "job.worker_restarting": "사진을 만드는 장비에 문제가 생겨 다시 시작합니다. 사진은 다시 만들어집니다.",
+    "job.internal_error": (
+        "여러 번 시도했지만 작업을 끝내지 못해 멈췄습니다. "
+        "사용자 잘못이 아닙니다. 잠시 뒤에 다시 시도해 주세요."
+    ),
+    "job.worker_lost": "작업하던 장비가 여러 번 멈춰서 시도를 멈췄습니다. 잠시 뒤에 다시 시도해 주세요.",
+    # Why a photo or a pose photo was rejected (Photo.reason, PosePhoto.reason), by reason code
+    "photo.no_face": "얼굴을 찾지 못했습니다. 얼굴이 잘 보이는 사진을 올려 주세요.",
+    "photo.multiple_faces": "얼굴이 여러 개 있습니다. 나 혼자 나온 사진을 올려 주세요.",
+    "photo.too_small": "사진이 너무 작습니다. 가로와 세로가 충분히 큰 사진을 올려 주세요.",
+    "photo.face_too_small": "얼굴이 너무 작습니다. 더 가까이에서 찍은 사진이나 큰 사진을 올려 주세요.",
+    "photo.too_blurry": "얼굴이 흐립니다. 더 선명한 사진을 올려 주세요.",
+    "photo.duplicate": "이미 올린 사진과 같은 사진입니다. 한 장으로만 셉니다.",
+    "pose.no_person": "이 사진에서 사람을 찾지 못했습니다. 한 사람이 잘 보이는 사진을 골라 주세요.",
+    "pose.too_little_body": "사람이 너무 조금 보입니다. 머리와 두 어깨가 모두 나온 사진이어야 합니다.",
+}
+
+CATALOGS: dict[str, Catalog] = {"en": EN, "ko": KO}
+
+
+def knows(key: str, locale: str = DEFAULT_LOCALE) -> bool:
+    """Whether `key` has a template in `locale` (no English fallback)."""
+    return key in CATALOGS.get(locale, {})
+
+
+def say(key: str, locale: str = DEFAULT_LOCALE, /, **values: Any) -> str:
+    """The sentence `key` in `locale` (English if that language lacks it), `values` filled in.
+    Raises KeyError for a key that English does not know either."""
+    catalog = CATALOGS.get(locale, EN)
+    template = catalog[key] if key in catalog else EN[key]
+    if isinstance(template, dict):
+        template = template["one" if values.get("count") == 1 else "other"]
+    return template.format(**values)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """A sentence of the catalogue by key, with its values: stored as JSON, shown in any language."""
+
+    key: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def render(self, locale: str = DEFAULT_LOCALE) -> str:
+        return say(self.key, locale, **self.values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "values": dict(self.values)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sentence:
+        return cls(str(data["key"]), dict(data.get("values") or {}))
+
+
+def join(sentences: Iterable[Sentence], locale: str = DEFAULT_LOCALE) -> str:
+    return " ".join(s.render(locale) for s in sentences)
+
+
+def negotiate(accept_language: str | None) -> str:
+    """The best of LOCALES for an `Accept-Language` header (q-values, RFC 9110 §12.5.4; a region
+    such as `ko-KR` counts as its language); DEFAULT_LOCALE when none fits.
+    `"ko-KR,ko;q=0.9,en;q=0.8"` -> `"ko"`; `"fr, en;q=0.5"` -> `"en"`; `None` -> `"en"`."""
+    best, best_q = DEFAULT_LOCALE, 0.0
+    for position, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        language = tag.strip().lower().split("-")[0]
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        q -= position * 1e-6  # equal weights: the earlier tag wins
+        if language in LOCALES and q > best_q:
+            best, best_q = language, q
+    return best
+
+
+# The language of the request being answered (the gateway sets it per request).
+current_locale: contextvars.ContextVar[str] = contextvars.ContextVar("locale", default=DEFAULT_LOCALE)
+
+
+def job_error_message(
+    error_code: str | None, error_message: str | None, result: Mapping[str, Any] | None, locale: str
+) -> str | None:
+    """A failed job's `error_message` in `locale`: from the stored sentences (`result.error_sentences`)
+    if the worker left them, else the catalogue's `job.<error_code>` in that language, else the stored
+    (English) text."""
+    if error_message is None or locale == DEFAULT_LOCALE or error_code is None:
+        return error_message
+    stored = (result or {}).get("error_sentences") if isinstance(result, Mapping) else None
+    if stored:
+        try:
+            return join((Sentence.from_json(s) for s in stored), locale)
+        except (KeyError, TypeError, ValueError, IndexError):
+            pass  # an older or unknown shape: fall through
+    return by_code(f"job.{error_code}", error_message, locale)
+
+
+def by_code(key: str, stored: str | None, locale: str) -> str | None:
+    """A stored English sentence (a job's error, a photo's reason) shown in `locale`: the catalogue's
+    `key` (e.g. `photo.too_small`) when that language has it and it needs no values, else `stored`."""
+    if stored is None or locale == DEFAULT_LOCALE or not knows(key, locale):
+        return stored
+    try:
+        return say(key, locale)
+    except KeyError:  # the sentence needs values that were not stored
+        return stored
