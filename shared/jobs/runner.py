@@ -230,6 +230,21 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
             "attempt": job.attempts,
         },
     )
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    try:
+        _attempt(ctx, handler)
+    except SoftTimeLimitExceeded as e:
+        # Celery's soft limit (it fires once) landed in this runner's own bookkeeping, after the
+        # handler: recording the end was cut short. Record it now, or the job stays `running`
+        # until the reaper calls its worker lost.
+        log.warning("job %s: the soft time limit cut its bookkeeping short", job_id)
+        _retry_or_fail(ctx, "internal_error", f"{type(e).__name__}: {e}"[:500])
+
+
+def _attempt(ctx: JobContext, handler: Handler) -> None:
+    """Run `handler` once and record how it ended (succeeded, failed, retry, canceled)."""
+    job_id = ctx.job_id
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(ctx, stop), daemon=True)
     beat.start()
@@ -252,7 +267,7 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
         return
     finally:
         stop.set()
-        _observe(job.kind, time.monotonic() - started)
+        _observe(ctx.kind, time.monotonic() - started)
     _finish(ctx, JobStatus.succeeded, result=result, progress=1.0, stage="done")
 
 

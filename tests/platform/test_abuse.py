@@ -149,6 +149,11 @@ def _alices_objects(api: Api, alice) -> dict[str, str]:
         }
 
 
+# Ids of things every user shares (the style catalogue); any other id in a path must be one of
+# `ids` below, or the sweep fails with a KeyError naming it: a new route cannot slip past.
+PUBLIC_PATH_IDS = {"style_id"}
+
+
 def _id_routes(api: Api, ids: dict[str, str]) -> list[tuple[str, str, dict, dict | None]]:
     """Every /v1 operation that takes an id (in its path, query or JSON body), filled with `ids`:
     (method, path, query, body). Read from the gateway's OpenAPI schema, so a new route is swept too."""
@@ -157,6 +162,8 @@ def _id_routes(api: Api, ids: dict[str, str]) -> list[tuple[str, str, dict, dict
     for path, operations in schema["paths"].items():
         for method, op in operations.items():
             params = op.get("parameters", [])
+            if any(p["in"] == "path" and p["name"] in PUBLIC_PATH_IDS for p in params):
+                continue  # the same for everyone (a style's preview): nobody's object
             path_ids = {p["name"]: ids[p["name"]] for p in params if p["in"] == "path"}
             query = {p["name"]: ids[p["name"]] for p in params if p["in"] == "query" and p["name"] in ids}
             ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
