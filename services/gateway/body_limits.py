@@ -4,8 +4,9 @@ gateway waits for them.
 - Size: a body over `json_body_max_bytes` (64 KiB: every JSON body of the API is far smaller) is
   refused with 413 and a sentence; from `Content-Length` before a byte is read (so no `100 Continue`
   is sent), else as soon as the chunks read (chunked, or a false length) pass the limit: at most the
-  limit plus one chunk is ever held. Routes that take files (multipart uploads) are exempt: they read
-  each file with its own cap (`upload_max_bytes`, see routes/photos.py), as FastAPI's `Form` rule says.
+  limit plus one chunk is ever held. Routes that take files (multipart uploads) have the larger
+  `upload_limit()` (every file at its own cap), and refuse a caller without a valid access token
+  (401) before reading a byte: FastAPI parses a form before the dependencies that check the caller.
 - Time: a client that sends the headers and then stalls gets 408 and a sentence once no part of its
   body arrived for `request_body_timeout` seconds (the idle timeout between reads, as nginx's
   `client_body_timeout`; uvicorn has none, only `timeout_keep_alive` between requests). Once the body
@@ -23,15 +24,32 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.gateway.api.language import Refusal
 from shared.config import get_settings
+from shared.security import decode_access_token
 
 CLOSE = {"Connection": "close"}
+NOT_SIGNED_IN = Refusal(401, "auth.login_again", headers={"WWW-Authenticate": "Bearer", **CLOSE})
 
 
 def too_large(limit: int) -> HTTPException:
-    return HTTPException(
-        413, f"The request body is larger than the {limit // 1024} KiB this API accepts.", CLOSE
-    )
+    size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
+    return HTTPException(413, f"The request body is larger than the {size} this API accepts.", CLOSE)
+
+
+def upload_limit() -> int:
+    """Bytes an upload request may hold: the most files, each at its cap, plus 1 MiB of multipart
+    framing (part headers, boundaries). Each file still meets its own cap in the route."""
+    s = get_settings()
+    return s.upload_max_files * s.upload_max_bytes + 2**20
+
+
+def signed_in(scope: Scope) -> bool:
+    """A valid, unexpired access token in `Authorization: Bearer` (signature and expiry only: the
+    route's CurrentUser still checks the account). Lets an upload be refused before its body is
+    read: FastAPI reads a form before it resolves the dependencies that check the caller."""
+    scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and decode_access_token(token.strip()) is not None
 
 
 def too_slow(seconds: float) -> HTTPException:
@@ -61,17 +79,20 @@ class RequestBodyLimits:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        s = get_settings()
-        limit, timeout = s.json_body_max_bytes, s.request_body_timeout
+        timeout = get_settings().request_body_timeout
+        limit = 0  # set at the first read: only then has the router matched the route
         received = 0
         complete = False
 
         async def limited() -> Message:
-            nonlocal received, complete
+            nonlocal received, complete, limit
             if complete:  # the body is in: what follows is the disconnect, however late
                 return await receive()
-            limited_size = not takes_files(scope)
-            if received == 0 and limited_size:
+            if received == 0:
+                files = takes_files(scope)
+                limit = upload_limit() if files else get_settings().json_body_max_bytes
+                if files and not signed_in(scope):  # nobody's 300 MB is read into a temp file
+                    raise NOT_SIGNED_IN
                 length = Headers(scope=scope).get("content-length", "")
                 if length.isdigit() and int(length) > limit:
                     raise too_large(limit)
@@ -84,7 +105,7 @@ class RequestBodyLimits:
                 return message
             received += len(message.get("body", b""))
             complete = not message.get("more_body", False)
-            if limited_size and received > limit:
+            if received > limit:
                 raise too_large(limit)
             return message
 

@@ -270,3 +270,18 @@ def test_identical_photos_count_once(api: Api) -> None:
         twin.status, twin.reason_code, twin.reason = PhotoStatus.accepted, None, None
     r = start(api, user)
     assert r.status_code == 409 and r.json()["detail"] == "You have 2 good photos; upload 6 more to train."
+
+
+def test_a_picture_uploaded_again_after_its_original_was_deleted_is_no_duplicate(api: Api) -> None:
+    """Only a photo still there counts as the original: the rejected twin of a deleted one does not
+    (the old gateway refused the picture forever once a duplicate of it had been uploaded)."""
+    user = api.new_user()
+    (me,) = (jpeg(im) for im in astronaut_variants(1))
+    r = api.post("/v1/photos", files=[("files", ("a.jpg", me, "image/jpeg"))] * 2, headers=user.auth)
+    original, twin = r.json()["photos"]
+    assert twin["reason_code"] == "duplicate"
+    api.wait_job(r.json()["job"]["id"], user)
+    assert api.delete(f"/v1/photos/{original['id']}", headers=user.auth).status_code == 204
+    again = api.post("/v1/photos", files=[("files", ("a.jpg", me, "image/jpeg"))], headers=user.auth)
+    assert again.status_code == 201, again.text
+    assert again.json()["photos"][0]["reason_code"] is None  # checked like any new photo

@@ -97,7 +97,11 @@ def _store_upload(
     seen = set(
         session.scalars(
             select(Photo.sha256).where(
-                Photo.user_id == user_id, Photo.sha256.in_([c.sha256 for c in cleaned])
+                Photo.user_id == user_id,
+                Photo.sha256.in_([c.sha256 for c in cleaned]),
+                # A twin rejected as a duplicate is no original: once the original is deleted, the
+                # same picture may be uploaded again.
+                Photo.reason_code.is_distinct_from("duplicate"),
             )
         )
     )
