@@ -1,6 +1,7 @@
 """Passwords (argon2), access tokens (JWT, short-lived) and opaque random tokens (stored hashed)."""
 
 import hashlib
+import hmac
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -27,12 +28,23 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
-def create_access_token(user_id: uuid.UUID) -> tuple[str, int]:
+def session_auth_hash(password_hash: str) -> str:
+    """HMAC-SHA256 of the user's stored password hash under SECRET_KEY (hex, 32 chars): an access
+    token carries it, so changing the password ends every access token issued before (Django's
+    `get_session_auth_hash` rule). Reveals nothing of the password: the input is a salted hash."""
+    digest = hmac.new(get_settings().secret_key.encode(), password_hash.encode(), hashlib.sha256)
+    return digest.hexdigest()[:32]
+
+
+def create_access_token(user_id: uuid.UUID, password_hash: str) -> tuple[str, int]:
+    """A signed JWT (HS256) for `user_id`, valid `access_token_minutes`, bound to `password_hash`
+    (see session_auth_hash). Returns (token, seconds until it expires)."""
     s = get_settings()
     expires = s.access_token_minutes * 60
     payload = {
         "sub": str(user_id),
         "type": "access",
+        "pwd": session_auth_hash(password_hash),
         "exp": datetime.now(UTC) + timedelta(seconds=expires),
         "iat": datetime.now(UTC),
     }
@@ -40,6 +52,8 @@ def create_access_token(user_id: uuid.UUID) -> tuple[str, int]:
 
 
 def decode_access_token(token: str) -> uuid.UUID | None:
+    """The user id of a valid, unexpired access token; None otherwise. The password binding
+    (`access_token_matches`) is checked where the user row is read."""
     try:
         payload = jwt.decode(token, get_settings().secret_key, algorithms=["HS256"])
         if payload.get("type") != "access":
@@ -47,6 +61,15 @@ def decode_access_token(token: str) -> uuid.UUID | None:
         return uuid.UUID(payload["sub"])
     except (jwt.PyJWTError, KeyError, ValueError):
         return None
+
+
+def access_token_matches(token: str, password_hash: str) -> bool:
+    """Whether `token` was issued under the user's current password (see session_auth_hash)."""
+    try:
+        claim = jwt.decode(token, get_settings().secret_key, algorithms=["HS256"]).get("pwd", "")
+    except jwt.PyJWTError:
+        return False
+    return isinstance(claim, str) and hmac.compare_digest(claim, session_auth_hash(password_hash))
 
 
 def new_opaque_token() -> tuple[str, str]:

@@ -64,8 +64,18 @@ def test_password_reset_revokes_every_refresh_token_and_its_link_works_once(
     assert api.post("/v1/auth/password-reset/confirm", json=new).status_code == 200
     for refresh in (user.refresh_token, other_device["refresh_token"]):
         assert api.post("/v1/auth/refresh", json={"refresh_token": refresh}).status_code == 401
+    # The access tokens issued before end too (the old ones worked on for their 15 minutes, even
+    # to erase the account).
+    for access in (user.access_token, other_device["access_token"]):
+        stale = {"Authorization": f"Bearer {access}"}
+        assert api.get("/v1/me", headers=stale).status_code == 401
+        assert api.delete("/v1/me", headers=stale).status_code == 401
     assert _login(api, user.email, user.password) == 401
-    assert _login(api, user.email, "a brand new password") == 200
+    fresh = api.post("/v1/auth/login", json={"email": user.email, "password": "a brand new password"})
+    assert (
+        api.get("/v1/me", headers={"Authorization": f"Bearer {fresh.json()['access_token']}"}).status_code
+        == 200
+    )
     spent = api.post("/v1/auth/password-reset/confirm", json={**new, "password": "yet another one!"})
     assert spent.status_code == 400 and spent.json() == BAD_LINK
     assert _login(api, user.email, "a brand new password") == 200
@@ -98,8 +108,16 @@ def test_an_expired_access_token_is_refused(api: Api) -> None:
     me = api.get("/v1/me", headers=user.auth).json()
     now = datetime.now(UTC)
 
+    bound = jwt.decode(user.access_token, options={"verify_signature": False})["pwd"]  # the password's
+
     def token(exp: datetime) -> dict[str, str]:
-        claims = {"sub": me["id"], "type": "access", "iat": exp - timedelta(minutes=15), "exp": exp}
+        claims = {
+            "sub": me["id"],
+            "type": "access",
+            "pwd": bound,
+            "iat": exp - timedelta(minutes=15),
+            "exp": exp,
+        }
         return {"Authorization": f"Bearer {jwt.encode(claims, get_settings().secret_key, algorithm='HS256')}"}
 
     assert api.get("/v1/me", headers=token(now + timedelta(minutes=1))).status_code == 200

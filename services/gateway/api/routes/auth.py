@@ -62,7 +62,7 @@ def _issue_tokens(session: Session, user: User, family_id: uuid.UUID | None = No
             expires_at=_now() + timedelta(days=get_settings().refresh_token_days),
         )
     )
-    access, expires_in = create_access_token(user.id)
+    access, expires_in = create_access_token(user.id, user.password_hash)
     return TokenOut(access_token=access, refresh_token=raw, expires_in=expires_in)
 
 
