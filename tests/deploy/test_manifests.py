@@ -22,7 +22,8 @@ KEDA_MODELS = {
 GPU_WORKERS = ("studio-worker-train", "studio-worker-generate")
 WORKLOADS = ("Deployment", "Job")
 FIELDS = set(Settings.model_fields)
-EXTRA_KEYS = {"REDIS_ADDRESS", "REDIS_PASSWORD"}  # read by KEDA, not by the services
+# Read by KEDA (REDIS_*) or by uvicorn itself (FORWARDED_ALLOW_IPS), not by our settings.
+EXTRA_KEYS = {"REDIS_ADDRESS", "REDIS_PASSWORD", "FORWARDED_ALLOW_IPS"}
 
 
 def example_secrets() -> dict[str, str]:
