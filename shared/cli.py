@@ -130,6 +130,29 @@ def scheduler() -> None:
 
 
 @app.command()
+def sweep(
+    grace_seconds: Annotated[
+        int | None, typer.Option(help="orphans older than this (default: PENDING_OBJECT_GRACE_SECONDS)")
+    ] = None,
+) -> None:
+    """Delete now the objects whose writer died before its row committed, and queue a retention
+    sweep (expired photos) for the `photos` worker; the scheduler does both every hour."""
+    from datetime import UTC, datetime
+
+    from shared import pending_objects
+    from shared.db import session_scope
+    from shared.jobs import enqueue
+
+    _setup("sweep")
+    grace = get_settings().pending_object_grace_seconds if grace_seconds is None else grace_seconds
+    typer.echo(f"orphaned objects deleted: {pending_objects.sweep(grace)}")
+    with session_scope() as session:
+        key = f"retention:manual:{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}"
+        job = enqueue(session, kind="retention_sweep", user_id=None, input={}, idempotency_key=key)
+        typer.echo(f"retention sweep queued: job {job.id}")
+
+
+@app.command()
 def migrate() -> None:
     """Bring the database to the latest schema and make sure the bucket exists."""
     from shared import storage

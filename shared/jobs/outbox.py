@@ -158,9 +158,15 @@ def run_relay(stop=lambda: False) -> None:
         time.sleep(settings.relay_poll_seconds)
 
 
+# Failures the user caused themself (deleting the likeness a job needed): the answer says why, and
+# a "something went wrong, we are looking into it" mail would be false.
+USER_CAUSED = frozenset({"likeness_deleted"})
+
+
 def mail_failure(session: Session, job: Job) -> None:
-    """A job the user waits for finally failed: tell them by email what happened and what to do."""
-    if get_kind(job.kind).mail_on_failure and job.user_id is not None:
+    """A job the user waits for finally failed: tell them by email what happened and what to do
+    (not for USER_CAUSED codes)."""
+    if get_kind(job.kind).mail_on_failure and job.user_id is not None and job.error_code not in USER_CAUSED:
         enqueue(
             session,
             kind="send_email",

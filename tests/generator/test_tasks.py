@@ -275,6 +275,9 @@ def test_likeness_deleted_mid_job_fails_at_once_and_leaves_no_orphans(stack, mon
     job = _job_row(job_id)
     assert (job.status, job.error_code, job.attempts) == (JobStatus.failed, "likeness_deleted", 1)
     with session_scope() as session:
+        # The user deleted it: the answer says so; no "something went wrong on our side" mail.
+        mails = session.scalars(select(Job).where(Job.user_id == uid, Job.kind == "send_email")).all()
+        assert [m.input["template"] for m in mails] == []
         rows = session.scalars(select(Portrait).where(Portrait.job_id == job_id)).all()
         kept = sorted(k for r in rows for k in (r.object_key, r.thumb_key))
         assert [r.style for r in rows] == ["soft-beauty"] and rows[0].likeness_id is None
