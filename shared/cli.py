@@ -216,7 +216,7 @@ def run(
     }
 
     def service(name: str, *args: str, health_port: int = 0) -> Service:
-        child_env = {**env, "HEALTH_PORT": str(health_port)}
+        child_env = {**env, "HEALTH_PORT": str(health_port), "HEALTH_HOST": "127.0.0.1"}
         return Service(name, [sys.executable, "-m", "shared.cli", *args], child_env)
 
     services = [service("gateway", "gateway", "--port", str(port), health_port=base_port + 26)]

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     # /healthz, /readyz, /metrics of every process (the gateway's /metrics only here, never public); 0 = off
     health_port: int = 9100
+    # The address the health port binds: all interfaces in a pod (the kubelet and Prometheus reach
+    # it); `studio run` binds it to 127.0.0.1, like the public port.
+    health_host: str = "0.0.0.0"
 
     def redis_options(self) -> dict[str, float | bool]:
         """Keyword arguments of every redis-py client (and kombu's Redis transport options)."""

@@ -147,6 +147,6 @@ def serve_health(port: int, process: str) -> ThreadingHTTPServer | None:
     if not port:
         return None
     handler = type("Handler", (_Handler,), {"dependencies": PROCESS_DEPENDENCIES[process]})
-    server = ThreadingHTTPServer(("0.0.0.0", port), handler)
+    server = ThreadingHTTPServer((get_settings().health_host, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

@@ -117,6 +117,10 @@ def test_run_restarts_a_crashed_worker_and_stops_when_a_server_dies(local_run: R
     except TimeoutError:
         pytest.fail(f"no banner; the output was:\n{local_run.output()[-4000:]}")
     assert local_run.ready_at_banner == 200, local_run.ready_at_banner  # printed when /readyz answers
+    # Every process's health port (its /metrics too) listens on 127.0.0.1 only, like the public port.
+    family = psutil.Process(local_run.proc.pid).children(recursive=True)
+    listening = {c.laddr.ip for p in family for c in p.net_connections("inet") if c.status == "LISTEN"}
+    assert listening == {"127.0.0.1"}, listening
 
     # SIGKILL a worker's main process: it comes back, and the rest served all along.
     (victim,) = _children(local_run.proc.pid, "worker", "photos")
