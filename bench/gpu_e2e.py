@@ -477,9 +477,9 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse arguments that would only fail minutes later (or silently measure nothing)."""
     if args.timeout is None:
         args.timeout = 900 if args.tiny else 420
+    seen = 0 if args.tiny else _visible_gpus()  # nvidia-smi once
     if args.gpus is None:
-        args.gpus = 0 if args.tiny else _visible_gpus()
-    seen = 0 if args.tiny else _visible_gpus()
+        args.gpus = seen
     problems = [
         f"--{name} must be at least {low}"
         for name, value, low in [

@@ -5,6 +5,7 @@ import hmac
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import jwt
 from argon2 import PasswordHasher
@@ -51,25 +52,26 @@ def create_access_token(user_id: uuid.UUID, password_hash: str) -> tuple[str, in
     return jwt.encode(payload, s.secret_key, algorithm="HS256"), expires
 
 
-def decode_access_token(token: str) -> uuid.UUID | None:
-    """The user id of a valid, unexpired access token; None otherwise. The password binding
-    (`access_token_matches`) is checked where the user row is read."""
+class AccessToken(NamedTuple):
+    """The claims of a valid, unexpired access token."""
+
+    user_id: uuid.UUID
+    password_binding: str  # session_auth_hash of the password it was issued under
+
+    def issued_under(self, password_hash: str) -> bool:
+        """Whether the password is still the one the token was issued under."""
+        return hmac.compare_digest(self.password_binding, session_auth_hash(password_hash))
+
+
+def decode_access_token(token: str) -> AccessToken | None:
+    """The claims of a valid, unexpired access token (signature and expiry checked); None otherwise."""
     try:
         payload = jwt.decode(token, get_settings().secret_key, algorithms=["HS256"])
         if payload.get("type") != "access":
             return None
-        return uuid.UUID(payload["sub"])
+        return AccessToken(uuid.UUID(payload["sub"]), str(payload.get("pwd", "")))
     except (jwt.PyJWTError, KeyError, ValueError):
         return None
-
-
-def access_token_matches(token: str, password_hash: str) -> bool:
-    """Whether `token` was issued under the user's current password (see session_auth_hash)."""
-    try:
-        claim = jwt.decode(token, get_settings().secret_key, algorithms=["HS256"]).get("pwd", "")
-    except jwt.PyJWTError:
-        return False
-    return isinstance(claim, str) and hmac.compare_digest(claim, session_auth_hash(password_hash))
 
 
 def new_opaque_token() -> tuple[str, str]:

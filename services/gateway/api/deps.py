@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from services.gateway.api.language import Refusal
 from shared.db import get_sessionmaker
 from shared.models import User
-from shared.security import access_token_matches, decode_access_token
+from shared.security import decode_access_token
 
 
 async def get_db() -> AsyncIterator[Session]:
@@ -37,10 +37,11 @@ UNAUTHORIZED = Refusal(
 
 
 def _user_of(request: Request, session: Session, token: str | None) -> User:
-    user_id = decode_access_token(token) if token else None
-    user = session.get(User, user_id) if user_id else None
-    if user is None or user.deleting or not access_token_matches(token, user.password_hash):
-        raise UNAUTHORIZED  # a token issued before a password change (reset) ends with it
+    claims = decode_access_token(token) if token else None
+    user = session.get(User, claims.user_id) if claims else None
+    # A token issued before a password change (reset) ends with it.
+    if user is None or user.deleting or not claims.issued_under(user.password_hash):
+        raise UNAUTHORIZED
     request.state.user_id = user.id
     return user
 
