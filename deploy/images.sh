@@ -5,6 +5,8 @@
 #   deploy/images.sh                  # base + build + smoke for every image
 #   deploy/images.sh build gateway    # base + build one image (smoke: `deploy/images.sh smoke gateway`)
 #   deploy/images.sh base             # only the Debian base image
+#   deploy/images.sh rmi [IMAGE...]   # remove the images of $TAG (and its base)
+# TAG (default dev) names the images; tests build under a tag of their own and remove it afterwards.
 #
 # The base: Debian bookworm made by mmdebstrap (python3, python3-venv, ca-certificates), cached as a
 # tarball under var/images/ and imported as $BASE_IMAGE; it stands in for both PYTHON_IMAGE and
@@ -19,8 +21,10 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 VAR=${IMAGES_VAR:-$REPO/var/images}
 SUITE=bookworm
 PACKAGES=python3,python3-venv,python-is-python3,passwd,ca-certificates
-BASE_IMAGE=localhost/studio-base:$SUITE
 TAG=${TAG:-dev}
+# The base carries the tag too, so a build under a tag of its own (the image test's) imports its own base
+# and never leans on one left in buildah's storage (which lives outside the clone) by an earlier run.
+BASE_IMAGE=localhost/studio-base:$SUITE-$TAG
 CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 BUILDAH=(buildah --storage-driver vfs)
 ALL=(gateway notifier photos trainer generator)
@@ -60,7 +64,9 @@ base() {
     "${BUILDAH[@]}" commit --quiet "$ctr" "$BASE_IMAGE" >/dev/null
 }
 
-image_id() { "${BUILDAH[@]}" images --quiet --no-trunc "localhost/studio-$1:$TAG" 2>/dev/null | head -1; }
+# Empty when the image does not exist: `buildah images NAME` then exits 125 ("image not known"), which
+# under `set -o pipefail` would end the script before the first build on a fresh machine.
+image_id() { "${BUILDAH[@]}" images --quiet --no-trunc "localhost/studio-$1:$TAG" 2>/dev/null | head -1 || true; }
 
 build() {
     local name=$1 start previous
@@ -130,7 +136,9 @@ main() {
         smoke) for n in "${names[@]}"; do smoke "$n"; done ;;
         run) run "$@" ;;
         all) base; for n in "${names[@]}"; do build "$n"; smoke "$n"; done ;;
-        *) log "usage: $0 [all|base|build|smoke|run] [IMAGE...]"; return 2 ;;
+        rmi) for n in "${names[@]}"; do "${BUILDAH[@]}" rmi "localhost/studio-$n:$TAG" >/dev/null 2>&1 || true; done
+             "${BUILDAH[@]}" rmi "$BASE_IMAGE" >/dev/null 2>&1 || true ;;
+        *) log "usage: $0 [all|base|build|smoke|run|rmi] [IMAGE...]"; return 2 ;;
     esac
 }
 
