@@ -10,8 +10,12 @@ here to show the scaling per core), signs a user in, and measures with `hey` (ap
   event, the gateway's memory (RSS) and Redis's connected clients before, while open and after,
   and the job-status rate while they stay open.
 
-    python bench/gateway_load.py --label new --workers 1
-    python bench/gateway_load.py --label new-2workers --workers 2 --skip-sse
+    python bench/gateway_load.py --label signed-in --workers 1,2 --baseline aac122f \
+        --skip-sse --only job,me --profile
+
+`--baseline REF` measures that commit first (a temporary git worktree, the same venv and servers), so
+one run prints the baseline and the new numbers side by side; `--profile` records the gateway with
+py-spy (`pip install py-spy`) during the job-status load and prints the top functions by self time.
 
 Prints a table and writes bench/results/gateway_load_<label>.json. The load tool shares the
 machine's cores with the gateway and the databases: numbers are for one machine, run back to back.
@@ -147,12 +151,81 @@ async def open_streams(url: str, token: str, job_id: str, clients: int, hold: fl
     }
 
 
+def profile_summary(raw: Path, top: int = 15) -> dict:
+    """py-spy's collapsed stacks (`--format raw`) summed per function: each function's share of the
+    samples with it on the stack (inclusive) and at the top of the stack (self), highest first."""
+    total = 0
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+            for f in stack.split(";")
+        ]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+
+    def share(d: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+        return [(name, round(100 * n / max(total, 1), 1)) for name, n in ranked]
+
+    return {"samples": total, "self_pct": share(own), "inclusive_pct": share(inclusive)}
+
+
+def start_gateway(
+    code: Path, env: dict, workers: int, root: Path, label: str
+) -> tuple[subprocess.Popen, str]:
+    """`studio gateway` of the checkout at `code` (this one, or a baseline's worktree) on a free port."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "shared.cli", "gateway", "--port", str(port)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    env = {**env, "PYTHONPATH": str(code)}
+    log = open(root / f"gateway-{label}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd, cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_for_port(port, timeout=60, proc=proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def baseline_checkout(ref: str, root: Path) -> Path:
+    """A detached worktree of `ref` (e.g. the commit before the speed work), run from the same venv."""
+    path = root / "baseline"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), ref], cwd=REPO, check=True, capture_output=True
+    )
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--label", default="run")
-    parser.add_argument("--workers", type=int, default=1, help="gateway processes (uvicorn --workers)")
+    parser.add_argument("--workers", default="1", help="gateway processes (uvicorn --workers), e.g. 1,2")
+    parser.add_argument(
+        "--baseline", metavar="GIT_REF", help="also measure this commit, first, in the same run"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the gateway during the job-status load"
+    )
     parser.add_argument("--duration", type=int, default=20, help="seconds per hey run")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sse-clients", type=int, default=200)
@@ -161,89 +234,130 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("hey"):
         sys.exit("hey is not installed: apt-get install hey")
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if args.profile and not py_spy:
+        sys.exit("py-spy is not installed: pip install py-spy")
+    worker_counts = [int(w) for w in str(args.workers).split(",")]
 
     root = Path(tempfile.mkdtemp(prefix="studio-load-"))
     root.chmod(0o755)
     stack = LocalStack(root, base_port=free_port_block(6)).start()
-    env = {
-        **os.environ,
-        **stack.env(),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
-        "VAR_DIR": str(root / "var"),
-        "HEALTH_PORT": "0",
-    }
+    env = {**os.environ, **stack.env(), "VAR_DIR": str(root / "var"), "HEALTH_PORT": "0"}
     env.pop("LOG_JSON", None)  # production logs JSON (the default)
-    gateway = None
+    variants = [("new", REPO)]
+    results: dict = {
+        "label": args.label,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip(),  # fmt: skip
+        "runs": {},
+    }
     try:
+        if args.baseline:
+            variants.insert(0, ("baseline", baseline_checkout(args.baseline, root)))
+            results["baseline"] = args.baseline
         subprocess.run(
-            [sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True, capture_output=True
-        )
-        port = free_port()
-        cmd = [sys.executable, "-m", "shared.cli", "gateway", "--port", str(port)]
-        if args.workers > 1:
-            cmd += ["--workers", str(args.workers)]
-        log = open(root / "gateway.log", "wb")  # noqa: SIM115
-        gateway = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for_port(port, timeout=60, proc=gateway)
-        print(f"gateway pid {gateway.pid} on port {port}", flush=True)
-        url = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=url, timeout=30) as api:
-            token, job_id = sign_in(api)
-            for path in ("/v1/me", f"/v1/jobs/{job_id}", "/v1/photos"):  # warm: imports, pools
-                for _ in range(20):
-                    assert api.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
-        targets = {"job": f"/v1/jobs/{job_id}", "me": "/v1/me", "photos": "/v1/photos", "healthz": "/healthz"}
-        results: dict = {
-            "label": args.label,
-            "workers": args.workers,
-            "connections": args.connections,
-            "duration_s": args.duration,
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-            ).stdout.strip(),  # fmt: skip
-            "endpoints": {},
-        }
-        print("load starts", flush=True)
-        for name in args.only.split(","):
-            results["endpoints"][name] = hey(url + targets[name], token, args.duration, args.connections)
-            print(name, results["endpoints"][name], flush=True)
-
-        if not args.skip_sse:
-            rc = redis.Redis.from_url(stack.env()["REDIS_URL"])
-            pids = gateway_pids(gateway.pid)
-            before = {
-                "rss_mb_before": rss_mb(pids),
-                "redis_clients_before": rc.info("clients")["connected_clients"],
-            }
-
-            def during(hold: float) -> dict:
-                load = hey(url + targets["job"], token, int(hold), args.connections)
-                return {
-                    "rss_mb_open": rss_mb(pids),
-                    "redis_clients_open": rc.info("clients")["connected_clients"],
-                    "job_status_while_open": load,
-                }
-
-            sse = asyncio.run(open_streams(url, token, job_id, args.sse_clients, args.duration / 2, during))
-            time.sleep(2)
-            after = {
-                "rss_mb_after": rss_mb(pids),
-                "redis_clients_after": rc.info("clients")["connected_clients"],
-            }
-            results["events"] = {**sse, **before, **after}
-            print("events", results["events"], flush=True)
-
+            [sys.executable, "-m", "shared.cli", "migrate"], env={**env, "PYTHONPATH": str(REPO)},
+            cwd=REPO, check=True, capture_output=True,
+        )  # fmt: skip
+        for variant, code in variants:
+            for workers in worker_counts:
+                name = f"{variant}-{workers}p"
+                gateway, url = start_gateway(code, env, workers, root, name)
+                try:
+                    results["runs"][name] = run_one(url, gateway, stack, args, py_spy, root / f"{name}.raw")
+                finally:
+                    stop(gateway)
+        print_table(results)
         out = REPO / "bench" / "results" / f"gateway_load_{args.label}.json"
         out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {out.relative_to(REPO)}")
     finally:
-        if gateway is not None and gateway.poll() is None:
-            os.killpg(gateway.pid, signal.SIGTERM)
-            gateway.wait(timeout=30)
         stack.stop()
+        if args.baseline:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(root / "baseline")],
+                cwd=REPO,
+                capture_output=True,
+            )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def run_one(
+    url: str,
+    gateway: subprocess.Popen,
+    stack: LocalStack,
+    args: argparse.Namespace,
+    py_spy: str | None,
+    raw: Path,
+) -> dict:
+    """One gateway under load: the hey runs, the optional profile and the event-stream run."""
+    with httpx.Client(base_url=url, timeout=30) as api:
+        token, job_id = sign_in(api)
+        for path in ("/v1/me", f"/v1/jobs/{job_id}", "/v1/photos"):  # warm: imports, pools
+            for _ in range(20):
+                assert api.get(path, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    targets = {"job": f"/v1/jobs/{job_id}", "me": "/v1/me", "photos": "/v1/photos", "healthz": "/healthz"}
+    result: dict = {"endpoints": {}}
+    print(f"{url}: load starts", flush=True)
+    for name in args.only.split(","):
+        spy = None
+        if args.profile and name == "job":
+            pids = gateway_pids(gateway.pid)
+            target = pids[-1]  # with --workers N, one of the worker processes
+            spy = subprocess.Popen(
+                [py_spy, "record", "-p", str(target), "-d", str(args.duration), "-r", "100", "-f", "raw",
+                 "-o", str(raw), "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        result["endpoints"][name] = hey(url + targets[name], token, args.duration, args.connections)
+        print(name, result["endpoints"][name], flush=True)
+        if spy is not None:
+            spy.wait(timeout=args.duration + 180)
+            if raw.exists():
+                result["profile_job_status"] = profile_summary(raw)
+
+    if not args.skip_sse:
+        rc = redis.Redis.from_url(stack.env()["REDIS_URL"])
+        pids = gateway_pids(gateway.pid)
+        before = {
+            "rss_mb_before": rss_mb(pids),
+            "redis_clients_before": rc.info("clients")["connected_clients"],
+        }
+
+        def during(hold: float) -> dict:
+            load = hey(url + targets["job"], token, int(hold), args.connections)
+            return {
+                "rss_mb_open": rss_mb(pids),
+                "redis_clients_open": rc.info("clients")["connected_clients"],
+                "job_status_while_open": load,
+            }
+
+        sse = asyncio.run(open_streams(url, token, job_id, args.sse_clients, args.duration / 2, during))
+        time.sleep(2)
+        after = {"rss_mb_after": rss_mb(pids), "redis_clients_after": rc.info("clients")["connected_clients"]}
+        result["events"] = {**sse, **before, **after}
+        print("events", result["events"], flush=True)
+    return result
+
+
+def print_table(results: dict) -> None:
+    """One line per run and endpoint: requests/s, p50/p99 ms, errors; then each profile's top functions."""
+    print(f"{'run':<14} {'endpoint':<8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for run, r in results["runs"].items():
+        for name, e in r["endpoints"].items():
+            p50, p99 = e.get("p50", 0), e.get("p99", 0)
+            print(f"{run:<14} {name:<8} {e['rps']:>8.0f} {p50:>8} {p99:>8} {e['errors']:>7}")
+    for run, r in results["runs"].items():
+        if "profile_job_status" in r:
+            print(f"\n{run}: GET /v1/jobs/{{id}} profile, self % of samples")
+            for fn, pct in r["profile_job_status"]["self_pct"][:12]:
+                print(f"  {pct:5.1f}  {fn}")
 
 
 if __name__ == "__main__":

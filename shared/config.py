@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     database_read_timeout: float = 2.0  # client-side wait for any answer of the server
     database_statement_timeout_ms: int = 30_000  # server-side statement_timeout
     database_pool_timeout: float = 2.0  # SQLAlchemy pool_timeout: wait for a free connection
+    database_ping_idle_seconds: float = 1.0  # a pooled connection idle longer is pinged before use
     redis_connect_timeout: float = 1.0  # redis-py socket_connect_timeout
     redis_socket_timeout: float = 1.0  # redis-py socket_timeout (each command)
     s3_connect_timeout: float = 1.0  # botocore Config.connect_timeout

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.config import get_settings
@@ -65,13 +65,40 @@ def _connect(cparams: dict[str, Any]) -> DeadlineConnection:
         raise
 
 
+def _ping_if_idle(engine: Engine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling, only for connections that sat idle in the pool.
+
+    SQLAlchemy's `pool_pre_ping` sends `SELECT 1` on *every* checkout: a round trip per request, a
+    large share of a signed-in read. Here a connection is pinged only when it was checked in more than
+    `idle_seconds` ago (a server restarted while it slept); one in steady use goes out as it is, and a
+    server that died under it fails that statement, which invalidates the whole pool (SQLAlchemy's
+    disconnect handling) and answers 503. The recipe is SQLAlchemy's "disconnect handling -
+    pessimistic" with a `checkout` listener raising `DisconnectionError`, which makes the pool retry
+    with a fresh connection (docs: core/pooling.html#custom-legacy-pessimistic-ping).
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("checked_in", 0.0) <= idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as e:
+            if engine.dialect.is_disconnect(e, dbapi_connection, None):
+                raise exc.DisconnectionError() from e
+            raise
+
+
 @lru_cache
 def get_engine() -> Engine:
     s = get_settings()
     DeadlineConnection.read_timeout = s.database_read_timeout
     engine = create_engine(
         s.database_url,
-        pool_pre_ping=True,
         pool_size=s.db_pool_size,
         max_overflow=s.db_max_overflow,
         pool_timeout=s.database_pool_timeout,
@@ -81,6 +108,7 @@ def get_engine() -> Engine:
         },
     )
     event.listen(engine, "do_connect", lambda dialect, record, cargs, cparams: _connect(cparams))
+    _ping_if_idle(engine, s.database_ping_idle_seconds)
     return engine
 
 

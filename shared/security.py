@@ -3,8 +3,10 @@
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import NamedTuple
 
 import jwt
@@ -63,15 +65,32 @@ class AccessToken(NamedTuple):
         return hmac.compare_digest(self.password_binding, session_auth_hash(password_hash))
 
 
+class _Invalid(Exception):
+    """Not a valid access token (raised, so that lru_cache never keeps a refusal)."""
+
+
+@lru_cache(maxsize=4096)
+def _verified(token: str, secret_key: str) -> tuple[AccessToken, float]:
+    """The claims and expiry (Unix seconds) of a token whose signature and type check. Cached: a
+    client polling a job sends the same token hundreds of times, and PyJWT's decoding (base64 checks
+    in Python) is a large share of a status request's CPU. Only verified tokens are kept; the expiry
+    is checked again on every use (decode_access_token)."""
+    try:
+        payload = jwt.decode(token, secret_key, algorithms=["HS256"], options={"require": ["exp"]})
+        if payload.get("type") != "access":
+            raise _Invalid
+        return AccessToken(uuid.UUID(payload["sub"]), str(payload.get("pwd", ""))), float(payload["exp"])
+    except (jwt.PyJWTError, KeyError, ValueError, TypeError):
+        raise _Invalid from None
+
+
 def decode_access_token(token: str) -> AccessToken | None:
     """The claims of a valid, unexpired access token (signature and expiry checked); None otherwise."""
     try:
-        payload = jwt.decode(token, get_settings().secret_key, algorithms=["HS256"])
-        if payload.get("type") != "access":
-            return None
-        return AccessToken(uuid.UUID(payload["sub"]), str(payload.get("pwd", "")))
-    except (jwt.PyJWTError, KeyError, ValueError):
+        claims, expires = _verified(token, get_settings().secret_key)
+    except _Invalid:
         return None
+    return claims if time.time() < expires else None
 
 
 def new_opaque_token() -> tuple[str, str]:

@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from services.gateway.api.language import Refusal
 from shared.db import get_sessionmaker
 from shared.models import User
-from shared.security import decode_access_token
+from shared.security import AccessToken, decode_access_token
 
 
 async def get_db() -> AsyncIterator[Session]:
@@ -36,12 +36,20 @@ UNAUTHORIZED = Refusal(
 )
 
 
-def _user_of(request: Request, session: Session, token: str | None) -> User:
-    claims = decode_access_token(token) if token else None
-    user = session.get(User, claims.user_id) if claims else None
-    # A token issued before a password change (reset) ends with it.
+def check_signed_in(claims: AccessToken, user: Any) -> None:
+    """Raise 401 unless the token's user still exists, is not being erased, and still has the
+    password the token was issued under (a reset ends older tokens). `user`: a `User` or any row with
+    its `password_hash` and `deleting`, or None."""
     if user is None or user.deleting or not claims.issued_under(user.password_hash):
         raise UNAUTHORIZED
+
+
+def _user_of(request: Request, session: Session, token: str | None) -> User:
+    claims = decode_access_token(token) if token else None
+    if claims is None:
+        raise UNAUTHORIZED
+    user = session.get(User, claims.user_id)
+    check_signed_in(claims, user)
     request.state.user_id = user.id
     return user
 

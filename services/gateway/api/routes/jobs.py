@@ -7,12 +7,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
+from services.gateway.api import reads
 from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, conflict, owned
+from services.gateway.api.reads import Claims
 from services.gateway.api.routes.likenesses import cancel_training
 from services.gateway.api.schemas import JobList, JobOut, in_language
 from services.gateway.event_hub import hub
@@ -47,8 +49,9 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> JobOut:
-    return JobOut.of(owned(session, Job, job_id, user, "Job"))
+async def read_job(job_id: uuid.UUID, claims: Claims) -> Response:
+    """The job, for status polling: one database round trip (services/gateway/api/reads.py)."""
+    return await reads.read_job(claims, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut)

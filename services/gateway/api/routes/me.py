@@ -2,9 +2,11 @@
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
+from services.gateway.api import reads
 from services.gateway.api.deps import CurrentUser, SessionDep
+from services.gateway.api.reads import Claims
 from services.gateway.api.routes.auth import revoke_refresh_tokens
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
 from shared.jobs import enqueue
@@ -14,8 +16,9 @@ router = APIRouter(prefix="/me", tags=["account"])
 
 
 @router.get("", response_model=UserOut)
-def read_me(user: CurrentUser) -> UserOut:
-    return UserOut.of(user)
+async def read_me(claims: Claims) -> Response:
+    """The account: one database round trip (services/gateway/api/reads.py)."""
+    return await reads.read_me(claims)
 
 
 @router.patch("", response_model=UserOut)

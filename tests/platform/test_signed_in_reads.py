@@ -1,0 +1,67 @@
+"""The one-round-trip signed-in reads (services/gateway/api/reads.py) answer exactly as the general
+path does, and the pool's idle-only ping (shared/db.py) still hides a Postgres restart."""
+
+import os
+import signal
+import uuid
+
+import psutil
+
+from tests.conftest import Api, Platform, wait_until
+from tests.photos import astronaut, jpeg
+
+
+def _a_job(api: Api) -> tuple:
+    user = api.new_user()
+    r = api.post(
+        "/v1/photos", files=[("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))], headers=user.auth
+    )
+    assert r.status_code == 201, r.text
+    job = api.wait_job(r.json()["job"]["id"], user)
+    return user, job
+
+
+def test_job_status_and_account_read_like_the_general_path(api: Api) -> None:
+    user, job = _a_job(api)
+    # GET /v1/jobs (the ORM path) and GET /v1/jobs/{id} (one statement) show the same job.
+    listed = api.get("/v1/jobs", headers=user.auth).json()["jobs"]
+    assert api.get(f"/v1/jobs/{job['id']}", headers=user.auth).json() == next(
+        j for j in listed if j["id"] == job["id"]
+    )
+    me = api.get("/v1/me", headers=user.auth)
+    assert me.status_code == 200 and me.headers["content-type"] == "application/json"
+    assert me.json()["email"] == user.email and me.json()["face_consent_at"]
+
+    # Another user's job and an unknown id are simply not found; no token, or a bad one, is 401.
+    stranger = api.new_user()
+    for job_id in (job["id"], str(uuid.uuid4())):
+        r = api.get(f"/v1/jobs/{job_id}", headers=stranger.auth)
+        assert (r.status_code, r.json()) == (404, {"detail": "Job not found."})
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": f"Bearer {user.refresh_token}"},
+    ):
+        assert api.get(f"/v1/jobs/{job['id']}", headers=headers).status_code == 401
+        assert api.get("/v1/me", headers=headers).status_code == 401
+
+    # A token does not outlive the erasure of its account.
+    assert api.delete("/v1/me", headers=user.auth).status_code == 202
+    assert api.get(f"/v1/jobs/{job['id']}", headers=user.auth).status_code == 401
+    assert api.get("/v1/me", headers=user.auth).status_code == 401
+
+
+def test_a_read_right_after_a_postgres_restart_answers(api: Api, platform: Platform) -> None:
+    """Pooled connections that slept through a restart are pinged before use (they were idle longer
+    than DATABASE_PING_IDLE_SECONDS), so the first reads after it answer 200, not 503."""
+    user, job = _a_job(api)
+    for _ in range(20):  # fill the gateway's pool with connections to the old server
+        assert api.get(f"/v1/jobs/{job['id']}", headers=user.auth).status_code == 200
+    pg = platform.stack._pg
+    pid = pg.get_pid()  # type: ignore[union-attr]
+    os.kill(pid, signal.SIGQUIT)  # immediate shutdown: every connection dies
+    wait_until(lambda: not psutil.pid_exists(pid), timeout=20, what="the postmaster to exit")
+    pg.ensure_postgres_running()  # type: ignore[union-attr]
+    statuses = [api.get(f"/v1/jobs/{job['id']}", headers=user.auth).status_code for _ in range(5)]
+    statuses += [api.get("/v1/me", headers=user.auth).status_code for _ in range(5)]
+    assert statuses == [200] * 10, statuses
