@@ -3,7 +3,6 @@ The pose of pose photos is in pose_tasks.py."""
 
 import io
 import logging
-import uuid
 from datetime import UTC, datetime, timedelta
 
 from PIL import Image
@@ -11,20 +10,29 @@ from sqlalchemy import delete, select
 
 from shared import pending_objects, storage
 from shared.config import get_settings
+from shared.contracts import (
+    CheckPhotos,
+    EraseUser,
+    PhotosChecked,
+    RetentionSwept,
+    SendEmail,
+    SweepRetention,
+    UserErased,
+)
 from shared.db import session_scope
 from shared.faces import check_photo
-from shared.jobs import JobContext, job_task, transition
+from shared.jobs import JobContext, enqueue, job_task, transition
 from shared.models import AuditEvent, Job, JobStatus, Photo, PhotoStatus, PosePhoto, User
 from shared.security import subject_hash
 
 log = logging.getLogger(__name__)
 
 
-@job_task("photo_check")
-def check_photos(ctx: JobContext) -> dict:
+@job_task(CheckPhotos)
+def check_photos(ctx: JobContext[CheckPhotos]) -> PhotosChecked:
     """Check each uploaded photo for exactly one clear, large-enough face."""
     s = get_settings()
-    photo_ids = [uuid.UUID(p) for p in ctx.input["photo_ids"]]
+    photo_ids = ctx.input.photo_ids
     counts = {"accepted": 0, "rejected": 0}
     for index, photo_id in enumerate(photo_ids):
         with session_scope() as session:
@@ -48,11 +56,11 @@ def check_photos(ctx: JobContext) -> dict:
                 "reason": photo.reason,
             }
         ctx.progress((index + 1) / len(photo_ids), "checking faces", photo=verdict)
-    return counts
+    return PhotosChecked(**counts)
 
 
-@job_task("erase_user")
-def erase_user(ctx: JobContext) -> dict:
+@job_task(EraseUser)
+def erase_user(ctx: JobContext[EraseUser]) -> UserErased:
     """Delete every object and row of a user, then the user (which deletes this job too).
 
     Safe to run again after a crash: objects are listed and deleted afresh, rows cascade.
@@ -80,22 +88,11 @@ def erase_user(ctx: JobContext) -> dict:
     with session_scope() as session:
         user = session.get(User, user_id)
         if user is None:
-            return {"objects": deleted_objects}
+            return UserErased(objects=deleted_objects)
         # The goodbye mail needs the address after the row is gone: it travels in the job input
         # and the notifier removes it once sent. The job has no owner, so no row links to the user.
-        from shared.jobs import enqueue
-
-        enqueue(
-            session,
-            kind="send_email",
-            user_id=None,
-            input={
-                "template": "data_erased",
-                "to": user.email,
-                "locale": user.locale,
-                "event_key": f"data_erased:{subject_hash(user_id)}",
-            },
-        )
+        goodbye = SendEmail.data_erased(user.email, user.locale, subject_hash(user_id))
+        enqueue(session, goodbye, user_id=None)
         session.add(
             AuditEvent(
                 action="user_erased",
@@ -105,7 +102,7 @@ def erase_user(ctx: JobContext) -> dict:
         )
         session.delete(user)  # cascades: photos, jobs (this one too), likenesses, portraits, tokens
     log.info("user erased", extra={"subject": subject_hash(user_id), "objects": deleted_objects})
-    return {"objects": deleted_objects}
+    return UserErased(objects=deleted_objects)
 
 
 def sweep_expired_photos(now: datetime | None = None) -> int:
@@ -144,9 +141,9 @@ def sweep_expired_photos(now: datetime | None = None) -> int:
     return len(expired) + len(poses)
 
 
-@job_task("retention_sweep")
-def retention_sweep(ctx: JobContext) -> dict:
+@job_task(SweepRetention)
+def retention_sweep(ctx: JobContext[SweepRetention]) -> RetentionSwept:
     """Hourly: expired photos and pose photos, and objects whose writer died before its row
     committed (shared/pending_objects.py)."""
     grace = get_settings().pending_object_grace_seconds
-    return {"photos_deleted": sweep_expired_photos(), "orphans_deleted": pending_objects.sweep(grace)}
+    return RetentionSwept(photos_deleted=sweep_expired_photos(), orphans_deleted=pending_objects.sweep(grace))

@@ -27,6 +27,7 @@ from services.gateway.api.schemas import (
 )
 from services.gateway.ratelimit import limiter
 from shared.config import get_settings
+from shared.contracts import SendEmail, Template
 from shared.jobs import enqueue
 from shared.models import EmailToken, RefreshToken, User
 from shared.security import (
@@ -66,13 +67,8 @@ def _issue_tokens(session: Session, user: User, family_id: uuid.UUID | None = No
     return TokenOut(access_token=access, refresh_token=raw, expires_in=expires_in)
 
 
-def _mail(session: Session, user_id: uuid.UUID, template: str) -> None:
-    enqueue(
-        session,
-        kind="send_email",
-        user_id=user_id,
-        input={"template": template, "event_key": f"{template}:{uuid.uuid4()}"},
-    )
+def _mail(session: Session, user_id: uuid.UUID, template: Template) -> None:
+    enqueue(session, SendEmail.account(template), user_id=user_id)
 
 
 @router.post("/signup", status_code=202, response_model=Message)
@@ -82,7 +78,7 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
     existing = session.scalar(select(User).where(User.email == email))
     if existing is not None:
         hash_password(body.password)  # same work as a new account, so timing tells nothing
-        _mail(session, existing.id, "signup_existing")
+        _mail(session, existing.id, Template.signup_existing)
     else:
         user = User(email=email, password_hash=hash_password(body.password), locale=body.locale)
         session.add(user)
@@ -91,7 +87,7 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
         except IntegrityError:  # a concurrent twin registered it first: same answer
             session.rollback()
             return Message(detail=SIGNUP_ACCEPTED)
-        _mail(session, user.id, "verify_email")
+        _mail(session, user.id, Template.verify_email)
     session.commit()
     return Message(detail=SIGNUP_ACCEPTED)
 
@@ -187,7 +183,7 @@ def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Messag
 def request_password_reset(request: Request, body: ResetRequestIn, session: SessionDep) -> Message:
     user = session.scalar(select(User).where(User.email == body.email.lower()))
     if user is not None and not user.deleting:
-        _mail(session, user.id, "reset_password")
+        _mail(session, user.id, Template.reset_password)
         session.commit()
     return Message(detail=RESET_ACCEPTED)
 

@@ -2,7 +2,6 @@
 
 import uuid
 from collections.abc import Sequence
-from typing import Literal
 
 from fastapi import APIRouter
 from sqlalchemy import select
@@ -20,6 +19,8 @@ from services.gateway.api.schemas import (
 )
 from shared import storage
 from shared.config import get_settings
+from shared.contracts import TrainLikeness
+from shared.contracts.likeness_files import DOWNLOAD_NAMES, DownloadFormat, LikenessFiles
 from shared.jobs import IdempotencyConflict, enqueue, events, transition
 from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
 from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus, User
@@ -27,7 +28,7 @@ from shared.trigger_word import make_trigger_word
 
 router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 
-KIND = "train_likeness"
+KIND = TrainLikeness.kind
 ACTIVE = (JobStatus.queued, JobStatus.running)
 KEY_REUSED = "request.key_reused"
 
@@ -50,7 +51,7 @@ def start_training(
         existing = find_by_idempotency_key(session, user.id, idempotency_key)
         if existing is not None:  # a retried request: answer as the first time
             likeness = session.scalar(select(Likeness).where(Likeness.job_id == existing.id))
-            if existing.input.get("fingerprint") != fingerprint or likeness is None:
+            if TrainLikeness.model_validate(existing.input).fingerprint != fingerprint or likeness is None:
                 raise conflict(KEY_REUSED)
             return LikenessStarted(likeness=LikenessOut.of(likeness), job=JobOut.of(existing))
 
@@ -75,13 +76,8 @@ def start_training(
 
     likeness_id = uuid.uuid4()
     try:
-        job = enqueue(
-            session,
-            kind=KIND,
-            user_id=user.id,
-            idempotency_key=idempotency_key,
-            input={"likeness_id": str(likeness_id), "fingerprint": fingerprint},
-        )
+        job_input = TrainLikeness(likeness_id=likeness_id, fingerprint=fingerprint)
+        job = enqueue(session, job_input, user_id=user.id, idempotency_key=idempotency_key)
     except IdempotencyConflict:
         raise conflict(KEY_REUSED) from None
     likeness = Likeness(
@@ -156,20 +152,18 @@ def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionD
     storage.delete_prefix(storage.user_key(user.id, "likenesses", str(likeness_id)) + "/")
 
 
-DOWNLOAD_NAMES = {"diffusers": "pytorch_lora_weights.safetensors"}
-
-
 @router.get("/{likeness_id}/download", response_model=DownloadOut)
 def download_likeness(
     likeness_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    format: Literal["diffusers", "kohya"] = "diffusers",
+    format: DownloadFormat = "diffusers",
 ) -> DownloadOut:
     """A short-lived link to the LoRA: `diffusers` (load_lora_weights) or `kohya` (A1111/ComfyUI)."""
     likeness = owned(session, Likeness, likeness_id, user, "Likeness")
     settle(session, [likeness])
-    key = ((likeness.meta or {}).get("files") or {}).get(format)
+    files = LikenessFiles.of(likeness.meta)
+    key = files.key(format) if files else None
     if likeness.status != LikenessStatus.ready or not key:
         raise conflict("likeness.not_downloadable", status=likeness.status)
     filename = DOWNLOAD_NAMES.get(format) or key.rsplit("/", 1)[-1]

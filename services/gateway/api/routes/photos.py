@@ -15,6 +15,7 @@ from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.ratelimit import limiter, user_or_ip
 from shared import pending_objects, storage
 from shared.config import get_settings
+from shared.contracts import CheckPhotos
 from shared.images import CleanImage, ImageRejected, clean_upload
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
@@ -82,14 +83,15 @@ async def upload_photos(
 def _store_upload(
     session: Session, user_id: uuid.UUID, cleaned: list[CleanImage], idempotency_key: str | None
 ) -> UploadOut:
-    fingerprint = request_fingerprint("photo_check", [c.sha256 for c in cleaned])
+    fingerprint = request_fingerprint(CheckPhotos.kind, [c.sha256 for c in cleaned])
     if idempotency_key:
         lock_idempotency_key(session, user_id, idempotency_key)  # a retry in flight waits for the first
         existing = find_by_idempotency_key(session, user_id, idempotency_key)
         if existing is not None:  # a retried request: answer as the first time, store nothing
-            if existing.input.get("fingerprint") != fingerprint:
+            first = CheckPhotos.model_validate(existing.input)
+            if first.fingerprint != fingerprint:
                 raise IdempotencyConflict()  # 409, see app.py
-            ids = [uuid.UUID(p) for p in existing.input["photo_ids"]]
+            ids = first.photo_ids
             found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
             photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
             return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(existing))
@@ -128,16 +130,8 @@ def _store_upload(
             storage.put_bytes(photo.object_key, clean.data, clean.content_type)
         session.add_all(photos)
         session.flush()
-        job = enqueue(
-            session,
-            kind="photo_check",
-            user_id=user_id,
-            idempotency_key=idempotency_key,
-            input={
-                "photo_ids": [str(p.id) for p in photos],
-                "fingerprint": fingerprint,
-            },
-        )
+        job_input = CheckPhotos(photo_ids=[p.id for p in photos], fingerprint=fingerprint)
+        job = enqueue(session, job_input, user_id=user_id, idempotency_key=idempotency_key)
         pending_objects.settle(session, [p.object_key for p in photos])
         session.commit()
     except BaseException as e:
