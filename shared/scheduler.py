@@ -32,6 +32,7 @@ def sample_queues(client: redis.Redis) -> None:
             session.scalar(
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
             )
+            or 0
         )
 
 

@@ -65,7 +65,7 @@ def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
     clock = StageClock("load")
     seed = ctx.input.seed if ctx.input.seed is not None else ctx.job_id.int % 2**31
     pipeline = resident_pipeline()
-    made: list[dict] = []
+    made: list[str] = []
     with tempfile.TemporaryDirectory(prefix="portraits-") as tmp:
         likeness = _download_likeness(likeness_row, Path(tmp))
         ctx.progress(LOADED, "generating")
@@ -190,9 +190,8 @@ def _load_pose(ctx: JobContext[GeneratePortraits]) -> tuple[Pose | None, str | N
 def _check_daily_quota(ctx: JobContext[GeneratePortraits], wanted: int) -> None:
     """Fair share of the GPU pool (shared/quota.py); portraits of this job already stored by an
     earlier attempt do not count twice."""
-    assert ctx.user_id is not None
     with session_scope() as session:
-        over = check_daily_quota(session, ctx.user_id, wanted, except_job=ctx.job_id)
+        over = check_daily_quota(session, ctx.owner, wanted, except_job=ctx.job_id)
     if over is not None:
         raise JobError.of(ErrorCode.daily_limit, limit=over.limit, left=over.left)
 
@@ -236,7 +235,7 @@ def _store(ctx: JobContext[GeneratePortraits], request: dict, result) -> str:
     """Upload one portrait and insert its row; the id comes from (job, style, seed), so a retry
     overwrites the same objects and finds the row already there."""
     portrait_id = uuid.uuid5(ctx.job_id, f"{result.style}:{result.seed}")
-    prefix = storage.user_key(ctx.user_id, "portraits", str(ctx.job_id))
+    prefix = storage.user_key(ctx.owner, "portraits", str(ctx.job_id))
     key, thumb = f"{prefix}/{portrait_id}.png", f"{prefix}/{portrait_id}_thumb.jpg"
     with session_scope() as session:
         if session.get(LikenessRow, request["id"]) is None:

@@ -51,7 +51,7 @@ def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
         return PoseExtracted(pose_id=pose_id, status=status)
     ctx.progress(0.1, "finding the pose")
     photo = open_upright(io.BytesIO(storage.get_bytes(photo_key)))
-    keys = pose_keys(ctx.user_id, pose_id)
+    keys = pose_keys(ctx.owner, pose_id)
     try:
         pose = estimate_pose(photo)
     except PoseRejected as rejected:

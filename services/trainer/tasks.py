@@ -46,7 +46,7 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
     images = _download(keys)
     downloaded = time.monotonic() - began
     missing = len(keys) - len(images)
-    store = S3CheckpointStore(ctx.user_id, likeness_id)
+    store = S3CheckpointStore(ctx.owner, likeness_id)
     with tempfile.TemporaryDirectory(prefix="likeness-") as tmp:
         try:
             preset = get_settings().model_preset
@@ -78,11 +78,11 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
             _mark_failed(likeness_id, error.code, error.message)
             raise error from e
         began = time.monotonic()
-        files = _upload(ctx.user_id, likeness_id, result)
+        files = _upload(ctx.owner, likeness_id, result)
         uploaded = time.monotonic() - began
     found = _mark_ready(likeness_id, result, files)
     if found in (None, LikenessStatus.canceled):  # deleted or canceled meanwhile: leave nothing behind
-        storage.delete_prefix(_prefix(ctx.user_id, likeness_id))
+        storage.delete_prefix(_prefix(ctx.owner, likeness_id))
         store.clear()
         if found is None:
             raise JobError.of(ErrorCode.likeness_deleted)
@@ -170,11 +170,11 @@ def _mark_failed(likeness_id: uuid.UUID, code: str, message: str) -> None:
             likeness.meta = {**(likeness.meta or {}), "error_code": code, "error_message": message}
 
 
-def _prefix(user_id: uuid.UUID | None, likeness_id: uuid.UUID) -> str:
+def _prefix(user_id: uuid.UUID, likeness_id: uuid.UUID) -> str:
     return storage.user_key(user_id, "likenesses", str(likeness_id)) + "/"
 
 
-def _upload(user_id: uuid.UUID | None, likeness_id: uuid.UUID, result: train.LikenessResult) -> LikenessFiles:
+def _upload(user_id: uuid.UUID, likeness_id: uuid.UUID, result: train.LikenessResult) -> LikenessFiles:
     """Both formats under the likeness prefix (shared/contracts/likeness_files.py); returns their keys."""
     prefix = _prefix(user_id, likeness_id)
     diffusers_dir = result.lora.diffusers_path

@@ -94,6 +94,14 @@ class JobContext(Generic[InputT]):
     _soft_deadline: float = float("inf")  # time.monotonic() past which the attempt must stop
 
     @property
+    def owner(self) -> uuid.UUID:
+        """The user the job belongs to; raises JobError(bad_input) for a job without one (every
+        kind but `retention_sweep` and the goodbye mail has one)."""
+        if self.user_id is None:
+            raise JobError.of(ErrorCode.bad_input, detail=f"a {self.kind} job needs its user")
+        return self.user_id
+
+    @property
     def is_last_attempt(self) -> bool:
         """No retry follows if this attempt fails (the runner fails the job then)."""
         return self.attempt >= self.max_attempts

@@ -159,8 +159,11 @@ def start_generation(
     settings = get_settings()
     # Fair share of the GPU pool; the user's row lock makes these checks and the insert atomic.
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    running = session.scalar(
-        select(func.count(Job.id)).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
+    running = (
+        session.scalar(
+            select(func.count(Job.id)).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
+        )
+        or 0
     )
     if running >= settings.max_running_jobs_per_user:
         raise conflict("portraits.busy", count=running)
