@@ -18,7 +18,12 @@ from shared.jobs.events import reset_clients
 
 # The task modules a worker of each queue imports (heavy ML imports stay out of CPU workers).
 QUEUE_MODULES: dict[str, list[str]] = {
-    "photos": ["services.trainer.photo_tasks", "services.trainer.pose_tasks"],
+    "photos": [
+        "services.photos.checks",
+        "services.photos.poses",
+        "services.photos.erasure",
+        "services.photos.retention",
+    ],
     "train": ["services.trainer.tasks"],
     "generate": ["services.generator.tasks"],
     "notify": ["services.notifier.tasks"],

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select, update
 
-from services.trainer.photo_tasks import sweep_expired_photos
+from services.photos.retention import sweep_expired_photos
 from shared import storage
 from shared.db import session_scope
 from shared.models import Photo, RefreshToken, User

@@ -1,4 +1,5 @@
-"""The `photos` queue (CPU): the pose of a pose photo (POST /v1/poses), with MediaPipe BlazePose.
+"""The `photos` queue (CPU): the pose of a pose photo (`pose_extract`, POST /v1/poses), with
+MediaPipe BlazePose.
 
 Stored under `users/<uid>/poses/`: `<id>.jpg` (the photo, by the gateway), `<id>.json` (OpenPose
 COCO-18 keypoints on the photo's canvas), `<id>_skeleton.png` (the OpenPose control image at the
