@@ -8,10 +8,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request, status
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ColumnElement
 
 from services.gateway.api.deps import SessionDep
 from services.gateway.api.language import Refusal
@@ -26,6 +25,7 @@ from services.gateway.api.schemas import (
     TokenOut,
 )
 from services.gateway.ratelimit import limiter
+from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.config import get_settings
 from shared.contracts import SendEmail, Template
 from shared.jobs import enqueue
@@ -144,13 +144,6 @@ def logout(body: RefreshIn, session: SessionDep) -> None:
     if token is not None:
         revoke_refresh_tokens(session, RefreshToken.family_id == token.family_id)
         session.commit()
-
-
-def revoke_refresh_tokens(session: Session, *where: ColumnElement[bool]) -> None:
-    """Revoke the live refresh tokens that match `where` (a session family, or all of a user's)."""
-    session.execute(
-        update(RefreshToken).where(*where, RefreshToken.revoked_at.is_(None)).values(revoked_at=_now())
-    )
 
 
 def _use_email_token(session: Session, raw: str, purpose: str) -> User:

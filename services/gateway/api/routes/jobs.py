@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sse_starlette.sse import EventSourceResponse
 
 from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, conflict, owned
-from services.gateway.api.routes.likenesses import cancel_training
 from services.gateway.api.schemas import JobList, JobOut, in_language
 from services.gateway.event_hub import hub
 from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
+from services.gateway.training import cancel_training
 from shared.contracts import JobKindName
 from shared.db import get_sessionmaker
 from shared.i18n import current_locale

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 
 from services.gateway.api.deps import CurrentUser, SessionDep
-from services.gateway.api.routes.auth import revoke_refresh_tokens
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
+from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.contracts import EraseUser
 from shared.jobs import enqueue
 from shared.models import RefreshToken

@@ -12,45 +12,19 @@ from sqlalchemy.orm import Session
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
+from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
+from services.gateway.uploads import image_columns, read_clean
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import CheckPhotos
-from shared.images import CleanImage, ImageRejected, clean_upload
-from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
+from shared.images import CleanImage
+from shared.jobs import enqueue
+from shared.jobs.outbox import request_fingerprint
 from shared.models import Photo, PhotoStatus
 
 router = APIRouter(prefix="/photos", tags=["photos"])
 DUPLICATE = "You already uploaded this photo; it counts once toward your good photos."
-
-
-async def read_clean(upload: UploadFile) -> CleanImage:
-    """One uploaded photo, decoded defensively (shared.images); a refusal is an HTTP error that
-    names the file."""
-    s = get_settings()
-    raw = await upload.read(s.upload_max_bytes + 1)  # never hold more than the cap
-    try:
-        return await run_in_threadpool(  # decoding is CPU work: keep the event loop free
-            clean_upload,
-            raw,
-            filename=upload.filename or "photo",
-            max_bytes=s.upload_max_bytes,
-            max_pixels=s.upload_max_pixels,
-        )
-    except ImageRejected as e:
-        raise Refusal(e.status_code, e.sentence.key, **e.sentence.values) from None
-
-
-def image_columns(clean: CleanImage) -> dict:
-    """The columns a stored upload's row takes from the decoded image."""
-    return {
-        "content_type": clean.content_type,
-        "width": clean.width,
-        "height": clean.height,
-        "size_bytes": len(clean.data),
-        "sha256": clean.sha256,
-    }
 
 
 def photo_out(photo: Photo) -> PhotoOut:
@@ -84,17 +58,12 @@ def _store_upload(
     session: Session, user_id: uuid.UUID, cleaned: list[CleanImage], idempotency_key: str | None
 ) -> UploadOut:
     fingerprint = request_fingerprint(CheckPhotos.kind, [c.sha256 for c in cleaned])
-    if idempotency_key:
-        lock_idempotency_key(session, user_id, idempotency_key)  # a retry in flight waits for the first
-        existing = find_by_idempotency_key(session, user_id, idempotency_key)
-        if existing is not None:  # a retried request: answer as the first time, store nothing
-            first = CheckPhotos.model_validate(existing.input)
-            if first.fingerprint != fingerprint:
-                raise IdempotencyConflict()  # 409, see app.py
-            ids = first.photo_ids
-            found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
-            photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
-            return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(existing))
+    first = replay(session, user_id, idempotency_key, CheckPhotos, fingerprint)
+    if first is not None:  # a retried request: answer as the first time, store nothing
+        ids = first.input.photo_ids
+        found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
+        photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
+        return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(first.job))
 
     seen = set(
         session.scalars(

@@ -22,12 +22,13 @@ from services.gateway.api.deps import (
 )
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, Message
+from services.gateway.idempotency import replay
 from shared import storage
 from shared.config import get_settings
 from shared.contracts import GeneratePortraits
 from shared.contracts.generate_portraits import MAX_COUNT
 from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key
+from shared.jobs.outbox import request_fingerprint
 from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
 from shared.quota import check_daily_quota
 from shared.styles import PREVIEW_TYPES, load_styles, preview_path
@@ -153,8 +154,10 @@ def start_generation(
         except IdempotencyConflict:
             raise conflict("request.key_reused") from None
 
-    if idempotency_key and find_by_idempotency_key(session, user.id, idempotency_key):
-        return PortraitsStarted(job=JobOut.of(add_job()))  # a retried request: the first job
+    fingerprint = request_fingerprint(KIND, job_input.to_row())
+    first = replay(session, user.id, idempotency_key, GeneratePortraits, fingerprint)
+    if first is not None:  # a retried request: the first job
+        return PortraitsStarted(job=JobOut.of(first.job))
 
     settings = get_settings()
     # Fair share of the GPU pool; the user's row lock makes these checks and the insert atomic.

@@ -15,16 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
-from services.gateway.api.routes.photos import image_columns, read_clean
 from services.gateway.api.schemas import JobOut
+from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
+from services.gateway.uploads import image_columns, read_clean
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import ExtractPose
 from shared.i18n import by_code, current_locale
 from shared.images import CleanImage
-from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
+from shared.jobs import enqueue
+from shared.jobs.outbox import request_fingerprint
 from shared.models import Job, PosePhoto, User
 
 router = APIRouter(prefix="/poses", tags=["poses"])
@@ -87,14 +88,10 @@ async def upload_pose(
 def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str | None) -> PoseUploaded:
     user_id = user.id
     fingerprint = request_fingerprint(ExtractPose.kind, [clean.sha256])
-    if idempotency_key:
-        lock_idempotency_key(session, user_id, idempotency_key)  # a retry in flight waits for the first
-    if idempotency_key and (existing := find_by_idempotency_key(session, user_id, idempotency_key)):
-        first = ExtractPose.model_validate(existing.input)
-        if first.fingerprint != fingerprint:
-            raise IdempotencyConflict()  # 409, see app.py
-        pose = owned(session, PosePhoto, first.pose_id, user, "Pose")
-        return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(existing))
+    first = replay(session, user_id, idempotency_key, ExtractPose, fingerprint)
+    if first is not None:  # a retried request: answer as the first time, store nothing
+        pose = owned(session, PosePhoto, first.input.pose_id, user, "Pose")
+        return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(first.job))
     pose = PosePhoto(
         id=(pid := uuid.uuid4()),
         user_id=user_id,
