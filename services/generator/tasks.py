@@ -27,6 +27,7 @@ from services.generator.metadata import thumbnail_jpeg
 from shared import pending_objects, storage
 from shared.contracts import ErrorCode, GeneratePortraits, PortraitsMade, SendEmail
 from shared.contracts.likeness_files import DIFFUSERS_FILE, LikenessFiles
+from shared.contracts.stages import DONE, JobStep
 from shared.db import session_scope
 from shared.images import open_upright
 from shared.jobs import JobContext, JobError, job_task
@@ -62,7 +63,7 @@ def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
     count = ctx.input.count
     _check_daily_quota(ctx, len(styles) * count)
     ctx.progress(0.0, "loading likeness")
-    clock = StageClock("load")
+    clock = StageClock(JobStep.load)
     seed = ctx.input.seed if ctx.input.seed is not None else ctx.job_id.int % 2**31
     pipeline = resident_pipeline()
     made: list[str] = []
@@ -73,10 +74,10 @@ def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
         for index, style in enumerate(styles):
 
             def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
-                clock.enter("store" if stage == "done" else stage)
+                clock.enter(JobStep.store if stage == DONE else stage)
                 ctx.progress(LOADED + share * (index + fraction), f"{style.name.en}: {stage}")
 
-            clock.enter("prepare")  # the style's LoRAs baked in, prompts encoded
+            clock.enter(JobStep.prepare)  # the style's LoRAs baked in, prompts encoded
             try:
                 results = pipeline(
                     likeness,
@@ -107,8 +108,7 @@ def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
 class StageClock:
     """Wall seconds per stage name, summed over the styles of a job: `enter(name)` ends the
     current stage and starts `name` (None: stop). Stages are the pipeline's progress stages
-    (txt2img, detail, beautify, detail2, upscale) plus "load" (pipeline, likeness download),
-    "prepare" (a style's LoRAs and prompts) and "store" (S3 uploads and rows).
+    (shared/contracts/stages.py: Stage) plus the job's own steps (JobStep: load, prepare, store).
     GPU work is asynchronous, so a stage's seconds include what the next synchronising call waits
     for; each stage ends in a host copy of its images, which bounds the spill."""
 

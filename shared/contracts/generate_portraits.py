@@ -48,7 +48,7 @@ class PortraitsMade(JobResult):
     styles: list[str]
     seed: int
     ids: list[uuid.UUID]
-    seconds: dict[str, float] = {}  # wall seconds per stage (shared/stages.py), for benches
+    seconds: dict[str, float] = {}  # wall seconds per stage (shared/contracts/stages.py), for benches
 
 
 KIND = JobKind(

@@ -114,3 +114,14 @@ def test_likeness_files_of_old_and_broken_rows() -> None:
     assert LikenessFiles.of(None) is None and LikenessFiles.of({"files": {}}) is None
     files = LikenessFiles.of({"files": {"diffusers": "users/u/likenesses/l/diffusers/w.safetensors"}})
     assert files is not None and files.embeddings is None and files.key("kohya") is None
+
+
+def test_every_stage_names_its_file_and_every_stage_file_a_stage() -> None:
+    """One stage vocabulary: progress labels and timing keys (Stage) name the module that runs them."""
+    from shared.contracts.stages import STAGE_MODULES, STAGE_SHARES, Stage
+
+    folder = REPO / "services" / "generator" / "stages"
+    files = {p.stem for p in folder.glob("*.py")} - {"__init__", "common"}
+    assert set(STAGE_MODULES) == set(Stage) == set(STAGE_SHARES)
+    assert set(STAGE_MODULES.values()) == files
+    assert abs(sum(STAGE_SHARES.values()) - 1.0) < 1e-9
