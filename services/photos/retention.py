@@ -15,7 +15,7 @@ from shared.models import AuditEvent, Photo, PosePhoto
 
 
 def sweep_expired_photos(now: datetime | None = None) -> int:
-    """Delete uploaded photos (with their crops) and pose photos (with their keypoints and
+    """Delete uploaded photos and pose photos (with their keypoints and
     drawings) older than the retention period; returns how many photos of both kinds."""
     s = get_settings()
     cutoff = (now or datetime.now(UTC)) - timedelta(days=s.photo_retention_days)
@@ -28,9 +28,7 @@ def sweep_expired_photos(now: datetime | None = None) -> int:
         ).all()
         if not expired and not poses:
             return 0
-        keys = [row.object_key for row in expired] + [
-            storage.user_key(row.user_id, "crops", f"{row.id}.png") for row in expired
-        ]
+        keys = [row.object_key for row in expired]
         keys += [key for row in poses for key in pose_keys(row.user_id, row.id).values()]
         storage.delete_keys(keys)
         session.execute(delete(Photo).where(Photo.id.in_([row.id for row in expired])))

@@ -124,7 +124,7 @@ def read_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> P
 @router.delete("/{photo_id}", status_code=204)
 def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
     photo = owned(session, Photo, photo_id, user, "Photo")
-    keys = [photo.object_key, storage.user_key(user.id, "crops", f"{photo.id}.png")]
+    key = photo.object_key
     session.delete(photo)
     session.commit()
-    storage.delete_keys(keys)
+    storage.delete_keys([key])
