@@ -14,7 +14,7 @@ class UserErased(JobResult):
 
 
 KIND = JobKind(
-    "erase_user",
+    EraseUser.kind,
     "photos.erase_user",
     "photos",
     EraseUser,

@@ -52,7 +52,7 @@ class PortraitsMade(JobResult):
 
 
 KIND = JobKind(
-    "generate_portraits",
+    GeneratePortraits.kind,
     "generate.portraits",
     "generate",
     GeneratePortraits,

@@ -22,7 +22,7 @@ class PhotosChecked(JobResult):
 
 
 KIND = JobKind(
-    "photo_check",
+    CheckPhotos.kind,
     "photos.check",
     "photos",
     CheckPhotos,

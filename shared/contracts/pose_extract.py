@@ -31,7 +31,7 @@ class PoseExtracted(JobResult):
 
 
 KIND = JobKind(
-    "pose_extract",
+    ExtractPose.kind,
     "photos.pose",
     "photos",
     ExtractPose,

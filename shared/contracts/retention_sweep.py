@@ -16,7 +16,7 @@ class RetentionSwept(JobResult):
 
 
 KIND = JobKind(
-    "retention_sweep",
+    SweepRetention.kind,
     "photos.retention_sweep",
     "photos",
     SweepRetention,

@@ -92,7 +92,7 @@ class EmailSent(JobResult):
 
 
 KIND = JobKind(
-    "send_email",
+    SendEmail.kind,
     "notify.send",
     "notify",
     SendEmail,

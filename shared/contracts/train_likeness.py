@@ -26,7 +26,7 @@ class LikenessTrained(JobResult):
 
 
 KIND = JobKind(
-    "train_likeness",
+    TrainLikeness.kind,
     "train.likeness",
     "train",
     TrainLikeness,
