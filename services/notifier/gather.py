@@ -18,7 +18,7 @@ from services.notifier.compose import InlineImage, new_cid
 from services.notifier.thumbnails import inline_thumbnail
 from shared import storage
 from shared.config import Settings
-from shared.contracts import SendEmail, Template
+from shared.contracts import ErrorCode, SendEmail, Template
 from shared.i18n import job_error_message
 from shared.jobs import JobError
 from shared.models import EmailToken, Job, JobStatus, Likeness, Portrait, User
@@ -83,7 +83,7 @@ def gather(
         return Draft(content.reset_password_data(public_url, token, minutes))
     if template == Template.signup_existing:
         return Draft(content.signup_existing_data(public_url))
-    raise JobError("unknown_template", f"There is no email template {template!r}.")
+    raise JobError.of(ErrorCode.unknown_template, template=template)
 
 
 def issue_token(session: Session, user: User, purpose: str, lifetime: timedelta) -> str:
@@ -125,7 +125,7 @@ def _portraits_ready(
     for number, portrait in enumerate(portraits, start=1):
         for key in (portrait.object_key, portrait.thumb_key):
             if key is not None and not key.startswith(prefix):
-                raise JobError("foreign_object", f"Portrait {portrait.id} points outside its owner.")
+                raise JobError.of(ErrorCode.foreign_object, what=f"Portrait {portrait.id}")
         suffix = PurePosixPath(portrait.object_key).suffix or ".png"
         url = storage.presign_get(
             portrait.object_key,
@@ -154,5 +154,5 @@ def _owned_job(session: Session, user: User, job_id: uuid.UUID) -> Job:
 def _uuid(value: uuid.UUID | None, name: str) -> uuid.UUID:
     """A template's id, which its constructor (shared/contracts/send_email.py) always sets."""
     if value is None:
-        raise JobError("bad_input", f"The email job needs a valid {name!r}.")
+        raise JobError.of(ErrorCode.bad_input, detail=f"the email job needs a valid {name!r}.")
     return value
