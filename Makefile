@@ -59,6 +59,7 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy  # also run by `make test` (tests/platform/test_types.py); config in pyproject.toml
 
 clean:
 	rm -rf var/ .pytest_cache

@@ -105,7 +105,7 @@ run() {
 }
 
 # Each image's smoke check, without servers: its process's modules import (a worker's are the task
-# modules of its queue, shared.queue.QUEUE_MODULES) and the `studio` command runs. The gateway
+# modules of its queue, shared.jobs.celery_app.QUEUE_MODULES) and the `studio` command runs. The gateway
 # image is also started against real servers by tests/deploy/test_images.py.
 smoke() {
     local name=$1 check torch="import torch; assert torch.__version__.startswith('2.14.1'), torch.__version__"
@@ -118,7 +118,7 @@ smoke() {
         *) log "unknown image $name"; return 2 ;;
     esac
     run "$name" -- python -c "import importlib
-from shared.queue import QUEUE_MODULES
+from shared.jobs.celery_app import QUEUE_MODULES
 def queue(q): [importlib.import_module(m) for m in QUEUE_MODULES[q]]
 $check"
     run "$name" -- studio --help >/dev/null

@@ -60,7 +60,7 @@ def worker(
     concurrency: int = 1,
 ) -> None:
     """A Celery worker for one queue. GPU queues use one process per GPU (concurrency 1)."""
-    from shared.queue import QUEUE_MODULES, preload
+    from shared.jobs.celery_app import QUEUE_MODULES, preload
 
     if queue not in QUEUE_MODULES:
         raise typer.BadParameter(f"unknown queue {queue!r}; choose from {', '.join(QUEUE_MODULES)}")
@@ -70,9 +70,9 @@ def worker(
     import importlib
 
     from shared.health import serve_health
-    from shared.queue import celery_app
+    from shared.jobs.celery_app import celery_app
 
-    preload(queue)  # whole before the fork, without poisoning it for CUDA (see shared/queue.py)
+    preload(queue)  # whole before the fork, without poisoning it for CUDA (see shared/jobs/celery_app.py)
     for module in QUEUE_MODULES[queue]:
         importlib.import_module(module)  # registers the tasks; models load lazily in the pool
     serve_health(get_settings().health_port, f"worker-{queue}")
@@ -140,6 +140,7 @@ def sweep(
     from datetime import UTC, datetime
 
     from shared import pending_objects
+    from shared.contracts import SweepRetention
     from shared.db import session_scope
     from shared.jobs import enqueue
 
@@ -148,7 +149,7 @@ def sweep(
     typer.echo(f"orphaned objects deleted: {pending_objects.sweep(grace)}")
     with session_scope() as session:
         key = f"retention:manual:{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}"
-        job = enqueue(session, kind="retention_sweep", user_id=None, input={}, idempotency_key=key)
+        job = enqueue(session, SweepRetention(), user_id=None, idempotency_key=key)
         typer.echo(f"retention sweep queued: job {job.id}")
 
 
@@ -199,7 +200,7 @@ def run(
     A crashed service (gateway, worker, relay, scheduler) restarts with backoff while the rest keeps
     serving; everything stops on Ctrl-C (or SIGTERM) or when a server (Postgres, Redis, S3, SMTP) dies.
     """
-    from shared.jobs.kinds import QUEUES
+    from shared.contracts import QUEUES
     from shared.localstack import LocalStack
     from shared.supervisor import Service, Supervisor
 

@@ -106,7 +106,10 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = 5.0
     relay_poll_seconds: float = 0.5
     celery_visibility_timeout: int = 3 * 3600  # longer than the longest task
-    task_time_limit: int = 2 * 3600
+    task_time_limit: int = 2 * 3600  # hard limit (s): Celery kills the process
+    # Soft limit (s): the attempt is asked to stop (SoftTimeLimitExceeded) and retried or failed in
+    # words; unset: a minute before the hard limit.
+    task_soft_time_limit: int | None = None
 
     # Fair share on the GPU pool
     max_running_jobs_per_user: int = 2
@@ -136,6 +139,19 @@ class Settings(BaseSettings):
             "socket_keepalive": True,
             "retry_on_timeout": False,  # the caller decides: the gateway answers 503, workers retry
         }
+
+    def soft_time_limit(self) -> int:
+        """Seconds an attempt may run before it is asked to stop (Celery's soft limit)."""
+        if self.task_soft_time_limit is not None:
+            return self.task_soft_time_limit
+        return self.task_time_limit - 60
+
+    @model_validator(mode="after")
+    def validate_time_limits(self) -> "Settings":
+        """The soft limit must leave the attempt time to record its end before the hard kill."""
+        if not 0 < self.soft_time_limit() < self.task_time_limit:
+            raise ValueError("TASK_SOFT_TIME_LIMIT must be between 0 and TASK_TIME_LIMIT (seconds)")
+        return self
 
     @model_validator(mode="after")
     def validate_secrets(self) -> "Settings":

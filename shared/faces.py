@@ -199,8 +199,3 @@ def check_photo(image: Image.Image, *, min_face_px: int, blur_min_variance: floa
 def _count_word(n: int) -> str:
     words = {2: "Two", 3: "Three", 4: "Four", 5: "Five"}
     return words.get(n, str(n))
-
-
-# A likeness keeps the embeddings of its accepted photos in this file (an (n, 128) float32 .npy),
-# written by the trainer, read by the generator for the identity score.
-EMBEDDINGS_FILE = "embeddings.npy"

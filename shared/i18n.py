@@ -67,6 +67,35 @@ EN: Catalog = {
         "one": "1 of the chosen photo was deleted before training started.",
         "other": "{count} of the chosen photos were deleted before training started.",
     },
+    # Job failures by error code (shared/contracts/errors.py): the workers raise the code, never the text
+    "job.likeness_deleted": "This likeness was deleted; train a new one.",
+    "job.likeness_not_ready": "This likeness is not ready (it is {status}).",
+    "job.likeness_base_mismatch": (
+        "This likeness was trained for the base model {trained}, and portraits are made with "
+        "{serving} now: train the likeness again."
+    ),
+    "job.likeness_files_missing": "This likeness has no LoRA file; train it again.",
+    "job.pose_deleted": "The pose photo was deleted; choose another pose.",
+    "job.pose_not_ready": "The pose photo cannot be used (it is {status}).",
+    "job.unknown_style": "Unknown style: {styles}.",
+    "job.no_styles": "Choose at least one style.",
+    "job.bad_count": "Ask for 1 to {max} portraits per style.",
+    "job.daily_limit": (
+        "You can make {limit} portraits a day; {left} are left today. Ask for fewer or try tomorrow."
+    ),
+    "job.worker_restarting": (
+        "The portrait worker had a fault and restarts; your portraits will be made again."
+    ),
+    "job.foreign_object": "{what} points outside its owner.",
+    "job.bad_input": "This job's input is not valid: {detail}",
+    "job.unknown_template": "There is no email template {template}.",
+    "job.internal_error": (
+        "This job failed {attempts} times in a row, so we stopped trying. "
+        "It was not your fault; please try again later."
+    ),
+    "job.worker_lost": (
+        "The worker running this job stopped {attempts} times, so we stopped trying. Please try again later."
+    ),
 }
 
 KO: Catalog = {
@@ -102,7 +131,7 @@ KO: Catalog = {
         "얼굴이 선명하게 나온 사진이 {count}장뿐입니다. {more}장 더 올려 주세요(최소 {needed}장 필요)."
     ),
     "job.photos_deleted": "고른 사진 중 {count}장이 학습 시작 전에 삭제되었습니다.",
-    # Job failures without values, by error code (the English is the worker's own sentence)
+    # Job failures by error code (shared/contracts/errors.py)
     "job.likeness_deleted": "이 닮은꼴 모델은 삭제되었습니다. 새로 학습해 주세요.",
     "job.likeness_not_ready": "이 닮은꼴 모델은 아직 준비되지 않았습니다.",
     "job.likeness_base_mismatch": (
@@ -113,6 +142,10 @@ KO: Catalog = {
     "job.pose_not_ready": "이 자세 사진은 쓸 수 없습니다.",
     "job.unknown_style": "없는 스타일입니다. 다른 스타일을 골라 주세요.",
     "job.no_styles": "스타일을 하나 이상 고르세요.",
+    "job.bad_count": "스타일마다 1장부터 {max}장까지 요청할 수 있습니다.",
+    "job.foreign_object": "저장된 파일이 주인의 영역 밖을 가리킵니다.",
+    "job.bad_input": "작업 입력이 올바르지 않습니다.",
+    "job.unknown_template": "없는 메일 양식입니다: {template}.",
     "job.daily_limit": "오늘 만들 수 있는 사진 수를 넘었습니다. 더 적게 요청하거나 내일 다시 시도해 주세요.",
     "job.worker_restarting": "사진을 만드는 장비에 문제가 생겨 다시 시작합니다. 사진은 다시 만들어집니다.",
     "job.internal_error": (

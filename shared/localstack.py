@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class LocalStack:
     s3_access_key: str = "studio-dev-key"
     s3_secret_key: str = "dev-only-change-me"
     processes: list[subprocess.Popen] = field(default_factory=list)
-    _pg: object | None = None
+    _pg: Any = None  # a pgserver.PostgresServer (untyped)
 
     # Port layout from base_port: redis +0, smtp +1, seaweed master +2, volume +3, filer +4, s3 +5.
     @property

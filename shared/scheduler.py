@@ -8,8 +8,9 @@ import redis
 from sqlalchemy import func, select
 
 from shared.config import get_settings
+from shared.contracts import QUEUES, SweepRetention
 from shared.db import get_sessionmaker, session_scope
-from shared.jobs import QUEUES, enqueue
+from shared.jobs import enqueue
 from shared.jobs.reaper import reap_stale_jobs
 from shared.metrics import OUTBOX_PENDING, QUEUE_DEPTH
 from shared.models import OutboxMessage
@@ -20,13 +21,7 @@ log = logging.getLogger(__name__)
 def schedule_retention_sweep(now: datetime) -> None:
     """One sweep per hour: the idempotency key makes every scheduler replica agree."""
     with session_scope() as session:
-        enqueue(
-            session,
-            kind="retention_sweep",
-            user_id=None,
-            input={},
-            idempotency_key=f"retention:{now:%Y-%m-%dT%H}",
-        )
+        enqueue(session, SweepRetention(), user_id=None, idempotency_key=f"retention:{now:%Y-%m-%dT%H}")
 
 
 def sample_queues(client: redis.Redis) -> None:
@@ -37,6 +32,7 @@ def sample_queues(client: redis.Redis) -> None:
             session.scalar(
                 select(func.count()).select_from(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
             )
+            or 0
         )
 
 

@@ -52,7 +52,7 @@ def _reset_caches() -> None:
     reset_clients()
     storage.client.cache_clear()
     storage.public_client.cache_clear()
-    from shared.queue import celery_app
+    from shared.jobs.celery_app import celery_app
 
     celery_app.conf.broker_url = get_settings().redis_url
 

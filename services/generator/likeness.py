@@ -1,13 +1,13 @@
 """A user's likeness as the generator sees it: the LoRA file, its trigger and class words, and
 reference face embeddings of the user's photos (for the identity score).
 
-On disk (what the trainer writes, or what `studio generate --likeness` is pointed at):
-- a directory with one LoRA `*.safetensors` (preferably `pytorch_lora_weights.safetensors`, also
-  under `diffusers/`, as the trainer writes it),
-  an optional `likeness.json` {"trigger_word", "class_word"}, optional `embeddings.npy`
-  (N x 128 float32) and/or photos (*.jpg, *.png, also under `photos/`) to embed; or
+On disk (what the trainer writes, or what `studio generate --likeness` is pointed at; the file
+names are shared/contracts/likeness_files.py's):
+- a directory with one LoRA `*.safetensors` (preferably DIFFUSERS_FILE, also under DIFFUSERS_DIR,
+  as the trainer writes it), an optional META_FILE {"trigger_word", "class_word"}, an optional
+  EMBEDDINGS_FILE (N x 128 float32) and/or photos (*.jpg, *.png, also under `photos/`) to embed; or
 - a single `.safetensors` file. The trainer's metadata keys `studio_trigger_word` /
-  `studio_class_word` (services/trainer/export.py) name the words when likeness.json does not.
+  `studio_class_word` (services/trainer/export.py) name the words when META_FILE does not.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from shared.contracts.likeness_files import DIFFUSERS_DIR, DIFFUSERS_FILE, EMBEDDINGS_FILE, META_FILE
+
 DEFAULT_TRIGGER = "ohwx"
 DEFAULT_CLASS = "person"
-DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
@@ -82,22 +83,22 @@ def load_likeness(path: Path | str, photos: Path | None = None) -> Likeness:
         lora = path
     elif path.is_dir():
         loras = sorted(path.glob("*.safetensors"))
-        for preferred in (path / DIFFUSERS_FILE, path / "diffusers" / DIFFUSERS_FILE):  # the trainer's
+        for preferred in (path / DIFFUSERS_FILE, path / DIFFUSERS_DIR / DIFFUSERS_FILE):  # the trainer's
             if preferred.is_file():
                 loras = [preferred]
                 break
         if len(loras) != 1:
             raise LikenessError(f"{path}: expected one LoRA .safetensors file, found {len(loras)}")
         lora = loras[0]
-        if (path / "likeness.json").is_file():
-            info = json.loads((path / "likeness.json").read_text())
+        if (path / META_FILE).is_file():
+            info = json.loads((path / META_FILE).read_text())
     else:
         raise LikenessError(f"{path} does not exist")
     meta = _safetensors_metadata(lora)
     if photos is not None:
         references = embed_photos(_photos_in(Path(photos)))
-    elif path.is_dir() and (path / "embeddings.npy").is_file():
-        references = np.load(path / "embeddings.npy").astype(np.float32).reshape(-1, 128)
+    elif path.is_dir() and (path / EMBEDDINGS_FILE).is_file():
+        references = np.load(path / EMBEDDINGS_FILE).astype(np.float32).reshape(-1, 128)
     elif path.is_dir():
         references = embed_photos(_photos_in(path))
     else:

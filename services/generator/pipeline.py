@@ -33,10 +33,11 @@ from services.generator.metadata import (
 from services.generator.pose import load_pose
 from services.generator.prompts import PromptEmbeds, encode_prompt_pair
 from services.generator.resident import ResidentModels, short_hash
+from services.generator.stages.beautify import BeautifyStage
 from services.generator.stages.detailer import DetailerStage, DetailReport
-from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
+from shared.contracts.stages import DONE, STAGE_SHARES
 from shared.extra_networks import LoraRef, extract_loras
 from shared.ml import dtype_guard
 from shared.pose import Pose, draw_pose
@@ -45,14 +46,8 @@ from shared.styles import DetailerPass, Style
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 VERSION = "portrait-studio 0.1"
-# Share of the total time of each stage, for progress reporting.
-STAGES = (
-    ("txt2img", 0.35),
-    ("detail", 0.15),
-    ("beautify", 0.15),
-    ("detail2", 0.10),
-    ("upscale", 0.25),
-)
+# The stages in order with their share of the time, for progress reporting (shared/contracts/stages.py).
+STAGES = tuple(STAGE_SHARES.items())
 
 
 @dataclass(frozen=True)
@@ -390,7 +385,7 @@ class _Progress:
 
     def done(self) -> None:
         if self.callback:
-            self.callback(1.0, "done")
+            self.callback(1.0, DONE)
 
 
 def _registry_lora(name: str) -> Path:

@@ -1,10 +1,9 @@
 """The `generate` queue (GPU): portraits of a user's likeness in the chosen styles.
 
-Input: {"likeness_id", "styles": [style ids], "count": portraits per style, "seed"?, "pose_id"?}
-(`pose_id`: the user's pose photo, whose keypoints replace each style's pose template). The handler
-moves data: the LoRA and the user's photos in from S3, the pipeline (services/generator/pipeline.py)
-runs, PNG + thumbnail go to `users/<uid>/portraits/<job_id>/`, one Portrait row each. A retried
-attempt draws the same seeds and writes the same keys and ids, so nothing is duplicated.
+Input and result: shared/contracts/generate_portraits.py. The handler moves data: the LoRA and
+the user's photos in from S3, the pipeline (services/generator/pipeline.py) runs, PNG + thumbnail
+go to `users/<uid>/portraits/<job_id>/`, one Portrait row each. A retried attempt draws the same
+seeds and writes the same keys and ids, so nothing is duplicated.
 """
 
 from __future__ import annotations
@@ -23,20 +22,22 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from services.generator.likeness import DIFFUSERS_FILE, Likeness
+from services.generator.likeness import Likeness
 from services.generator.metadata import thumbnail_jpeg
 from shared import pending_objects, storage
-from shared.config import get_settings
+from shared.contracts import ErrorCode, GeneratePortraits, PortraitsMade, SendEmail
+from shared.contracts.likeness_files import DIFFUSERS_FILE, LikenessFiles
+from shared.contracts.stages import DONE, JobStep
 from shared.db import session_scope
 from shared.images import open_upright
 from shared.jobs import JobContext, JobError, job_task
+from shared.jobs.celery_app import stop_consuming
 from shared.ml.loading import base_model_id
 from shared.models import Likeness as LikenessRow
 from shared.models import Photo, Portrait, PosePhoto
 from shared.pose import Pose, parse_openpose_json
-from shared.queue import stop_consuming
-from shared.quota import MAX_COUNT, portraits_made_today
-from shared.styles import StyleError, get_style
+from shared.quota import check_daily_quota
+from shared.styles import Style, StyleError, load_styles
 
 log = logging.getLogger(__name__)
 LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest
@@ -50,19 +51,22 @@ def resident_pipeline():
     return PortraitPipeline.from_preset()
 
 
-@job_task("generate_portraits")
-def generate_portraits_job(ctx: JobContext) -> dict:
+@job_task(GeneratePortraits)
+def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
+    """The portraits of `ctx.input` (shared/contracts/generate_portraits.py), stored with rows."""
     from services.generator.loras import WeightsNotRestored  # torch: only in the pool process
     from shared.ml.dtype_guard import DtypeDrift
 
-    likeness_row, styles, count = _load_request(ctx)
+    styles = _styles(ctx.input.styles)
+    likeness_row = _load_likeness(ctx)
     pose, pose_name = _load_pose(ctx)
+    count = ctx.input.count
     _check_daily_quota(ctx, len(styles) * count)
     ctx.progress(0.0, "loading likeness")
-    clock = StageClock("load")
-    seed = int(ctx.input.get("seed", ctx.job_id.int % 2**31))
+    clock = StageClock(JobStep.load)
+    seed = ctx.input.seed if ctx.input.seed is not None else ctx.job_id.int % 2**31
     pipeline = resident_pipeline()
-    made: list[dict] = []
+    made: list[str] = []
     with tempfile.TemporaryDirectory(prefix="portraits-") as tmp:
         likeness = _download_likeness(likeness_row, Path(tmp))
         ctx.progress(LOADED, "generating")
@@ -70,10 +74,10 @@ def generate_portraits_job(ctx: JobContext) -> dict:
         for index, style in enumerate(styles):
 
             def progress(fraction: float, stage: str, index: int = index, style=style) -> None:
-                clock.enter("store" if stage == "done" else stage)
+                clock.enter(JobStep.store if stage == DONE else stage)
                 ctx.progress(LOADED + share * (index + fraction), f"{style.name.en}: {stage}")
 
-            clock.enter("prepare")  # the style's LoRAs baked in, prompts encoded
+            clock.enter(JobStep.prepare)  # the style's LoRAs baked in, prompts encoded
             try:
                 results = pipeline(
                     likeness,
@@ -88,36 +92,23 @@ def generate_portraits_job(ctx: JobContext) -> dict:
                 # Another user's LoRA may be left in the weights, or the networks are no longer
                 # in the dtype they were loaded in: this worker stops taking jobs.
                 stop_consuming("generate", str(exc))
-                raise JobError(
-                    "worker_restarting",
-                    "The portrait worker had a fault and restarts; your portraits will be made again.",
-                    retryable=True,
-                ) from exc
+                raise JobError.of(ErrorCode.worker_restarting, retryable=True) from exc
             made += [_store(ctx, likeness_row, result) for result in results]
-    ctx.follow_up(
-        "send_email",
-        user_id=ctx.user_id,
-        input={
-            "template": "portraits_ready",
-            "job_id": str(ctx.job_id),
-            "event_key": f"job:{ctx.job_id}:portraits_ready",
-        },
-    )
+    ctx.follow_up(SendEmail.portraits_ready(ctx.job_id), user_id=ctx.user_id)
     clock.enter(None)
-    return {
-        "portraits": len(made),
-        "styles": [s.id for s in styles],
-        "seed": seed,
-        "ids": made,
-        "seconds": clock.totals(),  # where the job's time went, for operators and benches
-    }
+    return PortraitsMade(
+        portraits=len(made),
+        styles=[s.id for s in styles],
+        seed=seed,
+        ids=made,
+        seconds=clock.totals(),  # where the job's time went, for operators and benches
+    )
 
 
 class StageClock:
     """Wall seconds per stage name, summed over the styles of a job: `enter(name)` ends the
     current stage and starts `name` (None: stop). Stages are the pipeline's progress stages
-    (txt2img, detail, beautify, detail2, upscale) plus "load" (pipeline, likeness download),
-    "prepare" (a style's LoRAs and prompts) and "store" (S3 uploads and rows).
+    (shared/contracts/stages.py: Stage) plus the job's own steps (JobStep: load, prepare, store).
     GPU work is asynchronous, so a stage's seconds include what the next synchronising call waits
     for; each stage ends in a host copy of its images, which bounds the spill."""
 
@@ -137,32 +128,33 @@ class StageClock:
         return {name: round(seconds, 2) for name, seconds in self.seconds.items()}
 
 
-def _load_request(ctx: JobContext) -> tuple[dict, list, int]:
+def _styles(ids: list[str]) -> list[Style]:
+    """The styles asked for, in that order (the contract checked that there is at least one)."""
     try:
-        styles = [get_style(s) for s in ctx.input.get("styles") or []]
+        known = load_styles()
     except StyleError as exc:
-        raise JobError("unknown_style", str(exc)) from exc
-    if not styles:
-        raise JobError("no_styles", "Choose at least one style.")
-    count = int(ctx.input.get("count", 1))
-    if not 1 <= count <= MAX_COUNT:
-        raise JobError("bad_count", f"Ask for 1 to {MAX_COUNT} portraits per style.")
+        raise JobError.of(ErrorCode.unknown_style, styles=", ".join(ids)) from exc
+    unknown = [s for s in ids if s not in known]
+    if unknown:
+        raise JobError.of(ErrorCode.unknown_style, styles=", ".join(unknown))
+    return [known[s] for s in ids]
+
+
+def _load_likeness(ctx: JobContext[GeneratePortraits]) -> dict:
+    """The likeness row's facts the job needs; refuses one deleted, not ready, trained for other
+    base weights or without its LoRA file."""
     with session_scope() as session:
-        row = session.get(LikenessRow, uuid.UUID(str(ctx.input["likeness_id"])))
+        row = session.get(LikenessRow, ctx.input.likeness_id)
         if row is None or row.user_id != ctx.user_id:
-            raise JobError("likeness_deleted", "This likeness was deleted; train a new one.")
+            raise JobError.of(ErrorCode.likeness_deleted)
         if row.status != "ready":
-            raise JobError("likeness_not_ready", f"This likeness is not ready (it is {row.status}).")
+            raise JobError.of(ErrorCode.likeness_not_ready, status=row.status)
         serving = base_model_id()
         if row.base_model != serving:
-            raise JobError(
-                "likeness_base_mismatch",
-                f"This likeness was trained for the base model {row.base_model}, and portraits "
-                f"are made with {serving} now: train the likeness again.",
-            )
-        files = (row.meta or {}).get("files") or {}
-        if not files.get("diffusers"):
-            raise JobError("likeness_files_missing", "This likeness has no LoRA file; train it again.")
+            raise JobError.of(ErrorCode.likeness_base_mismatch, trained=row.base_model, serving=serving)
+        files = LikenessFiles.of(row.meta)
+        if files is None:
+            raise JobError.of(ErrorCode.likeness_files_missing)
         photo_keys = session.scalars(
             select(Photo.object_key).where(
                 Photo.id.in_([uuid.UUID(p) for p in row.photo_ids or []]),
@@ -174,46 +166,41 @@ def _load_request(ctx: JobContext) -> tuple[dict, list, int]:
             "user_id": row.user_id,
             "trigger_word": row.trigger_word,
             "class_word": row.class_word,
-            "lora_key": files["diffusers"],
-            "embeddings_key": files.get("embeddings"),  # absent for likenesses trained before it
+            "lora_key": files.diffusers,
+            "embeddings_key": files.embeddings,  # absent for likenesses trained before it
             "photo_keys": list(photo_keys),
         }
-    return request, styles, count
+    return request
 
 
-def _load_pose(ctx: JobContext) -> tuple[Pose | None, str | None]:
+def _load_pose(ctx: JobContext[GeneratePortraits]) -> tuple[Pose | None, str | None]:
     """The user's pose photo asked for (keypoints from its row), named "photo:<id>"; none asked: None."""
-    if not ctx.input.get("pose_id"):
+    pose_id = ctx.input.pose_id
+    if pose_id is None:
         return None, None
-    pose_id = uuid.UUID(str(ctx.input["pose_id"]))
     with session_scope() as session:
         row = session.get(PosePhoto, pose_id)
         if row is None or row.user_id != ctx.user_id:
-            raise JobError("pose_deleted", "The pose photo was deleted; choose another pose.")
+            raise JobError.of(ErrorCode.pose_deleted)
         if row.status != "ready" or not row.keypoints:
-            raise JobError("pose_not_ready", f"The pose photo cannot be used (it is {row.status}).")
+            raise JobError.of(ErrorCode.pose_not_ready, status=row.status)
         return parse_openpose_json(row.keypoints), f"photo:{pose_id}"
 
 
-def _check_daily_quota(ctx: JobContext, wanted: int) -> None:
-    """Fair share of the GPU pool: at most `max_portraits_per_day` portraits per user per day
-    (portraits of this job already stored by an earlier attempt do not count twice)."""
-    limit = get_settings().max_portraits_per_day
+def _check_daily_quota(ctx: JobContext[GeneratePortraits], wanted: int) -> None:
+    """Fair share of the GPU pool (shared/quota.py); portraits of this job already stored by an
+    earlier attempt do not count twice."""
     with session_scope() as session:
-        made = portraits_made_today(session, ctx.user_id, except_job=ctx.job_id)
-    if made + wanted > limit:
-        left = max(limit - made, 0)
-        raise JobError(
-            "daily_limit",
-            f"You can make {limit} portraits a day; {left} are left today. Ask for fewer or try tomorrow.",
-        )
+        over = check_daily_quota(session, ctx.owner, wanted, except_job=ctx.job_id)
+    if over is not None:
+        raise JobError.of(ErrorCode.daily_limit, limit=over.limit, left=over.left)
 
 
 def _download_likeness(request: dict, folder: Path) -> Likeness:
     key = request["lora_key"]
     own = storage.user_prefix(request["user_id"])
     if not key.startswith(own) or not (request.get("embeddings_key") or own).startswith(own):
-        raise JobError("foreign_object", "The likeness points outside its owner.")
+        raise JobError.of(ErrorCode.foreign_object, what="The likeness")
     path = folder / DIFFUSERS_FILE
     path.write_bytes(storage.get_bytes(key))
     return Likeness(
@@ -244,11 +231,11 @@ def _photos(keys: list[str]) -> Iterator[Image.Image]:
         yield open_upright(io.BytesIO(data))
 
 
-def _store(ctx: JobContext, request: dict, result) -> str:
+def _store(ctx: JobContext[GeneratePortraits], request: dict, result) -> str:
     """Upload one portrait and insert its row; the id comes from (job, style, seed), so a retry
     overwrites the same objects and finds the row already there."""
     portrait_id = uuid.uuid5(ctx.job_id, f"{result.style}:{result.seed}")
-    prefix = storage.user_key(ctx.user_id, "portraits", str(ctx.job_id))
+    prefix = storage.user_key(ctx.owner, "portraits", str(ctx.job_id))
     key, thumb = f"{prefix}/{portrait_id}.png", f"{prefix}/{portrait_id}_thumb.jpg"
     with session_scope() as session:
         if session.get(LikenessRow, request["id"]) is None:
@@ -266,7 +253,9 @@ def _store(ctx: JobContext, request: dict, result) -> str:
     return str(portrait_id)
 
 
-def _likeness_deleted(ctx: JobContext, prefix: str, cause: Exception | None = None) -> None:
+def _likeness_deleted(
+    ctx: JobContext[GeneratePortraits], prefix: str, cause: Exception | None = None
+) -> None:
     """The likeness was deleted while this job ran: delete this job's objects that have no Portrait
     row (the rows already stored keep theirs, with `likeness_id` set NULL) and fail at once.
 
@@ -278,11 +267,11 @@ def _likeness_deleted(ctx: JobContext, prefix: str, cause: Exception | None = No
         ).all()
     known = {k for row in kept for k in row}
     storage.delete_keys([k for k in storage.list_keys(prefix + "/") if k not in known])
-    raise JobError("likeness_deleted", "This likeness was deleted; train a new one.") from cause
+    raise JobError.of(ErrorCode.likeness_deleted) from cause
 
 
 def _insert_portrait(
-    ctx: JobContext, request: dict, result, portrait_id: uuid.UUID, key: str, thumb: str
+    ctx: JobContext[GeneratePortraits], request: dict, result, portrait_id: uuid.UUID, key: str, thumb: str
 ) -> None:
     with session_scope() as session:
         if session.get(Portrait, portrait_id) is None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
+from typing import cast
 
 _CID_REF = re.compile(r"""["'(]cid:([^"')\s]+)""")
 
@@ -80,7 +81,7 @@ def compose_message(
     msg.set_content(text, subtype="plain", charset="utf-8")
     msg.add_alternative(html, subtype="html", charset="utf-8")
     if images:
-        html_part = msg.get_payload()[1]
+        html_part = cast(list[EmailMessage], msg.get_payload())[1]  # multipart: its parts
         for image in images:
             html_part.add_related(
                 image.data,

@@ -5,7 +5,6 @@ lie under that user's prefix, so a mail can never carry another user's pictures 
 """
 
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
@@ -19,6 +18,7 @@ from services.notifier.compose import InlineImage, new_cid
 from services.notifier.thumbnails import inline_thumbnail
 from shared import storage
 from shared.config import Settings
+from shared.contracts import ErrorCode, SendEmail, Template
 from shared.i18n import job_error_message
 from shared.jobs import JobError
 from shared.models import EmailToken, Job, JobStatus, Likeness, Portrait, User
@@ -41,49 +41,49 @@ class Draft:
 
 def gather(
     session: Session,
-    template: str,
+    template: Template,
     user: User | None,
-    job_input: Mapping[str, Any],
+    job_input: SendEmail,
     settings: Settings,
     cid_domain: str,
 ) -> Draft:
     """The data of `template` for `user` (None only for data_erased, whose user is gone)."""
     public_url = settings.public_url
-    if template == "data_erased":
+    if template == Template.data_erased:
         return Draft(content.data_erased_data(public_url))
     if user is None:
         raise JobError("no_recipient", f"A {template} email needs the user it is for.")
-    if template == "portraits_ready":
-        return _portraits_ready(session, user, _uuid(job_input, "job_id"), public_url, cid_domain)
-    if template == "training_finished":
+    if template == Template.portraits_ready:
+        return _portraits_ready(session, user, _uuid(job_input.job_id, "job_id"), public_url, cid_domain)
+    if template == Template.training_finished:
         likeness = session.scalar(
             select(Likeness).where(
-                Likeness.id == _uuid(job_input, "likeness_id"), Likeness.user_id == user.id
+                Likeness.id == _uuid(job_input.likeness_id, "likeness_id"), Likeness.user_id == user.id
             )
         )
         if likeness is None:
             raise Skip("likeness_gone")
         return Draft(content.training_finished_data(public_url, len(likeness.photo_ids or [])))
-    if template == "job_failed":
-        job = _owned_job(session, user, _uuid(job_input, "job_id"))
+    if template == Template.job_failed:
+        job = _owned_job(session, user, _uuid(job_input.job_id, "job_id"))
         if job.status != JobStatus.failed:
             raise Skip("job_not_failed")
         # The worker's sentences in the reader's language (shared/i18n.py), else its English text.
         message = job_error_message(job.error_code, job.error_message, job.result, user.locale)
         return Draft(content.job_failed_data(public_url, job.kind, job.error_code, message))
-    if template == "verify_email":
+    if template == Template.verify_email:
         if user.email_verified_at is not None:
             raise Skip("already_verified")
         hours = settings.email_verify_hours
         token = issue_token(session, user, "verify_email", timedelta(hours=hours))
         return Draft(content.verify_email_data(public_url, token, hours))
-    if template == "reset_password":
+    if template == Template.reset_password:
         minutes = settings.password_reset_minutes
         token = issue_token(session, user, "reset_password", timedelta(minutes=minutes))
         return Draft(content.reset_password_data(public_url, token, minutes))
-    if template == "signup_existing":
+    if template == Template.signup_existing:
         return Draft(content.signup_existing_data(public_url))
-    raise JobError("unknown_template", f"There is no email template {template!r}.")
+    raise JobError.of(ErrorCode.unknown_template, template=template)
 
 
 def issue_token(session: Session, user: User, purpose: str, lifetime: timedelta) -> str:
@@ -125,7 +125,7 @@ def _portraits_ready(
     for number, portrait in enumerate(portraits, start=1):
         for key in (portrait.object_key, portrait.thumb_key):
             if key is not None and not key.startswith(prefix):
-                raise JobError("foreign_object", f"Portrait {portrait.id} points outside its owner.")
+                raise JobError.of(ErrorCode.foreign_object, what=f"Portrait {portrait.id}")
         suffix = PurePosixPath(portrait.object_key).suffix or ".png"
         url = storage.presign_get(
             portrait.object_key,
@@ -151,8 +151,8 @@ def _owned_job(session: Session, user: User, job_id: uuid.UUID) -> Job:
     return job
 
 
-def _uuid(job_input: Mapping[str, Any], name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(job_input[name]))
-    except (KeyError, ValueError):
-        raise JobError("bad_input", f"The email job needs a valid {name!r}.") from None
+def _uuid(value: uuid.UUID | None, name: str) -> uuid.UUID:
+    """A template's id, which its constructor (shared/contracts/send_email.py) always sets."""
+    if value is None:
+        raise JobError.of(ErrorCode.bad_input, detail=f"the email job needs a valid {name!r}.")
+    return value

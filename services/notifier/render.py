@@ -15,20 +15,11 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from services.notifier.i18n import Translator
+from shared.contracts.send_email import RESULT_TEMPLATES, Template
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
-TEMPLATES = (
-    "portraits_ready",
-    "training_finished",
-    "job_failed",
-    "verify_email",
-    "reset_password",
-    "signup_existing",
-    "data_erased",
-)
-# Emails about results: sent only to verified addresses whose owner kept result emails on.
-RESULT_TEMPLATES = frozenset({"portraits_ready", "training_finished", "job_failed"})
+TEMPLATES: tuple[str, ...] = tuple(Template)  # the mails of shared/contracts/send_email.py
 
 
 @dataclass(frozen=True)

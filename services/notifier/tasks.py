@@ -1,6 +1,6 @@
 """The `send_email` job (task `notify.send`, queue `notify`).
 
-Input: {"template": name, "event_key": unique key, ...the template's ids}; see gather.py. One
+Input and result: shared/contracts/send_email.py (the template's ids: see gather.py). One
 transaction per run: lock the event's delivery row, skip if it was sent, gather the data of this
 user only, render, send (with retries), record. A failed send fails the job with the SMTP reply.
 """
@@ -8,36 +8,35 @@ user only, render, send (with retries), record. A failed send fails the job with
 import logging
 from email.errors import HeaderParseError, MessageDefect
 from email.message import EmailMessage
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from services.notifier.compose import compose_message, message_id_for, sender_domain
 from services.notifier.delivery import FAILED, SENT, SKIPPED, claim_delivery, mark_not_sent, mark_sent
 from services.notifier.gather import Draft, Skip, gather
-from services.notifier.render import RESULT_TEMPLATES, TEMPLATES, render_email
+from services.notifier.render import render_email
 from services.notifier.smtp import SmtpConfig, SmtpSendError, send_message
 from shared.config import get_settings
+from shared.contracts import EmailSent, SendEmail, Template
+from shared.contracts.send_email import RESULT_TEMPLATES
 from shared.db import session_scope
 from shared.jobs import JobContext, JobError, job_task
-from shared.jobs.kinds import get_kind
 from shared.models import Job, User
 
 log = logging.getLogger(__name__)
 
 
-@job_task("send_email")
-def send_email(ctx: JobContext) -> dict[str, Any]:
-    template = str(ctx.input.get("template"))
-    if template not in TEMPLATES:
-        raise JobError("unknown_template", f"There is no email template {template!r}.")
-    event_key = str(ctx.input.get("event_key") or f"job:{ctx.job_id}:{template}")
+@job_task(SendEmail)
+def send_email(ctx: JobContext[SendEmail]) -> EmailSent:
+    """Send the mail of `ctx.input` once per event key (see the module's docstring)."""
+    template = ctx.input.template
+    event_key = ctx.input.key_for(ctx.job_id)
     settings = get_settings()
     domain = sender_domain(settings.smtp_from)
     failure: SmtpSendError | None = None
     with session_scope() as session:
         user = session.get(User, ctx.user_id) if ctx.user_id else None
-        if template != "data_erased":
+        if template != Template.data_erased:
             if user is None:
                 return _skipped(template, "user_gone")  # erased since: nobody to write to
             if user.deleting:
@@ -54,7 +53,7 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
         )
         if delivery.status == SENT:
             _forget_address(session, ctx)
-            return {"sent": False, "skipped": "already_sent", "message_id": delivery.message_id}
+            return EmailSent(sent=False, skipped="already_sent", message_id=delivery.message_id)
         try:
             draft = gather(session, template, user, ctx.input, settings, domain)
         except Skip as skip:
@@ -79,8 +78,7 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
             mark_not_sent(delivery, FAILED, _without(str(exc), to))
         else:
             mark_sent(delivery, message["Message-ID"])
-        last_try = ctx.attempt >= (get_kind("send_email").max_attempts or settings.job_max_attempts)
-        retry = failure is not None and failure.transient and not last_try
+        retry = failure is not None and failure.transient and not ctx.is_last_attempt
         if not retry:
             _forget_address(session, ctx)  # the job ends here: keep no address in it
     if failure is not None:
@@ -90,26 +88,27 @@ def send_email(ctx: JobContext) -> dict[str, Any]:
         # permanent refusal (5xx, no SMTPUTF8, an address no header can carry) is final.
         raise JobError("smtp_failed", f"The email could not be sent. {reason}", retryable=retry)
     log.info("email %s sent", template, extra={"job_id": str(ctx.job_id), "attempts": attempts})
-    return {
-        "sent": True,
-        "template": template,
-        "message_id": message["Message-ID"],
-        "attempts": attempts,
-        "inline_images": len(draft.images),
-    }
+    return EmailSent(
+        sent=True,
+        template=template,
+        message_id=message["Message-ID"],
+        attempts=attempts,
+        inline_images=len(draft.images),
+    )
 
 
-def _recipient(template: str, user: User | None, job_input: dict[str, Any]) -> tuple[str, str]:
-    if template == "data_erased":  # the user row is gone; the address travels in the input
-        to = job_input.get("to")
-        if not to:
+def _recipient(template: Template, user: User | None, job_input: SendEmail) -> tuple[str, str]:
+    if template == Template.data_erased:  # the user row is gone; the address travels in the input
+        if not job_input.to:
             raise JobError("no_recipient", "The data_erased email needs the address in 'to'.")
-        return str(to), str(job_input.get("locale") or "en")
+        return job_input.to, job_input.locale or "en"
     assert user is not None
     return user.email, user.locale
 
 
-def _message(template: str, draft: Draft, to: str, locale: str, sender: str, message_id: str) -> EmailMessage:
+def _message(
+    template: Template, draft: Draft, to: str, locale: str, sender: str, message_id: str
+) -> EmailMessage:
     email = render_email(template, locale, draft.data)
     return compose_message(
         sender=sender,
@@ -123,17 +122,17 @@ def _message(template: str, draft: Draft, to: str, locale: str, sender: str, mes
     )
 
 
-def _forget_address(session: Session, ctx: JobContext) -> None:
+def _forget_address(session: Session, ctx: JobContext[SendEmail]) -> None:
     """Drop a mailed address from the job input once it is no longer needed."""
-    if "to" not in ctx.input:
+    if ctx.input.to is None:
         return
     job = session.get(Job, ctx.job_id)
     if job is not None and "to" in (job.input or {}):
         job.input = {k: v for k, v in job.input.items() if k != "to"}
 
 
-def _skipped(template: str, reason: str) -> dict[str, Any]:
-    return {"sent": False, "template": template, "skipped": reason}
+def _skipped(template: Template, reason: str) -> EmailSent:
+    return EmailSent(sent=False, template=template, skipped=reason)
 
 
 def _without(text: str, address: str) -> str:

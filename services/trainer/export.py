@@ -10,7 +10,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-DIFFUSERS_FILE = "pytorch_lora_weights.safetensors"
+from shared.contracts.likeness_files import DIFFUSERS_FILE
+
+__all__ = ["DIFFUSERS_FILE", "ExportedLora", "export_lora", "lora_metadata"]
 
 
 @dataclass(frozen=True)

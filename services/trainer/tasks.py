@@ -21,6 +21,8 @@ from services.trainer import train
 from services.trainer.checkpoints import S3CheckpointStore
 from shared import storage
 from shared.config import get_settings
+from shared.contracts import ErrorCode, LikenessTrained, SendEmail, TrainLikeness
+from shared.contracts.likeness_files import DIFFUSERS_DIR, DIFFUSERS_FILE, LikenessFiles
 from shared.db import session_scope
 from shared.i18n import Sentence
 from shared.images import open_upright
@@ -34,16 +36,17 @@ log = logging.getLogger(__name__)
 DOWNLOADED = 0.02  # fraction of the job when the photos are in; the library reports from there
 
 
-@job_task("train_likeness")
-def train_likeness_job(ctx: JobContext) -> dict:
-    likeness_id = uuid.UUID(ctx.input["likeness_id"])
+@job_task(TrainLikeness)
+def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
+    """Train the likeness LoRA of `ctx.input.likeness_id` and record its files on the row."""
+    likeness_id = ctx.input.likeness_id
     class_word, keys = _load_request(ctx, likeness_id)
     ctx.progress(0.0, "downloading photos")
     began = time.monotonic()
     images = _download(keys)
     downloaded = time.monotonic() - began
     missing = len(keys) - len(images)
-    store = S3CheckpointStore(ctx.user_id, likeness_id)
+    store = S3CheckpointStore(ctx.owner, likeness_id)
     with tempfile.TemporaryDirectory(prefix="likeness-") as tmp:
         try:
             preset = get_settings().model_preset
@@ -75,37 +78,29 @@ def train_likeness_job(ctx: JobContext) -> dict:
             _mark_failed(likeness_id, error.code, error.message)
             raise error from e
         began = time.monotonic()
-        files = _upload(ctx.user_id, likeness_id, result)
+        files = _upload(ctx.owner, likeness_id, result)
         uploaded = time.monotonic() - began
     found = _mark_ready(likeness_id, result, files)
     if found in (None, LikenessStatus.canceled):  # deleted or canceled meanwhile: leave nothing behind
-        storage.delete_prefix(_prefix(ctx.user_id, likeness_id))
+        storage.delete_prefix(_prefix(ctx.owner, likeness_id))
         store.clear()
         if found is None:
-            raise JobError("likeness_deleted", "This likeness was deleted while it was training.")
+            raise JobError.of(ErrorCode.likeness_deleted)
         raise JobCanceled()
     store.clear()
-    ctx.follow_up(
-        "send_email",
-        user_id=ctx.user_id,
-        input={
-            "template": "training_finished",
-            "likeness_id": str(likeness_id),
-            "event_key": f"job:{ctx.job_id}:training_finished",
-        },
-    )
-    return {
-        "likeness_id": str(likeness_id),
-        "steps": result.steps,
-        "best_step": result.best_step,
-        "resumed_from_step": result.resumed_from,
-        "photos_used": sum(v.accepted for v in result.verdicts),
+    ctx.follow_up(SendEmail.training_finished(ctx.job_id, likeness_id), user_id=ctx.user_id)
+    return LikenessTrained(
+        likeness_id=likeness_id,
+        steps=result.steps,
+        best_step=result.best_step,
+        resumed_from_step=result.resumed_from,
+        photos_used=sum(v.accepted for v in result.verdicts),
         # Where the job's time went (s), for operators and benches (bench/gpu_e2e.py journey).
-        "seconds": {
+        seconds={
             k: round(v, 2)
             for k, v in {"download": downloaded, **result.seconds, "load": loaded, "upload": uploaded}.items()
         },
-    }
+    )
 
 
 def _canceled(job_id: uuid.UUID) -> bool:
@@ -114,12 +109,12 @@ def _canceled(job_id: uuid.UUID) -> bool:
         return job is None or job.status == JobStatus.canceled
 
 
-def _load_request(ctx: JobContext, likeness_id: uuid.UUID) -> tuple[str, list[str]]:
+def _load_request(ctx: JobContext[TrainLikeness], likeness_id: uuid.UUID) -> tuple[str, list[str]]:
     """The class word and the object keys of the photos chosen when training was requested."""
     with session_scope() as session:
         likeness = session.get(Likeness, likeness_id)
         if likeness is None or likeness.user_id != ctx.user_id:
-            raise JobError("likeness_deleted", "This likeness was deleted before it could be trained.")
+            raise JobError.of(ErrorCode.likeness_deleted)
         ids = [uuid.UUID(p) for p in likeness.photo_ids or []]
         photos = session.execute(
             select(Photo.id, Photo.object_key).where(Photo.id.in_(ids), Photo.user_id == ctx.user_id)
@@ -161,12 +156,9 @@ def _user_error(e: Exception, missing: int) -> JobError | None:
     return JobError(code, " ".join([*(s.render() for s in gone), str(e)]))
 
 
-def _fail_if_last_attempt(ctx: JobContext, likeness_id: uuid.UUID, e: Exception) -> None:
+def _fail_if_last_attempt(ctx: JobContext[TrainLikeness], likeness_id: uuid.UUID, e: Exception) -> None:
     """The runner fails the job after its last attempt; the likeness must not stay 'training'."""
-    with session_scope() as session:
-        job = session.get(Job, ctx.job_id)
-        last = job is None or ctx.attempt >= job.max_attempts
-    if last:
+    if ctx.is_last_attempt:
         _mark_failed(likeness_id, "internal_error", f"{type(e).__name__}: {e}"[:500])
 
 
@@ -178,37 +170,34 @@ def _mark_failed(likeness_id: uuid.UUID, code: str, message: str) -> None:
             likeness.meta = {**(likeness.meta or {}), "error_code": code, "error_message": message}
 
 
-def _prefix(user_id: uuid.UUID | None, likeness_id: uuid.UUID) -> str:
+def _prefix(user_id: uuid.UUID, likeness_id: uuid.UUID) -> str:
     return storage.user_key(user_id, "likenesses", str(likeness_id)) + "/"
 
 
-def _upload(user_id: uuid.UUID | None, likeness_id: uuid.UUID, result: train.LikenessResult) -> dict:
-    """Both formats under the likeness prefix; returns their keys by format."""
+def _upload(user_id: uuid.UUID, likeness_id: uuid.UUID, result: train.LikenessResult) -> LikenessFiles:
+    """Both formats under the likeness prefix (shared/contracts/likeness_files.py); returns their keys."""
     prefix = _prefix(user_id, likeness_id)
     diffusers_dir = result.lora.diffusers_path
     diffusers_files = []
     for path in sorted(p for p in diffusers_dir.rglob("*") if p.is_file()):
-        key = f"{prefix}diffusers/{path.relative_to(diffusers_dir).as_posix()}"
+        key = f"{prefix}{DIFFUSERS_DIR}/{path.relative_to(diffusers_dir).as_posix()}"
         storage.put_bytes(key, path.read_bytes(), _content_type(path))
         diffusers_files.append(key)
     kohya = f"{prefix}{result.lora.kohya_path.name}"
     storage.put_bytes(kohya, result.lora.kohya_path.read_bytes(), _content_type(result.lora.kohya_path))
-    weights = next(k for k in diffusers_files if k.endswith(".safetensors"))
+    weights = next(k for k in diffusers_files if k.endswith(f"/{DIFFUSERS_FILE}"))
     embeddings = f"{prefix}{result.embeddings_path.name}"
     storage.put_bytes(embeddings, result.embeddings_path.read_bytes(), "application/octet-stream")
-    return {
-        "diffusers": weights,
-        "diffusers_files": diffusers_files,
-        "kohya": kohya,
-        "embeddings": embeddings,
-    }
+    return LikenessFiles(
+        diffusers=weights, diffusers_files=diffusers_files, kohya=kohya, embeddings=embeddings
+    )
 
 
 def _content_type(path: Path) -> str:
     return "application/json" if path.suffix == ".json" else "application/octet-stream"
 
 
-def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: dict) -> str | None:
+def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: LikenessFiles) -> str | None:
     """Record the trained LoRA on the likeness; returns the status the likeness had (None: deleted).
     A likeness the user canceled meanwhile stays canceled."""
     config = result.lora.metadata
@@ -240,6 +229,6 @@ def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: dic
             "final_loss": result.losses[-1] if result.losses else None,
             "photos": [v.to_json() for v in result.verdicts],
             "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
-            "files": files,
+            "files": files.model_dump(mode="json"),
         }
     return found

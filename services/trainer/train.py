@@ -19,7 +19,7 @@ from PIL import Image
 
 from services.trainer import export, lora, preprocess, selection
 from shared.config import get_settings
-from shared.faces import EMBEDDINGS_FILE
+from shared.contracts.likeness_files import EMBEDDINGS_FILE
 from shared.images import ImageRejected, clean_upload, open_upright
 from shared.ml import loading, registry
 from shared.trigger_word import make_trigger_word

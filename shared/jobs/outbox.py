@@ -10,6 +10,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select, text
@@ -17,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
-from shared.jobs.kinds import get_kind
+from shared.contracts import ErrorCode, JobInput, SendEmail, get_kind, kind_of
+from shared.jobs.celery_app import celery_app
 from shared.jobs.state import now
 from shared.models import Job, OutboxMessage
 
@@ -34,11 +36,13 @@ class IdempotencyConflict(Exception):
 
 
 def request_fingerprint(kind: str, payload: Any) -> str:
+    """sha256 (hex) of a request's kind and payload: an Idempotency-Key replay must match it."""
     blob = json.dumps({"kind": kind, "payload": payload}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def add_outbox(session: Session, job: Job) -> None:
+    """The outbox row that makes the relay publish `job`'s task (the caller commits both)."""
     kind = get_kind(job.kind)
     session.add(
         OutboxMessage(
@@ -52,18 +56,20 @@ def add_outbox(session: Session, job: Job) -> None:
 
 def enqueue(
     session: Session,
+    job_input: JobInput,
     *,
-    kind: str,
     user_id: uuid.UUID | None,
-    input: dict[str, Any],
     idempotency_key: str | None = None,
     max_attempts: int | None = None,
 ) -> Job:
-    """Add a queued job and its outbox row to the session; the caller commits both together.
+    """Add a queued job of `job_input`'s kind and its outbox row to the session; the caller commits
+    both together. `enqueue(session, GeneratePortraits(...), user_id=...)`.
 
-    With an idempotency key, a repeated request returns the job created the first time.
+    With an idempotency key, a repeated request returns the job created the first time (raises
+    IdempotencyConflict when the key was used for another request).
     """
-    job_kind = get_kind(kind)
+    job_kind = kind_of(job_input)
+    kind, input = job_kind.name, job_input.to_row()
     fingerprint = request_fingerprint(kind, input) if idempotency_key else None
     if idempotency_key:
         existing = find_by_idempotency_key(session, user_id, idempotency_key)
@@ -106,6 +112,7 @@ def lock_idempotency_key(session: Session, user_id: uuid.UUID | None, key: str) 
 
 
 def find_by_idempotency_key(session: Session, user_id: uuid.UUID | None, key: str) -> Job | None:
+    """The user's job created with Idempotency-Key `key`, if any."""
     return session.scalar(select(Job).where(Job.user_id == user_id, Job.idempotency_key == key))
 
 
@@ -115,7 +122,10 @@ def _same_request_or_conflict(job: Job, fingerprint: str | None) -> Job:
     return job
 
 
-def relay_once(session: Session, publish, batch: int = 100) -> int:
+Publish = Callable[[str, str, dict[str, Any]], None]
+
+
+def relay_once(session: Session, publish: Publish, batch: int = 100) -> int:
     """Publish unsent outbox rows (locked, so several relays can run) and mark them sent."""
     rows = session.scalars(
         select(OutboxMessage)
@@ -131,8 +141,8 @@ def relay_once(session: Session, publish, batch: int = 100) -> int:
     return len(rows)
 
 
-def celery_publisher():
-    from shared.queue import celery_app
+def celery_publisher() -> Publish:
+    """Sends an outbox row's task to its Celery queue."""
 
     def publish(task_name: str, queue: str, payload: dict[str, Any]) -> None:
         celery_app.send_task(task_name, kwargs=payload, queue=queue)
@@ -140,7 +150,8 @@ def celery_publisher():
     return publish
 
 
-def run_relay(stop=lambda: False) -> None:
+def run_relay(stop: Callable[[], bool] = lambda: False) -> None:
+    """The relay process: publish unsent outbox rows until `stop()` says so."""
     from shared.db import get_sessionmaker
 
     settings = get_settings()
@@ -160,16 +171,11 @@ def run_relay(stop=lambda: False) -> None:
 
 # Failures the user caused themself (deleting the likeness a job needed): the answer says why, and
 # a "something went wrong, we are looking into it" mail would be false.
-USER_CAUSED = frozenset({"likeness_deleted"})
+USER_CAUSED = frozenset({ErrorCode.likeness_deleted})
 
 
 def mail_failure(session: Session, job: Job) -> None:
     """A job the user waits for finally failed: tell them by email what happened and what to do
     (not for USER_CAUSED codes)."""
     if get_kind(job.kind).mail_on_failure and job.user_id is not None and job.error_code not in USER_CAUSED:
-        enqueue(
-            session,
-            kind="send_email",
-            user_id=job.user_id,
-            input={"template": "job_failed", "job_id": str(job.id), "event_key": f"job:{job.id}:failed"},
-        )
+        enqueue(session, SendEmail.job_failed(job.id), user_id=job.user_id)

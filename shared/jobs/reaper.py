@@ -9,7 +9,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import i18n
 from shared.config import get_settings
+from shared.contracts import ErrorCode
 from shared.jobs import events
 from shared.jobs.retry import retry_or_fail
 from shared.jobs.state import now
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def reap_stale_jobs(session: Session) -> list[Job]:
+    """Hand back (or fail) every running job whose heartbeat is older than JOB_STALE_SECONDS;
+    commits, publishes the changes and returns the changed jobs."""
     stale_before = now() - timedelta(seconds=get_settings().job_stale_seconds)
     stale = session.scalars(
         select(Job)
@@ -46,8 +50,5 @@ def hand_back(session: Session, job: Job, *, claimed_by: str | None) -> Job | No
         claimed_by=claimed_by,
         code="worker_lost",
         retry_message=f"Attempt {job.attempts} lost its worker; retrying.",
-        final_message=(
-            f"The worker running this job stopped {job.attempts} times, so we "
-            "stopped trying. Please try again later."
-        ),
+        final_message=i18n.say(f"job.{ErrorCode.worker_lost}", attempts=job.attempts),
     )

@@ -9,16 +9,21 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
 from sqlalchemy import update
 
 from shared import i18n
 from shared.config import get_settings
+from shared.contracts import ErrorCode, JobInput, JobResult, get_kind
+from shared.contracts.base import InputT
+from shared.contracts.errors import sentence
 from shared.db import session_scope
 from shared.i18n import Sentence
 from shared.jobs import events
-from shared.jobs.kinds import get_kind
+from shared.jobs.celery_app import celery_app
 from shared.jobs.outbox import enqueue, mail_failure
 from shared.jobs.reaper import hand_back
 from shared.jobs.retry import retry_or_fail
@@ -44,6 +49,24 @@ class JobError(Exception):
         self.code = code
         self.retryable = retryable
 
+    @classmethod
+    def of(cls, code: ErrorCode, *, retryable: bool = False, **values: Any) -> "JobError":
+        """The error `code` with its catalogue sentence (`job.<code>`, shared/i18n.py) and values."""
+        return cls(code, [sentence(code, **values)], retryable=retryable)
+
+    @classmethod
+    def invalid_input(cls, error: ValidationError) -> "JobError":
+        """A job input its contract refuses: the first error's own code when the catalogue knows
+        it (a contract's PydanticCustomError, e.g. `bad_count`), else `bad_input`."""
+        first = error.errors(include_url=False)[0]
+        if first["type"] in ErrorCode.__members__:
+            return cls.of(ErrorCode(first["type"]), **first.get("ctx", {}))
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'input'}: {e['msg']}"
+            for e in error.errors(include_url=False)
+        )
+        return cls.of(ErrorCode.bad_input, detail=detail[:300])
+
     def result(self) -> dict[str, Any]:
         """What the failed job keeps as `result` when the error has sentences."""
         return {"error_sentences": [s.to_json() for s in self.sentences]}
@@ -54,18 +77,34 @@ class JobCanceled(Exception):
 
 
 @dataclass
-class JobContext:
+class JobContext(Generic[InputT]):
+    """What a handler knows of its job: ids, the typed input (its kind's contract), the attempt."""
+
     job_id: uuid.UUID
     user_id: uuid.UUID | None
     kind: str
-    input: dict[str, Any]
+    input: InputT
     attempt: int
+    max_attempts: int
     worker: str
     _lost: threading.Event = field(default_factory=threading.Event)
-    _follow_ups: list[dict[str, Any]] = field(default_factory=list)
+    _follow_ups: list[tuple[JobInput, uuid.UUID | None]] = field(default_factory=list)
     _last_write: float = 0.0
     _last_stage: str | None = None
     _soft_deadline: float = float("inf")  # time.monotonic() past which the attempt must stop
+
+    @property
+    def owner(self) -> uuid.UUID:
+        """The user the job belongs to; raises JobError(bad_input) for a job without one (every
+        kind but `retention_sweep` and the goodbye mail has one)."""
+        if self.user_id is None:
+            raise JobError.of(ErrorCode.bad_input, detail=f"a {self.kind} job needs its user")
+        return self.user_id
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """No retry follows if this attempt fails (the runner fails the job then)."""
+        return self.attempt >= self.max_attempts
 
     def progress(self, fraction: float, stage: str | None = None, **detail: Any) -> None:
         """Record progress (0..1) and a stage label, publish an event; raise if canceled.
@@ -90,9 +129,8 @@ class JobContext:
         if self._lost.is_set():
             raise JobCanceled()
         if time.monotonic() > self._soft_deadline:
-            from celery.exceptions import SoftTimeLimitExceeded
-
-            raise SoftTimeLimitExceeded(f"soft time limit ({soft_time_limit()} s) exceeded")
+            limit = get_settings().soft_time_limit()
+            raise SoftTimeLimitExceeded(f"soft time limit ({limit} s) exceeded")
 
     def _beat(self, **values: Any) -> Job | None:
         """Stamp the heartbeat (and `values`) while this worker still runs the job.
@@ -114,12 +152,13 @@ class JobContext:
             self._lost.set()
         return job
 
-    def follow_up(self, kind: str, *, user_id: uuid.UUID | None, input: dict[str, Any]) -> None:
+    def follow_up(self, job_input: JobInput, *, user_id: uuid.UUID | None) -> None:
         """Enqueue another job in the same transaction that marks this one succeeded."""
-        self._follow_ups.append({"kind": kind, "user_id": user_id, "input": input})
+        self._follow_ups.append((job_input, user_id))
 
 
-Handler = Callable[[JobContext], dict[str, Any] | None]
+ResultT = TypeVar("ResultT", bound=JobResult)
+Handler = Callable[[JobContext[Any]], JobResult]
 
 
 def _stage_key(stage: str | None) -> str | None:
@@ -127,17 +166,12 @@ def _stage_key(stage: str | None) -> str | None:
     return re.sub(r"\d+", "#", stage) if stage else stage
 
 
-def soft_time_limit() -> int:
-    """Seconds an attempt may run before it is asked to stop (Celery's soft limit): a minute before
-    the hard TASK_TIME_LIMIT, which kills the process."""
-    return get_settings().task_time_limit - 60
-
-
 def worker_name() -> str:
+    """host:pid:random, unique per attempt's process (`Job.worker`)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _heartbeat(ctx: JobContext, stop: threading.Event) -> None:
+def _heartbeat(ctx: JobContext[Any], stop: threading.Event) -> None:
     interval = get_settings().job_heartbeat_seconds
     while not stop.wait(interval):
         try:
@@ -214,13 +248,21 @@ def take_over(job_id: uuid.UUID, worker: str) -> Job | None:
 
 
 def run_job(job_id: uuid.UUID, handler: Handler) -> None:
+    """One attempt of a job (the body of its Celery task): claim it, parse its input by its kind's
+    contract, run `handler`, record the end. An input the contract refuses fails the job at once."""
     worker = worker_name()
     job = claim(job_id, worker) or take_over(job_id, worker)
     if job is None:
         log.info("job %s is not queued and its worker lives (or it ended): nothing to do", job_id)
         return
-    ctx = JobContext(job.id, job.user_id, job.kind, dict(job.input or {}), job.attempts, worker)
-    ctx._soft_deadline = time.monotonic() + soft_time_limit()
+    kind = get_kind(job.kind)
+    invalid: JobError | None = None
+    try:
+        job_input = kind.parse(job.input)
+    except ValidationError as e:
+        job_input, invalid = kind.input.model_construct(), JobError.invalid_input(e)
+    ctx = JobContext(job.id, job.user_id, job.kind, job_input, job.attempts, job.max_attempts, worker)
+    ctx._soft_deadline = time.monotonic() + get_settings().soft_time_limit()
     log.info(
         "job started",
         extra={
@@ -230,10 +272,12 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
             "attempt": job.attempts,
         },
     )
-    from celery.exceptions import SoftTimeLimitExceeded
-
     try:
-        _attempt(ctx, handler)
+        if invalid is None:
+            _attempt(ctx, handler)
+        else:  # a retry would read the same input: fail now, in words
+            _finish(ctx, JobStatus.failed, error_code=invalid.code, error_message=invalid.message,
+                    result=invalid.result())  # fmt: skip
     except SoftTimeLimitExceeded as e:
         # Celery's soft limit (it fires once) landed in this runner's own bookkeeping, after the
         # handler: recording the end was cut short. Record it now, or the job stays `running`
@@ -242,7 +286,7 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
         _retry_or_fail(ctx, "internal_error", f"{type(e).__name__}: {e}"[:500])
 
 
-def _attempt(ctx: JobContext, handler: Handler) -> None:
+def _attempt(ctx: JobContext[Any], handler: Handler) -> None:
     """Run `handler` once and record how it ended (succeeded, failed, retry, canceled)."""
     job_id = ctx.job_id
     stop = threading.Event()
@@ -250,7 +294,7 @@ def _attempt(ctx: JobContext, handler: Handler) -> None:
     beat.start()
     started = time.monotonic()
     try:
-        result = handler(ctx) or {}
+        result = handler(ctx).to_row()
     except JobCanceled:
         log.info("job %s canceled during attempt %d", job_id, ctx.attempt)
         return
@@ -271,22 +315,22 @@ def _attempt(ctx: JobContext, handler: Handler) -> None:
     _finish(ctx, JobStatus.succeeded, result=result, progress=1.0, stage="done")
 
 
-def _finish(ctx: JobContext, status: JobStatus, **values: Any) -> None:
+def _finish(ctx: JobContext[Any], status: JobStatus, **values: Any) -> None:
     with session_scope() as session:
         job = transition(session, ctx.job_id, JobStatus.running, status, claimed_by=ctx.worker, **values)
         if job is None:
             log.info("job %s was canceled or reassigned before it finished", ctx.job_id)
             return
         if status is JobStatus.succeeded:
-            for follow in ctx._follow_ups:
-                enqueue(session, **follow)
+            for follow, user_id in ctx._follow_ups:
+                enqueue(session, follow, user_id=user_id)
         else:
             mail_failure(session, job)
         events.publish(job)
     _count(ctx.kind, status)
 
 
-def _retry_or_fail(ctx: JobContext, code: str, detail: str) -> None:
+def _retry_or_fail(ctx: JobContext[Any], code: str, detail: str) -> None:
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         if job is None:
@@ -297,10 +341,7 @@ def _retry_or_fail(ctx: JobContext, code: str, detail: str) -> None:
             claimed_by=ctx.worker,
             code=code,
             retry_message=f"Attempt {job.attempts} failed; retrying.",
-            final_message=(
-                f"This job failed {job.attempts} times in a row, so we stopped trying. "
-                "It was not your fault; please try again later."
-            ),
+            final_message=i18n.say(f"job.{ErrorCode.internal_error}", attempts=job.attempts),
             result={"last_error": detail},
         )
         if moved is not None:
@@ -321,14 +362,18 @@ def _count(kind: str, status: JobStatus) -> None:
     JOBS_FINISHED.labels(kind=kind, status=str(status)).inc()
 
 
-def job_task(kind_name: str) -> Callable[[Handler], Handler]:
-    """Register a handler as the Celery task of a job kind (see shared/jobs/kinds.py)."""
-    kind = get_kind(kind_name)
+def job_task(
+    input_type: type[InputT],
+) -> Callable[[Callable[[JobContext[InputT]], ResultT]], Callable[[JobContext[InputT]], ResultT]]:
+    """Register a handler as the Celery task of the job kind whose input is `input_type`
+    (shared/contracts/): `@job_task(GeneratePortraits)` over `def h(ctx: JobContext[GeneratePortraits])
+    -> PortraitsMade`. The handler is returned unchanged (tests call it through `run_job`)."""
+    kind = get_kind(input_type.kind)
+    if kind.input is not input_type:
+        raise TypeError(f"{input_type.__name__} is not the input of the job kind {kind.name!r}")
 
-    def register(handler: Handler) -> Handler:
-        from shared.queue import celery_app
-
-        @celery_app.task(name=kind.task_name)
+    def register(handler: Callable[[JobContext[InputT]], ResultT]) -> Callable[[JobContext[InputT]], ResultT]:
+        @celery_app.task(name=kind.task_name)  # type: ignore[untyped-decorator]
         def task(job_id: str) -> None:
             run_job(uuid.UUID(job_id), handler)
 

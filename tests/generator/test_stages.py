@@ -9,8 +9,8 @@ from services.generator.loras import ActiveLoras, LoraSpec
 from services.generator.pose import load_pose
 from services.generator.prompts import encode_prompt_pair
 from services.generator.regions import masked_crop
+from services.generator.stages.beautify import BeautifyStage
 from services.generator.stages.detailer import DetailerStage
-from services.generator.stages.img2img import BeautifyStage
 from services.generator.stages.txt2img import Txt2ImgStage
 from services.generator.stages.upscale import UpscaleStage
 from shared.pose import draw_pose

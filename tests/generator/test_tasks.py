@@ -10,6 +10,7 @@ from services.generator.metadata import read_png_metadata
 from services.generator.tasks import generate_portraits_job
 from shared import storage
 from shared.config import get_settings
+from shared.contracts import GeneratePortraits
 from shared.db import session_scope
 from shared.jobs import enqueue, run_job
 from shared.ml.loading import base_model_id
@@ -26,12 +27,11 @@ def _new_user() -> uuid.UUID:
 
 def _job(uid: uuid.UUID, likeness_id: uuid.UUID, styles: list[str], count: int, **extra) -> uuid.UUID:
     with session_scope() as session:
-        job = enqueue(
-            session,
-            kind="generate_portraits",
-            user_id=uid,
-            input={"likeness_id": str(likeness_id), "styles": styles, "count": count, **extra},
+        # model_construct: also rows the contract would refuse, as an older client may have queued
+        job_input = GeneratePortraits.model_construct(
+            likeness_id=likeness_id, styles=styles, count=count, **extra
         )
+        job = enqueue(session, job_input, user_id=uid)
         return job.id
 
 
@@ -154,7 +154,7 @@ def test_identity_references_come_from_the_likeness_not_the_photos(stack) -> Non
 
 def test_a_worker_with_unrestored_weights_retries_the_job_elsewhere(stack, caplog) -> None:
     """Baked mode (the GPU default) after a failed restore: the job is not run on these weights,
-    it goes back for another worker, and this one asks to stop (shared.queue.stop_consuming;
+    it goes back for another worker, and this one asks to stop (shared.jobs.celery_app.stop_consuming;
     outside a Celery task it can only say so: tests/platform/test_stop_consuming.py runs it)."""
     from services.generator import loras
     from services.generator.tasks import resident_pipeline

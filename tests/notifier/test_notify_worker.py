@@ -7,6 +7,7 @@ import uuid
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+from shared.contracts import SendEmail, Template
 from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.jobs.outbox import add_outbox
@@ -46,11 +47,10 @@ def test_duplicate_deliveries_send_one_mail(api: Api, platform: Platform) -> Non
     with session_scope() as session:
         user_id = session.query(User.id).filter(User.email == user.email).scalar()
         event = f"test:{uuid.uuid4()}"
-        first = enqueue(session, kind="send_email", user_id=user_id,
-                        input={"template": "signup_existing", "event_key": event})  # fmt: skip
+        mail = SendEmail(template=Template.signup_existing, event_key=event)
+        first = enqueue(session, mail, user_id=user_id)
         add_outbox(session, first)  # the same task published twice
-        second = enqueue(session, kind="send_email", user_id=user_id,
-                         input={"template": "signup_existing", "event_key": event})  # fmt: skip
+        second = enqueue(session, mail, user_id=user_id)
         ids = [first.id, second.id]
 
     def finished() -> list[Job] | None:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from shared.queue import celery_app, stop_consuming
+from shared.jobs.celery_app import celery_app, stop_consuming
 
 QUEUE = "stop-test"
 

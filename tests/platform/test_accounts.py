@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, select, update
 
-from services.trainer.photo_tasks import sweep_expired_photos
+from services.photos.retention import sweep_expired_photos
 from shared import storage
 from shared.db import session_scope
 from shared.models import Photo, RefreshToken, User
@@ -209,7 +209,7 @@ def test_malformed_json_is_named_in_a_sentence(api: Api) -> None:
 
 
 def test_job_list_limit_and_kind_are_validated(api: Api) -> None:
-    """limit 1..200 and kind one of shared.jobs.kinds: 422 sentences, never a 500 from Postgres
+    """limit 1..200 and kind one of shared.contracts: 422 sentences, never a 500 from Postgres
     (a negative LIMIT, a NUL byte)."""
     user = api.new_user()
     for query, words in [

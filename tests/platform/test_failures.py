@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from shared import storage
 from shared.db import session_scope
+from shared.jobs.celery_app import celery_app
 from shared.models import Job, OutboxMessage, Photo
-from shared.queue import celery_app
 from tests.conftest import Api, Platform, wait_until
 from tests.photos import astronaut_variants, jpeg
 

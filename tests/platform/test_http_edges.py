@@ -9,6 +9,7 @@ import uuid
 
 import httpx
 
+from shared.contracts import TrainLikeness
 from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.localstack import free_port, wait_for_port
@@ -155,7 +156,7 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, proc
         user = api.new_user()
         user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
         with session_scope() as session:  # stays queued: no train worker runs here
-            job_id = str(enqueue(session, kind="train_likeness", user_id=user_id, input={}).id)
+            job_id = str(enqueue(session, TrainLikeness(likeness_id=uuid.uuid4()), user_id=user_id).id)
         params = {"access_token": user.access_token}
         events = 0
         started = time.monotonic()

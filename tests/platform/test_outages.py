@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import func, select
 
 from shared import storage
+from shared.contracts import TrainLikeness
 from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.localstack import LocalStack, free_port, wait_for_port
@@ -217,7 +218,7 @@ def test_event_stream_says_unavailable_while_the_database_is_hung(api: Api, plat
     user = api.new_user()
     user_id = _user_id(api, user)
     with session_scope() as session:  # a job that stays queued: this platform runs no train worker
-        job_id = str(enqueue(session, kind="train_likeness", user_id=user_id, input={}).id)
+        job_id = str(enqueue(session, TrainLikeness(likeness_id=uuid.uuid4()), user_id=user_id).id)
     events: list[tuple[str, dict]] = []
 
     def follow() -> None:

@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data
 from sqlalchemy import text, update
 
-from services.trainer.photo_tasks import sweep_expired_photos
+from services.photos.retention import sweep_expired_photos
 from shared import storage
 from shared.db import session_scope
 from shared.models import PosePhoto

@@ -1,4 +1,4 @@
-"""A GPU worker's main process imports the ML libraries before forking its pool (shared/queue.py
+"""A GPU worker's main process imports the ML libraries before forking its pool (shared/jobs/celery_app.py
 `preload`) without touching the CUDA runtime: once it has, every forked pool process fails its
 first CUDA call ("Cannot re-initialize CUDA in forked subprocess", seen on an H200 when diffusers
 asked `torch.accelerator.is_available()` at import)."""
@@ -24,7 +24,7 @@ def runtime_count():
     return 0
 torch._C._cuda_getDeviceCount = runtime_count
 torch.cuda._device_count_nvml = lambda: 2
-from shared.queue import preload
+from shared.jobs.celery_app import preload
 preload(sys.argv[1])
 print(json.dumps(calls))
 """

@@ -12,7 +12,7 @@ class RecordingContext(runner.JobContext):
     """A JobContext whose guarded update records what it would write."""
 
     def __init__(self) -> None:
-        super().__init__(uuid.uuid4(), None, "test", {}, 1, "worker-1")
+        super().__init__(uuid.uuid4(), None, "test", None, 1, 3, "worker-1")
         self.written: list[tuple[float, str | None]] = []
 
     def _beat(self, **values):  # type: ignore[no-untyped-def]

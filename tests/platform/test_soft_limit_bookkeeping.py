@@ -7,6 +7,7 @@ import uuid
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from shared.contracts import PhotosChecked
 from shared.db import session_scope
 from shared.jobs import runner
 from shared.models import Job, JobStatus
@@ -15,7 +16,7 @@ from tests.platform.test_failures import _job_row
 
 def _queued_job() -> uuid.UUID:
     with session_scope() as session:
-        job = Job(kind="photo_check", status=JobStatus.queued, input={})
+        job = Job(kind="photo_check", status=JobStatus.queued, input={"photo_ids": []})
         session.add(job)
         session.flush()
         return job.id
@@ -29,7 +30,7 @@ def test_a_soft_limit_in_the_runners_bookkeeping_still_ends_the_attempt(
 
     monkeypatch.setattr(runner, "_finish", finish_cut_short)
     job_id = _queued_job()
-    runner.run_job(job_id, lambda ctx: {"done": True})
+    runner.run_job(job_id, lambda ctx: PhotosChecked())
     job = _job_row(str(job_id))
     assert job.status is JobStatus.queued and job.attempts == 1  # retried, not stuck running
     assert (job.stage, job.error_code) == ("retrying", "internal_error")

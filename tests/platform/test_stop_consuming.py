@@ -1,4 +1,4 @@
-"""A worker whose state can no longer be trusted stops taking tasks (shared.queue.stop_consuming),
+"""A worker whose state can no longer be trusted stops taking tasks (shared.jobs.celery_app.stop_consuming),
 checked on a real prefork Celery worker and Redis, as the generate worker runs."""
 
 import subprocess

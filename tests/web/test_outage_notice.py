@@ -2,8 +2,11 @@
 notice goes once the job is live again (issue #16; the servers are frozen as in
 tests/platform/test_outages.py)."""
 
+import uuid
+
 from playwright.sync_api import expect
 
+from shared.contracts import GeneratePortraits
 from shared.db import session_scope
 from shared.jobs import enqueue
 from tests.conftest import Api, Platform, wait_until
@@ -17,7 +20,9 @@ def test_job_panel_shows_the_outage_and_clears_it(web: Web, api: Api, platform: 
     user = api.new_user()
     user_id = api.get("/v1/me", headers=user.auth).json()["id"]
     with session_scope() as session:  # stays queued: this platform runs no generate worker
-        job_id = str(enqueue(session, kind="generate_portraits", user_id=user_id, input={"styles": []}).id)
+        job_id = str(
+            enqueue(session, GeneratePortraits(likeness_id=uuid.uuid4(), styles=["x"]), user_id=user_id).id
+        )
     page = web.page()
     try:
         sign_in(page, user, f"#/gallery?job={job_id}")

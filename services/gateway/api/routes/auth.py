@@ -8,10 +8,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request, status
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import ColumnElement
 
 from services.gateway.api.deps import SessionDep
 from services.gateway.api.language import Refusal
@@ -26,7 +25,9 @@ from services.gateway.api.schemas import (
     TokenOut,
 )
 from services.gateway.ratelimit import limiter
+from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.config import get_settings
+from shared.contracts import SendEmail, Template
 from shared.jobs import enqueue
 from shared.models import EmailToken, RefreshToken, User
 from shared.security import (
@@ -66,13 +67,8 @@ def _issue_tokens(session: Session, user: User, family_id: uuid.UUID | None = No
     return TokenOut(access_token=access, refresh_token=raw, expires_in=expires_in)
 
 
-def _mail(session: Session, user_id: uuid.UUID, template: str) -> None:
-    enqueue(
-        session,
-        kind="send_email",
-        user_id=user_id,
-        input={"template": template, "event_key": f"{template}:{uuid.uuid4()}"},
-    )
+def _mail(session: Session, user_id: uuid.UUID, template: Template) -> None:
+    enqueue(session, SendEmail.account(template), user_id=user_id)
 
 
 @router.post("/signup", status_code=202, response_model=Message)
@@ -82,7 +78,7 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
     existing = session.scalar(select(User).where(User.email == email))
     if existing is not None:
         hash_password(body.password)  # same work as a new account, so timing tells nothing
-        _mail(session, existing.id, "signup_existing")
+        _mail(session, existing.id, Template.signup_existing)
     else:
         user = User(email=email, password_hash=hash_password(body.password), locale=body.locale)
         session.add(user)
@@ -91,7 +87,7 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
         except IntegrityError:  # a concurrent twin registered it first: same answer
             session.rollback()
             return Message(detail=SIGNUP_ACCEPTED)
-        _mail(session, user.id, "verify_email")
+        _mail(session, user.id, Template.verify_email)
     session.commit()
     return Message(detail=SIGNUP_ACCEPTED)
 
@@ -150,13 +146,6 @@ def logout(body: RefreshIn, session: SessionDep) -> None:
         session.commit()
 
 
-def revoke_refresh_tokens(session: Session, *where: ColumnElement[bool]) -> None:
-    """Revoke the live refresh tokens that match `where` (a session family, or all of a user's)."""
-    session.execute(
-        update(RefreshToken).where(*where, RefreshToken.revoked_at.is_(None)).values(revoked_at=_now())
-    )
-
-
 def _use_email_token(session: Session, raw: str, purpose: str) -> User:
     """Spend a single-use emailed token; returns its user, or answers 400 for a bad or used link."""
     token = session.scalar(
@@ -187,7 +176,7 @@ def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Messag
 def request_password_reset(request: Request, body: ResetRequestIn, session: SessionDep) -> Message:
     user = session.scalar(select(User).where(User.email == body.email.lower()))
     if user is not None and not user.deleting:
-        _mail(session, user.id, "reset_password")
+        _mail(session, user.id, Template.reset_password)
         session.commit()
     return Message(detail=RESET_ACCEPTED)
 

@@ -15,14 +15,14 @@ from sse_starlette.sse import EventSourceResponse
 from services.gateway.api import reads
 from services.gateway.api.deps import CurrentUser, SessionDep, StreamUser, conflict, owned
 from services.gateway.api.reads import Claims
-from services.gateway.api.routes.likenesses import cancel_training
 from services.gateway.api.schemas import JobList, JobOut, in_language
 from services.gateway.event_hub import hub
 from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
+from services.gateway.training import cancel_training
+from shared.contracts import JobKindName
 from shared.db import get_sessionmaker
 from shared.i18n import current_locale
 from shared.jobs import events
-from shared.jobs.kinds import JobKindName
 from shared.jobs.state import transition
 from shared.models import Job, JobStatus
 
@@ -39,7 +39,7 @@ def list_jobs(
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobList:
-    """The user's jobs, newest first: `kind` one of shared.jobs.kinds.KINDS, `limit` 1..200."""
+    """The user's jobs, newest first: `kind` one of shared.contracts.KINDS, `limit` 1..200."""
     query = select(Job).where(Job.user_id == user.id).order_by(Job.created_at.desc())
     if kind:
         query = query.where(Job.kind == kind)

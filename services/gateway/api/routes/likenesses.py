@@ -1,12 +1,9 @@
 """Likenesses: start training on the accepted photos, list, view, download the LoRA, delete."""
 
 import uuid
-from collections.abc import Sequence
-from typing import Literal
 
 from fastapi import APIRouter
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
 from services.gateway.api.language import Refusal
@@ -18,16 +15,20 @@ from services.gateway.api.schemas import (
     LikenessOut,
     LikenessStarted,
 )
+from services.gateway.idempotency import replay
+from services.gateway.training import settle
 from shared import storage
 from shared.config import get_settings
+from shared.contracts import TrainLikeness
+from shared.contracts.likeness_files import DOWNLOAD_NAMES, DownloadFormat, LikenessFiles
 from shared.jobs import IdempotencyConflict, enqueue, events, transition
-from shared.jobs.outbox import find_by_idempotency_key, request_fingerprint
+from shared.jobs.outbox import request_fingerprint
 from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus, User
 from shared.trigger_word import make_trigger_word
 
 router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 
-KIND = "train_likeness"
+KIND = TrainLikeness.kind
 ACTIVE = (JobStatus.queued, JobStatus.running)
 KEY_REUSED = "request.key_reused"
 
@@ -46,13 +47,12 @@ def start_training(
     # One start at a time per user: the row lock makes the checks below and the insert atomic.
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
     fingerprint = request_fingerprint(KIND, body.model_dump())
-    if idempotency_key:
-        existing = find_by_idempotency_key(session, user.id, idempotency_key)
-        if existing is not None:  # a retried request: answer as the first time
-            likeness = session.scalar(select(Likeness).where(Likeness.job_id == existing.id))
-            if existing.input.get("fingerprint") != fingerprint or likeness is None:
-                raise conflict(KEY_REUSED)
-            return LikenessStarted(likeness=LikenessOut.of(likeness), job=JobOut.of(existing))
+    retried = replay(session, user.id, idempotency_key, TrainLikeness, fingerprint)
+    if retried is not None:  # a retried request: answer as the first time
+        likeness = session.scalar(select(Likeness).where(Likeness.job_id == retried.job.id))
+        if likeness is None:
+            raise conflict(KEY_REUSED)
+        return LikenessStarted(likeness=LikenessOut.of(likeness), job=JobOut.of(retried.job))
 
     busy = session.scalar(
         select(Job.id).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
@@ -75,13 +75,8 @@ def start_training(
 
     likeness_id = uuid.uuid4()
     try:
-        job = enqueue(
-            session,
-            kind=KIND,
-            user_id=user.id,
-            idempotency_key=idempotency_key,
-            input={"likeness_id": str(likeness_id), "fingerprint": fingerprint},
-        )
+        job_input = TrainLikeness(likeness_id=likeness_id, fingerprint=fingerprint)
+        job = enqueue(session, job_input, user_id=user.id, idempotency_key=idempotency_key)
     except IdempotencyConflict:
         raise conflict(KEY_REUSED) from None
     likeness = Likeness(
@@ -97,32 +92,6 @@ def start_training(
     session.add(likeness)
     session.commit()  # the likeness, the job and its outbox row together
     return LikenessStarted(likeness=LikenessOut.of(likeness), job=JobOut.of(job))
-
-
-# A training job that ended without training its likeness: what the likeness then is.
-ENDED = {JobStatus.failed: LikenessStatus.failed, JobStatus.canceled: LikenessStatus.canceled}
-
-
-def settle(session: Session, likenesses: Sequence[Likeness]) -> None:
-    """A likeness whose job ended without training it is `canceled` (the user stopped it) or
-    `failed` (e.g. failed after its last attempt by the reaper), not training forever."""
-    training = {lk.job_id: lk for lk in likenesses if lk.status == LikenessStatus.training and lk.job_id}
-    if not training:
-        return
-    ended = session.execute(
-        select(Job.id, Job.status).where(Job.id.in_(list(training)), Job.status.in_(list(ENDED)))
-    ).all()
-    for job_id, job_status in ended:
-        training[job_id].status = ENDED[job_status]
-    if ended:
-        session.commit()
-
-
-def cancel_training(session: Session, job: Job) -> None:
-    """The user canceled `job`: if it trained a likeness, that likeness is `canceled` in the same
-    transaction (its photos stay; a new training may start at once)."""
-    if job.kind == KIND:
-        settle(session, session.scalars(select(Likeness).where(Likeness.job_id == job.id)).all())
 
 
 @router.get("", response_model=LikenessList)
@@ -156,20 +125,18 @@ def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionD
     storage.delete_prefix(storage.user_key(user.id, "likenesses", str(likeness_id)) + "/")
 
 
-DOWNLOAD_NAMES = {"diffusers": "pytorch_lora_weights.safetensors"}
-
-
 @router.get("/{likeness_id}/download", response_model=DownloadOut)
 def download_likeness(
     likeness_id: uuid.UUID,
     user: CurrentUser,
     session: SessionDep,
-    format: Literal["diffusers", "kohya"] = "diffusers",
+    format: DownloadFormat = "diffusers",
 ) -> DownloadOut:
     """A short-lived link to the LoRA: `diffusers` (load_lora_weights) or `kohya` (A1111/ComfyUI)."""
     likeness = owned(session, Likeness, likeness_id, user, "Likeness")
     settle(session, [likeness])
-    key = ((likeness.meta or {}).get("files") or {}).get(format)
+    files = LikenessFiles.of(likeness.meta)
+    key = files.key(format) if files else None
     if likeness.status != LikenessStatus.ready or not key:
         raise conflict("likeness.not_downloadable", status=likeness.status)
     filename = DOWNLOAD_NAMES.get(format) or key.rsplit("/", 1)[-1]

@@ -7,8 +7,9 @@ from fastapi import APIRouter, Response
 from services.gateway.api import reads
 from services.gateway.api.deps import CurrentUser, SessionDep
 from services.gateway.api.reads import Claims
-from services.gateway.api.routes.auth import revoke_refresh_tokens
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
+from services.gateway.refresh_tokens import revoke_refresh_tokens
+from shared.contracts import EraseUser
 from shared.jobs import enqueue
 from shared.models import RefreshToken
 
@@ -40,7 +41,7 @@ def give_consent(body: ConsentIn, user: CurrentUser, session: SessionDep) -> Use
 @router.delete("", status_code=202, response_model=ErasureOut)
 def erase_me(user: CurrentUser, session: SessionDep) -> ErasureOut:
     """Erase the account: every row and every stored object. Idempotent: a repeat returns the same job."""
-    job = enqueue(session, kind="erase_user", user_id=user.id, input={}, idempotency_key=f"erase:{user.id}")
+    job = enqueue(session, EraseUser(), user_id=user.id, idempotency_key=f"erase:{user.id}")
     user.deleting = True  # no new logins or requests from now on
     revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()

@@ -12,44 +12,19 @@ from sqlalchemy.orm import Session
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
+from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
+from services.gateway.uploads import image_columns, read_clean
 from shared import pending_objects, storage
 from shared.config import get_settings
-from shared.images import CleanImage, ImageRejected, clean_upload
-from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
+from shared.contracts import CheckPhotos
+from shared.images import CleanImage
+from shared.jobs import enqueue
+from shared.jobs.outbox import request_fingerprint
 from shared.models import Photo, PhotoStatus
 
 router = APIRouter(prefix="/photos", tags=["photos"])
 DUPLICATE = "You already uploaded this photo; it counts once toward your good photos."
-
-
-async def read_clean(upload: UploadFile) -> CleanImage:
-    """One uploaded photo, decoded defensively (shared.images); a refusal is an HTTP error that
-    names the file."""
-    s = get_settings()
-    raw = await upload.read(s.upload_max_bytes + 1)  # never hold more than the cap
-    try:
-        return await run_in_threadpool(  # decoding is CPU work: keep the event loop free
-            clean_upload,
-            raw,
-            filename=upload.filename or "photo",
-            max_bytes=s.upload_max_bytes,
-            max_pixels=s.upload_max_pixels,
-        )
-    except ImageRejected as e:
-        raise Refusal(e.status_code, e.sentence.key, **e.sentence.values) from None
-
-
-def image_columns(clean: CleanImage) -> dict:
-    """The columns a stored upload's row takes from the decoded image."""
-    return {
-        "content_type": clean.content_type,
-        "width": clean.width,
-        "height": clean.height,
-        "size_bytes": len(clean.data),
-        "sha256": clean.sha256,
-    }
 
 
 def photo_out(photo: Photo) -> PhotoOut:
@@ -82,17 +57,13 @@ async def upload_photos(
 def _store_upload(
     session: Session, user_id: uuid.UUID, cleaned: list[CleanImage], idempotency_key: str | None
 ) -> UploadOut:
-    fingerprint = request_fingerprint("photo_check", [c.sha256 for c in cleaned])
-    if idempotency_key:
-        lock_idempotency_key(session, user_id, idempotency_key)  # a retry in flight waits for the first
-        existing = find_by_idempotency_key(session, user_id, idempotency_key)
-        if existing is not None:  # a retried request: answer as the first time, store nothing
-            if existing.input.get("fingerprint") != fingerprint:
-                raise IdempotencyConflict()  # 409, see app.py
-            ids = [uuid.UUID(p) for p in existing.input["photo_ids"]]
-            found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
-            photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
-            return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(existing))
+    fingerprint = request_fingerprint(CheckPhotos.kind, [c.sha256 for c in cleaned])
+    first = replay(session, user_id, idempotency_key, CheckPhotos, fingerprint)
+    if first is not None:  # a retried request: answer as the first time, store nothing
+        ids = first.input.photo_ids
+        found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
+        photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
+        return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(first.job))
 
     seen = set(
         session.scalars(
@@ -128,16 +99,8 @@ def _store_upload(
             storage.put_bytes(photo.object_key, clean.data, clean.content_type)
         session.add_all(photos)
         session.flush()
-        job = enqueue(
-            session,
-            kind="photo_check",
-            user_id=user_id,
-            idempotency_key=idempotency_key,
-            input={
-                "photo_ids": [str(p.id) for p in photos],
-                "fingerprint": fingerprint,
-            },
-        )
+        job_input = CheckPhotos(photo_ids=[p.id for p in photos], fingerprint=fingerprint)
+        job = enqueue(session, job_input, user_id=user_id, idempotency_key=idempotency_key)
         pending_objects.settle(session, [p.object_key for p in photos])
         session.commit()
     except BaseException as e:
@@ -161,7 +124,7 @@ def read_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> P
 @router.delete("/{photo_id}", status_code=204)
 def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
     photo = owned(session, Photo, photo_id, user, "Photo")
-    keys = [photo.object_key, storage.user_key(user.id, "crops", f"{photo.id}.png")]
+    key = photo.object_key
     session.delete(photo)
     session.commit()
-    storage.delete_keys(keys)
+    storage.delete_keys([key])

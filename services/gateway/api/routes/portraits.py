@@ -22,18 +22,21 @@ from services.gateway.api.deps import (
 )
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, Message
+from services.gateway.idempotency import replay
 from shared import storage
 from shared.config import get_settings
+from shared.contracts import GeneratePortraits
+from shared.contracts.generate_portraits import MAX_COUNT
 from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key
+from shared.jobs.outbox import request_fingerprint
 from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
-from shared.quota import MAX_COUNT, portraits_made_today
+from shared.quota import check_daily_quota
 from shared.styles import PREVIEW_TYPES, load_styles, preview_path
 
 router = APIRouter(prefix="/portraits", tags=["portraits"])
 styles_router = APIRouter(prefix="/styles", tags=["styles"])
 
-KIND = "generate_portraits"
+KIND = GeneratePortraits.kind
 ACTIVE = (JobStatus.queued, JobStatus.running)
 
 
@@ -137,46 +140,39 @@ def start_generation(
     if likeness.status != "ready":
         raise conflict("portraits.likeness_not_ready", status=likeness.status)
 
-    job_input = {"likeness_id": str(likeness.id), "styles": styles, "count": body.count}
+    pose_id = None
     if body.pose_id is not None:
         pose = owned(session, PosePhoto, body.pose_id, user, "Pose")
         if pose.status != "ready":
             raise conflict("portraits.pose_not_ready", status=pose.status)
-        job_input["pose_id"] = str(pose.id)
+        pose_id = pose.id
+    job_input = GeneratePortraits(likeness_id=likeness.id, styles=styles, count=body.count, pose_id=pose_id)
 
     def add_job() -> Job:
         try:
-            return enqueue(
-                session,
-                kind=KIND,
-                user_id=user.id,
-                idempotency_key=idempotency_key,
-                input=job_input,
-            )
+            return enqueue(session, job_input, user_id=user.id, idempotency_key=idempotency_key)
         except IdempotencyConflict:
             raise conflict("request.key_reused") from None
 
-    if idempotency_key and find_by_idempotency_key(session, user.id, idempotency_key):
-        return PortraitsStarted(job=JobOut.of(add_job()))  # a retried request: the first job
+    fingerprint = request_fingerprint(KIND, job_input.to_row())
+    first = replay(session, user.id, idempotency_key, GeneratePortraits, fingerprint)
+    if first is not None:  # a retried request: the first job
+        return PortraitsStarted(job=JobOut.of(first.job))
 
     settings = get_settings()
     # Fair share of the GPU pool; the user's row lock makes these checks and the insert atomic.
     session.execute(select(User.id).where(User.id == user.id).with_for_update())
-    running = session.scalar(
-        select(func.count(Job.id)).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
+    running = (
+        session.scalar(
+            select(func.count(Job.id)).where(Job.user_id == user.id, Job.kind == KIND, Job.status.in_(ACTIVE))
+        )
+        or 0
     )
     if running >= settings.max_running_jobs_per_user:
         raise conflict("portraits.busy", count=running)
-    made = portraits_made_today(session, user.id)
-    wanted = len(styles) * body.count
-    if made + wanted > settings.max_portraits_per_day:
-        left = max(settings.max_portraits_per_day - made, 0)
-        raise Refusal(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            "portraits.quota",
-            limit=settings.max_portraits_per_day,
-            left=left,
-        )
+    over = check_daily_quota(session, user.id, len(styles) * body.count)
+    if over is not None:
+        raise Refusal(status.HTTP_429_TOO_MANY_REQUESTS, "portraits.quota", limit=over.limit, left=over.left)
     job = add_job()
     session.commit()  # the job and its outbox row together
     return PortraitsStarted(job=JobOut.of(job))

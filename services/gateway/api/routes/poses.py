@@ -15,15 +15,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
-from services.gateway.api.routes.photos import image_columns, read_clean
 from services.gateway.api.schemas import JobOut
+from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
+from services.gateway.uploads import image_columns, read_clean
 from shared import pending_objects, storage
 from shared.config import get_settings
+from shared.contracts import ExtractPose
 from shared.i18n import by_code, current_locale
 from shared.images import CleanImage
-from shared.jobs import IdempotencyConflict, enqueue
-from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
+from shared.jobs import enqueue
+from shared.jobs.outbox import request_fingerprint
 from shared.models import Job, PosePhoto, User
 
 router = APIRouter(prefix="/poses", tags=["poses"])
@@ -85,14 +87,11 @@ async def upload_pose(
 
 def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str | None) -> PoseUploaded:
     user_id = user.id
-    fingerprint = request_fingerprint("pose_extract", [clean.sha256])
-    if idempotency_key:
-        lock_idempotency_key(session, user_id, idempotency_key)  # a retry in flight waits for the first
-    if idempotency_key and (existing := find_by_idempotency_key(session, user_id, idempotency_key)):
-        if existing.input.get("fingerprint") != fingerprint:
-            raise IdempotencyConflict()  # 409, see app.py
-        pose = owned(session, PosePhoto, uuid.UUID(existing.input["pose_id"]), user, "Pose")
-        return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(existing))
+    fingerprint = request_fingerprint(ExtractPose.kind, [clean.sha256])
+    first = replay(session, user_id, idempotency_key, ExtractPose, fingerprint)
+    if first is not None:  # a retried request: answer as the first time, store nothing
+        pose = owned(session, PosePhoto, first.input.pose_id, user, "Pose")
+        return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(first.job))
     pose = PosePhoto(
         id=(pid := uuid.uuid4()),
         user_id=user_id,
@@ -105,13 +104,8 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
         storage.put_bytes(pose.object_key, clean.data, clean.content_type)
         session.add(pose)
         session.flush()
-        job: Job = enqueue(
-            session,
-            kind="pose_extract",
-            user_id=user_id,
-            idempotency_key=idempotency_key,
-            input={"pose_id": str(pid), "fingerprint": fingerprint},
-        )
+        job_input = ExtractPose(pose_id=pid, fingerprint=fingerprint)
+        job: Job = enqueue(session, job_input, user_id=user_id, idempotency_key=idempotency_key)
         pending_objects.settle(session, [pose.object_key])
         session.commit()
     except BaseException as e:

@@ -1,4 +1,7 @@
-"""The Celery app: queues, reliability settings, and which modules each worker loads."""
+"""The Celery app: queues, reliability settings, and which modules each worker loads.
+
+Below the runner and the outbox (they import it; it imports neither), so the job system has no
+import circle: the soft time limit it needs is a setting (shared/config.py)."""
 
 import importlib
 import logging
@@ -9,12 +12,18 @@ from celery.signals import worker_process_init
 from kombu import Queue
 
 from shared.config import get_settings
-from shared.jobs.kinds import QUEUES
-from shared.jobs.runner import soft_time_limit
+from shared.contracts import QUEUES
+from shared.db import reset_engine
+from shared.jobs.events import reset_clients
 
 # The task modules a worker of each queue imports (heavy ML imports stay out of CPU workers).
 QUEUE_MODULES: dict[str, list[str]] = {
-    "photos": ["services.trainer.photo_tasks", "services.trainer.pose_tasks"],
+    "photos": [
+        "services.photos.checks",
+        "services.photos.poses",
+        "services.photos.erasure",
+        "services.photos.retention",
+    ],
     "train": ["services.trainer.tasks"],
     "generate": ["services.generator.tasks"],
     "notify": ["services.notifier.tasks"],
@@ -67,7 +76,7 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,  # a GPU worker holds one task at a time
         task_ignore_result=True,  # results live in the jobs table
         task_time_limit=s.task_time_limit,
-        task_soft_time_limit=soft_time_limit(),
+        task_soft_time_limit=s.soft_time_limit(),
         broker_transport_options={
             # must exceed the longest task, or Redis re-delivers a task that is still running
             "visibility_timeout": s.celery_visibility_timeout,
@@ -108,11 +117,8 @@ def stop_consuming(queue: str, reason: str) -> bool:
     return True
 
 
-@worker_process_init.connect
+@worker_process_init.connect  # type: ignore[untyped-decorator]
 def _fresh_connections_after_fork(**_: object) -> None:
     """A forked pool process must not share the parent's DB/Redis sockets."""
-    from shared.db import reset_engine
-    from shared.jobs.events import reset_clients
-
     reset_engine()
     reset_clients()

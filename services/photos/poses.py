@@ -1,4 +1,5 @@
-"""The `photos` queue (CPU): the pose of a pose photo (POST /v1/poses), with MediaPipe BlazePose.
+"""The `photos` queue (CPU): the pose of a pose photo (`pose_extract`, POST /v1/poses), with
+MediaPipe BlazePose.
 
 Stored under `users/<uid>/poses/`: `<id>.jpg` (the photo, by the gateway), `<id>.json` (OpenPose
 COCO-18 keypoints on the photo's canvas), `<id>_skeleton.png` (the OpenPose control image at the
@@ -14,6 +15,8 @@ from sqlalchemy import select
 
 from shared import storage
 from shared.blazepose import PoseRejected, estimate_pose
+from shared.contracts import ErrorCode, ExtractPose, PoseExtracted
+from shared.contracts.pose_extract import POSE_FILES
 from shared.db import session_scope
 from shared.images import open_upright
 from shared.jobs import JobContext, JobError, job_task
@@ -24,13 +27,7 @@ from shared.pose import draw_over, draw_pose
 def pose_keys(user_id: uuid.UUID, pose_id: uuid.UUID) -> dict[str, str]:
     """Every object of one pose photo, by role."""
     return {
-        role: storage.user_key(user_id, "poses", f"{pose_id}{suffix}")
-        for role, suffix in (
-            ("photo", ".jpg"),
-            ("keypoints", ".json"),
-            ("skeleton", "_skeleton.png"),
-            ("preview", "_preview.jpg"),
-        )
+        role: storage.user_key(user_id, "poses", f"{pose_id}{suffix}") for role, suffix in POSE_FILES.items()
     }
 
 
@@ -40,22 +37,22 @@ def _encode(image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-@job_task("pose_extract")
-def extract_pose_job(ctx: JobContext) -> dict:
+@job_task(ExtractPose)
+def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
     """BlazePose on the photo -> `ready` with keypoints and images, or `rejected` with a reason."""
-    pose_id = uuid.UUID(ctx.input["pose_id"])
+    pose_id = ctx.input.pose_id
     with session_scope() as session:
         row = session.scalars(
             select(PosePhoto).where(PosePhoto.id == pose_id, PosePhoto.user_id == ctx.user_id)
         ).one_or_none()
         if row is None:
-            raise JobError("pose_deleted", "This pose photo was deleted.")
+            raise JobError.of(ErrorCode.pose_deleted)
         photo_key, status = row.object_key, row.status
     if status != "extracting":  # done by an earlier attempt
-        return {"pose_id": str(pose_id), "status": status}
+        return PoseExtracted(pose_id=pose_id, status=status)
     ctx.progress(0.1, "finding the pose")
     photo = open_upright(io.BytesIO(storage.get_bytes(photo_key)))
-    keys = pose_keys(ctx.user_id, pose_id)
+    keys = pose_keys(ctx.owner, pose_id)
     try:
         pose = estimate_pose(photo)
     except PoseRejected as rejected:
@@ -63,7 +60,7 @@ def extract_pose_job(ctx: JobContext) -> dict:
             row = session.get(PosePhoto, pose_id)
             if row is not None:
                 row.status, row.reason_code, row.reason = "rejected", rejected.code, rejected.reason
-        return {"pose_id": str(pose_id), "status": "rejected", "reason_code": rejected.code}
+        return PoseExtracted(pose_id=pose_id, status="rejected", reason_code=rejected.code)
     keypoints = pose.to_openpose_json(photo.width, photo.height)
     ctx.progress(0.7, "drawing the skeleton")
     storage.put_bytes(keys["keypoints"], json.dumps(keypoints).encode(), "application/json")
@@ -74,6 +71,6 @@ def extract_pose_job(ctx: JobContext) -> dict:
         row = session.get(PosePhoto, pose_id)
         if row is None:  # deleted meanwhile: leave nothing behind
             storage.delete_keys(list(keys.values()))
-            return {"pose_id": str(pose_id), "status": "deleted"}
+            return PoseExtracted(pose_id=pose_id, status="deleted")
         row.status, row.keypoints, row.preview_key = "ready", keypoints, keys["preview"]
-    return {"pose_id": str(pose_id), "status": "ready"}
+    return PoseExtracted(pose_id=pose_id, status="ready")
