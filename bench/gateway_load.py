@@ -311,10 +311,16 @@ def run_one(
         if args.profile and name == "job":
             pids = gateway_pids(gateway.pid)
             target = pids[-1]  # with --workers N, one of the worker processes
-            spy = subprocess.Popen(
-                [py_spy, "record", "-p", str(target), "-d", str(args.duration), "-r", "100", "-f", "raw",
-                 "-o", str(raw), "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            record = [py_spy, "record", "-p", str(target), "-d", str(args.duration), "-r", "100"]
+            record += [
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--nonblocking",
+                "--gil",
+            ]  # CPU (GIL-holding) samples only
+            spy = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result["endpoints"][name] = hey(url + targets[name], token, args.duration, args.connections)
         print(name, result["endpoints"][name], flush=True)
         if spy is not None:

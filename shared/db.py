@@ -87,8 +87,8 @@ def _ping_if_idle(engine: Engine, idle_seconds: float) -> None:
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
-        except Exception as e:
-            if engine.dialect.is_disconnect(e, dbapi_connection, None):
+        except psycopg.Error as e:
+            if engine.dialect.is_disconnect(e, dbapi_connection, None):  # type: ignore[arg-type]
                 raise exc.DisconnectionError() from e
             raise
 

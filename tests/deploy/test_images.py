@@ -114,7 +114,15 @@ def gateway_in_image(gateway_image: str, platform: Platform, tmp_path: Path) -> 
 def test_the_gateway_image_is_healthy_and_starts_a_training(gateway_in_image: Running) -> None:
     # The image's own HEALTHCHECK command, run in a second container of the image.
     inspect = subprocess.run(
-        ["buildah", "--storage-driver", "vfs", "inspect", "--type", "image", f"localhost/studio-gateway:{TAG}"],
+        [
+            "buildah",
+            "--storage-driver",
+            "vfs",
+            "inspect",
+            "--type",
+            "image",
+            f"localhost/studio-gateway:{TAG}",
+        ],  # noqa: E501
         capture_output=True,
         text=True,
         check=True,

@@ -2,7 +2,7 @@
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,25 +31,26 @@ async def get_db() -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 bearer = HTTPBearer(auto_error=False)
 
+U = TypeVar("U")
 UNAUTHORIZED = Refusal(
     status.HTTP_401_UNAUTHORIZED, "auth.login_again", headers={"WWW-Authenticate": "Bearer"}
 )
 
 
-def check_signed_in(claims: AccessToken, user: Any) -> None:
-    """Raise 401 unless the token's user still exists, is not being erased, and still has the
+def check_signed_in(claims: AccessToken, user: U | None) -> U:
+    """`user`, unless 401: the token's user must still exist, not be being erased, and still have the
     password the token was issued under (a reset ends older tokens). `user`: a `User` or any row with
     its `password_hash` and `deleting`, or None."""
-    if user is None or user.deleting or not claims.issued_under(user.password_hash):
+    if user is None or user.deleting or not claims.issued_under(user.password_hash):  # type: ignore[attr-defined]
         raise UNAUTHORIZED
+    return user
 
 
 def _user_of(request: Request, session: Session, token: str | None) -> User:
     claims = decode_access_token(token) if token else None
     if claims is None:
         raise UNAUTHORIZED
-    user = session.get(User, claims.user_id)
-    check_signed_in(claims, user)
+    user = check_signed_in(claims, session.get(User, claims.user_id))
     request.state.user_id = user.id
     return user
 

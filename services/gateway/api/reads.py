@@ -67,8 +67,9 @@ def json_response(model: Any) -> Response:
 async def read_job(claims: AccessToken, job_id: uuid.UUID) -> Response:
     """GET /v1/jobs/{id}: the job of the signed-in user as `JobOut`; 401 for a token that no longer
     holds (user gone, being erased, password changed), 404 for an id that is not theirs."""
-    row = await run_in_threadpool(lambda: _first(_JOB, job_id=job_id, user_id=claims.user_id))
-    check_signed_in(claims, row)
+    row = check_signed_in(
+        claims, await run_in_threadpool(lambda: _first(_JOB, job_id=job_id, user_id=claims.user_id))
+    )
     if row.id is None:
         raise not_found("Job")
     return json_response(JobOut.of(row))  # type: ignore[arg-type]  # a Row has the Job's attributes
@@ -76,6 +77,5 @@ async def read_job(claims: AccessToken, job_id: uuid.UUID) -> Response:
 
 async def read_me(claims: AccessToken) -> Response:
     """GET /v1/me: the signed-in user's account as `UserOut`; 401 as `read_job`."""
-    row = await run_in_threadpool(lambda: _first(_USER, user_id=claims.user_id))
-    check_signed_in(claims, row)
+    row = check_signed_in(claims, await run_in_threadpool(lambda: _first(_USER, user_id=claims.user_id)))
     return json_response(UserOut.of(row))  # type: ignore[arg-type]  # a Row has the User's attributes
