@@ -207,7 +207,11 @@ def run(
     settings = get_settings()
     stack = LocalStack(settings.var_dir, base_port=base_port)
     typer.echo("starting Postgres, Redis, S3 (SeaweedFS) and the SMTP catcher ...")
-    stack.start()
+    try:
+        stack.start()
+    except RuntimeError as e:  # ports still taken: said in words, not as a traceback
+        typer.echo(str(e), err=True)
+        raise typer.Exit(1) from None
     env = {
         **os.environ,
         **stack.env(),

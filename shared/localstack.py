@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.supervisor import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +58,45 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops Postgres when the last process holding it lets go, counted in
+    `.handle_pids.json`; a holder killed with SIGKILL never lets go, so every later clean stop left
+    Postgres running. Forget holders that no longer exist (the running server is then reused and
+    stopped by the next clean stop)."""
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def ports_in_use(ports: dict[str, int]) -> list[str]:
+    """For each of `ports` (name -> port) that something on 127.0.0.1 already listens on: a line
+    naming it and, if this user may see it, the process holding it."""
+    import psutil
+
+    busy = []
+    for name, port in ports.items():
+        if _port_free(port):
+            continue
+        holder = ""
+        try:
+            for conn in psutil.net_connections("tcp"):
+                if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                    proc = psutil.Process(conn.pid)
+                    holder = f" by pid {conn.pid} ({' '.join(proc.cmdline()[:3])})"
+                    break
+        except (psutil.Error, OSError):
+            pass
+        busy.append(f"port {port} ({name}) is in use{holder}")
+    return busy
 
 
 def venv_bin(name: str) -> str:
@@ -104,8 +145,25 @@ class LocalStack:
             "SMTP_SECURITY": "none",
         }
 
-    def start(self) -> "LocalStack":
+    def ports(self) -> dict[str, int]:
+        p = self.base_port
+        names = ["redis", "smtp", "s3 master", "s3 volume", "s3 filer", "s3"]
+        return {name: p + i for i, name in enumerate(names)}
+
+    def start(self, wait_for_ports: float = 15.0) -> "LocalStack":
+        """Start the servers. Refuses (RuntimeError naming the ports and their processes) when a
+        port is still taken after `wait_for_ports` s: another stack runs, or the servers of a
+        killed one are still shutting down."""
         self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_for_ports
+        while busy := ports_in_use(self.ports()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "cannot start the local servers: "
+                    + "; ".join(busy)
+                    + ". Is another `studio run` (or its servers) still running? Stop it first."
+                )
+            time.sleep(0.5)
         try:
             self._start_postgres()
             self._start_redis()
@@ -124,6 +182,7 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             cwd=self.root,
             start_new_session=True,  # Ctrl-C goes to us; we stop children in order
+            preexec_fn=die_with_parent,  # and a killed `studio run` leaves none running
         )
         proc.server_name = name  # type: ignore[attr-defined]
         self.processes.append(proc)
@@ -133,6 +192,7 @@ class LocalStack:
     def _start_postgres(self) -> None:
         import pgserver
 
+        _forget_dead_handles(self.root / "postgres")
         # pgserver runs a real PostgreSQL 16 on a unix socket inside its data dir.
         self._pg = pgserver.get_server(self.root / "postgres", cleanup_mode="stop")
         exists = self._pg.psql("SELECT 1 FROM pg_database WHERE datname = 'studio';")

@@ -6,12 +6,19 @@ takes its orphans with it and a stop reaches every process of the service. Resta
 systemd's `Restart=on-failure` with a growing `RestartSec`: 1 s after the first crash, doubling on each
 crash that follows a short run, at most 30 s; a run longer than `healthy_after` starts again from 1 s.
 (supervisord does the same as a daemon with its own config; here it is a loop inside `studio run`.)
+
+Every child is started with `die_with_parent`: if `studio run` itself is killed (SIGKILL, the OOM
+killer), the kernel sends each child SIGTERM (Linux `prctl(PR_SET_PDEATHSIG)`), so no service runs
+on unsupervised and the next `make run` finds its ports free.
 """
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +38,21 @@ class Service:
     crashes: int = 0  # crashes in a row, each after a short run
     restart_at: float | None = None
     restarts: int = 0  # every restart since the start, for the log and tests
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """A `preexec_fn`: the child gets SIGTERM when the process that started it dies, however it
+    dies (Linux `prctl(PR_SET_PDEATHSIG)`; elsewhere nothing). If the parent already died before
+    this ran (the child was re-parented), the child ends at once."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if parent == 1 or os.getppid() != parent:
+        os._exit(1)
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -54,7 +76,9 @@ class Supervisor:
             self._spawn(service)
 
     def _spawn(self, service: Service) -> None:
-        service.process = subprocess.Popen(service.argv, env=service.env, start_new_session=True)
+        service.process = subprocess.Popen(
+            service.argv, env=service.env, start_new_session=True, preexec_fn=die_with_parent
+        )
         service.started_at, service.restart_at = self.clock(), None
 
     def delay(self, crashes: int) -> float:

@@ -10,9 +10,10 @@ import json
 import logging
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,7 +39,9 @@ def request_fingerprint(kind: str, payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def add_outbox(session: Session, job: Job) -> None:
+def add_outbox(session: Session, job: Job, *, not_before: datetime | None = None) -> None:
+    """Add the outbox row that publishes `job`'s task: at the relay's next pass, or from
+    `not_before` on (a retry's backoff)."""
     kind = get_kind(job.kind)
     session.add(
         OutboxMessage(
@@ -46,6 +49,7 @@ def add_outbox(session: Session, job: Job) -> None:
             task_name=kind.task_name,
             queue=kind.queue,
             payload={"job_id": str(job.id)},
+            available_at=not_before,
         )
     )
 
@@ -116,10 +120,12 @@ def _same_request_or_conflict(job: Job, fingerprint: str | None) -> Job:
 
 
 def relay_once(session: Session, publish, batch: int = 100) -> int:
-    """Publish unsent outbox rows (locked, so several relays can run) and mark them sent."""
+    """Publish unsent outbox rows that are due (`available_at` passed, by the database's clock;
+    locked, so several relays can run) and mark them sent."""
+    due = or_(OutboxMessage.available_at.is_(None), OutboxMessage.available_at <= func.now())
     rows = session.scalars(
         select(OutboxMessage)
-        .where(OutboxMessage.sent_at.is_(None))
+        .where(OutboxMessage.sent_at.is_(None), due)
         .order_by(OutboxMessage.id)
         .limit(batch)
         .with_for_update(skip_locked=True)

@@ -36,11 +36,11 @@ UNAUTHORIZED = Refusal(
 )
 
 
-def _user_of(request: Request, session: Session, token: str | None) -> User:
+def _user_of(request: Request, session: Session, token: str | None, *, erasing: bool = False) -> User:
     claims = decode_access_token(token) if token else None
     user = session.get(User, claims.user_id) if claims else None
     # A token issued before a password change (reset) ends with it.
-    if user is None or user.deleting or not claims.issued_under(user.password_hash):
+    if user is None or not claims.issued_under(user.password_hash) or (user.deleting and not erasing):
         raise UNAUTHORIZED
     request.state.user_id = user.id
     return user
@@ -70,8 +70,19 @@ def get_stream_user(
     return _user_of(request, session, credentials.credentials if credentials else access_token)
 
 
+def get_account_user(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    """As `get_current_user`, but also an account being erased (`deleting`): only for reading the
+    account (its pending erasure) and asking again for its erasure."""
+    return _user_of(request, session, credentials.credentials if credentials else None, erasing=True)
+
+
 StreamUser = Annotated[User, Depends(get_stream_user)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
+AccountUser = Annotated[User, Depends(get_account_user)]
 
 
 def get_consented_user(user: CurrentUser) -> User:
