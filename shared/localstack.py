@@ -84,8 +84,10 @@ def ports_in_use(ports: dict[str, int]) -> list[str]:
 
     busy = []
     for name, port in ports.items():
-        if _port_free(port):
-            continue
+        with socket.socket() as probe:  # something listens (a bind test fails on TIME_WAIT too)
+            probe.settimeout(1.0)
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                continue
         holder = ""
         try:
             for conn in psutil.net_connections("tcp"):
@@ -113,6 +115,9 @@ class LocalStack:
     s3_access_key: str = "studio-dev-key"
     s3_secret_key: str = "dev-only-change-me"
     processes: list[subprocess.Popen] = field(default_factory=list)
+    # Told every server started, to stop them if the process holding this stack is killed
+    # (shared/guardian.py); `studio run` passes one.
+    guardian: object | None = None
     _pg: object | None = None
 
     # Port layout from base_port: redis +0, smtp +1, seaweed master +2, volume +3, filer +4, s3 +5.
@@ -186,6 +191,8 @@ class LocalStack:
         )
         proc.server_name = name  # type: ignore[attr-defined]
         self.processes.append(proc)
+        if self.guardian is not None:
+            self.guardian.watch_group(proc.pid)  # type: ignore[attr-defined]
         wait_for_port(port, proc=proc)
         log.info("%s listening on %d", name, port)
 
@@ -198,6 +205,8 @@ class LocalStack:
         exists = self._pg.psql("SELECT 1 FROM pg_database WHERE datname = 'studio';")
         if "1 row" not in exists:
             self._pg.psql("CREATE DATABASE studio;")
+        if self.guardian is not None:  # pg_ctl starts it outside our process tree
+            self.guardian.watch_process(self._pg.get_pid(), signal.SIGINT)  # type: ignore[attr-defined]
         socket_dir = self.root / "postgres"
         self.database_url = f"postgresql+psycopg://postgres:@/studio?host={socket_dir}"
 

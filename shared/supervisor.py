@@ -8,8 +8,9 @@ crash that follows a short run, at most 30 s; a run longer than `healthy_after` 
 (supervisord does the same as a daemon with its own config; here it is a loop inside `studio run`.)
 
 Every child is started with `die_with_parent`: if `studio run` itself is killed (SIGKILL, the OOM
-killer), the kernel sends each child SIGTERM (Linux `prctl(PR_SET_PDEATHSIG)`), so no service runs
-on unsupervised and the next `make run` finds its ports free.
+killer), the kernel sends each child SIGTERM (Linux `prctl(PR_SET_PDEATHSIG)`), and the guardian
+(shared/guardian.py) stops their process groups (their own children too) and Postgres, so no service
+runs on unsupervised and the next `make run` finds its ports free.
 """
 
 import ctypes
@@ -22,6 +23,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.guardian import Guardian
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,7 @@ class Supervisor:
     backoff_max: float = 30.0
     healthy_after: float = 60.0  # a run this long resets the backoff
     clock: Callable[[], float] = time.monotonic
+    guardian: "Guardian | None" = None  # told each process group, to stop them if we are killed
     _stopping: bool = field(default=False, init=False)
 
     def start(self) -> None:
@@ -79,6 +85,8 @@ class Supervisor:
         service.process = subprocess.Popen(
             service.argv, env=service.env, start_new_session=True, preexec_fn=die_with_parent
         )
+        if self.guardian is not None:
+            self.guardian.watch_group(service.process.pid)
         service.started_at, service.restart_at = self.clock(), None
 
     def delay(self, crashes: int) -> float:
