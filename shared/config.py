@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     smtp_from: str = "Portrait Studio <portraits@localhost>"
 
     # Timeouts: how long a process waits for a dependency before it gives up (seconds).
-    # The gateway answers 503 + Retry-After within ~3 s when one of them is down or hung
+    # The gateway answers 503 + Retry-After within ~3 s (S3 up to 4 s) when one of them is down or hung
     # (README, "When a dependency is down"); workers retry by themselves.
     database_connect_timeout: int = 2  # libpq connect_timeout (libpq's minimum is 2)
     database_read_timeout: float = 2.0  # client-side wait for any answer of the server
