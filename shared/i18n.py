@@ -136,6 +136,10 @@ KO: Catalog = {
         "사용자 잘못이 아닙니다. 잠시 뒤에 다시 시도해 주세요."
     ),
     "job.worker_lost": "작업하던 장비가 여러 번 멈춰서 시도를 멈췄습니다. 잠시 뒤에 다시 시도해 주세요.",
+    # A job waiting out an outage (shared/jobs/retry.py); the English names the wait in seconds
+    "job.storage_unavailable": "저장소가 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
+    "job.database_unavailable": "데이터베이스가 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
+    "job.redis_unavailable": "작업 대기열이 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
     # Why a photo or a pose photo was rejected (Photo.reason, PosePhoto.reason), by reason code
     "photo.no_face": "얼굴을 찾지 못했습니다. 얼굴이 잘 보이는 사진을 올려 주세요.",
     "photo.multiple_faces": "얼굴이 여러 개 있습니다. 나 혼자 나온 사진을 올려 주세요.",

@@ -69,7 +69,7 @@ def retry_or_fail(
             JobStatus.queued,
             claimed_by=claimed_by,
             stage="waiting for " + DEPENDENCY_NAMES.get(outage or "", "a service"),
-            error_code=code,
+            error_code=f"{outage}_unavailable",  # e.g. storage_unavailable (shared/i18n.py has it in Korean)
             error_message=(
                 f"{DEPENDENCY_NAMES.get(outage or '', 'A service').capitalize()} is not answering; "
                 f"we try again in {delay:.0f} s."

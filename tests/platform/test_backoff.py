@@ -105,6 +105,7 @@ def test_an_outage_gives_the_attempt_back_until_the_window_closes(stack) -> None
     job = _fail(job_id, outage="storage")
     assert job.status is JobStatus.queued and job.attempts == 2  # given back: not the job's fault
     assert job.outage_since is not None and job.error_message.startswith("Storage is not answering")
+    assert (job.stage, job.error_code) == ("waiting for storage", "storage_unavailable")
     assert _outbox(job_id)[0].available_at is not None
     with session_scope() as session:  # attempt 3 again, the outage now older than the window
         window = timedelta(seconds=get_settings().job_outage_window_seconds + 1)
