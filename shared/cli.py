@@ -201,14 +201,21 @@ def run(
     serving; everything stops on Ctrl-C (or SIGTERM) or when a server (Postgres, Redis, S3, SMTP) dies.
     """
     from shared.contracts import QUEUES
+    from shared.guardian import Guardian
     from shared.localstack import LocalStack
     from shared.supervisor import Service, Supervisor
 
     _setup("run")
     settings = get_settings()
-    stack = LocalStack(settings.var_dir, base_port=base_port)
+    guardian = Guardian()  # stops everything below if this process is killed (SIGKILL, OOM)
+    stack = LocalStack(settings.var_dir, base_port=base_port, guardian=guardian)
     typer.echo("starting Postgres, Redis, S3 (SeaweedFS) and the SMTP catcher ...")
-    stack.start()
+    try:
+        stack.start()
+    except RuntimeError as e:  # ports still taken: said in words, not as a traceback
+        typer.echo(str(e), err=True)
+        guardian.close()
+        raise typer.Exit(1) from None
     env = {
         **os.environ,
         **stack.env(),
@@ -229,7 +236,7 @@ def run(
         service("relay", "relay", health_port=base_port + 24),
         service("scheduler", "scheduler", health_port=base_port + 25),
     ]
-    supervisor = Supervisor(services)
+    supervisor = Supervisor(services, guardian=guardian)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops everything as Ctrl-C does
     failed = False
     try:
@@ -249,6 +256,7 @@ def run(
     finally:
         supervisor.stop()
         stack.stop()
+        guardian.close()
         typer.echo("stopped.")
     if failed:
         raise typer.Exit(1)

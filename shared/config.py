@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     smtp_from: str = "Portrait Studio <portraits@localhost>"
 
     # Timeouts: how long a process waits for a dependency before it gives up (seconds).
-    # The gateway answers 503 + Retry-After within ~3 s when one of them is down or hung
+    # The gateway answers 503 + Retry-After within ~3 s (S3 up to 4 s) when one of them is down or hung
     # (README, "When a dependency is down"); workers retry by themselves.
     database_connect_timeout: int = 2  # libpq connect_timeout (libpq's minimum is 2)
     database_read_timeout: float = 2.0  # client-side wait for any answer of the server
@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     smtp_backoff_seconds: float = 2.0
     smtp_backoff_max_seconds: float = 60.0
     readiness_timeout: float = 0.8  # /readyz waits this long for each dependency
+    # /readyz writes a tiny object at most this often (a full disk still answers reads)
+    readiness_write_probe_seconds: float = 30.0
     retry_after_seconds: int = 60  # Retry-After of a 503 while a dependency is down
 
     # Auth
@@ -100,10 +102,20 @@ class Settings(BaseSettings):
     blur_min_variance: float = 40.0
 
     # Jobs
-    job_heartbeat_seconds: float = 5.0
-    job_stale_seconds: float = 60.0
+    # A worker killed whole (no process left to re-queue its task) is noticed by the scheduler once
+    # its heartbeat is JOB_STALE_SECONDS old: re-claimed within stale + reaper interval + the relay's
+    # poll, about 12 s (ARCHITECTURE.md, "The job contract").
+    job_heartbeat_seconds: float = 2.0
+    job_stale_seconds: float = 10.0
     job_max_attempts: int = 3
-    reaper_interval_seconds: float = 5.0
+    reaper_interval_seconds: float = 1.0
+    # An attempt that failed because Postgres, Redis or S3 was down is given back (not counted)
+    # while the outage is younger than this: a 5-minute outage fails no job.
+    job_outage_window_seconds: float = 900.0
+    job_retry_scale: float = 1.0  # multiplies every retry backoff (tests shorten it)
+    # How often the scheduler deletes the objects of deleted rows (and orphans) and finishes
+    # erasures a failed job left (seconds).
+    cleanup_interval_seconds: float = 10.0
     relay_poll_seconds: float = 0.5
     celery_visibility_timeout: int = 3 * 3600  # longer than the longest task
     task_time_limit: int = 2 * 3600  # hard limit (s): Celery kills the process

@@ -8,7 +8,9 @@ this server aggregates them.
 
 import os
 import smtplib
+import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from functools import lru_cache
@@ -53,10 +55,43 @@ def _check_redis() -> None:
     _redis().ping()
 
 
+class WriteProbe:
+    """Whether storage takes writes: a store whose disk is full still answers reads (HEAD, GET)
+    and refuses every PUT. A 2-byte object under `health/` is written at most once per
+    `readiness_write_probe_seconds` (cheap: one PUT per process and interval); a failed write is
+    remembered (and raised again) until the next probe, which comes sooner (a fifth of it)."""
+
+    def __init__(self) -> None:
+        self.at = float("-inf")
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        from shared import storage
+
+        every = get_settings().readiness_write_probe_seconds
+        with self._lock:
+            due = self.at + (every / 5 if self.error else every) <= time.monotonic()
+            if due:
+                self.at = time.monotonic()
+        if due:
+            try:
+                storage.put_bytes(f"health/{socket.gethostname()}-{os.getpid()}", b"ok", "text/plain")
+                self.error = None
+            except Exception as e:
+                self.error = e
+        if self.error is not None:
+            raise self.error
+
+
+_write_probe = WriteProbe()
+
+
 def _check_storage() -> None:
     from shared import storage
 
     storage.client().head_bucket(Bucket=storage.bucket())
+    _write_probe.check()
 
 
 def _check_smtp() -> None:

@@ -53,6 +53,15 @@ EN: Catalog = {
     "auth.bad_login": "Wrong email or password.",
     "auth.bad_link": "This link is invalid or has expired.",
     "auth.login_again": "Please log in again.",
+    "auth.account_erasing": (
+        "This account is being erased (asked for at {since} UTC): every photo, model and portrait "
+        "is deleted, and we send a mail to this address when it is done."
+    ),
+    "photo.check_failed": "We could not check this photo; please upload it again.",
+    "delete.pending": (
+        "Deleted. Storage is not answering right now, so its files are removed in the next few "
+        "minutes; nothing more to do."
+    ),
     "request.rate_limited": "Too many requests; please wait a minute and try again.",
     "request.key_reused": "This Idempotency-Key was already used for a different request; use a new key.",
     "job.already_ended": "This job already ended ({status}).",
@@ -124,6 +133,13 @@ KO: Catalog = {
     "auth.bad_login": "이메일 주소나 비밀번호가 맞지 않습니다.",
     "auth.bad_link": "링크가 잘못되었거나 만료되었습니다.",
     "auth.login_again": "다시 로그인해 주세요.",
+    "auth.account_erasing": (
+        "이 계정을 지우는 중입니다({since} UTC에 요청). 모든 사진, 모델, 인물 사진을 지우고, "
+        "끝나면 이 주소로 메일을 보냅니다."
+    ),
+    "delete.pending": (
+        "삭제했습니다. 지금 저장소가 응답하지 않아 파일은 몇 분 안에 지워집니다. 더 하실 일은 없습니다."
+    ),
     "request.rate_limited": "요청이 너무 많습니다. 1분 뒤에 다시 시도해 주세요.",
     "request.key_reused": "이 Idempotency-Key는 다른 요청에 이미 쓰였습니다. 새 키를 쓰세요.",
     "job.already_ended": "이 작업은 이미 끝났습니다.",
@@ -153,6 +169,10 @@ KO: Catalog = {
         "사용자 잘못이 아닙니다. 잠시 뒤에 다시 시도해 주세요."
     ),
     "job.worker_lost": "작업하던 장비가 여러 번 멈춰서 시도를 멈췄습니다. 잠시 뒤에 다시 시도해 주세요.",
+    # A job waiting out an outage (shared/jobs/retry.py); the English names the wait in seconds
+    "job.storage_unavailable": "저장소가 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
+    "job.database_unavailable": "데이터베이스가 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
+    "job.redis_unavailable": "작업 대기열이 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
     # Why a photo or a pose photo was rejected (Photo.reason, PosePhoto.reason), by reason code
     "photo.no_face": "얼굴을 찾지 못했습니다. 얼굴이 잘 보이는 사진을 올려 주세요.",
     "photo.multiple_faces": "얼굴이 여러 개 있습니다. 나 혼자 나온 사진을 올려 주세요.",
@@ -160,6 +180,7 @@ KO: Catalog = {
     "photo.face_too_small": "얼굴이 너무 작습니다. 더 가까이에서 찍은 사진이나 큰 사진을 올려 주세요.",
     "photo.too_blurry": "얼굴이 흐립니다. 더 선명한 사진을 올려 주세요.",
     "photo.duplicate": "이미 올린 사진과 같은 사진입니다. 한 장으로만 셉니다.",
+    "photo.check_failed": "이 사진을 검사하지 못했습니다. 다시 올려 주세요.",
     "pose.no_person": "이 사진에서 사람을 찾지 못했습니다. 한 사람이 잘 보이는 사진을 골라 주세요.",
     "pose.too_little_body": "사람이 너무 조금 보입니다. 머리와 두 어깨가 모두 나온 사진이어야 합니다.",
 }

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.supervisor import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +61,47 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | Non
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops Postgres when the last process holding it lets go, counted in
+    `.handle_pids.json`; a holder killed with SIGKILL never lets go, so every later clean stop left
+    Postgres running. Forget holders that no longer exist (the running server is then reused and
+    stopped by the next clean stop)."""
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def ports_in_use(ports: dict[str, int]) -> list[str]:
+    """For each of `ports` (name -> port) that something on 127.0.0.1 already listens on: a line
+    naming it and, if this user may see it, the process holding it."""
+    import psutil
+
+    busy = []
+    for name, port in ports.items():
+        with socket.socket() as probe:  # something listens (a bind test fails on TIME_WAIT too)
+            probe.settimeout(1.0)
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                continue
+        holder = ""
+        try:
+            for conn in psutil.net_connections("tcp"):
+                if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                    proc = psutil.Process(conn.pid)
+                    holder = f" by pid {conn.pid} ({' '.join(proc.cmdline()[:3])})"
+                    break
+        except (psutil.Error, OSError):
+            pass
+        busy.append(f"port {port} ({name}) is in use{holder}")
+    return busy
+
+
 def venv_bin(name: str) -> str:
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if not found:
@@ -73,6 +116,9 @@ class LocalStack:
     s3_access_key: str = "studio-dev-key"
     s3_secret_key: str = "dev-only-change-me"
     processes: list[subprocess.Popen] = field(default_factory=list)
+    # Told every server started, to stop them if the process holding this stack is killed
+    # (shared/guardian.py); `studio run` passes one.
+    guardian: Any = None
     _pg: Any = None  # a pgserver.PostgresServer (untyped)
 
     # Port layout from base_port: redis +0, smtp +1, seaweed master +2, volume +3, filer +4, s3 +5.
@@ -105,8 +151,25 @@ class LocalStack:
             "SMTP_SECURITY": "none",
         }
 
-    def start(self) -> "LocalStack":
+    def ports(self) -> dict[str, int]:
+        p = self.base_port
+        names = ["redis", "smtp", "s3 master", "s3 volume", "s3 filer", "s3"]
+        return {name: p + i for i, name in enumerate(names)}
+
+    def start(self, wait_for_ports: float = 15.0) -> "LocalStack":
+        """Start the servers. Refuses (RuntimeError naming the ports and their processes) when a
+        port is still taken after `wait_for_ports` s: another stack runs, or the servers of a
+        killed one are still shutting down."""
         self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_for_ports
+        while busy := ports_in_use(self.ports()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    "cannot start the local servers: "
+                    + "; ".join(busy)
+                    + ". Is another `studio run` (or its servers) still running? Stop it first."
+                )
+            time.sleep(0.5)
         try:
             self._start_postgres()
             self._start_redis()
@@ -125,20 +188,26 @@ class LocalStack:
             stderr=subprocess.STDOUT,
             cwd=self.root,
             start_new_session=True,  # Ctrl-C goes to us; we stop children in order
+            preexec_fn=die_with_parent,  # and a killed `studio run` leaves none running
         )
         proc.server_name = name  # type: ignore[attr-defined]
         self.processes.append(proc)
+        if self.guardian is not None:
+            self.guardian.watch_group(proc.pid)  # type: ignore[attr-defined]
         wait_for_port(port, proc=proc)
         log.info("%s listening on %d", name, port)
 
     def _start_postgres(self) -> None:
         import pgserver
 
+        _forget_dead_handles(self.root / "postgres")
         # pgserver runs a real PostgreSQL 16 on a unix socket inside its data dir.
         self._pg = pgserver.get_server(self.root / "postgres", cleanup_mode="stop")
         exists = self._pg.psql("SELECT 1 FROM pg_database WHERE datname = 'studio';")
         if "1 row" not in exists:
             self._pg.psql("CREATE DATABASE studio;")
+        if self.guardian is not None:  # pg_ctl starts it outside our process tree
+            self.guardian.watch_process(self._pg.get_pid(), signal.SIGINT)  # type: ignore[attr-defined]
         socket_dir = self.root / "postgres"
         self.database_url = f"postgresql+psycopg://postgres:@/studio?host={socket_dir}"
 

@@ -51,6 +51,8 @@ class User(Timestamped, Base):
     face_consent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     email_results: Mapped[bool] = mapped_column(Boolean, default=True)
     deleting: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the erasure was asked for: shown while it is pending (GET /v1/me, the login refusal).
+    deleting_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RefreshToken(Timestamped, Base):
@@ -175,6 +177,8 @@ class Job(Timestamped, Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(255))
+    # When its attempts began failing because a dependency was down (shared/jobs/retry.py).
+    outage_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class OutboxMessage(Timestamped, Base):
@@ -188,6 +192,8 @@ class OutboxMessage(Timestamped, Base):
     queue: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # Published only from this time on (a retry's backoff); None: at once.
+    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class LikenessStatus(enum.StrEnum):

@@ -11,10 +11,16 @@ ahead "intent" pattern; the in-process cleanup on a caught error stays the fast 
     announce(keys)              # before the first PutObject; commits on its own
     ... storage.put_bytes(...)
     session.add(row); settle(session, keys); session.commit()
+
+The same list holds the objects of rows the user deleted (`condemn`, in the transaction that
+deletes the row): listed as already past their grace, they are deleted by the scheduler's next
+clean-up, retried on every pass until S3 answers. A key ending in "*" stands for every object whose
+key starts with the rest (a likeness's folder, a pose photo's files).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +31,8 @@ from sqlalchemy.orm import Session
 from shared import storage
 from shared.db import session_scope
 from shared.models import PendingObject
+
+log = logging.getLogger(__name__)
 
 
 def announce(keys: Sequence[str]) -> None:
@@ -43,6 +51,42 @@ def settle(session: Session, keys: Sequence[str]) -> None:
     """Forget `keys` in the caller's transaction: they commit with the row that names them."""
     if keys:
         session.execute(delete(PendingObject).where(PendingObject.key.in_(list(keys))))
+
+
+# An announcement this old is due at any grace period: how `condemn` lists objects to delete now.
+DUE_AT_ONCE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def condemn(session: Session, keys: Sequence[str]) -> None:
+    """List `keys` (or prefixes followed by "*", under a user's prefix) for deletion, in the caller's
+    transaction: commit it with the row's delete, then delete the objects at once if you can and
+    `settle` them; whatever S3 did not delete is deleted by the scheduler's next clean-up."""
+    if keys:
+        stmt = insert(PendingObject).values([{"key": k, "created_at": DUE_AT_ONCE} for k in keys])
+        session.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"created_at": DUE_AT_ONCE}))
+
+
+def delete_now(keys: Sequence[str]) -> bool:
+    """Delete condemned `keys` (prefixes too) and forget them; False, leaving them for the
+    scheduler, when storage is down or failing (shared.storage.store_failed); other errors raise."""
+    try:
+        _delete(list(keys))
+    except Exception as e:
+        if storage.store_failed(e):
+            return False
+        raise
+    try:
+        with session_scope() as session:
+            settle(session, keys)
+    except Exception:  # the objects are gone; the next clean-up deletes nothing and forgets them
+        log.warning("could not forget %d deleted keys; the clean-up will", len(keys), exc_info=True)
+    return True
+
+
+def _delete(keys: list[str]) -> None:
+    storage.delete_keys([k for k in keys if not k.endswith("*")])
+    for prefix in (k[:-1] for k in keys if k.endswith("*")):
+        storage.delete_prefix(prefix)
 
 
 def sweep(grace_seconds: float, batch: int = 1000) -> int:
@@ -67,6 +111,6 @@ def sweep(grace_seconds: float, batch: int = 1000) -> int:
             )
             if not keys:
                 return swept
-            storage.delete_keys(keys)
+            _delete(keys)
             session.execute(delete(PendingObject).where(PendingObject.key.in_(keys)))
         swept += len(keys)

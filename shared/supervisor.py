@@ -6,15 +6,27 @@ takes its orphans with it and a stop reaches every process of the service. Resta
 systemd's `Restart=on-failure` with a growing `RestartSec`: 1 s after the first crash, doubling on each
 crash that follows a short run, at most 30 s; a run longer than `healthy_after` starts again from 1 s.
 (supervisord does the same as a daemon with its own config; here it is a loop inside `studio run`.)
+
+Every child is started with `die_with_parent`: if `studio run` itself is killed (SIGKILL, the OOM
+killer), the kernel sends each child SIGTERM (Linux `prctl(PR_SET_PDEATHSIG)`), and the guardian
+(shared/guardian.py) stops their process groups (their own children too) and Postgres, so no service
+runs on unsupervised and the next `make run` finds its ports free.
 """
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.guardian import Guardian
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +45,21 @@ class Service:
     restarts: int = 0  # every restart since the start, for the log and tests
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """A `preexec_fn`: the child gets SIGTERM when the process that started it dies, however it
+    dies (Linux `prctl(PR_SET_PDEATHSIG)`; elsewhere nothing). If the parent already died before
+    this ran (the child was re-parented), the child ends at once."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if parent == 1 or os.getppid() != parent:
+        os._exit(1)
+
+
 def _killpg(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
@@ -47,6 +74,7 @@ class Supervisor:
     backoff_max: float = 30.0
     healthy_after: float = 60.0  # a run this long resets the backoff
     clock: Callable[[], float] = time.monotonic
+    guardian: "Guardian | None" = None  # told each process group, to stop them if we are killed
     _stopping: bool = field(default=False, init=False)
 
     def start(self) -> None:
@@ -54,7 +82,11 @@ class Supervisor:
             self._spawn(service)
 
     def _spawn(self, service: Service) -> None:
-        service.process = subprocess.Popen(service.argv, env=service.env, start_new_session=True)
+        service.process = subprocess.Popen(
+            service.argv, env=service.env, start_new_session=True, preexec_fn=die_with_parent
+        )
+        if self.guardian is not None:
+            self.guardian.watch_group(service.process.pid)
         service.started_at, service.restart_at = self.clock(), None
 
     def delay(self, crashes: int) -> float:

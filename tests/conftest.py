@@ -31,6 +31,8 @@ FAST_JOBS = {  # short timings so failure tests finish in seconds
     "JOB_STALE_SECONDS": "10",
     "REAPER_INTERVAL_SECONDS": "0.5",
     "RELAY_POLL_SECONDS": "0.1",
+    "JOB_RETRY_SCALE": "0.1",  # retries wait a tenth of their production backoff
+    "CLEANUP_INTERVAL_SECONDS": "1",
     "AUTH_RATE_LIMIT": "1000/minute",
     "UPLOAD_RATE_LIMIT": "1000/minute",
     "ENVIRONMENT": "test",

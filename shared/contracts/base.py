@@ -49,7 +49,9 @@ class JobKind(Generic[InputT, ResultT]):
 
     `max_attempts` None means the JOB_MAX_ATTEMPTS setting. `mail_on_failure`: the user is told in
     words by mail when the job finally fails. `promises`: the objects and mails a succeeded job
-    leaves behind (documentation, checked against ARCHITECTURE.md's table by a test)."""
+    leaves behind (documentation, checked against ARCHITECTURE.md's table by a test). A failed attempt
+    is retried after `retry_base_seconds` x 2^(attempt-1), at most `retry_max_seconds`, jittered
+    (shared/jobs/retry.py `backoff`; ARCHITECTURE.md, "The job contract")."""
 
     name: str
     task_name: str
@@ -59,6 +61,8 @@ class JobKind(Generic[InputT, ResultT]):
     max_attempts: int | None = None
     mail_on_failure: bool = False
     promises: tuple[str, ...] = field(default=())
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 60.0
 
     def parse(self, raw: Any) -> InputT:
         """`Job.input` as this kind's input model; raises pydantic.ValidationError."""

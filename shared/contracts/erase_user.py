@@ -20,5 +20,6 @@ KIND = JobKind(
     EraseUser,
     UserErased,
     max_attempts=10,
+    retry_max_seconds=300,  # erasure must finish; the scheduler also starts it again
     promises=("mail `data_erased`", "AuditEvent `user_erased`"),
 )

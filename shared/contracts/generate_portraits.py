@@ -58,6 +58,8 @@ KIND = JobKind(
     GeneratePortraits,
     PortraitsMade,
     mail_on_failure=True,
+    retry_base_seconds=10,  # GPU work: a retry costs a model load
+    retry_max_seconds=300,
     promises=(
         "users/<uid>/portraits/<job_id>/<id>.png",
         "users/<uid>/portraits/<job_id>/<id>_thumb.jpg",

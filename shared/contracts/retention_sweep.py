@@ -22,4 +22,6 @@ KIND = JobKind(
     SweepRetention,
     RetentionSwept,
     promises=("AuditEvent `retention_sweep`",),
+    retry_base_seconds=30,
+    retry_max_seconds=600,
 )

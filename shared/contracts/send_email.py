@@ -98,5 +98,7 @@ KIND = JobKind(
     SendEmail,
     EmailSent,
     max_attempts=5,
+    retry_base_seconds=30,  # the notifier already retries SMTP inside one attempt (about 3 minutes)
+    retry_max_seconds=600,
     promises=tuple(f"mail `{t}`" for t in Template),
 )

@@ -32,6 +32,8 @@ KIND = JobKind(
     TrainLikeness,
     LikenessTrained,
     mail_on_failure=True,
+    retry_base_seconds=10,  # GPU work: a retry costs a model load
+    retry_max_seconds=300,
     promises=(
         f"users/<uid>/likenesses/<id>/{DIFFUSERS_DIR}/{DIFFUSERS_FILE}",
         "users/<uid>/likenesses/<id>/<name>.safetensors (kohya)",

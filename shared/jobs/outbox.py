@@ -11,9 +11,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,8 +42,9 @@ def request_fingerprint(kind: str, payload: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def add_outbox(session: Session, job: Job) -> None:
-    """The outbox row that makes the relay publish `job`'s task (the caller commits both)."""
+def add_outbox(session: Session, job: Job, *, not_before: datetime | None = None) -> None:
+    """Add the outbox row that publishes `job`'s task: at the relay's next pass, or from
+    `not_before` on (a retry's backoff)."""
     kind = get_kind(job.kind)
     session.add(
         OutboxMessage(
@@ -50,6 +52,7 @@ def add_outbox(session: Session, job: Job) -> None:
             task_name=kind.task_name,
             queue=kind.queue,
             payload={"job_id": str(job.id)},
+            available_at=not_before,
         )
     )
 
@@ -126,10 +129,12 @@ Publish = Callable[[str, str, dict[str, Any]], None]
 
 
 def relay_once(session: Session, publish: Publish, batch: int = 100) -> int:
-    """Publish unsent outbox rows (locked, so several relays can run) and mark them sent."""
+    """Publish unsent outbox rows that are due (`available_at` passed, by the database's clock;
+    locked, so several relays can run) and mark them sent."""
+    due = or_(OutboxMessage.available_at.is_(None), OutboxMessage.available_at <= func.now())
     rows = session.scalars(
         select(OutboxMessage)
-        .where(OutboxMessage.sent_at.is_(None))
+        .where(OutboxMessage.sent_at.is_(None), due)
         .order_by(OutboxMessage.id)
         .limit(batch)
         .with_for_update(skip_locked=True)

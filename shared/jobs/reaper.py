@@ -6,7 +6,7 @@ It goes back to the queue for another attempt, or fails with a clear reason once
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared import i18n
@@ -14,7 +14,6 @@ from shared.config import get_settings
 from shared.contracts import ErrorCode
 from shared.jobs import events
 from shared.jobs.retry import retry_or_fail
-from shared.jobs.state import now
 from shared.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
@@ -23,7 +22,8 @@ log = logging.getLogger(__name__)
 def reap_stale_jobs(session: Session) -> list[Job]:
     """Hand back (or fail) every running job whose heartbeat is older than JOB_STALE_SECONDS;
     commits, publishes the changes and returns the changed jobs."""
-    stale_before = now() - timedelta(seconds=get_settings().job_stale_seconds)
+    # The database's clock, the one heartbeats are written with (no skew between hosts).
+    stale_before = func.now() - timedelta(seconds=get_settings().job_stale_seconds)
     stale = session.scalars(
         select(Job)
         .where(Job.status == JobStatus.running, Job.heartbeat_at < stale_before)

@@ -1,12 +1,45 @@
-"""One place that decides what happens after a failed attempt: another try, or a final failure."""
+"""One place that decides what happens after a failed attempt: another try (after a backoff), or a
+final failure.
 
+Backoff: the kind's `retry_base_seconds` x 2^(attempt-1), capped at `retry_max_seconds`, with "equal
+jitter" (half fixed, half `random.uniform`; AWS Architecture Blog, "Exponential Backoff And
+Jitter"): retries of many jobs that failed in the same outage spread out instead of arriving
+together, and none comes sooner than half its step. The delay is a time on the outbox row
+(`available_at`), which the relay respects: nothing sleeps in a worker. tenacity, which the runner
+uses for in-process retries, has no API for a single delay that is stored and waited elsewhere.
+
+An attempt that failed because a dependency was down (shared/jobs/outage.py) does not count
+against `max_attempts` while the outage is younger than `JOB_OUTAGE_WINDOW_SECONDS` (15 min): its
+attempt is given back, and the wait grows with the outage (about as long as it lasted so far).
+"""
+
+import random
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from shared.config import get_settings
+from shared.contracts import get_kind
 from shared.jobs.outbox import add_outbox, mail_failure
-from shared.jobs.state import transition
-from shared.models import Job, JobStatus
+from shared.jobs.state import now, transition
+from shared.models import Job, JobStatus, Photo, PhotoStatus
+
+DEPENDENCY_NAMES = {"database": "the database", "redis": "the job queue", "storage": "storage"}
+
+
+def backoff(kind: str, failures: int, *, outage_seconds: float | None = None) -> float:
+    """Seconds to wait before the next attempt of a job of `kind` after `failures` (>= 1) failed
+    attempts; with `outage_seconds` (how long a dependency has been failing the job), a wait as long
+    as the outage so far, within the kind's base and cap. Jittered: between half and all of it.
+    Scaled by the JOB_RETRY_SCALE setting (tests shorten the waits)."""
+    k = get_kind(kind)
+    if outage_seconds is None:
+        step = k.retry_base_seconds * 2 ** max(0, failures - 1)
+    else:
+        step = max(k.retry_base_seconds, outage_seconds)
+    step = min(step, k.retry_max_seconds) * get_settings().job_retry_scale
+    return float(step / 2 + random.uniform(0, step / 2))
 
 
 def retry_or_fail(
@@ -18,10 +51,37 @@ def retry_or_fail(
     retry_message: str,
     final_message: str,
     result: dict[str, Any] | None = None,
+    outage: str | None = None,
 ) -> Job | None:
-    """Hand a running job back to the queue (new outbox row) while attempts remain, else fail it and
-    tell the user. Returns the job as changed, or None if another process changed it first."""
+    """Hand a running job back to the queue (a new outbox row, due after `backoff`) while attempts
+    remain or `outage` (a dependency's name: the attempt failed because it was down) is younger
+    than the outage window; else fail it, tell the user, and undo what the kind leaves half-done.
+    Returns the job as changed, or None if another process changed it first."""
+    t = now()
+    window = timedelta(seconds=get_settings().job_outage_window_seconds)
+    since: datetime | None = (job.outage_since or t) if outage else None
+    if since is not None and t - since < window:
+        delay = backoff(job.kind, job.attempts, outage_seconds=(t - since).total_seconds())
+        moved = transition(
+            session,
+            job.id,
+            JobStatus.running,
+            JobStatus.queued,
+            claimed_by=claimed_by,
+            stage="waiting for " + DEPENDENCY_NAMES.get(outage or "", "a service"),
+            error_code=f"{outage}_unavailable",  # e.g. storage_unavailable (shared/i18n.py has it in Korean)
+            error_message=(
+                f"{DEPENDENCY_NAMES.get(outage or '', 'A service').capitalize()} is not answering; "
+                f"we try again in {delay:.0f} s."
+            ),
+            attempts=Job.attempts - 1,  # not the job's fault: the attempt is given back
+            outage_since=since,
+        )
+        if moved is not None:
+            add_outbox(session, moved, not_before=t + timedelta(seconds=delay))
+        return moved
     if job.attempts < job.max_attempts:
+        delay = backoff(job.kind, job.attempts)
         moved = transition(
             session,
             job.id,
@@ -33,7 +93,7 @@ def retry_or_fail(
             error_message=retry_message,
         )
         if moved is not None:
-            add_outbox(session, moved)
+            add_outbox(session, moved, not_before=t + timedelta(seconds=delay))
         return moved
     moved = transition(
         session,
@@ -47,4 +107,29 @@ def retry_or_fail(
     )
     if moved is not None:
         mail_failure(session, moved)
+        undo_after_failure(session, moved)
     return moved
+
+
+def undo_after_failure(session: Session, job: Job) -> None:
+    """What a finally failed job of some kinds leaves half-done, set right in its transaction.
+
+    `photo_check`: photos it did not get to would read `checking` forever and, as originals, make
+    their re-upload a duplicate; they are rejected with reason_code `check_failed` instead (the
+    upload route does not count those as originals), so the user can upload them again."""
+    if job.kind == "photo_check" and job.user_id is not None:
+        ids = list((job.input or {}).get("photo_ids", []))
+        if ids:
+            from shared import i18n
+
+            session.query(Photo).filter(
+                Photo.id.in_(ids), Photo.user_id == job.user_id, Photo.status == PhotoStatus.checking
+            ).update(
+                {
+                    Photo.status: PhotoStatus.rejected,
+                    Photo.reason_code: "check_failed",
+                    Photo.reason: i18n.say("photo.check_failed"),
+                    Photo.checked_at: now(),
+                },
+                synchronize_session=False,
+            )

@@ -11,9 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import tenacity
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import ValidationError
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from shared import i18n
 from shared.config import get_settings
@@ -24,6 +25,7 @@ from shared.db import session_scope
 from shared.i18n import Sentence
 from shared.jobs import events
 from shared.jobs.celery_app import celery_app
+from shared.jobs.outage import database_down, outage_of
 from shared.jobs.outbox import enqueue, mail_failure
 from shared.jobs.reaper import hand_back
 from shared.jobs.retry import retry_or_fail
@@ -32,6 +34,7 @@ from shared.jobs.state import transition
 from shared.models import Job, JobStatus
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class JobError(Exception):
@@ -145,7 +148,7 @@ class JobContext(Generic[InputT]):
                     Job.status == JobStatus.running,
                     Job.worker == self.worker,
                 )
-                .values(heartbeat_at=utcnow(), **values)
+                .values(heartbeat_at=func.now(), **values)  # the database's clock, as the reaper's
                 .returning(Job)
             ).scalar_one_or_none()
         if job is None:
@@ -166,6 +169,30 @@ def _stage_key(stage: str | None) -> str | None:
     return re.sub(r"\d+", "#", stage) if stage else stage
 
 
+def _log_wait(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.warning(
+        "the database is not answering (%s); recording the job's state again in %.1f s",
+        type(error).__name__,
+        state.next_action.sleep if state.next_action else 0.0,
+    )
+
+
+def outlasting_database_outages(fn: F) -> F:
+    """Retry `fn` (the runner's own bookkeeping: claim, finish, retry) while Postgres does not answer,
+    for up to JOB_OUTAGE_WINDOW_SECONDS, waiting 0.5-5 s between tries (tenacity's full-jitter
+    exponential wait). Without it, a 20 s pause left a claimed job `running` (the reaper then called
+    its worker lost: an attempt and a stale window lost), or lost a delivered task before its claim.
+    Each try is its own transaction: the compare-and-set inside makes a repeat harmless."""
+    return tenacity.retry(  # type: ignore[return-value]  # tenacity's wrapper keeps fn's signature
+        retry=tenacity.retry_if_exception(database_down),
+        wait=tenacity.wait_random_exponential(multiplier=0.5, max=5),
+        stop=tenacity.stop_after_delay(get_settings().job_outage_window_seconds),
+        before_sleep=_log_wait,
+        reraise=True,
+    )(fn)
+
+
 def worker_name() -> str:
     """host:pid:random, unique per attempt's process (`Job.worker`)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -181,6 +208,7 @@ def _heartbeat(ctx: JobContext[Any], stop: threading.Event) -> None:
             log.exception("heartbeat failed for job %s", ctx.job_id)
 
 
+@outlasting_database_outages
 def claim(job_id: uuid.UUID, worker: str, from_: JobStatus = JobStatus.queued) -> Job | None:
     """Start a new attempt of a job in `from_` (`running` only when `worker` already holds it)."""
     with session_scope() as session:
@@ -193,7 +221,7 @@ def claim(job_id: uuid.UUID, worker: str, from_: JobStatus = JobStatus.queued) -
             worker=worker,
             attempts=Job.attempts + 1,
             started_at=utcnow(),
-            heartbeat_at=utcnow(),
+            heartbeat_at=func.now(),
             stage="starting",
             error_code=None,
             error_message=None,
@@ -207,6 +235,7 @@ def claim(job_id: uuid.UUID, worker: str, from_: JobStatus = JobStatus.queued) -
 TAKEOVER_BEATS = 2
 
 
+@outlasting_database_outages
 def take_over(job_id: uuid.UUID, worker: str) -> Job | None:
     """Claim a `running` job whose worker died, for a task delivered again; None if it lives.
 
@@ -232,7 +261,7 @@ def take_over(job_id: uuid.UUID, worker: str) -> Job | None:
         job = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status == JobStatus.running, Job.worker == owner, unchanged)
-            .values(worker=worker, heartbeat_at=utcnow())
+            .values(worker=worker, heartbeat_at=func.now())
             .returning(Job)
             .execution_options(synchronize_session=False)
         ).scalar_one_or_none()
@@ -307,7 +336,7 @@ def _attempt(ctx: JobContext[Any], handler: Handler) -> None:
         return
     except Exception as e:  # a bug or an outage: retry, then fail with a clear reason
         log.exception("job %s attempt %d crashed", job_id, ctx.attempt)
-        _retry_or_fail(ctx, "internal_error", f"{type(e).__name__}: {e}"[:500])
+        _retry_or_fail(ctx, "internal_error", f"{type(e).__name__}: {e}"[:500], outage=outage_of(e))
         return
     finally:
         stop.set()
@@ -315,6 +344,7 @@ def _attempt(ctx: JobContext[Any], handler: Handler) -> None:
     _finish(ctx, JobStatus.succeeded, result=result, progress=1.0, stage="done")
 
 
+@outlasting_database_outages
 def _finish(ctx: JobContext[Any], status: JobStatus, **values: Any) -> None:
     with session_scope() as session:
         job = transition(session, ctx.job_id, JobStatus.running, status, claimed_by=ctx.worker, **values)
@@ -330,7 +360,8 @@ def _finish(ctx: JobContext[Any], status: JobStatus, **values: Any) -> None:
     _count(ctx.kind, status)
 
 
-def _retry_or_fail(ctx: JobContext[Any], code: str, detail: str) -> None:
+@outlasting_database_outages
+def _retry_or_fail(ctx: JobContext[Any], code: str, detail: str, outage: str | None = None) -> None:
     with session_scope() as session:
         job = session.get(Job, ctx.job_id)
         if job is None:
@@ -343,6 +374,7 @@ def _retry_or_fail(ctx: JobContext[Any], code: str, detail: str) -> None:
             retry_message=f"Attempt {job.attempts} failed; retrying.",
             final_message=i18n.say(f"job.{ErrorCode.internal_error}", attempts=job.attempts),
             result={"last_error": detail},
+            outage=outage,
         )
         if moved is not None:
             events.publish(moved)

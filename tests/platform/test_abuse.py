@@ -222,9 +222,11 @@ def test_erasure_leaves_no_row_and_no_object(api: Api) -> None:
 
     first = api.delete("/v1/me", headers=user.auth)
     assert first.status_code == 202
-    assert api.get("/v1/me", headers=user.auth).status_code == 401  # the account is closed at once
+    assert api.get("/v1/photos", headers=user.auth).status_code == 401  # the account is closed at once
+    me = api.get("/v1/me", headers=user.auth)  # only its pending erasure can be read, until it is done
+    assert (me.status_code == 200 and me.json()["erasing_since"]) or me.status_code == 401, me.text
     login = api.post("/v1/auth/login", json={"email": user.email, "password": user.password})
-    assert login.status_code == 401
+    assert login.status_code in (401, 403), login.text  # 403: "This account is being erased ..."
 
     def gone() -> bool:
         with session_scope() as session:

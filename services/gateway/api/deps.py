@@ -37,20 +37,23 @@ UNAUTHORIZED = Refusal(
 )
 
 
-def check_signed_in(claims: AccessToken, user: U | None) -> U:
-    """`user`, unless 401: the token's user must still exist, not be being erased, and still have the
-    password the token was issued under (a reset ends older tokens). `user`: a `User` or any row with
-    its `password_hash` and `deleting`, or None."""
-    if user is None or user.deleting or not claims.issued_under(user.password_hash):  # type: ignore[attr-defined]
+def check_signed_in(claims: AccessToken, user: U | None, *, erasing: bool = False) -> U:
+    """`user`, unless 401: the token's user must still exist, not be being erased (unless `erasing`:
+    the routes that show or repeat a pending erasure), and still have the password the token was
+    issued under (a reset ends older tokens). `user`: a `User` or any row with its `password_hash`
+    and `deleting`, or None."""
+    if user is None or not claims.issued_under(user.password_hash):  # type: ignore[attr-defined]
+        raise UNAUTHORIZED
+    if user.deleting and not erasing:  # type: ignore[attr-defined]
         raise UNAUTHORIZED
     return user
 
 
-def _user_of(request: Request, session: Session, token: str | None) -> User:
+def _user_of(request: Request, session: Session, token: str | None, *, erasing: bool = False) -> User:
     claims = decode_access_token(token) if token else None
     if claims is None:
         raise UNAUTHORIZED
-    user = check_signed_in(claims, session.get(User, claims.user_id))
+    user = check_signed_in(claims, session.get(User, claims.user_id), erasing=erasing)
     request.state.user_id = user.id
     return user
 
@@ -79,8 +82,19 @@ def get_stream_user(
     return _user_of(request, session, credentials.credentials if credentials else access_token)
 
 
+def get_account_user(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    """As `get_current_user`, but also an account being erased (`deleting`): only for reading the
+    account (its pending erasure) and asking again for its erasure."""
+    return _user_of(request, session, credentials.credentials if credentials else None, erasing=True)
+
+
 StreamUser = Annotated[User, Depends(get_stream_user)]
 CurrentUser = Annotated[User, Depends(get_current_user)]
+AccountUser = Annotated[User, Depends(get_account_user)]
 
 
 def get_consented_user(user: CurrentUser) -> User:

@@ -76,6 +76,9 @@ async def read_job(claims: AccessToken, job_id: uuid.UUID) -> Response:
 
 
 async def read_me(claims: AccessToken) -> Response:
-    """GET /v1/me: the signed-in user's account as `UserOut`; 401 as `read_job`."""
-    row = check_signed_in(claims, await run_in_threadpool(lambda: _first(_USER, user_id=claims.user_id)))
+    """GET /v1/me: the signed-in user's account as `UserOut`, also while its erasure is pending (it
+    shows `erasing_since`); 401 as `read_job` otherwise."""
+    row = check_signed_in(
+        claims, await run_in_threadpool(lambda: _first(_USER, user_id=claims.user_id)), erasing=True
+    )
     return json_response(UserOut.of(row))  # type: ignore[arg-type]  # a Row has the User's attributes

@@ -79,6 +79,7 @@ class UserOut(BaseModel):
     face_consent_at: datetime | None
     email_results: bool
     created_at: datetime
+    erasing_since: datetime | None = None  # the erasure asked for at this time is under way
 
     @classmethod
     def of(cls, user: User) -> "UserOut":
@@ -90,6 +91,7 @@ class UserOut(BaseModel):
             face_consent_at=user.face_consent_at,
             email_results=user.email_results,
             created_at=user.created_at,
+            erasing_since=user.deleting_since if user.deleting else None,
         )
 
 

@@ -97,8 +97,11 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
 def login(request: Request, body: LoginIn, session: SessionDep) -> TokenOut:
     user = session.scalar(select(User).where(User.email == body.email.lower()))
     ok = verify_password(user.password_hash if user else None, body.password)
-    if user is None or not ok or user.deleting:
+    if user is None or not ok:
         raise BAD_LOGIN
+    if user.deleting:  # told only to who knows the password: the erasure is under way
+        since = (user.deleting_since or datetime.now(UTC)).astimezone(UTC)
+        raise Refusal(status.HTTP_403_FORBIDDEN, "auth.account_erasing", since=f"{since:%Y-%m-%d %H:%M}")
     tokens = _issue_tokens(session, user)
     session.commit()
     return tokens

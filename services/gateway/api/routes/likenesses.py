@@ -2,9 +2,10 @@
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 
+from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import (
@@ -17,7 +18,7 @@ from services.gateway.api.schemas import (
 )
 from services.gateway.idempotency import replay
 from services.gateway.training import settle
-from shared import storage
+from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import TrainLikeness
 from shared.contracts.likeness_files import DOWNLOAD_NAMES, DownloadFormat, LikenessFiles
@@ -110,19 +111,22 @@ def read_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep
     return LikenessOut.of(likeness)
 
 
-@router.delete("/{likeness_id}", status_code=204)
-def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
-    """Delete the likeness and its files; a training still under way is canceled."""
+@router.delete("/{likeness_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Delete the likeness and its files; a training still under way is canceled. 204, or 202
+    with a sentence while S3 is down (the files are deleted once it answers)."""
     likeness = owned(session, Likeness, likeness_id, user, "Likeness")
     canceled = None
     if likeness.job_id is not None:
         canceled = transition(session, likeness.job_id, set(ACTIVE), JobStatus.canceled, stage="canceled")
+    # Checkpoints included; a worker that uploads after this sees the row gone and cleans up.
+    folder = storage.user_key(user.id, "likenesses", str(likeness_id)) + "/*"
     session.delete(likeness)
+    pending_objects.condemn(session, [folder])
     session.commit()
     if canceled is not None:
         events.publish(canceled)
-    # Checkpoints included; a worker that uploads after this sees the row gone and cleans up.
-    storage.delete_prefix(storage.user_key(user.id, "likenesses", str(likeness_id)) + "/")
+    return deleted_files([folder])
 
 
 @router.get("/{likeness_id}/download", response_model=DownloadOut)

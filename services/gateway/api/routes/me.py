@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 
 from services.gateway.api import reads
-from services.gateway.api.deps import CurrentUser, SessionDep
+from services.gateway.api.deps import AccountUser, CurrentUser, SessionDep
 from services.gateway.api.reads import Claims
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
 from services.gateway.refresh_tokens import revoke_refresh_tokens
@@ -18,7 +18,8 @@ router = APIRouter(prefix="/me", tags=["account"])
 
 @router.get("", response_model=UserOut)
 async def read_me(claims: Claims) -> Response:
-    """The account: one database round trip (services/gateway/api/reads.py)."""
+    """The account (one database round trip, services/gateway/api/reads.py); `erasing_since` is set
+    while its erasure is under way (with a token issued before it was asked for)."""
     return await reads.read_me(claims)
 
 
@@ -39,10 +40,13 @@ def give_consent(body: ConsentIn, user: CurrentUser, session: SessionDep) -> Use
 
 
 @router.delete("", status_code=202, response_model=ErasureOut)
-def erase_me(user: CurrentUser, session: SessionDep) -> ErasureOut:
-    """Erase the account: every row and every stored object. Idempotent: a repeat returns the same job."""
+def erase_me(user: AccountUser, session: SessionDep) -> ErasureOut:
+    """Erase the account: every row and every stored object. Idempotent: a repeat returns the same
+    job. The erasure always completes: its job outlasts outages, and the scheduler starts it again
+    if it still failed (shared/scheduler.py `resume_erasures`)."""
     job = enqueue(session, EraseUser(), user_id=user.id, idempotency_key=f"erase:{user.id}")
     user.deleting = True  # no new logins or requests from now on
+    user.deleting_since = user.deleting_since or datetime.now(UTC)
     revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
     return ErasureOut(

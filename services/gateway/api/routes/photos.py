@@ -4,11 +4,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile, status
+from fastapi import APIRouter, File, Request, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.gateway.api.deletion import delete_with_objects
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
@@ -72,7 +73,9 @@ def _store_upload(
                 Photo.sha256.in_([c.sha256 for c in cleaned]),
                 # A twin rejected as a duplicate is no original: once the original is deleted, the
                 # same picture may be uploaded again.
+                # Nor is a photo whose check failed for good: it asks to be uploaded again.
                 Photo.reason_code.is_distinct_from("duplicate"),
+                Photo.reason_code.is_distinct_from("check_failed"),
             )
         )
     )
@@ -121,10 +124,9 @@ def read_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> P
     return photo_out(owned(session, Photo, photo_id, user, "Photo"))
 
 
-@router.delete("/{photo_id}", status_code=204)
-def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
+@router.delete("/{photo_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Delete the photo: 204, or 202 with a sentence while S3 is down (the
+    files are deleted once it answers, services/gateway/api/deletion.py)."""
     photo = owned(session, Photo, photo_id, user, "Photo")
-    key = photo.object_key
-    session.delete(photo)
-    session.commit()
-    storage.delete_keys([key])
+    return delete_with_objects(session, photo, [photo.object_key])

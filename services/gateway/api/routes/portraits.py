@@ -5,12 +5,13 @@ import uuid
 import zipfile
 from datetime import datetime
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.gateway.api.deletion import delete_with_objects
 from services.gateway.api.deps import (
     ConsentedUser,
     CurrentUser,
@@ -218,10 +219,8 @@ def download_zip(user: CurrentUser, session: SessionDep, job_id: uuid.UUID = Que
     )
 
 
-@router.delete("/{portrait_id}", status_code=204)
-def delete_portrait(portrait_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
+@router.delete("/{portrait_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+def delete_portrait(portrait_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Delete the portrait and its thumbnail: 204, or 202 with a sentence while S3 is down."""
     portrait = owned(session, Portrait, portrait_id, user, "Portrait")
-    keys = [k for k in (portrait.object_key, portrait.thumb_key) if k]
-    session.delete(portrait)
-    session.commit()
-    storage.delete_keys(keys)
+    return delete_with_objects(session, portrait, [k for k in (portrait.object_key, portrait.thumb_key) if k])

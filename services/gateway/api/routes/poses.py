@@ -8,12 +8,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.gateway.api.deletion import delete_with_objects
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.schemas import JobOut
 from services.gateway.idempotency import replay
@@ -128,10 +129,9 @@ def read_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Pos
     return PoseOut.of(owned(session, PosePhoto, pose_id, user, "Pose"))
 
 
-@router.delete("/{pose_id}", status_code=204)
-def delete_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
-    """Delete the pose photo, its keypoints and drawings."""
+@router.delete("/{pose_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+def delete_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
+    """Delete the pose photo, its keypoints and drawings: 204, or 202 with a sentence while S3 is
+    down (the files are deleted once it answers)."""
     pose = owned(session, PosePhoto, pose_id, user, "Pose")
-    session.delete(pose)
-    session.commit()
-    storage.delete_keys(storage.list_keys(storage.user_key(user.id, "poses", str(pose_id))))
+    return delete_with_objects(session, pose, [storage.user_key(user.id, "poses", str(pose_id)) + "*"])
