@@ -1,0 +1,48 @@
+"""Convert a pickled PyTorch state dict (`.bin`, `.pt`) into safetensors, loading it weights-only.
+
+Some hub repositories publish only a pickle (lllyasviel/control_v11f1e_sd15_tile has
+`diffusion_pytorch_model.bin` and no safetensors on its main branch). A pickle can run code when
+unpickled; `torch.load(weights_only=True)` restricts it to tensors and plain containers and
+raises `pickle.UnpicklingError` for anything else. The loaders then read only the safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+from shared.ml.registry import ModelError
+
+
+class UnsafePickle(ModelError):
+    """A pickle that holds more than tensors: refused, never unpickled with full rights."""
+
+
+def pickle_to_safetensors(src: Path, dst: Path, *, metadata: dict[str, str] | None = None) -> int:
+    """Write the state dict in `src` (a torch pickle) to `dst` as safetensors, atomically.
+
+    The pickle is read with `torch.load(weights_only=True, mmap=True)` on the CPU; tensors keep
+    their dtype and shape. Returns the number of tensors. Raises UnsafePickle when the pickle
+    needs anything but tensors (weights-only refusal) or is not a flat name -> tensor mapping.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    try:
+        state = torch.load(src, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafePickle(f"{src} is not a weights-only pickle and was not loaded: {e}") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UnsafePickle(f"{src} does not hold a flat state dict (name -> tensor)")
+    # clone(): safetensors refuses tensors that share storage; contiguous() as its format needs.
+    tensors = {k: v.detach().clone().contiguous() for k, v in state.items()}
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt", **(metadata or {})})
+        tmp.replace(dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(tensors)
