@@ -127,7 +127,7 @@ def test_studio_models_pull_end_to_end(hub, source: Path, tmp_path: Path, monkey
     refused = _pull(manifest, dst, upstream, "epicrealism")
     assert refused.returncode == 1 and "checksum mismatch" in refused.stderr
     assert _sha(good) in refused.stderr and "Traceback" not in refused.stderr
-    assert not (dst / "epicrealism").exists()
+    assert not (dst / "epicrealism" / ckpt).exists()
     staged = [p for p in (dst / ".download").rglob("*") if p.is_file() and ".cache" not in p.parts]
     assert not staged  # no half-written or refused bytes left (.cache: huggingface_hub's etags)
     upstream.hub[key] = good
