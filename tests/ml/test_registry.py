@@ -217,3 +217,46 @@ def test_the_generators_lora_resolver_refuses_arbitrary_files():
     for name in ["/etc/passwd", "../" * depth + "etc/passwd"]:  # <lora:/etc/passwd:1> opened it
         with pytest.raises(registry.ModelError, match="outside the model directory"):
             _registry_lora(name)
+
+
+def test_a_recorded_pin_refuses_new_upstream_bytes_until_accepted(tmp_path, server):
+    url, served = server
+    manifest = write_manifest(tmp_path / "m.yaml", url, PAYLOAD_SHA)
+    root = tmp_path / "models"
+    pull_models(["folder"], root, manifest_path=manifest, progress=False)
+    other = root / "folder" / "sub" / "other.bin"
+    pinned = hashlib.sha256(b"other bytes").hexdigest()
+    (served / "other.bin").write_bytes(b"re-uploaded bytes")  # upstream changed at the same URL
+    other.unlink()  # a file lost (or a new node sharing pins.json): the pull fetches it again
+    with pytest.raises(registry.PinMismatch, match="studio models pull --accept-new folder") as e:
+        pull_models(["folder"], root, manifest_path=manifest, progress=False)
+    assert pinned in str(e.value) and not other.exists()
+    assert registry.read_pin(root, "folder/sub/other.bin")["sha256"] == pinned  # the pin holds
+    pull_models(["folder"], root, manifest_path=manifest, progress=False, accept_new=["folder"])
+    assert other.read_bytes() == b"re-uploaded bytes"
+    assert registry.resolve("folder", root=root, manifest_path=manifest) == root / "folder"
+
+
+def test_hf_token_is_never_sent_to_a_non_hub_url(tmp_path, server, monkeypatch):
+    url, served = server
+    seen = []
+    handler = server_handler_log(seen)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        logged = f"http://127.0.0.1:{httpd.server_address[1]}"
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_for_the_hub_only")
+        manifest = write_manifest(tmp_path / "m.yaml", logged, PAYLOAD_SHA)
+        pull_models(["ckpt"], tmp_path / "models", manifest_path=manifest, progress=False)
+    finally:
+        httpd.shutdown()
+    assert seen == [None]  # one GET, no Authorization header
+
+
+def server_handler_log(seen: list):
+    class Logged(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            super().do_GET()
+
+    return Logged
