@@ -15,7 +15,8 @@ def list_models() -> None:
     """Every model of the manifest, its licence, size and whether its files are present."""
     root = registry.model_dir()
     for name, spec in sorted(registry.manifest().models.items()):
-        present = all((root / name / f.path).exists() for f in spec.files)
+        paths = [p for f in spec.files for p in (f.path, f.converted_path) if p]
+        present = all((root / name / p).exists() for p in paths)
         typer.echo(
             f"{name:22} {spec.kind:11} {spec.size_mb:>7.0f} MB  "
             f"{'present' if present else 'missing':8} {spec.licence}"
