@@ -225,3 +225,31 @@ def test_a_state_dict_pickle_converts_exactly(tmp_path: Path):
     assert pickle_to_safetensors(tmp_path / "w.bin", tmp_path / "w.safetensors") == 3
     back = load_file(tmp_path / "w.safetensors")
     assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in state.items())
+
+
+def test_pull_refuses_a_pickle_that_runs_code(tmp_path: Path):
+    """Through `pull_models`: a `.bin` marked `convert` that holds code is never unpickled with
+    full rights, and no converted file appears."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from shared.ml.pull import pull_models
+
+    served, marker = tmp_path / "served", tmp_path / "code-ran"
+    served.mkdir()
+    torch.save({"w": torch.ones(2), "payload": _RunsCode(marker)}, served / "model.bin")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=served))
+    Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/model.bin"
+    spec = {"kind": "controlnet", "layout": "folder", "licence": "test", "size_mb": 0}
+    files = [{"path": "diffusion_pytorch_model.bin", "url": url, "convert": "safetensors"}]
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(yaml.safe_dump({"defaults": {}, "models": {"cn": {**spec, "files": files}}}))
+    try:
+        with pytest.raises(UnsafePickle):
+            pull_models(["cn"], tmp_path / "models", manifest_path=manifest, progress=False)
+    finally:
+        httpd.shutdown()
+    assert not marker.exists()
+    assert not (tmp_path / "models" / "cn" / "diffusion_pytorch_model.safetensors").exists()
