@@ -57,3 +57,12 @@ def pickle_to_safetensors(src: Path, dst: Path, *, metadata: dict[str, str] | No
     finally:
         tmp.unlink(missing_ok=True)
     return len(tensors)
+
+
+def converted_from(path: Path) -> str | None:
+    """The sha256 of the pickle a safetensors file was converted from (its `source_sha256`
+    metadata), or None; reads only the file's header."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return (f.metadata() or {}).get("source_sha256")

@@ -17,6 +17,7 @@ bytes until an operator accepts them (`studio models pull --accept-new NAME`).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,7 @@ from shared.ml.registry import (
     ChecksumMismatch,
     DownloadFailed,
     FileSpec,
+    ModelError,
     ModelSpec,
     PinMismatch,
     get_spec,
@@ -153,10 +155,14 @@ def _download_url(url: str, part: Path, size: int | None) -> Path:
 
 def _convert(spec: ModelSpec, file: FileSpec, root: Path) -> None:
     """Convert a verified pickle to safetensors (weights-only load) unless an up-to-date,
-    verified conversion is present; pins the converted file."""
-    from safetensors import safe_open
-
-    from shared.ml.convert import pickle_to_safetensors
+    verified conversion is present; pins the converted file. Needs torch: runs where weights are
+    pulled (the generator image's models-pull Job), never in the light images (.importlinter)."""
+    if not all(importlib.util.find_spec(m) for m in ("torch", "safetensors")):
+        raise ModelError(
+            f"{spec.name}: converting {file.path} to safetensors needs torch and safetensors (the ml "
+            "extra): run `studio models pull` where the generator runs (its image)"
+        )
+    from shared.ml.convert import converted_from, pickle_to_safetensors
 
     folder = root / spec.name
     src, dst = folder / file.path, folder / file.converted_path
@@ -165,9 +171,8 @@ def _convert(spec: ModelSpec, file: FileSpec, root: Path) -> None:
     if dst.exists():
         with contextlib.suppress(ChecksumMismatch, OSError):
             verify_file(root, rel, dst, None)
-            with safe_open(str(dst), "pt") as f:
-                if (f.metadata() or {}).get("source_sha256") == src_sha:
-                    return
+            if converted_from(dst) == src_sha:
+                return
     pickle_to_safetensors(src, dst, metadata={"source": file.path, "source_sha256": src_sha})
     record_pin(root, rel, dst, sha256_file(dst))
     log.info("converted %s to %s (weights-only load)", src, dst.name)
