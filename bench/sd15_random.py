@@ -88,7 +88,8 @@ def write_model_dir(root: Path, device: str, *, small: bool = False, rank: int =
     manifest that names their hashes; returns that manifest's path (set MODEL_MANIFEST to it).
 
     Full size: a 2.1 GB fp16 A1111 single-file base (UNet + VAE + CLIP text), two 0.7 GB fp16
-    ControlNets, a 64 MB RRDBNet x4 `.pth`, two UNet LoRAs of rank `rank`. `small` keeps every
+    ControlNets (the tile one as the hub's `.bin` pickle plus its safetensors conversion), a
+    64 MB RRDBNet x4 `.pth`, two UNet LoRAs of rank `rank`. `small` keeps every
     file, name and key layout with narrow layers (tests). Raises ValueError for a non-empty root
     that holds no earlier random manifest (never overwrite real weights).
     """
@@ -98,6 +99,7 @@ def write_model_dir(root: Path, device: str, *, small: bool = False, rank: int =
 
     from bench import ldm_checkpoint
     from shared.ml import registry
+    from shared.ml.convert import pickle_to_safetensors
 
     root.mkdir(parents=True, exist_ok=True)
     if any(root.iterdir()) and not (root / MANIFEST_NAME).exists():
@@ -132,7 +134,8 @@ def write_model_dir(root: Path, device: str, *, small: bool = False, rank: int =
     for name, variant in (("controlnet_openpose", "fp16"), ("controlnet_tile", None)):
         with torch.device(device):
             controlnet = ControlNetModel.from_unet(unet).to(torch.float16)
-        controlnet.save_pretrained(folder[name], variant=variant)
+        # The hub's tile ControlNet is a pickle only (diffusion_pytorch_model.bin): write the same.
+        controlnet.save_pretrained(folder[name], variant=variant, safe_serialization=variant == "fp16")
         del controlnet
 
     torch.manual_seed(0)
@@ -152,7 +155,12 @@ def write_model_dir(root: Path, device: str, *, small: bool = False, rank: int =
         for file in spec["models"][name]["files"]:
             path = folder[name] / file["path"]
             file["sha256"] = registry.sha256_file(path)
+            file.pop("size", None)
             registry.record_pin(root, f"{name}/{file['path']}", path, file["sha256"])
+            if converted := registry.FileSpec(**file).converted_path:  # as `studio models pull` does
+                out = folder[name] / converted
+                pickle_to_safetensors(path, out, metadata={"source_sha256": file["sha256"]})
+                registry.record_pin(root, f"{name}/{converted}", out, registry.sha256_file(out))
         note = spec["models"][name].get("notes", "")
         spec["models"][name]["notes"] = f"RANDOM WEIGHTS written by bench/sd15_random.py (bench only). {note}"
     manifest = root / MANIFEST_NAME

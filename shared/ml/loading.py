@@ -105,10 +105,12 @@ def load_pipeline_from(
 
 
 def load_controlnet_from(path: Path, *, device: str, dtype: torch.dtype) -> ControlNetModel:
+    """A diffusers ControlNet folder; only its safetensors weights are read (a hub `.bin` next to
+    them is the pinned download that shared/ml/convert.py turned into safetensors, weights-only)."""
     from diffusers import ControlNetModel
 
     model = ControlNetModel.from_pretrained(
-        path, dtype=dtype, local_files_only=True, variant=fp16_variant(path)
+        path, dtype=dtype, local_files_only=True, variant=fp16_variant(path), use_safetensors=True
     )
     return model.to(device)
 

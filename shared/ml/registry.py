@@ -48,16 +48,43 @@ class MissingWeights(ModelError):
 
 class ChecksumMismatch(ModelError):
     def __init__(self, path: Path, expected: str, got: str):
+        self.expected, self.got = expected, got
         super().__init__(
             f"checksum mismatch for {path}: expected sha256 {expected}, got {got}. "
             "Delete the file and pull it again."
         )
 
 
+class PinMismatch(ChecksumMismatch):
+    """A download whose bytes differ from the hash recorded at an earlier pull: the upstream file
+    changed (or was replaced). Refused until an operator accepts the new bytes."""
+
+    def __init__(self, name: str, rel: str, expected: str, got: str):
+        ModelError.__init__(
+            self,
+            f"{rel} upstream differs from its pin: pinned sha256 {expected} at an earlier pull, "
+            f"downloaded {got}. The new bytes were discarded. If the change is intended, accept it "
+            f"with: studio models pull --accept-new {name}",
+        )
+        self.expected, self.got = expected, got
+
+
+class DownloadFailed(ModelError):
+    """The hub or a release server did not deliver a file (HTTP error, network, size)."""
+
+
 class FileSpec(BaseModel):
-    path: str  # relative to the model's folder
-    url: str | None = None  # default: the hub's resolve URL
-    sha256: str | None = None  # None: pinned on first pull
+    path: str  # relative to the model's folder (and to the hub repository)
+    url: str | None = None  # a non-hub URL (GitHub release); hub files use the model's hub + revision
+    sha256: str | None = None  # the published hash; None: pinned on first pull (pins.json)
+    size: int | None = None  # bytes, where published
+    # "safetensors": a pickle (`.bin`) converted after its hash check (torch.load(weights_only=True))
+    # into `converted_path`, which is what the loaders read.
+    convert: Literal["safetensors"] | None = None
+
+    @property
+    def converted_path(self) -> str | None:
+        return str(Path(self.path).with_suffix(".safetensors")) if self.convert else None
 
 
 class ModelSpec(BaseModel):
@@ -67,16 +94,26 @@ class ModelSpec(BaseModel):
     files: list[FileSpec]
     licence: str
     size_mb: float
-    hub: str | None = None
-    revision: str = "main"
+    hub: str | None = None  # a Hugging Face Hub repository id
+    repo_type: Literal["model", "dataset"] = "model"
+    revision: str = "main"  # a commit id where one is known (manifest.yaml names the evidence)
     notes: str = ""
 
     def url(self, file: FileSpec) -> str:
+        """Where `file` is fetched: its own URL, else the hub's resolve URL at the pinned revision
+        (on HF_ENDPOINT, default https://huggingface.co)."""
         if file.url:
             return file.url
         if not self.hub:
             raise ModelError(f"model {self.name!r}: file {file.path} has neither url nor hub")
-        return f"https://huggingface.co/{self.hub}/resolve/{self.revision}/{file.path}"
+        datasets = "datasets/" if self.repo_type == "dataset" else ""
+        return f"{hub_endpoint()}/{datasets}{self.hub}/resolve/{self.revision}/{file.path}"
+
+
+def hub_endpoint() -> str:
+    """The Hugging Face Hub (or mirror) base URL: HF_ENDPOINT, else https://huggingface.co.
+    HF_TOKEN is sent to this host only (shared/ml/pull.py)."""
+    return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
 
 
 class PackagedModel(BaseModel):
@@ -140,6 +177,11 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 # -- pins: the hash recorded at first pull, and which file versions were already verified ------
 
 
+def read_pin(root: Path, rel: str) -> dict | None:
+    """The pin recorded for `rel` ("<model>/<path>"): {"sha256", "size", "mtime_ns"}, or None."""
+    return _read_pins(root).get(rel)
+
+
 def _read_pins(root: Path) -> dict:
     try:
         return json.loads((root / PINS_FILE).read_text())
@@ -148,6 +190,8 @@ def _read_pins(root: Path) -> dict:
 
 
 def record_pin(root: Path, rel: str, path: Path, sha256: str) -> None:
+    """Record `sha256` as the hash of `rel`, with the file's size and mtime (verified version)."""
+    root.mkdir(parents=True, exist_ok=True)
     with _pins_lock:
         pins = _read_pins(root)
         st = path.stat()
@@ -189,10 +233,13 @@ def resolve(name: str, *, root: Path | None = None, manifest_path: Path | None =
     spec = get_spec(name, manifest_path=manifest_path)
     folder = root / spec.name
     for file in spec.files:
-        path = folder / file.path
-        if not path.exists():
-            raise MissingWeights(spec.name, path)
-        verify_file(root, f"{spec.name}/{file.path}", path, file.sha256)
+        for rel, sha in ((file.path, file.sha256), (file.converted_path, None)):
+            if rel is None:
+                continue
+            path = folder / rel
+            if not path.exists():
+                raise MissingWeights(spec.name, path)
+            verify_file(root, f"{spec.name}/{rel}", path, sha)
     return folder if spec.layout == "folder" else folder / spec.files[0].path
 
 

@@ -68,9 +68,49 @@ def test_real_manifest_is_valid():
         for f in spec.files:
             assert spec.url(f).startswith("https://")
             assert f.sha256 is None or len(f.sha256) == 64
+            # hub files go through huggingface_hub at a revision; `url` is for other hosts only
+            assert f.url is None or "huggingface.co" not in f.url, f.url
     assert registry.get_spec("adetailer_face").url(m.models["adetailer_face"].files[0]) == (
-        "https://huggingface.co/Bingsu/adetailer/resolve/main/face_yolov8n.pt"
+        "https://huggingface.co/Bingsu/adetailer/resolve/53cc19de382014514d9d4038601d261a7faa9b7b/face_yolov8n.pt"
     )
+
+
+# The hashes issue 28 found published (hub LFS pages, GitHub release evidence): they must stay pinned.
+PUBLISHED = {
+    "adetailer_face/face_yolov8n.pt": "70b640f8f60b1cf0dcc72f30caf3da9495eb2fb6509da48c53374ad6806e6a9c",
+    "adetailer_hand/hand_yolov8n.pt": "3991202eb69e9ddcb3b9ba80cdeb41e734ffaf844403d6c9f47d515cd88c6f29",
+    "realesrgan_x4plus/RealESRGAN_x4plus.pth": (
+        "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1"
+    ),
+    "4x_ultrasharp/4x-UltraSharp.pth": "a5812231fc936b42af08a5edba784195495d303d5b3248c24489ef0c4021fe01",
+    "controlnet_openpose/diffusion_pytorch_model.fp16.safetensors": (
+        "b25b1125e870275550b2a7de289056cb3c236c01c293bd5ba883657b1c006e3e"
+    ),
+    "epicrealism/epicrealism_naturalSinRC1VAE.safetensors": (
+        "84d76a0328ee5a1a2a1d466ba7478ab59183e3fea385441528aa4c5d567fd43e"
+    ),
+}
+
+
+def test_the_manifest_pins_every_published_hash_and_revision():
+    m = registry.manifest()
+    hashes = {f"{name}/{f.path}": f.sha256 for name, spec in m.models.items() for f in spec.files}
+    assert {k: hashes.get(k) for k in PUBLISHED} == PUBLISHED
+    assert m.models["realesrgan_x4plus"].files[0].size == 67_040_989
+    assert m.models["4x_ultrasharp"].hub == "Kim2091/UltraSharp"  # the author's repo, with its licence
+    assert m.models["sd15_base"].size_mb == 2135
+    tile = m.models["controlnet_tile"]
+    assert [(f.path, f.convert) for f in tile.files] == [
+        ("config.json", None),
+        ("diffusion_pytorch_model.bin", "safetensors"),  # the only weights on the hub
+    ]
+    for name in ("adetailer_face", "adetailer_hand"):
+        assert m.models[name].revision == "53cc19de382014514d9d4038601d261a7faa9b7b"
+        assert "Apache-2.0" in m.models[name].licence and "AGPL-3.0" in m.models[name].licence
+    for name in ("epicrealism", "controlnet_openpose", "controlnet_tile", "4x_ultrasharp"):
+        assert len(m.models[name].revision) == 40, name  # a commit, not a branch
+    for name in ("lora_film", "lora_detail"):
+        assert "ORIGIN" in m.models[name].notes and "commercial" in m.models[name].notes
 
 
 def test_packaged_models_are_installed_at_their_pinned_version():
@@ -136,7 +176,7 @@ def test_download_with_wrong_hash_is_refused(tmp_path, server):
     root = tmp_path / "models"
     with pytest.raises(registry.ChecksumMismatch, match="0" * 64):
         pull_models(["ckpt"], root, manifest_path=manifest, progress=False)
-    assert not any((root / "ckpt").iterdir())  # nothing half-written is left
+    assert not [p for p in root.rglob("*") if p.is_file()]  # nothing half-written is left
 
 
 def test_files_in_the_model_dir_resolve_by_relative_or_absolute_path(tmp_path):
@@ -177,3 +217,46 @@ def test_the_generators_lora_resolver_refuses_arbitrary_files():
     for name in ["/etc/passwd", "../" * depth + "etc/passwd"]:  # <lora:/etc/passwd:1> opened it
         with pytest.raises(registry.ModelError, match="outside the model directory"):
             _registry_lora(name)
+
+
+def test_a_recorded_pin_refuses_new_upstream_bytes_until_accepted(tmp_path, server):
+    url, served = server
+    manifest = write_manifest(tmp_path / "m.yaml", url, PAYLOAD_SHA)
+    root = tmp_path / "models"
+    pull_models(["folder"], root, manifest_path=manifest, progress=False)
+    other = root / "folder" / "sub" / "other.bin"
+    pinned = hashlib.sha256(b"other bytes").hexdigest()
+    (served / "other.bin").write_bytes(b"re-uploaded bytes")  # upstream changed at the same URL
+    other.unlink()  # a file lost (or a new node sharing pins.json): the pull fetches it again
+    with pytest.raises(registry.PinMismatch, match="studio models pull --accept-new folder") as e:
+        pull_models(["folder"], root, manifest_path=manifest, progress=False)
+    assert pinned in str(e.value) and not other.exists()
+    assert registry.read_pin(root, "folder/sub/other.bin")["sha256"] == pinned  # the pin holds
+    pull_models(["folder"], root, manifest_path=manifest, progress=False, accept_new=["folder"])
+    assert other.read_bytes() == b"re-uploaded bytes"
+    assert registry.resolve("folder", root=root, manifest_path=manifest) == root / "folder"
+
+
+def test_hf_token_is_never_sent_to_a_non_hub_url(tmp_path, server, monkeypatch):
+    url, served = server
+    seen = []
+    handler = server_handler_log(seen)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(served)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        logged = f"http://127.0.0.1:{httpd.server_address[1]}"
+        monkeypatch.setenv("HF_TOKEN", "hf_secret_for_the_hub_only")
+        manifest = write_manifest(tmp_path / "m.yaml", logged, PAYLOAD_SHA)
+        pull_models(["ckpt"], tmp_path / "models", manifest_path=manifest, progress=False)
+    finally:
+        httpd.shutdown()
+    assert seen == [None]  # one GET, no Authorization header
+
+
+def server_handler_log(seen: list):
+    class Logged(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            super().do_GET()
+
+    return Logged
