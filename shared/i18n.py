@@ -67,6 +67,10 @@ EN: Catalog = {
         "one": "1 of the chosen photo was deleted before training started.",
         "other": "{count} of the chosen photos were deleted before training started.",
     },
+    # A LoRA file the generator cannot apply (services/generator/lora_files.py); the reason is
+    # the checker's English words (shapes, formats).
+    "job.unusable_likeness_lora": "Your likeness LoRA ({file}) cannot be used: {reason}.",
+    "job.unusable_style_lora": "The style LoRA {name} ({file}) cannot be used: {reason}.",
 }
 
 KO: Catalog = {
@@ -102,6 +106,8 @@ KO: Catalog = {
         "얼굴이 선명하게 나온 사진이 {count}장뿐입니다. {more}장 더 올려 주세요(최소 {needed}장 필요)."
     ),
     "job.photos_deleted": "고른 사진 중 {count}장이 학습 시작 전에 삭제되었습니다.",
+    "job.unusable_likeness_lora": "닮은꼴 LoRA 파일({file})을 쓸 수 없습니다: {reason}.",
+    "job.unusable_style_lora": "스타일 LoRA {name} 파일({file})을 쓸 수 없습니다: {reason}.",
     # Job failures without values, by error code (the English is the worker's own sentence)
     "job.likeness_deleted": "이 닮은꼴 모델은 삭제되었습니다. 새로 학습해 주세요.",
     "job.likeness_not_ready": "이 닮은꼴 모델은 아직 준비되지 않았습니다.",

@@ -52,7 +52,8 @@ def resident_pipeline():
 
 @job_task("generate_portraits")
 def generate_portraits_job(ctx: JobContext) -> dict:
-    from services.generator.loras import WeightsNotRestored  # torch: only in the pool process
+    from services.generator.lora_files import UnusableLora  # torch: only in the pool process
+    from services.generator.loras import WeightsNotRestored
     from shared.ml.dtype_guard import DtypeDrift
 
     likeness_row, styles, count = _load_request(ctx)
@@ -84,6 +85,9 @@ def generate_portraits_job(ctx: JobContext) -> dict:
                     pose=pose,
                     pose_name=pose_name,
                 )
+            except UnusableLora as exc:
+                # The same file fails the same way on every attempt: fail once, in words.
+                raise JobError("unusable_lora", [exc.sentence]) from exc
             except (WeightsNotRestored, DtypeDrift) as exc:
                 # Another user's LoRA may be left in the weights, or the networks are no longer
                 # in the dtype they were loaded in: this worker stops taking jobs.
