@@ -2,9 +2,12 @@
 rendering the exported files against the adapter in memory (tiny preset, text encoder trained)."""
 
 import dataclasses
+import hashlib
+import re
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
@@ -27,15 +30,16 @@ def exported(tmp_path_factory):
     base = render(pipe)
     config = dataclasses.replace(lora.PRESETS["tiny"], rank=RANK, alpha=ALPHA, train_text_encoder=True)
     params = lora.add_lora(pipe, config, seed=1)
-    with torch.no_grad():  # as if trained: B is no longer zero
-        generator = torch.Generator().manual_seed(2)
-        for p in params:
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    with torch.no_grad():  # as if trained: B is no longer zero; values that float16 holds
+        generator = torch.Generator().manual_seed(2)  # exactly, so the kohya file (float16,
+        for p in params:  # as sd-scripts saves) renders exactly as the adapter in memory
+            p.copy_((torch.randn(p.shape, generator=generator) * 0.2).half().float())
     in_memory = render(pipe)
     state = lora.lora_state(pipe)
     metadata = export.lora_metadata(
         base_model="tiny", base_model_sha256=None, rank=RANK, alpha=ALPHA, steps=1,
-        trigger_word="zuvek", class_word="woman", scores=None, best_step=1,
+        trigger_word="zuvek", class_word="woman", scores=None, best_step=1, output_name="likeness-zuvek",
+        sd_model_name="epicrealism_naturalSinRC1VAE.safetensors", resolution=512, num_train_images=9,
     )  # fmt: skip
     out = tmp_path_factory.mktemp("export")
     result = export.export_lora(state, out, name="likeness-zuvek", metadata=metadata, alpha=ALPHA)
@@ -57,6 +61,28 @@ def test_kohya_keys_are_what_a1111_and_kohya_expect(exported):
     alphas = {k: float(v) for k, v in tensors.items() if k.endswith(".alpha")}
     assert alphas and set(alphas.values()) == {ALPHA}  # the trained alpha, not the rank
     assert len(alphas) == len([k for k in tensors if k.endswith(".lora_down.weight")])
+    assert {v.dtype for v in tensors.values()} == {torch.float16}  # sd-scripts' fp16: half the size
+
+
+def test_kohya_metadata_is_what_sd_scripts_writes(exported):
+    """The keys A1111's Lora extension, civitai and ComfyUI read from sd-scripts' files; the
+    hashes by A1111's rule applied to the file itself (sha256 of the bytes after the header)."""
+    _, _, _, result = exported
+    meta = export.read_metadata(result.kohya_path)
+    data = result.kohya_path.read_bytes()
+    header = int.from_bytes(data[:8], "little")
+    assert meta["sshs_model_hash"] == hashlib.sha256(data[8 + header :]).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{8}", meta["sshs_legacy_hash"])
+    assert meta["ss_output_name"] == "likeness-zuvek" == result.kohya_path.stem  # A1111's alias
+    assert meta["ss_sd_model_name"] == "epicrealism_naturalSinRC1VAE.safetensors"
+    assert (meta["ss_resolution"], meta["ss_clip_skip"], meta["ss_num_train_images"]) == ("(512, 512)", "None", "9")
+    assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_base_model_version"]) == ("4", "8.0", "sd_v1")
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
+    assert meta["modelspec.sai_model_spec"] == "1.0.1" and meta["modelspec.resolution"] == "512x512"
+    assert meta["modelspec.title"] == "likeness-zuvek" and meta["modelspec.trigger_phrase"] == "zuvek woman"
+    # sd-scripts' legacy hash: over the file saved with only the ss_* metadata
+    only_ss = safetensors.torch.save(load_file(result.kohya_path), {k: v for k, v in meta.items() if k.startswith("ss_")})
+    assert meta["sshs_legacy_hash"] == hashlib.sha256(only_ss[0x100000 : 0x110000]).hexdigest()[:8]
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
