@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 SUPPORTED = "LoRA, LoCon, LoHa, LoKr and full-diff files for SD-1.5"
 
 
+# diffusers/peft key endings: (suffix, the weight dim it must match): down/A the in features
+DIFFUSERS_SUFFIXES = (
+    (".lora_A.weight", 1),
+    (".lora_B.weight", 0),
+    (".lora.down.weight", 1),
+    (".lora.up.weight", 0),
+    (".lora_linear_layer.down.weight", 1),
+    (".lora_linear_layer.up.weight", 0),
+)
+
+
 class UnusableLora(ValueError):
     """A LoRA file the product cannot apply; `str()` is the English sentence for the person who
     chose it, `sentence` the same in the catalogue (shared/i18n.py) for other languages.
@@ -111,7 +122,11 @@ def _other_base(metadata: dict[str, str], keys: list[str]) -> str | None:
         return "SDXL"
     if any(k.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for k in keys):
         return "SDXL"
-    if version.startswith("sd_v2") or metadata.get("ss_v2") == "True" or "stable-diffusion-v2" in architecture:
+    if (
+        version.startswith("sd_v2")
+        or metadata.get("ss_v2") == "True"
+        or "stable-diffusion-v2" in architecture
+    ):
         return "SD 2.x"
     return None
 
@@ -142,6 +157,10 @@ def inspect_lora(path: Path, pipe, style_lora: str | None) -> LoraFile:
     return result
 
 
+def _dims(shape) -> str:
+    return "x".join(map(str, shape))
+
+
 def _check_shape(style_lora, path, module: str, got: tuple[int, ...], weight: torch.Tensor) -> None:
     numel = 1
     for d in got:
@@ -151,7 +170,7 @@ def _check_shape(style_lora, path, module: str, got: tuple[int, ...], weight: to
             style_lora,
             path,
             f"it was made for another base model than SD-1.5: its module {module} is "
-            f"{'x'.join(map(str, got))}, this model's is {'x'.join(map(str, weight.shape))}",
+            f"{_dims(got)}, this model's is {_dims(weight.shape)}",
         )
 
 
@@ -179,7 +198,9 @@ def _inspect_kohya(path: Path, pipe, style_lora: str | None, shapes: dict[str, t
         try:
             got = lycoris.delta_shape(kind, parts)
         except (KeyError, IndexError) as exc:
-            raise UnusableLora(style_lora, path, f"its {kind} module {module} is incomplete ({exc} missing)") from exc
+            raise UnusableLora(
+                style_lora, path, f"its {kind} module {module} is incomplete ({exc} missing)"
+            ) from exc
         _check_shape(style_lora, path, module, got, weight)
         result.kinds.add(kind)
         result.tucker |= "lora_mid.weight" in parts
@@ -195,12 +216,14 @@ def _inspect_kohya(path: Path, pipe, style_lora: str | None, shapes: dict[str, t
     return result
 
 
-def _inspect_diffusers(path: Path, pipe, style_lora: str | None, shapes: dict[str, tuple[int, ...]]) -> LoraFile:
+def _inspect_diffusers(
+    path: Path, pipe, style_lora: str | None, shapes: dict[str, tuple[int, ...]]
+) -> LoraFile:
     models = _components(pipe)
     result = LoraFile(path, "diffusers", kinds={"lora"})
     for key, shape in shapes.items():
         component, _, rest = key.partition(".")
-        for suffix, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+        for suffix, dim in DIFFUSERS_SUFFIXES:
             if not rest.endswith(suffix):
                 continue
             module = rest.removesuffix(suffix)
@@ -212,12 +235,14 @@ def _inspect_diffusers(path: Path, pipe, style_lora: str | None, shapes: dict[st
                     style_lora,
                     path,
                     f"it was made for another base model than SD-1.5: its {key} is "
-                    f"{'x'.join(map(str, shape))}, this model's {module} is {'x'.join(map(str, weight.shape))}",
+                    f"{_dims(shape)}, this model's {module} is {_dims(weight.shape)}",
                 )
             else:
                 result.modules[key] = (component, module)
     if not result.modules and result.unmapped:
-        raise UnusableLora(style_lora, path, "none of its modules is in this SD-1.5 model: it was made for another model")
+        raise UnusableLora(
+            style_lora, path, "none of its modules is in this SD-1.5 model: it was made for another model"
+        )
     return result
 
 
@@ -232,7 +257,9 @@ def _find_weight(model: torch.nn.Module | None, module: str) -> torch.Tensor | N
     return None
 
 
-def baked_deltas(lora: LoraFile, pipe, unet_strength: float, te_strength: float) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def baked_deltas(
+    lora: LoraFile, pipe, unet_strength: float, te_strength: float
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(parameter, delta to add) for each module of a checked kohya/LyCORIS file: the delta is
     float32 on the parameter's device, `strength * alpha / rank * reconstructed delta`, the
     UNet's modules at `unet_strength`, the text encoder's at `te_strength` (A1111's te/unet)."""
@@ -250,7 +277,9 @@ def baked_deltas(lora: LoraFile, pipe, unet_strength: float, te_strength: float)
             tensors = {s: f.get_tensor(f"{module}.{s}") for s in wanted if f"{module}.{s}" in names}
             strength = unet_strength if component == "unet" else te_strength
             device = target.weight.device
-            delta, bias = lycoris.module_delta(kind, {k: v.to(device) for k, v in tensors.items()}, target.weight.shape)
+            delta, bias = lycoris.module_delta(
+                kind, {k: v.to(device) for k, v in tensors.items()}, target.weight.shape
+            )
             yield target.weight, delta * strength
             if bias is not None and target.bias is not None:
                 yield target.bias, bias.reshape(target.bias.shape) * strength

@@ -106,7 +106,9 @@ def load_adapters(pipe, specs: list[LoraSpec]) -> None:
     loader refuses (ValueError) is an UnusableLora naming it."""
     for spec in specs:
         try:
-            pipe.load_lora_weights(str(spec.path.parent), weight_name=spec.path.name, adapter_name=spec.adapter)
+            pipe.load_lora_weights(
+                str(spec.path.parent), weight_name=spec.path.name, adapter_name=spec.adapter
+            )
         except (ValueError, KeyError) as exc:
             reason = f"the LoRA loader refused it ({type(exc).__name__}: {exc})"[:300]
             raise UnusableLora(spec.style_lora, spec.path, reason) from exc

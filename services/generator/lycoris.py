@@ -135,6 +135,8 @@ def module_delta(
     else:
         raise ValueError(f"unknown module kind {kind!r}")
     if delta.numel() != weight_shape.numel():
-        raise ValueError(f"a {kind} delta of shape {tuple(delta.shape)} does not fit a weight {tuple(weight_shape)}")
+        raise ValueError(
+            f"a {kind} delta of shape {tuple(delta.shape)} does not fit a weight {tuple(weight_shape)}"
+        )
     scale = alpha / rank if alpha is not None and rank else 1.0
     return delta.reshape(weight_shape) * scale, bias

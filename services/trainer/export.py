@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +78,7 @@ def lora_metadata(
         "modelspec.date": trained_at.replace(microsecond=0).isoformat(),
         "modelspec.prediction_type": "epsilon",
         "modelspec.trigger_phrase": f"{trigger_word} {class_word}",
-        "modelspec.usage_hint": f"Write '{trigger_word} {class_word}' in the prompt, e.g. 'a portrait photo of "
-        f"{trigger_word} {class_word}'",
+        "modelspec.usage_hint": f"Write '{trigger_word} {class_word}' in the prompt",
     }
     if output_name:
         metadata["ss_output_name"] = output_name
@@ -107,7 +105,9 @@ def addnet_hash_legacy(data: bytes) -> str:
     return hashlib.sha256(data[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
 
 
-def precalculate_safetensors_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
+def precalculate_safetensors_hashes(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+) -> tuple[str, str]:
     """(sshs_model_hash, sshs_legacy_hash) as kohya sd-scripts' library/train_util.py
     precalculate_safetensors_hashes computes them: over the file serialised with only the `ss_*`
     metadata (user metadata may change later; the training metadata does not)."""
@@ -129,14 +129,26 @@ def export_lora(
 
     out_dir = Path(out_dir)
     unet = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
-    text = {k.removeprefix("text_encoder."): v for k, v in state.items() if k.startswith("text_encoder.")}
+    # Text-encoder keys in the transformers-4 layout (`text_model.encoder...`), which every
+    # diffusers loads: older ones match it to a nested CLIPTextModel, newer ones (>= 0.36) strip
+    # `text_model.` for the flat transformers-5 model. Its target modules stay suffixes that match
+    # either layout (peft matches `name == t or name.endswith("." + t)`).
+    text = {
+        "text_model." + k.removeprefix("text_encoder.").removeprefix("text_model."): v
+        for k, v in state.items()
+        if k.startswith("text_encoder.")
+    }
     diffusers_dir = out_dir / "diffusers"
     StableDiffusionPipeline.save_lora_weights(
         diffusers_dir,
         unet_lora_layers=convert_state_dict_to_diffusers(unet),
         text_encoder_lora_layers=convert_state_dict_to_diffusers(text) if text else None,
         unet_lora_adapter_metadata=_adapter_config(unet, alpha),
-        text_encoder_lora_adapter_metadata=_adapter_config(text, alpha) if text else None,
+        text_encoder_lora_adapter_metadata=_adapter_config(
+            {k.removeprefix("text_model."): v for k, v in text.items()}, alpha
+        )
+        if text
+        else None,
         safe_serialization=True,
     )
     _add_metadata(diffusers_dir / DIFFUSERS_FILE, metadata)
@@ -170,13 +182,18 @@ def kohya_state(state: dict[str, torch.Tensor], alpha: float) -> dict[str, torch
 
 
 def _adapter_config(state: dict[str, torch.Tensor], alpha: float) -> dict:
-    """peft LoraConfig arguments of a peft state, for diffusers' `*_lora_adapter_metadata`
-    (without them diffusers' loader assumes alpha == rank)."""
+    """peft's whole `LoraConfig(r, lora_alpha, target_modules).to_dict()` of a peft state, for
+    diffusers' `*_lora_adapter_metadata` (without it diffusers assumes alpha == rank). All of it:
+    diffusers 0.35 reads `rank_pattern` and `alpha_pattern` from it (KeyError on a subset)."""
+    from peft import LoraConfig
+
     ranks = {v.shape[0] for k, v in state.items() if ".lora_A." in k}
     if len(ranks) != 1:
         raise ValueError(f"expected one LoRA rank, found {sorted(ranks)}")
     modules = sorted({k.split(".lora_A.")[0] for k in state if ".lora_A." in k})
-    return {"r": ranks.pop(), "lora_alpha": alpha, "target_modules": modules}
+    config = LoraConfig(r=ranks.pop(), lora_alpha=alpha, target_modules=modules).to_dict()
+    config["target_modules"] = modules  # a sorted list, not peft's set: the same bytes each time
+    return json.loads(json.dumps(config, default=str))  # enums and nested configs as JSON
 
 
 def _add_metadata(path: Path, metadata: dict[str, str]) -> None:

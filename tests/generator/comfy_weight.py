@@ -79,7 +79,9 @@ def lokr_weight(weight, strength, w1, w2, alpha, w1_a, w1_b, w2_a, w2_b, t2=None
     return weight
 
 
-def patch(weight: torch.Tensor, strength: float, module: str, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+def patch(
+    weight: torch.Tensor, strength: float, module: str, tensors: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """The patched weight (float32 copy) of one module of a file, as comfy/lora.py load_lora
     reads its keys and calculate_weight applies them."""
     get = tensors.get

@@ -92,7 +92,9 @@ def make_lycoris(base, path, algo: str, seed: int = 0, **kwargs) -> None:
     PRESET.setdefault("sd15-kohya", {"enable_conv": True, **LYCORIS_PRESET})
     unet, text_encoder = copy.deepcopy(base.unet), copy.deepcopy(base.text_encoder)
     options = {"conv_dim": 4, "conv_alpha": 2.0, "preset": "sd15-kohya", **kwargs}
-    network = create_network(1.0, 4, 2.0, None, TransformersFourLayout(text_encoder), unet, algo=algo, **options)
+    network = create_network(
+        1.0, 4, 2.0, None, TransformersFourLayout(text_encoder), unet, algo=algo, **options
+    )
     network.apply_to(text_encoder, unet, apply_text_encoder=True, apply_unet=True)  # as sd-scripts does
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -28,7 +28,9 @@ def sdxl_shaped(pipe, path, *, metadata=None, te1=False) -> None:
         tensors[f"{module}.lora_up.weight"] = torch.randn(out, 4)
         tensors[f"{module}.alpha"] = torch.tensor(4.0)
     if te1:
-        tensors["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = torch.randn(4, 768)
+        tensors["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = torch.randn(
+            4, 768
+        )
     save_file(tensors, str(path), metadata=metadata)
 
 
@@ -38,7 +40,9 @@ def test_the_checks_name_the_reason(tiny, tmp_path):
     sdxl_shaped(pipe, sdxl)
     with pytest.raises(UnusableLora) as err:
         inspect_lora(sdxl, pipe, "perfect eyes")
-    assert str(err.value).startswith("The style LoRA perfect eyes (PerfectEyesXL.safetensors) cannot be used:")
+    assert str(err.value).startswith(
+        "The style LoRA perfect eyes (PerfectEyesXL.safetensors) cannot be used:"
+    )
     assert "another base model than SD-1.5" in str(err.value) and "4x2048" in str(err.value)
 
     for metadata, te1 in (({"ss_base_model_version": "sdxl_base_v1-0"}, False), (None, True)):
@@ -52,12 +56,18 @@ def test_the_checks_name_the_reason(tiny, tmp_path):
     damaged.write_bytes(good.read_bytes()[:200])
     with pytest.raises(UnusableLora) as err:
         inspect_lora(damaged, pipe, None)
-    assert str(err.value).startswith("Your likeness LoRA (damaged.safetensors) cannot be used: it is not a readable")
-    assert err.value.sentence.render("ko").startswith("닮은꼴 LoRA 파일(damaged.safetensors)을 쓸 수 없습니다")
+    assert str(err.value).startswith(
+        "Your likeness LoRA (damaged.safetensors) cannot be used: it is not a readable"
+    )
+    assert err.value.sentence.render("ko").startswith(
+        "닮은꼴 LoRA 파일(damaged.safetensors)을 쓸 수 없습니다"
+    )
 
     dora = tmp_path / "dora.safetensors"
     module = next(iter(kohya_module_map(pipe)))
-    save_file({f"{module}.lora_down.weight": torch.zeros(4, 4), f"{module}.dora_scale": torch.ones(1)}, str(dora))
+    save_file(
+        {f"{module}.lora_down.weight": torch.zeros(4, 4), f"{module}.dora_scale": torch.ones(1)}, str(dora)
+    )
     with pytest.raises(UnusableLora, match="it holds DoRA .* weights, which cannot be applied yet"):
         inspect_lora(dora, pipe, "x")
 
@@ -66,7 +76,8 @@ def test_the_checks_name_the_reason(tiny, tmp_path):
     with pytest.raises(UnusableLora, match="textual-inversion embedding"):
         inspect_lora(embedding, pipe, "x")
 
-    assert inspect_lora(good, pipe, None).layout == "diffusers"  # the product's own files pass
+    checked = inspect_lora(good, pipe, None)  # the product's own files pass, every module checked
+    assert checked.layout == "diffusers" and checked.modules and not checked.unmapped and not checked.bake
 
 
 def test_nothing_is_loaded_when_one_file_of_a_job_is_unusable(tiny, tmp_path):
@@ -75,9 +86,9 @@ def test_nothing_is_loaded_when_one_file_of_a_job_is_unusable(tiny, tmp_path):
     make_lora(pipe, good)
     sdxl_shaped(pipe, sdxl)
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    with pytest.raises(UnusableLora, match=r"The style LoRA xl \(xl.safetensors\)"):
-        with ActiveLoras(pipe, [LoraSpec("likeness", good, 1.0), LoraSpec("style_xl", sdxl, 0.5, name="xl")]):
-            pass
+    specs = [LoraSpec("likeness", good, 1.0), LoraSpec("style_xl", sdxl, 0.5, name="xl")]
+    with pytest.raises(UnusableLora, match=r"The style LoRA xl \(xl.safetensors\)"), ActiveLoras(pipe, specs):
+        pass
     after = pipe.unet.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
@@ -88,8 +99,8 @@ def test_a_job_with_an_unusable_likeness_file_fails_once_in_words(stack, tiny, t
     from shared.db import session_scope
     from shared.jobs import run_job
     from shared.models import Likeness, Portrait
-    from tests.generator.test_tasks import _job, _job_row, _new_user
     from tests.generator.test_service import _ready_likeness
+    from tests.generator.test_tasks import _job, _job_row, _new_user
 
     storage.ensure_bucket()
     uid = _new_user()
@@ -103,10 +114,14 @@ def test_a_job_with_an_unusable_likeness_file_fails_once_in_words(stack, tiny, t
     run_job(job_id, generate_portraits_job)
     job = _job_row(job_id)
     assert (job.status.value, job.error_code, job.attempts) == ("failed", "unusable_lora", 1)  # no retry
-    assert job.error_message.startswith("Your likeness LoRA (pytorch_lora_weights.safetensors) cannot be used:")
+    assert job.error_message.startswith(
+        "Your likeness LoRA (pytorch_lora_weights.safetensors) cannot be used:"
+    )
     assert "another base model than SD-1.5" in job.error_message
     (sentence,) = [i18n.Sentence.from_json(s) for s in job.result["error_sentences"]]
-    assert sentence.render("ko").startswith("닮은꼴 LoRA 파일(pytorch_lora_weights.safetensors)을 쓸 수 없습니다")
+    assert sentence.render("ko").startswith(
+        "닮은꼴 LoRA 파일(pytorch_lora_weights.safetensors)을 쓸 수 없습니다"
+    )
     with session_scope() as session:
         assert session.query(Portrait).filter(Portrait.job_id == job_id).count() == 0
     assert uuid.UUID(str(job_id))
@@ -122,5 +137,8 @@ def test_studio_generate_exits_2_with_the_sentence(tiny, tmp_path):
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     words = " ".join(done.stderr.split())
-    assert "Your likeness LoRA (likeness-zuvek.safetensors) cannot be used: it was made for another base" in words
+    assert (
+        "Your likeness LoRA (likeness-zuvek.safetensors) cannot be used: it was made for another base"
+        in words
+    )
     assert not list((tmp_path / "out").glob("*.png"))

@@ -3,6 +3,7 @@ rendering the exported files against the adapter in memory (tiny preset, text en
 
 import dataclasses
 import hashlib
+import json
 import re
 
 import numpy as np
@@ -75,14 +76,24 @@ def test_kohya_metadata_is_what_sd_scripts_writes(exported):
     assert re.fullmatch(r"[0-9a-f]{8}", meta["sshs_legacy_hash"])
     assert meta["ss_output_name"] == "likeness-zuvek" == result.kohya_path.stem  # A1111's alias
     assert meta["ss_sd_model_name"] == "epicrealism_naturalSinRC1VAE.safetensors"
-    assert (meta["ss_resolution"], meta["ss_clip_skip"], meta["ss_num_train_images"]) == ("(512, 512)", "None", "9")
-    assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_base_model_version"]) == ("4", "8.0", "sd_v1")
+    assert (meta["ss_resolution"], meta["ss_clip_skip"], meta["ss_num_train_images"]) == (
+        "(512, 512)",
+        "None",
+        "9",
+    )
+    assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_base_model_version"]) == (
+        "4",
+        "8.0",
+        "sd_v1",
+    )
     assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
     assert meta["modelspec.sai_model_spec"] == "1.0.1" and meta["modelspec.resolution"] == "512x512"
     assert meta["modelspec.title"] == "likeness-zuvek" and meta["modelspec.trigger_phrase"] == "zuvek woman"
     # sd-scripts' legacy hash: over the file saved with only the ss_* metadata
-    only_ss = safetensors.torch.save(load_file(result.kohya_path), {k: v for k, v in meta.items() if k.startswith("ss_")})
-    assert meta["sshs_legacy_hash"] == hashlib.sha256(only_ss[0x100000 : 0x110000]).hexdigest()[:8]
+    only_ss = safetensors.torch.save(
+        load_file(result.kohya_path), {k: v for k, v in meta.items() if k.startswith("ss_")}
+    )
+    assert meta["sshs_legacy_hash"] == hashlib.sha256(only_ss[0x100000:0x110000]).hexdigest()[:8]
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
@@ -97,3 +108,25 @@ def test_exported_file_renders_as_the_adapter_in_memory(exported, fmt):
     finally:
         pipe.unload_lora_weights()
     np.testing.assert_allclose(loaded, in_memory, atol=1e-4)
+
+
+def test_diffusers_file_carries_the_whole_lora_config_and_the_nested_text_encoder_layout(exported):
+    """diffusers 0.35 reads `rank_pattern`/`alpha_pattern` from the adapter metadata and builds
+    `LoraConfig(**metadata)` (KeyError: 'rank_pattern' on the hand-written subset before); its
+    transformers 4 CLIPTextModel nests `text_model`, which diffusers >= 0.36 strips for the flat
+    transformers-5 model. Checked by hand with diffusers 0.35.2 + transformers 4.57.1 and 5.23.0:
+    16/16 text-encoder and 64/64 UNet LoRA tensors load (docs/a1111-comfyui.md)."""
+    from peft import LoraConfig
+
+    _, _, _, result = exported
+    path = result.diffusers_path / export.DIFFUSERS_FILE
+    config = json.loads(export.read_metadata(path)["lora_adapter_metadata"])
+    for component in ("unet", "text_encoder"):
+        kwargs = {
+            k.removeprefix(f"{component}."): v for k, v in config.items() if k.startswith(f"{component}.")
+        }
+        assert {"rank_pattern", "alpha_pattern", "use_dora", "lora_bias", "init_lora_weights"} <= set(kwargs)
+        rebuilt = LoraConfig(**kwargs)  # what diffusers 0.35's _create_lora_config does
+        assert (rebuilt.r, rebuilt.lora_alpha) == (RANK, ALPHA)
+    te_keys = [k for k in load_file(path) if k.startswith("text_encoder.")]
+    assert te_keys and all(k.startswith("text_encoder.text_model.encoder.layers.") for k in te_keys)
