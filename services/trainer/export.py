@@ -151,13 +151,17 @@ def export_lora(
         else None,
         safe_serialization=True,
     )
-    _add_metadata(diffusers_dir / DIFFUSERS_FILE, metadata)
-
     kohya_path = out_dir / f"{name}.safetensors"
     tensors = kohya_state(state, alpha)
     model_hash, legacy_hash = precalculate_safetensors_hashes(tensors, metadata)
     kohya_metadata = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy_hash}
     save_file(tensors, str(kohya_path), metadata=kohya_metadata)
+    # The generator renders from the diffusers file; its infotext names the kohya file the user
+    # downloads (`<lora:likeness-...>`, `Lora hashes`): that file's name and A1111 hash.
+    _add_metadata(
+        diffusers_dir / DIFFUSERS_FILE,
+        {**metadata, "studio_kohya_file": kohya_path.name, "studio_kohya_sshs_model_hash": model_hash},
+    )
     return ExportedLora(diffusers_dir, kohya_path, kohya_metadata)
 
 
