@@ -122,10 +122,13 @@ def adetailer_unit(index: int, *, model: str, prompt: str, negative_prompt: str,
     return {key + suffix: value for key, value in unit.items()}
 
 
-def png_bytes(image: Image.Image, parameters: str, meta: dict) -> bytes:
+def png_bytes(image: Image.Image, parameters: str, meta: dict, comfyui_prompt: dict | None = None) -> bytes:
+    """PNG with A1111's `parameters`, the product's JSON and, given, ComfyUI's `prompt` chunk."""
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", parameters)
     info.add_text(JSON_KEY, json.dumps(meta, sort_keys=True, separators=(",", ":")))
+    if comfyui_prompt is not None:
+        info.add_text("prompt", json.dumps(comfyui_prompt, separators=(",", ":")))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, optimize=False)
     return buffer.getvalue()

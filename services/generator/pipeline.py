@@ -23,6 +23,7 @@ from typing import Literal
 
 from PIL import Image
 
+from services.generator.comfyui import ComfyLora, comfyui_prompt
 from services.generator.likeness import Likeness, identity_score, load_likeness
 from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, BakedLoras, LoraSpec
 from services.generator.metadata import (
@@ -398,9 +399,31 @@ class PortraitPipeline:
             "face_found": bool(faces),
             "size": [image.width, image.height],
         }
-        return PortraitResult(
-            image, png_bytes(image, parameters, meta), style.id, seed, score, bool(faces), meta
+        graph = comfyui_prompt(
+            style,
+            seed=seed,
+            prompt=prompt,
+            checkpoint=self._checkpoint_file(),
+            loras=[
+                ComfyLora(f"{stem}.safetensors", s.weight, s.te_strength)
+                for stem, s in zip(stems, loras, strict=True)
+            ],
+            likeness_words=likeness.words,
+            pose=bool(pose_name),
         )
+        return PortraitResult(
+            image, png_bytes(image, parameters, meta, graph), style.id, seed, score, bool(faces), meta
+        )
+
+    def _checkpoint_file(self) -> str:
+        """The base checkpoint's file name as users have it (ComfyUI's `ckpt_name`)."""
+        from shared.ml.registry import ModelError, get_spec
+
+        try:
+            spec = get_spec(self.models.base_name)
+        except ModelError:
+            return f"{self.models.base_name}.safetensors"
+        return Path(spec.files[0].path).name if spec.layout == "file" and spec.files else spec.name
 
 
 class _Encoder:

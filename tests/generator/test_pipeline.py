@@ -1,5 +1,6 @@
 """The whole five-stage pipeline on the tiny preset, and the likeness/identity pieces."""
 
+import io
 import json
 import re
 
@@ -167,3 +168,33 @@ def test_send_to_txt2img_reproduces_what_a1111_can(tiny, likeness_dir, tmp_path)
         product["beautify"]["denoise"] == style.beautify.denoise and product["detailer_again_after_beautify"]
     )
     assert [lora["a1111_name"] for lora in meta["loras"]] == ["FilmVelvia3", "likeness-sks"]
+
+
+def test_the_png_carries_a_comfyui_graph_of_the_five_stages(tiny, likeness_dir):
+    """ComfyUI's `prompt` chunk: validated as ComfyUI validates a queued prompt (schemas of core
+    nodes, Impact Pack's FaceDetailer and UltimateSDUpscale ported in comfy_validate.py)."""
+    from PIL import Image as PILImage
+
+    from tests.generator.comfy_validate import validate_prompt
+
+    (result,) = _pipeline(tiny)(likeness_dir, get_style("film-outdoor"), seed=5, count=1)
+    with PILImage.open(io.BytesIO(result.png)) as im:
+        graph = json.loads(im.text["prompt"])
+    assert validate_prompt(graph) == []
+    kinds = [node["class_type"] for node in graph.values()]
+    assert kinds.count("FaceDetailer") == 4  # face and hand, before and after beautify
+    assert {"ControlNetApplyAdvanced", "UltimateSDUpscale", "SaveImage", "LoraLoader"} <= set(kinds)
+    (lora,) = [n["inputs"] for n in graph.values() if n["class_type"] == "LoraLoader"]
+    assert lora["lora_name"] == "likeness-sks.safetensors"
+    samplers = [n for n in graph.values() if n["class_type"] == "KSampler"]
+    assert [n["_meta"]["title"] for n in samplers] == ["1. txt2img", "3. beautify"]
+    assert samplers[1]["inputs"]["denoise"] == get_style("film-outdoor").beautify.denoise
+    assert (
+        samplers[0]["inputs"]["sampler_name"] == "dpmpp_2m" and samplers[0]["inputs"]["scheduler"] == "karras"
+    )
+
+    broken = json.loads(json.dumps(graph))  # the checker does fail: a wrong link, a value out of range
+    ksampler = next(k for k, n in broken.items() if n["class_type"] == "KSampler")
+    broken[ksampler]["inputs"]["positive"] = broken[ksampler]["inputs"]["model"]
+    broken[ksampler]["inputs"]["denoise"] = 1.5
+    assert len(validate_prompt(broken)) == 2
