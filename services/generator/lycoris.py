@@ -16,8 +16,8 @@ match A1111's extensions-builtin/Lora/network_{lora,hada,lokr,full}.py:
   rank = lokr_w2_b's dim 0 when w2 is a product, else lokr_w1_b's, else none (scale 1).
 - Full (LyCORIS `full`): `diff` (the delta itself) and `diff_b` (a bias delta), scale 1.
 
-No torch at import time beyond the functions' own use; shapes are checked by callers
-(services/generator/lora_files.py) before any tensor is read.
+Shapes are checked by the caller (services/generator/lora_files.py) from the file's header,
+before any tensor is read.
 """
 
 from __future__ import annotations
