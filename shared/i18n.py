@@ -105,6 +105,11 @@ EN: Catalog = {
     "job.worker_lost": (
         "The worker running this job stopped {attempts} times, so we stopped trying. Please try again later."
     ),
+    # A LoRA file the generator cannot apply (services/generator/lora_files.py); the reason is
+    # the checker's English words (shapes, formats).
+    "job.unusable_lora": "A LoRA file cannot be used: {reason}.",
+    "job.unusable_likeness_lora": "Your likeness LoRA ({file}) cannot be used: {reason}.",
+    "job.unusable_style_lora": "The style LoRA {name} ({file}) cannot be used: {reason}.",
 }
 
 KO: Catalog = {
@@ -148,6 +153,10 @@ KO: Catalog = {
     ),
     "job.photos_deleted": "고른 사진 중 {count}장이 학습 시작 전에 삭제되었습니다.",
     # Job failures by error code (shared/contracts/errors.py)
+    "job.unusable_lora": "LoRA 파일을 쓸 수 없습니다: {reason}.",
+    "job.unusable_likeness_lora": "닮은꼴 LoRA 파일({file})을 쓸 수 없습니다: {reason}.",
+    "job.unusable_style_lora": "스타일 LoRA {name} 파일({file})을 쓸 수 없습니다: {reason}.",
+    # Job failures without values, by error code (the English is the worker's own sentence)
     "job.likeness_deleted": "이 닮은꼴 모델은 삭제되었습니다. 새로 학습해 주세요.",
     "job.likeness_not_ready": "이 닮은꼴 모델은 아직 준비되지 않았습니다.",
     "job.likeness_base_mismatch": (

@@ -54,15 +54,21 @@ def generate_cmd(
     def progress(fraction: float, stage: str) -> None:
         console.print(f"[{fraction:5.0%}] {stage}")
 
-    results = pipeline(
-        person,
-        chosen,
-        seed=seed,
-        count=count,
-        progress=progress,
-        pose=pose,
-        pose_name=f"photo:{pose_photo.name}" if pose_photo is not None else None,
-    )
+    from services.generator.lora_files import UnusableLora
+
+    try:
+        results = pipeline(
+            person,
+            chosen,
+            seed=seed,
+            count=count,
+            progress=progress,
+            pose=pose,
+            pose_name=f"photo:{pose_photo.name}" if pose_photo is not None else None,
+        )
+    except UnusableLora as exc:  # the user's file, not a bug: a sentence and exit 2 (usage)
+        console.print(f"Error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
     out.mkdir(parents=True, exist_ok=True)
     table = Table("file", "seed", "size", "identity", "face")
     for result in results:

@@ -116,10 +116,13 @@ def _word(meta: dict[str, str], key: str, default: str) -> str:
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise LikenessError(f"{path}: not a readable safetensors file, it may be damaged ({exc})") from exc
 
 
 def identity_score(embedding: np.ndarray, references: np.ndarray) -> float | None:

@@ -1,5 +1,10 @@
 """A job's LoRAs on the resident pipeline: loaded as named adapters with their weights, and
-unloaded when the job ends, so the base weights are never changed between jobs."""
+unloaded when the job ends, so the base weights are never changed between jobs.
+
+Every file is checked first (services/generator/lora_files.py: a file that cannot apply raises
+UnusableLora, a sentence naming it, before the model is touched). LoRA/LoCon files load as peft
+adapters; files with LyCORIS LoHa/LoKr/full modules, which peft's loader refuses, are baked: their
+deltas are added to the weights in place and the weights restored from a snapshot afterwards."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from services.generator.lora_files import LoraFile, UnusableLora, baked_deltas, inspect_lora
 
 LIKENESS_ADAPTER = "likeness"
 
@@ -23,11 +30,41 @@ class LoraSpec:
     def display_name(self) -> str:
         return self.name or self.adapter
 
+    @property
+    def style_lora(self) -> str | None:
+        """The style's name of the file for error sentences; None for the likeness."""
+        return None if self.adapter == LIKENESS_ADAPTER else self.display_name
+
+    @property
+    def te_strength(self) -> float:
+        return self.weight if self.te_weight is None else self.te_weight
+
     def adapter_weight(self) -> float | dict[str, float]:
         """The weight for diffusers' `set_adapters`: one number, or one per component."""
         if self.te_weight is None or self.te_weight == self.weight:
             return self.weight
         return {"unet": self.weight, "text_encoder": self.te_weight}
+
+
+def _check(pipe, specs: list[LoraSpec]) -> list[LoraFile]:
+    """Each spec's file checked against the model; raises UnusableLora for the first that fails."""
+    return [inspect_lora(spec.path, pipe, spec.style_lora) for spec in specs]
+
+
+@torch.no_grad()
+def _bake(pipe, spec: LoraSpec, checked: LoraFile, saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Add a LyCORIS file's deltas to the weights in place (in float32, as ComfyUI does), saving
+    each touched tensor first into `saved` (restored in reverse order by the caller)."""
+    for param, delta in baked_deltas(checked, pipe, spec.weight, spec.te_strength):
+        saved.append((param, param.detach().clone()))
+        param.copy_((param.float() + delta).to(param.dtype))
+
+
+@torch.no_grad()
+def _restore_saved(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for param, original in reversed(saved):  # later snapshots may hold earlier deltas
+        param.copy_(original)
+    saved.clear()
 
 
 class ActiveLoras:
@@ -39,26 +76,44 @@ class ActiveLoras:
             raise ValueError(f"duplicate LoRA adapter names: {names}")
         self.pipe = pipe
         self.specs = specs
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []  # baked LyCORIS files
+        self._adapters: list[LoraSpec] = []
 
     def __enter__(self) -> ActiveLoras:
         if not self.specs:
             return self
+        checked = _check(self.pipe, self.specs)
         try:
-            for spec in self.specs:
-                if not spec.path.is_file():
-                    raise FileNotFoundError(f"LoRA file {spec.path} does not exist")
-                self.pipe.load_lora_weights(
-                    str(spec.path.parent), weight_name=spec.path.name, adapter_name=spec.adapter
-                )
-            self.pipe.set_adapters([s.adapter for s in self.specs], [s.adapter_weight() for s in self.specs])
+            for spec, lora in zip(self.specs, checked, strict=True):
+                if lora.bake:
+                    _bake(self.pipe, spec, lora, self._saved)
+            self._adapters = [s for s, lora in zip(self.specs, checked, strict=True) if not lora.bake]
+            load_adapters(self.pipe, self._adapters)
         except BaseException:
             self.pipe.unload_lora_weights()
+            _restore_saved(self._saved)
             raise
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.specs:
+        if self._adapters:
             self.pipe.unload_lora_weights()  # removes the LoRA layers: the base is as loaded
+        _restore_saved(self._saved)
+
+
+def load_adapters(pipe, specs: list[LoraSpec]) -> None:
+    """Load checked LoRA/LoCon files as peft adapters with their weights; a file diffusers'
+    loader refuses (ValueError) is an UnusableLora naming it."""
+    for spec in specs:
+        try:
+            pipe.load_lora_weights(
+                str(spec.path.parent), weight_name=spec.path.name, adapter_name=spec.adapter
+            )
+        except (ValueError, KeyError) as exc:
+            reason = f"the LoRA loader refused it ({type(exc).__name__}: {exc})"[:300]
+            raise UnusableLora(spec.style_lora, spec.path, reason) from exc
+    if specs:
+        pipe.set_adapters([s.adapter for s in specs], [s.adapter_weight() for s in specs])
 
 
 class WeightsNotRestored(RuntimeError):
@@ -104,7 +159,15 @@ class BakedLoras:
     def _fuse(self) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        with ActiveLoras(self.pipe, self.specs):  # loads; unloads on any error below
+        checked = _check(self.pipe, self.specs)  # before anything changes
+        for spec, lora in zip(self.specs, checked, strict=True):
+            if lora.bake:  # LyCORIS: deltas in place, snapshots in self._saved
+                _bake(self.pipe, spec, lora, self._saved)
+        adapters = [s for s, lora in zip(self.specs, checked, strict=True) if not lora.bake]
+        if not adapters:
+            _refresh_fused_projections(self.pipe)
+            return
+        with ActiveLoras(self.pipe, adapters):  # loads; unloads on any error below
             for component in (self.pipe.unet, self.pipe.text_encoder):
                 for module in component.modules():
                     if isinstance(module, BaseTunerLayer):
@@ -124,14 +187,11 @@ class BakedLoras:
         try:
             if any(_has_lora_layers(c) for c in (self.pipe.unet, self.pipe.text_encoder)):
                 self.pipe.unload_lora_weights()
-            with torch.no_grad():
-                for weight, original in self._saved:
-                    weight.copy_(original)
+            _restore_saved(self._saved)  # in reverse: a LoRA snapshot may hold a LyCORIS delta
             _refresh_fused_projections(self.pipe)
         except BaseException as exc:
             _weights_damaged = f"{type(exc).__name__}: {exc}"[:300]
             raise WeightsNotRestored(f"resident weights were not restored: {_weights_damaged}") from exc
-        self._saved.clear()
 
 
 def _has_lora_layers(module: torch.nn.Module) -> bool:

@@ -13,6 +13,7 @@ an identity score against the user's photos, and are ranked by it.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -22,12 +23,19 @@ from typing import Literal
 
 from PIL import Image
 
+from services.generator.comfyui import ComfyLora, comfyui_prompt
 from services.generator.likeness import Likeness, identity_score, load_likeness
 from services.generator.loras import LIKENESS_ADAPTER, ActiveLoras, BakedLoras, LoraSpec
 from services.generator.metadata import (
+    A1111_CONTROLNET,
+    A1111_UPSCALERS,
+    PRODUCT_KEY,
+    a1111_lora_hash,
     a1111_lora_tag,
     a1111_network_alias,
     a1111_parameters,
+    adetailer_unit,
+    controlnet_unit,
     png_bytes,
 )
 from services.generator.pose import load_pose
@@ -46,6 +54,7 @@ from shared.styles import DetailerPass, Style
 log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 VERSION = "portrait-studio 0.1"
+ADETAILER_ORDINALS = 4  # ADetailer's default number of units
 # The stages in order with their share of the time, for progress reporting (shared/contracts/stages.py).
 STAGES = tuple(STAGE_SHARES.items())
 
@@ -135,6 +144,7 @@ class PortraitPipeline:
         dtype_guard.check(self.placement, models.networks(), "while the stage pipelines were built")
         self._resolve_lora = lora_resolver or _registry_lora
         self._lora_hashes: dict[Path, str] = {}
+        self._a1111_hashes: dict[Path, str] = {}
 
     @classmethod
     def from_preset(cls, preset: str | None = None, device: str | None = None, **kwargs) -> PortraitPipeline:
@@ -263,6 +273,19 @@ class PortraitPipeline:
             self._lora_hashes[path] = short_hash(path)
         return self._lora_hashes[path]
 
+    def _a1111_hash(self, path: Path) -> str:
+        if path not in self._a1111_hashes:
+            self._a1111_hashes[path] = a1111_lora_hash(path)
+        return self._a1111_hashes[path]
+
+    @staticmethod
+    def _a1111_name(spec: LoraSpec, likeness: Likeness) -> str:
+        """The name a user's A1111 knows the file by: its stem; the likeness's kohya file is
+        `likeness-<trigger>.safetensors` (services/trainer/export.py), whichever file was used here."""
+        if spec.adapter == LIKENESS_ADAPTER and spec.path.stem == "pytorch_lora_weights":
+            return f"likeness-{likeness.trigger_word}"
+        return spec.path.stem
+
     def _result(
         self,
         image: Image.Image,
@@ -288,36 +311,60 @@ class PortraitPipeline:
         h = self.models.hashes
         t2i, up = style.txt2img, style.upscale
         names = [s.display_name for s in loras]
+        stems = [a1111_network_alias(self._a1111_name(s, likeness)) for s in loras]
         lora_tags = " ".join(
-            a1111_lora_tag(name, s.weight, s.te_weight) for name, s in zip(names, loras, strict=True)
+            a1111_lora_tag(stem, s.weight, s.te_weight) for stem, s in zip(stems, loras, strict=True)
         )
-        face_pass = next((p for p in style.detailer if p.detector == "face"), None)
-        settings = {
+        settings: dict[str, object] = {
             "Steps": t2i.steps,
             "Sampler": t2i.sampler,
             "CFG scale": t2i.cfg,
             "Seed": seed,
-            "Size": f"{t2i.width}x{t2i.height}",
+            "Size": f"{t2i.width}x{t2i.height}",  # txt2img's: the first pass (the final size is below)
             "Model hash": h.get("base"),
             "Model": self.models.base_name,
-            "Denoising strength": style.beautify.denoise,
-            "ControlNet 0": (
-                f"Module: openpose, Model: controlnet_openpose [{h.get('controlnet_openpose')}], "
-                f"Weight: {t2i.controlnet_scale}"
-            )
+            "ControlNet 0": controlnet_unit(A1111_CONTROLNET["openpose"], t2i.controlnet_scale)
             if pose_name
             else None,
-            "ADetailer model": details[0].detectors.get("face") if face_pass else None,
-            "ADetailer denoising strength": face_pass.denoise if face_pass else None,
-            "Ultimate SD upscale upscaler": up.upscaler,
+        }
+        for index, params in enumerate(style.detailer[:ADETAILER_ORDINALS]):
+            model = next(
+                (d.detectors.get(params.detector) for d in details if params.detector in d.detectors), None
+            )
+            detail_prompt = params.prompt.replace("{likeness}", likeness.words)
+            settings |= adetailer_unit(
+                index,
+                model=model or f"{params.detector}_yolov8n.pt",
+                prompt=f"{detail_prompt} {lora_tags}".strip(),  # the job's LoRAs act in every pass
+                negative_prompt=params.negative_prompt,
+                params=params,
+            )
+        settings |= {
+            "Ultimate SD upscale upscaler": A1111_UPSCALERS.get(up.upscaler, up.upscaler),
             "Ultimate SD upscale tile_width": up.tile,
-            "Ultimate SD upscale denoise": up.denoise,
+            "Ultimate SD upscale tile_height": up.tile,
+            "Ultimate SD upscale mask_blur": up.mask_blur,
+            "Ultimate SD upscale padding": up.padding,
             "Lora hashes": ", ".join(
-                f"{a1111_network_alias(name)}: {self._lora_hash(s.path)}"
-                for name, s in zip(names, loras, strict=True)
+                f"{stem}: {self._a1111_hash(s.path)}" for stem, s in zip(stems, loras, strict=True)
             )
             or None,
-            "Version": VERSION,
+            PRODUCT_KEY: json.dumps(
+                {
+                    "version": VERSION,
+                    "style": style.id,
+                    "size": [image.width, image.height],
+                    "beautify": style.beautify.model_dump(),
+                    "detailer_again_after_beautify": bool(style.detailer),
+                    "upscale": up.model_dump(
+                        include={"factor", "denoise", "steps", "cfg", "controlnet_scale"}
+                    )
+                    | {"controlnet": A1111_CONTROLNET["tile"]},
+                    "pose": pose_name,
+                },
+                separators=(",", ":"),
+                sort_keys=True,
+            ),
         }
         parameters = a1111_parameters(f"{prompt} {lora_tags}".strip(), style.negative_prompt, settings)
         meta = {
@@ -332,8 +379,10 @@ class PortraitPipeline:
                     "weight": s.weight,
                     "te_weight": s.weight if s.te_weight is None else s.te_weight,
                     "hash": self._lora_hash(s.path),
+                    "a1111_name": stem,  # `<lora:...>` and `Lora hashes`
+                    "a1111_hash": self._a1111_hash(s.path),
                 }
-                for name, s in zip(names, loras, strict=True)
+                for name, stem, s in zip(names, stems, loras, strict=True)
             ],
             "loras_skipped": skipped,
             "likeness": {"trigger_word": likeness.trigger_word, "class_word": likeness.class_word}
@@ -345,9 +394,31 @@ class PortraitPipeline:
             "face_found": bool(faces),
             "size": [image.width, image.height],
         }
-        return PortraitResult(
-            image, png_bytes(image, parameters, meta), style.id, seed, score, bool(faces), meta
+        graph = comfyui_prompt(
+            style,
+            seed=seed,
+            prompt=prompt,
+            checkpoint=self._checkpoint_file(),
+            loras=[
+                ComfyLora(f"{stem}.safetensors", s.weight, s.te_strength)
+                for stem, s in zip(stems, loras, strict=True)
+            ],
+            likeness_words=likeness.words,
+            pose=bool(pose_name),
         )
+        return PortraitResult(
+            image, png_bytes(image, parameters, meta, graph), style.id, seed, score, bool(faces), meta
+        )
+
+    def _checkpoint_file(self) -> str:
+        """The base checkpoint's file name as users have it (ComfyUI's `ckpt_name`)."""
+        from shared.ml.registry import ModelError, get_spec
+
+        try:
+            spec = get_spec(self.models.base_name)
+        except ModelError:
+            return f"{self.models.base_name}.safetensors"
+        return Path(spec.files[0].path).name if spec.layout == "file" and spec.files else spec.name
 
 
 class _Encoder:

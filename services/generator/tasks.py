@@ -54,7 +54,8 @@ def resident_pipeline():
 @job_task(GeneratePortraits)
 def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
     """The portraits of `ctx.input` (shared/contracts/generate_portraits.py), stored with rows."""
-    from services.generator.loras import WeightsNotRestored  # torch: only in the pool process
+    from services.generator.lora_files import UnusableLora  # torch: only in the pool process
+    from services.generator.loras import WeightsNotRestored
     from shared.ml.dtype_guard import DtypeDrift
 
     styles = _styles(ctx.input.styles)
@@ -88,6 +89,9 @@ def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
                     pose=pose,
                     pose_name=pose_name,
                 )
+            except UnusableLora as exc:
+                # The same file fails the same way on every attempt: fail once, in words.
+                raise JobError(ErrorCode.unusable_lora, [exc.sentence]) from exc
             except (WeightsNotRestored, DtypeDrift) as exc:
                 # Another user's LoRA may be left in the weights, or the networks are no longer
                 # in the dtype they were loaded in: this worker stops taking jobs.

@@ -158,6 +158,7 @@ def train_likeness(
         base_model = loading.base_model_id(preset)
         base_sha = None if preset == "tiny" else registry.weights_sha256(base_model)
         scores = chosen.table()
+        name = f"likeness-{trigger}"  # the file stem: A1111's `<lora:likeness-<trigger>:1>`
         metadata = export.lora_metadata(
             base_model=base_model,
             base_model_sha256=base_sha,
@@ -168,10 +169,12 @@ def train_likeness(
             class_word=class_word,
             scores=scores,
             best_step=chosen.best_step,
+            output_name=name,
+            sd_model_name=_checkpoint_file_name(base_model),
+            resolution=config.resolution,
+            num_train_images=len(data.crops),
         )
-        exported = export.export_lora(
-            state, out_dir, name=f"likeness-{trigger}", metadata=metadata, alpha=config.alpha
-        )
+        exported = export.export_lora(state, out_dir, name=name, metadata=metadata, alpha=config.alpha)
         # The identity references of the accepted photos, kept with the likeness: the generator
         # scores portraits against them without downloading and re-embedding the photos.
         embeddings_path = out_dir / EMBEDDINGS_FILE
@@ -257,3 +260,12 @@ def train_cmd(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     typer.echo(json.dumps(result.to_json(), indent=2))
+
+
+def _checkpoint_file_name(base_model: str) -> str:
+    """The base model's checkpoint file name (sd-scripts' `ss_sd_model_name`), else its id."""
+    try:
+        spec = registry.get_spec(base_model)
+    except registry.ModelError:
+        return base_model
+    return Path(spec.files[0].path).name if spec.layout == "file" and spec.files else base_model

@@ -27,6 +27,8 @@ class ErrorCode(enum.StrEnum):
     no_styles = "no_styles"
     bad_count = "bad_count"
     daily_limit = "daily_limit"
+    # a LoRA file the generator cannot apply (services/generator/lora_files.py names file and reason)
+    unusable_lora = "unusable_lora"
     # the workers themselves
     worker_restarting = "worker_restarting"
     foreign_object = "foreign_object"

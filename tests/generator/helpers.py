@@ -61,3 +61,43 @@ class FixedDetector:
         from services.generator.detectors import Detection
 
         return [[Detection(b, 0.9, "face") for b in self.boxes] for _ in images]
+
+
+# Module classes LyCORIS wraps in SD-1.x (the kohya/LoCon set: attention, resnets, resampling,
+# the text encoder's attention and MLP); LyCORIS' own default also lists names that collide here.
+LYCORIS_PRESET = {
+    "unet_target_module": ["Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D"],
+    "unet_target_name": [],
+    "text_encoder_target_module": ["CLIPAttention", "CLIPSdpaAttention", "CLIPMLP"],
+    "text_encoder_target_name": [],
+}
+
+
+def make_lycoris(base, path, algo: str, seed: int = 0, **kwargs) -> None:
+    """A real LyCORIS file (`lycoris.kohya.create_network(algo=...)`: "loha", "lokr", ...) for the
+    tiny UNet and text encoder, its factors random (LyCORIS starts one at zero), saved by LyCORIS'
+    own `save_weights`. The text encoder is nested under `text_model` as in transformers 4, so
+    the names are sd-scripts' (`lora_te_text_model_encoder_layers_N_...`), as on civitai files.
+    kwargs go to create_network (e.g. use_tucker=True, factor=4, full_matrix=True)."""
+    import copy
+
+    from lycoris.config import PRESET
+    from lycoris.kohya import create_network
+
+    class TransformersFourLayout(torch.nn.Module):
+        def __init__(self, text_model):
+            super().__init__()
+            self.text_model = text_model
+
+    PRESET.setdefault("sd15-kohya", {"enable_conv": True, **LYCORIS_PRESET})
+    unet, text_encoder = copy.deepcopy(base.unet), copy.deepcopy(base.text_encoder)
+    options = {"conv_dim": 4, "conv_alpha": 2.0, "preset": "sd15-kohya", **kwargs}
+    network = create_network(
+        1.0, 4, 2.0, None, TransformersFourLayout(text_encoder), unet, algo=algo, **options
+    )
+    network.apply_to(text_encoder, unet, apply_text_encoder=True, apply_unet=True)  # as sd-scripts does
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _name, param in network.named_parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    network.save_weights(str(path), torch.float32, {"ss_network_module": "lycoris.kohya"})

@@ -30,7 +30,10 @@ def test_generate_with_the_pose_of_a_photo(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     (png,) = (tmp_path / "out").glob("*.png")
     parameters, meta = read_png_metadata(png.read_bytes())
-    assert meta["pose"] == "photo:astronaut.png" and "Module: openpose" in parameters
+    assert (
+        meta["pose"] == "photo:astronaut.png"
+        and "Module: none, Model: control_v11p_sd15_openpose [cab727d4]" in parameters
+    )
 
 
 def test_a_folder_without_a_lora_is_a_usage_error(tmp_path):

@@ -1,5 +1,6 @@
 """The whole five-stage pipeline on the tiny preset, and the likeness/identity pieces."""
 
+import io
 import json
 import re
 
@@ -9,7 +10,7 @@ from PIL import Image
 
 from services.generator.likeness import identity_score, load_likeness
 from services.generator.metadata import read_png_metadata
-from services.generator.pipeline import PortraitPipeline, Scale
+from services.generator.pipeline import PortraitPipeline, Scale, scale_style
 from services.generator.resident import ResidentModels
 from shared.styles import get_style
 from tests.generator.helpers import FixedDetector, make_lora
@@ -66,7 +67,7 @@ def test_five_stages_end_to_end(tiny, likeness_dir):
         assert result.face_found is False and result.identity_score is None  # noise: no face
         parameters, meta = read_png_metadata(result.png)
         assert parameters.startswith("outdoor portrait photo of sks woman")
-        assert "<lora:likeness:1>" in parameters
+        assert "<lora:likeness-sks:1>" in parameters  # the name of the file users download
         assert f"Seed: {result.seed}, Size: 64x96" in parameters
         assert "Lora hashes: " in parameters and "Model hash: 0123456789" in parameters
         assert meta["style"] == "film-outdoor" and meta["seed"] == result.seed
@@ -86,9 +87,9 @@ def test_lora_names_are_sanitized_in_the_infotext_as_a1111_does(tiny, likeness_d
     drops both characters (extra_networks_lora.py); the JSON metadata keeps the name as is."""
     from shared.styles import StyleLora
 
-    path = tmp_path / "film.safetensors"
-    make_lora(tiny["base"], path, seed=9)
     name = "film, v2: beta"
+    path = tmp_path / f"{name}.safetensors"  # A1111 names a LoRA by its file stem
+    make_lora(tiny["base"], path, seed=9)
     style = get_style("film-outdoor").model_copy(update={"loras": (StyleLora(name=name, weight=0.5),)})
     pipeline = _pipeline(tiny)
     pipeline._resolve_lora = lambda _name: path
@@ -96,7 +97,7 @@ def test_lora_names_are_sanitized_in_the_infotext_as_a1111_does(tiny, likeness_d
     parameters, meta = read_png_metadata(result.png)
     hashes = json.loads(re.search(r'Lora hashes: ("[^"]*")', parameters).group(1))
     pairs = [item.split(": ") for item in hashes.split(", ")]  # A1111's reading of the field
-    assert [p[0] for p in pairs] == ["film v2 beta", "likeness"] and all(len(p) == 2 for p in pairs)
+    assert [p[0] for p in pairs] == ["film v2 beta", "likeness-sks"] and all(len(p) == 2 for p in pairs)
     assert "<lora:film v2 beta:0.5>" in parameters.splitlines()[0]
     assert [lora["name"] for lora in meta["loras"]] == [name, "likeness"]
 
@@ -113,3 +114,87 @@ def test_likeness_loading_and_identity_score(likeness_dir, astronaut):
     assert score is not None and score > 0.8  # the same face, another crop and scale
     assert identity_score(np.zeros(128, np.float32), likeness.reference_embeddings) < score
     assert identity_score(same, np.zeros((0, 128), np.float32)) is None
+
+
+def test_send_to_txt2img_reproduces_what_a1111_can(tiny, likeness_dir, tmp_path):
+    """The infotext read by a port of A1111's own parser (tests/generator/a1111_infotext.py):
+    no Hires fix, the LoRAs found by the hash of the user's files, the first-pass size,
+    sd-webui-controlnet's unit with the drawn pose, ADetailer's face and hand units, Ultimate SD
+    Upscale's keys, and the product's other passes under its own key."""
+    from services.generator.metadata import A1111_CONTROLNET, a1111_lora_hash
+    from shared.styles import StyleLora
+    from tests.generator import a1111_infotext as a1111
+
+    style_file = tmp_path / "FilmVelvia3.safetensors"
+    make_lora(tiny["base"], style_file, seed=9)
+    style = get_style("film-outdoor").model_copy(update={"loras": (StyleLora(name="lora_film", weight=0.6),)})
+    pipeline = _pipeline(tiny)
+    pipeline._resolve_lora = lambda _name: style_file
+    (result,) = pipeline(likeness_dir, style, seed=5, count=1)
+    parameters, meta = read_png_metadata(result.png)
+    d = a1111.parse_generation_parameters(parameters)
+
+    assert not a1111.txt2img_enable_hr(d) and "Denoising strength" not in d
+    assert (d["Size-1"], d["Size-2"], d["Seed"], d["Steps"]) == ("64", "96", "5", "2")
+    assert d["Prompt"].endswith("<lora:FilmVelvia3:0.6> <lora:likeness-sks:1>")
+    # The user's files: the style's as downloaded, the likeness's kohya file (its hash is carried
+    # in the diffusers file's metadata, here absent: the file's own addnet hash).
+    on_disk = {
+        a1111_lora_hash(style_file): "FilmVelvia3",
+        a1111_lora_hash(likeness_dir / "pytorch_lora_weights.safetensors"): "likeness-sks",
+    }
+    a1111.lora_infotext_pasted(d, on_disk)
+    assert "<lora:FilmVelvia3:0.6>" in d["Prompt"] and "<lora:likeness-sks:1>" in d["Prompt"]
+    assert all(re.fullmatch(r"[0-9a-f]{12}", h.split(": ")[1]) for h in d["Lora hashes"].split(", "))
+
+    unit = dict(item.split(": ", 1) for item in d["ControlNet 0"].split(", "))
+    assert (
+        unit["Module"] == "none"
+        and unit["Model"] == A1111_CONTROLNET["openpose"] == "control_v11p_sd15_openpose [cab727d4]"
+    )
+    face, hand = scale_style(style, SMALL).detailer  # as the pipeline ran it
+    assert d["ADetailer model"] == "fixed" and d["ADetailer denoising strength"] == str(face.denoise)
+    assert (
+        d["ADetailer prompt"].startswith("(detailed face:1.2) of sks woman")
+        and "<lora:likeness-sks:1>" in d["ADetailer prompt"]
+    )
+    assert (d["ADetailer steps"], d["ADetailer CFG scale"]) == (str(face.steps), str(face.cfg))
+    assert d["ADetailer denoising strength 2nd"] == str(hand.denoise) and "ADetailer model 2nd" in d
+    assert d["Ultimate SD upscale upscaler"] == "R-ESRGAN 4x+" and d["Ultimate SD upscale tile_width"] == "64"
+    assert "Ultimate SD upscale denoise" not in d  # no such USDU key: its denoise is under the product's
+    product = json.loads(d["Portrait Studio"])
+    assert product["size"] == [128, 192] and product["upscale"]["denoise"] == style.upscale.denoise
+    assert (
+        product["beautify"]["denoise"] == style.beautify.denoise and product["detailer_again_after_beautify"]
+    )
+    assert [lora["a1111_name"] for lora in meta["loras"]] == ["FilmVelvia3", "likeness-sks"]
+
+
+def test_the_png_carries_a_comfyui_graph_of_the_five_stages(tiny, likeness_dir):
+    """ComfyUI's `prompt` chunk: validated as ComfyUI validates a queued prompt (schemas of core
+    nodes, Impact Pack's FaceDetailer and UltimateSDUpscale ported in comfy_validate.py)."""
+    from PIL import Image as PILImage
+
+    from tests.generator.comfy_validate import validate_prompt
+
+    (result,) = _pipeline(tiny)(likeness_dir, get_style("film-outdoor"), seed=5, count=1)
+    with PILImage.open(io.BytesIO(result.png)) as im:
+        graph = json.loads(im.text["prompt"])
+    assert validate_prompt(graph) == []
+    kinds = [node["class_type"] for node in graph.values()]
+    assert kinds.count("FaceDetailer") == 4  # face and hand, before and after beautify
+    assert {"ControlNetApplyAdvanced", "UltimateSDUpscale", "SaveImage", "LoraLoader"} <= set(kinds)
+    (lora,) = [n["inputs"] for n in graph.values() if n["class_type"] == "LoraLoader"]
+    assert lora["lora_name"] == "likeness-sks.safetensors"
+    samplers = [n for n in graph.values() if n["class_type"] == "KSampler"]
+    assert [n["_meta"]["title"] for n in samplers] == ["1. txt2img", "3. beautify"]
+    assert samplers[1]["inputs"]["denoise"] == get_style("film-outdoor").beautify.denoise
+    assert (
+        samplers[0]["inputs"]["sampler_name"] == "dpmpp_2m" and samplers[0]["inputs"]["scheduler"] == "karras"
+    )
+
+    broken = json.loads(json.dumps(graph))  # the checker does fail: a wrong link, a value out of range
+    ksampler = next(k for k, n in broken.items() if n["class_type"] == "KSampler")
+    broken[ksampler]["inputs"]["positive"] = broken[ksampler]["inputs"]["model"]
+    broken[ksampler]["inputs"]["denoise"] = 1.5
+    assert len(validate_prompt(broken)) == 2

@@ -98,7 +98,7 @@ def test_generate_list_zip_delete_and_nobody_else(api: Api, procs: Processes) ->
         assert (p["width"], p["height"]) == (256, 384)  # the tiny scale, upscaled 2x
         png = httpx.get(p["url"], timeout=30).content
         parameters, meta = read_png_metadata(png)
-        assert "zuvek woman" in parameters and "<lora:likeness:1>" in parameters
+        assert "zuvek woman" in parameters and "<lora:likeness-zuvek:1>" in parameters
         assert meta["style"] == p["style"]
         assert httpx.get(p["thumb_url"], timeout=30).headers["content-type"] == "image/jpeg"
     with session_scope() as session:

@@ -220,7 +220,10 @@ def test_pose_photo_replaces_the_template_and_is_recorded(stack) -> None:
             key = session.scalars(select(Portrait.object_key).where(Portrait.job_id == job_id)).one()
         pngs[name] = storage.get_bytes(key)
     parameters, meta = read_png_metadata(pngs["photo"])
-    assert meta["pose"] == f"photo:{pose_id}" and "Module: openpose" in parameters
+    assert (
+        meta["pose"] == f"photo:{pose_id}"
+        and "Module: none, Model: control_v11p_sd15_openpose [cab727d4]" in parameters
+    )
     assert read_png_metadata(pngs["template"])[1]["pose"] == "headshot_three_quarter"
     assert pngs["photo"] != pngs["template"]  # same seed, another control image
 

@@ -2,9 +2,13 @@
 rendering the exported files against the adapter in memory (tiny preset, text encoder trained)."""
 
 import dataclasses
+import hashlib
+import json
+import re
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 from safetensors.torch import load_file
 
@@ -27,15 +31,16 @@ def exported(tmp_path_factory):
     base = render(pipe)
     config = dataclasses.replace(lora.PRESETS["tiny"], rank=RANK, alpha=ALPHA, train_text_encoder=True)
     params = lora.add_lora(pipe, config, seed=1)
-    with torch.no_grad():  # as if trained: B is no longer zero
-        generator = torch.Generator().manual_seed(2)
-        for p in params:
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    with torch.no_grad():  # as if trained: B is no longer zero; values that float16 holds
+        generator = torch.Generator().manual_seed(2)  # exactly, so the kohya file (float16,
+        for p in params:  # as sd-scripts saves) renders exactly as the adapter in memory
+            p.copy_((torch.randn(p.shape, generator=generator) * 0.2).half().float())
     in_memory = render(pipe)
     state = lora.lora_state(pipe)
     metadata = export.lora_metadata(
         base_model="tiny", base_model_sha256=None, rank=RANK, alpha=ALPHA, steps=1,
-        trigger_word="zuvek", class_word="woman", scores=None, best_step=1,
+        trigger_word="zuvek", class_word="woman", scores=None, best_step=1, output_name="likeness-zuvek",
+        sd_model_name="epicrealism_naturalSinRC1VAE.safetensors", resolution=512, num_train_images=9,
     )  # fmt: skip
     out = tmp_path_factory.mktemp("export")
     result = export.export_lora(state, out, name="likeness-zuvek", metadata=metadata, alpha=ALPHA)
@@ -57,6 +62,38 @@ def test_kohya_keys_are_what_a1111_and_kohya_expect(exported):
     alphas = {k: float(v) for k, v in tensors.items() if k.endswith(".alpha")}
     assert alphas and set(alphas.values()) == {ALPHA}  # the trained alpha, not the rank
     assert len(alphas) == len([k for k in tensors if k.endswith(".lora_down.weight")])
+    assert {v.dtype for v in tensors.values()} == {torch.float16}  # sd-scripts' fp16: half the size
+
+
+def test_kohya_metadata_is_what_sd_scripts_writes(exported):
+    """The keys A1111's Lora extension, civitai and ComfyUI read from sd-scripts' files; the
+    hashes by A1111's rule applied to the file itself (sha256 of the bytes after the header)."""
+    _, _, _, result = exported
+    meta = export.read_metadata(result.kohya_path)
+    data = result.kohya_path.read_bytes()
+    header = int.from_bytes(data[:8], "little")
+    assert meta["sshs_model_hash"] == hashlib.sha256(data[8 + header :]).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{8}", meta["sshs_legacy_hash"])
+    assert meta["ss_output_name"] == "likeness-zuvek" == result.kohya_path.stem  # A1111's alias
+    assert meta["ss_sd_model_name"] == "epicrealism_naturalSinRC1VAE.safetensors"
+    assert (meta["ss_resolution"], meta["ss_clip_skip"], meta["ss_num_train_images"]) == (
+        "(512, 512)",
+        "None",
+        "9",
+    )
+    assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["ss_base_model_version"]) == (
+        "4",
+        "8.0",
+        "sd_v1",
+    )
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1/lora"
+    assert meta["modelspec.sai_model_spec"] == "1.0.1" and meta["modelspec.resolution"] == "512x512"
+    assert meta["modelspec.title"] == "likeness-zuvek" and meta["modelspec.trigger_phrase"] == "zuvek woman"
+    # sd-scripts' legacy hash: over the file saved with only the ss_* metadata
+    only_ss = safetensors.torch.save(
+        load_file(result.kohya_path), {k: v for k, v in meta.items() if k.startswith("ss_")}
+    )
+    assert meta["sshs_legacy_hash"] == hashlib.sha256(only_ss[0x100000:0x110000]).hexdigest()[:8]
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
@@ -71,3 +108,25 @@ def test_exported_file_renders_as_the_adapter_in_memory(exported, fmt):
     finally:
         pipe.unload_lora_weights()
     np.testing.assert_allclose(loaded, in_memory, atol=1e-4)
+
+
+def test_diffusers_file_carries_the_whole_lora_config_and_the_nested_text_encoder_layout(exported):
+    """diffusers 0.35 reads `rank_pattern`/`alpha_pattern` from the adapter metadata and builds
+    `LoraConfig(**metadata)` (KeyError: 'rank_pattern' on the hand-written subset before); its
+    transformers 4 CLIPTextModel nests `text_model`, which diffusers >= 0.36 strips for the flat
+    transformers-5 model. Checked by hand with diffusers 0.35.2 + transformers 4.57.1 and 5.23.0:
+    16/16 text-encoder and 64/64 UNet LoRA tensors load (docs/a1111-comfyui.md)."""
+    from peft import LoraConfig
+
+    _, _, _, result = exported
+    path = result.diffusers_path / export.DIFFUSERS_FILE
+    config = json.loads(export.read_metadata(path)["lora_adapter_metadata"])
+    for component in ("unet", "text_encoder"):
+        kwargs = {
+            k.removeprefix(f"{component}."): v for k, v in config.items() if k.startswith(f"{component}.")
+        }
+        assert {"rank_pattern", "alpha_pattern", "use_dora", "lora_bias", "init_lora_weights"} <= set(kwargs)
+        rebuilt = LoraConfig(**kwargs)  # what diffusers 0.35's _create_lora_config does
+        assert (rebuilt.r, rebuilt.lora_alpha) == (RANK, ALPHA)
+    te_keys = [k for k in load_file(path) if k.startswith("text_encoder.")]
+    assert te_keys and all(k.startswith("text_encoder.text_model.encoder.layers.") for k in te_keys)

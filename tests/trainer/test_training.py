@@ -104,6 +104,8 @@ def test_result_and_progress(result):
     meta = export.read_metadata(result.lora.kohya_path)
     assert meta["studio_trigger_word"] == "zuvek" and meta["ss_network_dim"] == "4"
     assert meta["studio_base_model"] == "tiny-v2" and meta["studio_steps"] == "24"
+    assert meta["ss_output_name"] == "likeness-zuvek" == result.lora.kohya_path.stem
+    assert meta["ss_num_train_images"] == "6" and meta["ss_sd_model_name"] == "tiny-v2"
     diffusers_meta = export.read_metadata(result.lora.diffusers_path / export.DIFFUSERS_FILE)
     assert diffusers_meta["studio_class_word"] == "woman"
 
@@ -124,7 +126,8 @@ def test_saved_lora_loads_changes_output_and_unloads_exactly(result):
         with_kohya = render(pipe)
     finally:
         pipe.unload_lora_weights()
-    np.testing.assert_allclose(with_kohya, with_lora, atol=1e-5)
+    # The kohya file holds the same weights in float16 (sd-scripts' save precision).
+    np.testing.assert_allclose(with_kohya, with_lora, atol=2e-3)
     assert np.array_equal(render(pipe), base)
 
 
