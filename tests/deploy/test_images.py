@@ -92,6 +92,7 @@ def gateway_in_image(gateway_image: str, platform: Platform, tmp_path: Path) -> 
     proc = subprocess.Popen(
         [str(IMAGES), "run", gateway_image, *options, "--", *command],
         cwd=REPO,
+        env={**os.environ, "TAG": TAG},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
