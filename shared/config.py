@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # Seconds the gateway waits for the next part of a request body (408 after); like nginx's
     # client_body_timeout, between reads, not for the whole body.
     request_body_timeout: float = 15.0
+    # The request line and headers (services/gateway/http_protocol.py): larger -> 431; not complete
+    # this many seconds after the connection opened (or the request's first byte) -> 408.
+    request_header_max_bytes: int = 32 * 1024
+    request_header_timeout: float = 10.0
 
     # Uploads (decoded defensively, see shared/images.py)
     upload_max_bytes: int = 15 * 1024 * 1024

@@ -4,6 +4,7 @@ too large (by Content-Length or chunked) or that never arrive."""
 import http.client
 import json
 import socket
+import threading
 import time
 import uuid
 
@@ -167,3 +168,82 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, proc
                     break
         assert events >= 2, events
         api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth)
+
+
+def _answer(sock: socket.socket) -> tuple[int, bytes]:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, response.read()
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """Send in a thread; the server may stop reading and close once it has answered."""
+
+    def send() -> None:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+def _latencies(url: str, seconds: float) -> list[float]:
+    """GET `url` back to back for `seconds`: each answer's time (another user, during an attack)."""
+    took = []
+    with httpx.Client(timeout=30) as client:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            assert client.get(url).status_code == 200
+            took.append(time.monotonic() - started)
+    return took
+
+
+def test_request_heads_too_large_or_too_slow_get_431_and_408_and_others_are_served(
+    stack, procs: Processes
+) -> None:
+    """uvicorn's httptools parser bounded neither the size of a request head nor its time: one 128 MB
+    header froze the event loop ~20 s, 2,000 slow heads were held as long as their clients liked."""
+    port = free_port()
+    procs.start("gateway-heads", "gateway", "--port", str(port), env={"REQUEST_HEADER_TIMEOUT": "2"})
+    wait_for_port(port, timeout=60)
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+    # A 64 MB header: 431 with a sentence after 32 KiB; the old gateway parsed on, quadratically.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as big:
+        _send_quietly(big, start + b"X-Big: " + b"a" * 64 * 2**20)
+        others = _latencies(healthz, 3.0)  # another user meanwhile
+        status, body = _answer(big)
+    assert (status, json.loads(body)) == (
+        431,
+        {"detail": "The request headers are larger than the 32 KiB this API accepts."},
+    )
+    assert max(others) < 0.5, f"others waited up to {max(others):.2f} s"
+
+    # Heads of an ordinary size are served: a 16 KiB cookie.
+    r = httpx.get(healthz, headers={"Cookie": "c=" + "x" * 16 * 1024}, timeout=10)
+    assert r.status_code == 200
+
+    # 300 connections that send half a head and stall, and 50 that send nothing: 408 (or a quiet
+    # close for the silent ones) after 2 s, while others are served as usual.
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(300)]
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(50)]
+    started = time.monotonic()
+    for sock in slow:
+        sock.sendall(start + b"X-Slow: 1")
+    others = _latencies(healthz, 1.0)
+    try:
+        answers = [_answer(sock) for sock in slow]
+        took = time.monotonic() - started
+        assert {status for status, _ in answers} == {408}
+        assert json.loads(answers[0][1]) == {
+            "detail": "The request headers did not arrive within 2 seconds; please send the request again."
+        }
+        assert 2.0 <= took < 6.0, took
+        assert all(sock.recv(1) == b"" for sock in silent)  # closed by the server
+    finally:
+        for sock in slow + silent:
+            sock.close()
+    assert max(others) < 0.5, f"others waited up to {max(others):.2f} s"
