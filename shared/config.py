@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     database_connect_timeout: int = 2  # libpq connect_timeout (libpq's minimum is 2)
     database_read_timeout: float = 2.0  # client-side wait for any answer of the server
     database_statement_timeout_ms: int = 30_000  # server-side statement_timeout
+    # server-side lock_timeout: a wait for a row or advisory lock ends (LockNotAvailable) before
+    # database_read_timeout, which would take the wait for a hung server (shared/db.py)
+    database_lock_timeout_ms: int = 1000
     database_pool_timeout: float = 2.0  # SQLAlchemy pool_timeout: wait for a free connection
     redis_connect_timeout: float = 1.0  # redis-py socket_connect_timeout
     redis_socket_timeout: float = 1.0  # redis-py socket_timeout (each command)

@@ -55,6 +55,7 @@ EN: Catalog = {
     "auth.login_again": "Please log in again.",
     "request.rate_limited": "Too many requests; please wait a minute and try again.",
     "request.key_reused": "This Idempotency-Key was already used for a different request; use a new key.",
+    "request.key_in_progress": "A request with this Idempotency-Key is still in progress; try again shortly.",
     "job.already_ended": "This job already ended ({status}).",
     # Job failures (Job.error_message), by error code where the sentence has no values
     "job.too_few_photos": {
@@ -97,6 +98,9 @@ KO: Catalog = {
     "auth.login_again": "다시 로그인해 주세요.",
     "request.rate_limited": "요청이 너무 많습니다. 1분 뒤에 다시 시도해 주세요.",
     "request.key_reused": "이 Idempotency-Key는 다른 요청에 이미 쓰였습니다. 새 키를 쓰세요.",
+    "request.key_in_progress": (
+        "이 Idempotency-Key로 보낸 요청을 아직 처리하고 있습니다. 잠시 후 다시 시도하세요."
+    ),
     "job.already_ended": "이 작업은 이미 끝났습니다.",
     "job.too_few_photos": (
         "얼굴이 선명하게 나온 사진이 {count}장뿐입니다. {more}장 더 올려 주세요(최소 {needed}장 필요)."

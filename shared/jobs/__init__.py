@@ -1,7 +1,7 @@
 """The job system. See ARCHITECTURE.md, "The job contract"."""
 
 from shared.jobs.kinds import KINDS, QUEUES, JobKind, get_kind
-from shared.jobs.outbox import IdempotencyConflict, enqueue
+from shared.jobs.outbox import IdempotencyConflict, IdempotencyInProgress, enqueue
 from shared.jobs.runner import JobCanceled, JobContext, JobError, job_task, run_job
 from shared.jobs.state import InvalidTransition, transition
 
@@ -11,6 +11,7 @@ __all__ = [
     "JobKind",
     "get_kind",
     "IdempotencyConflict",
+    "IdempotencyInProgress",
     "enqueue",
     "JobCanceled",
     "JobContext",
