@@ -13,7 +13,6 @@ import httpx
 from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.localstack import free_port, wait_for_port
-from shared.security import create_access_token
 from tests.conftest import Api, Platform, Processes
 from tests.photos import astronaut, png
 
@@ -124,13 +123,15 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, proc
     procs.start("gateway-body-timeout", "gateway", "--port", str(port), env={"REQUEST_BODY_TIMEOUT": "2"})
     wait_for_port(port, timeout=60)
     sentence = {"detail": "The request body did not arrive within 2 seconds; please send it again."}
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+        uploader = api.new_user()  # an upload's body is read once the caller passed every check
     stalled = [
         _post("/v1/auth/signup", "Content-Type: application/json", "Content-Length: 100"),
         _post(
             "/v1/photos",
             "Content-Type: multipart/form-data; boundary=b0undary",
             "Content-Length: 163000",
-            f"Authorization: Bearer {create_access_token(uuid.uuid4(), '')[0]}",  # past the sign-in gate
+            f"Authorization: Bearer {uploader.access_token}",
         ),
     ]
     for head in stalled:  # headers, then nothing (the old gateway waited as long as the client)
@@ -247,3 +248,43 @@ def test_request_heads_too_large_or_too_slow_get_431_and_408_and_others_are_serv
         for sock in slow + silent:
             sock.close()
     assert max(others) < 0.5, f"others waited up to {max(others):.2f} s"
+
+
+def test_an_upload_without_consent_or_over_the_rate_limit_is_refused_before_its_body(
+    stack, procs: Processes
+) -> None:
+    """FastAPI read the whole form before the consent check and the rate limit ran: an account without
+    consent made the gateway spool a 290 MB body to temp disk and only then heard 403."""
+    port = free_port()
+    procs.start("gateway-upload-gates", "gateway", "--port", str(port), env={"UPLOAD_RATE_LIMIT": "2/minute"})
+    wait_for_port(port, timeout=60)
+    multipart = "Content-Type: multipart/form-data; boundary=b0undary"
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="%s"; filename="a.jpg"\r\n\r\n'
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+        stranger, user = api.new_user(consent=False), api.new_user()
+        consent = "Please agree to the processing of your face photos first (POST /v1/me/consent)."
+        for path, field in [("/v1/photos", b"files"), ("/v1/poses", b"file")]:
+            auth = f"Authorization: Bearer {stranger.access_token}"
+            head = _post(path, multipart, "Content-Length: 290000000", auth)
+            status, _, body, took = _exchange(port, head, [part % field, b"x" * 2**20], timeout=10)
+            assert (status, json.loads(body)["detail"], took < 3.0) == (403, consent, True), (path, took)
+
+        # A file is refused as it passes the 15 MB cap: the rest of a 40 MB body is never awaited.
+        head = _post(
+            "/v1/photos", multipart, "Content-Length: 40000000", f"Authorization: Bearer {user.access_token}"
+        )
+        status, headers, body, took = _exchange(port, head, [part % b"files", b"x" * 16 * 2**20], timeout=10)
+        assert (status, json.loads(body)) == (
+            413,
+            {"detail": "a.jpg is larger than 15 MB, the limit per photo."},
+        )
+        assert headers["connection"] == "close" and took < 8.0, took
+
+        # Over the rate limit (2 a minute here): 429 before the body, too.
+        photo = [("files", ("me.png", png(astronaut()), "image/png"))]
+        assert api.post("/v1/photos", files=photo, headers=user.auth).status_code == 201
+        head = _post(
+            "/v1/photos", multipart, "Content-Length: 290000000", f"Authorization: Bearer {user.access_token}"
+        )
+        status, _, body, took = _exchange(port, head, [part % b"files", b"x" * 2**20], timeout=10)
+        assert status == 429 and took < 3.0, (status, body, took)
