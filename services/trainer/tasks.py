@@ -25,6 +25,7 @@ from shared.db import session_scope
 from shared.i18n import Sentence
 from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
+from shared.jobs.runner import public_error
 from shared.ml import loading
 from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo
 from shared.trigger_word import make_trigger_word
@@ -167,7 +168,8 @@ def _fail_if_last_attempt(ctx: JobContext, likeness_id: uuid.UUID, e: Exception)
         job = session.get(Job, ctx.job_id)
         last = job is None or ctx.attempt >= job.max_attempts
     if last:
-        _mark_failed(likeness_id, "internal_error", f"{type(e).__name__}: {e}"[:500])
+        # the details stay in the log (shared.jobs.runner.public_error)
+        _mark_failed(likeness_id, "internal_error", f"Training failed ({public_error(e)}).")
 
 
 def _mark_failed(likeness_id: uuid.UUID, code: str, message: str) -> None:
