@@ -113,3 +113,26 @@ def test_likeness_loading_and_identity_score(likeness_dir, astronaut):
     assert score is not None and score > 0.8  # the same face, another crop and scale
     assert identity_score(np.zeros(128, np.float32), likeness.reference_embeddings) < score
     assert identity_score(same, np.zeros((0, 128), np.float32)) is None
+
+
+def test_the_openpose_controlnet_sees_the_skeleton_unstretched(tiny, likeness_dir):
+    """The skeleton is drawn at the generation's width x height: drawn at height x width (swapped)
+    and resized back, the ControlNet would see a stretched body (the test sizes are not square)."""
+    from services.generator.pose import load_pose
+    from shared.pose import draw_pose
+
+    seen = []
+
+    def capture(module, args, kwargs):  # noqa: ANN001, ANN202
+        seen.append(kwargs["controlnet_cond"].detach().float().cpu())
+
+    hook = tiny["openpose"].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        _pipeline(tiny)(likeness_dir, get_style("film-outdoor"), seed=3, count=1)
+    finally:
+        hook.remove()
+    assert seen, "the OpenPose ControlNet never ran"
+    expected = np.asarray(draw_pose(load_pose("half_body_relaxed"), SMALL.width, SMALL.height)) / 255.0
+    control = seen[0][0].permute(1, 2, 0).numpy()  # the first image of the batch, HWC in [0, 1]
+    assert control.shape == expected.shape == (SMALL.height, SMALL.width, 3)
+    assert np.abs(control - expected).mean() < 0.01, np.abs(control - expected).mean()
