@@ -13,6 +13,7 @@ from sqlalchemy import func, select, text
 
 from shared import storage
 from shared.db import session_scope
+from shared.localstack import free_port, wait_for_port
 from shared.models import AuditEvent, Job, Likeness, Portrait, PosePhoto
 from tests.conftest import Api, wait_until
 from tests.photos import astronaut, jpeg, png
@@ -312,3 +313,22 @@ def test_presigned_links_last_minutes_not_days(api: Api) -> None:
         query = dict(parse_qsl(urlsplit(link).query))
         assert query["X-Amz-Expires"] == "300", link
         assert httpx.get(link, timeout=10).status_code == 200, link
+
+
+def test_uploads_meet_the_configured_pixel_limit(stack, procs) -> None:  # noqa: ANN001
+    """The routes pass UPLOAD_MAX_PIXELS to the decoder (the decoder's own tests use a constant):
+    a gateway configured for 1 MP refuses 1.2 MP photos and pose photos and takes 0.9 MP ones."""
+    port = free_port()
+    procs.start("gateway-1mp", "gateway", "--port", str(port), env={"UPLOAD_MAX_PIXELS": "1000000"})
+    wait_for_port(port, timeout=60)
+    big, fits = astronaut().resize((1200, 1000)), astronaut().resize((1000, 900))
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
+        user = api.new_user()
+        for path, field in [("/v1/photos", "files"), ("/v1/poses", "file")]:
+            r = api.post(path, files={field: ("big.png", png(big), "image/png")}, headers=user.auth)
+            assert (r.status_code, r.json()) == (
+                400,
+                {"detail": "big.png is 1200x1000 pixels; the limit is 1 megapixels."},
+            ), path
+            r = api.post(path, files={field: ("fits.png", png(fits), "image/png")}, headers=user.auth)
+            assert r.status_code == 201, (path, r.text)
