@@ -51,6 +51,8 @@ def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
         log_config=None,
         proxy_headers=True,
         timeout_graceful_shutdown=10,
+        # httptools with bounds on the request head (431 / 408): uvicorn has none for it
+        http="services.gateway.http_protocol:BoundedHttpToolsProtocol",
     )
 
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     database_connect_timeout: int = 2  # libpq connect_timeout (libpq's minimum is 2)
     database_read_timeout: float = 2.0  # client-side wait for any answer of the server
     database_statement_timeout_ms: int = 30_000  # server-side statement_timeout
+    # server-side lock_timeout: a wait for a row or advisory lock ends (LockNotAvailable) before
+    # database_read_timeout, which would take the wait for a hung server (shared/db.py)
+    database_lock_timeout_ms: int = 1000
     database_pool_timeout: float = 2.0  # SQLAlchemy pool_timeout: wait for a free connection
     database_ping_idle_seconds: float = 1.0  # a pooled connection idle longer is pinged before use
     redis_connect_timeout: float = 1.0  # redis-py socket_connect_timeout
@@ -85,6 +88,10 @@ class Settings(BaseSettings):
     # Seconds the gateway waits for the next part of a request body (408 after); like nginx's
     # client_body_timeout, between reads, not for the whole body.
     request_body_timeout: float = 15.0
+    # The request line and headers (services/gateway/http_protocol.py): larger -> 431; not complete
+    # this many seconds after the connection opened (or the request's first byte) -> 408.
+    request_header_max_bytes: int = 32 * 1024
+    request_header_timeout: float = 10.0
 
     # Uploads (decoded defensively, see shared/images.py)
     upload_max_bytes: int = 15 * 1024 * 1024

@@ -5,7 +5,11 @@ SQLAlchemy `pool_timeout` the wait for a free pooled connection, the server's `s
 slow statement. A *hung* server (frozen, partitioned: the kernel still accepts and acknowledges, nobody
 answers) is not caught by any of those: `DeadlineConnection` bounds every wait of psycopg for an answer
 (`database_read_timeout`), closes the connection when it expires, and keeps new connects from piling up
-on a server that just did not answer (`_unanswered_until`).
+on a server that just did not answer (`_unanswered_until`). A wait for a lock is no hang: the server's
+`lock_timeout` (`database_lock_timeout_ms`, shorter than the read timeout) ends it first with
+`LockNotAvailable` (`lock_not_available()`), which leaves the pool alone. Without it, one request
+waiting for another's lock was taken for a hung server: its connection closed, the pool dropped,
+and every request of the process answered 503 for the next 2 s.
 """
 
 import time
@@ -93,6 +97,12 @@ def _ping_if_idle(engine: Engine, idle_seconds: float) -> None:
             raise
 
 
+def lock_not_available(exc: BaseException) -> bool:
+    """Whether `exc` (SQLAlchemy's wrapper or psycopg's own) is Postgres's `lock_not_available`
+    (SQLSTATE 55P03): a lock wait passed `lock_timeout`; the database itself is fine."""
+    return isinstance(getattr(exc, "orig", exc), psycopg.errors.LockNotAvailable)
+
+
 @lru_cache
 def get_engine() -> Engine:
     s = get_settings()
@@ -104,7 +114,10 @@ def get_engine() -> Engine:
         pool_timeout=s.database_pool_timeout,
         connect_args={
             "connect_timeout": s.database_connect_timeout,
-            "options": f"-c statement_timeout={s.database_statement_timeout_ms}",
+            "options": (
+                f"-c statement_timeout={s.database_statement_timeout_ms} "
+                f"-c lock_timeout={s.database_lock_timeout_ms}"
+            ),
         },
     )
     event.listen(engine, "do_connect", lambda dialect, record, cargs, cparams: _connect(cparams))

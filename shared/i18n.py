@@ -35,6 +35,8 @@ EN: Catalog = {
     "upload.not_reducible": "{name} is {width}x{height} pixels and could not be reduced safely.",
     "upload.unreadable": "{name} could not be read as an image; it may be damaged or incomplete.",
     "upload.count": "Send between 1 and {max} photos at once.",
+    "upload.one_photo": "Send one photo, in the form field {field}.",
+    "upload.not_a_form": "Send the photos as a multipart/form-data form, in the field {field}.",
     # Training
     "training.no_photos": "You have no good photos yet; upload {need} to train.",
     "training.photos_short": {
@@ -64,6 +66,7 @@ EN: Catalog = {
     ),
     "request.rate_limited": "Too many requests; please wait a minute and try again.",
     "request.key_reused": "This Idempotency-Key was already used for a different request; use a new key.",
+    "request.key_in_progress": "A request with this Idempotency-Key is still in progress; try again shortly.",
     "job.already_ended": "This job already ended ({status}).",
     # Job failures (Job.error_message), by error code where the sentence has no values
     "job.too_few_photos": {
@@ -126,6 +129,8 @@ KO: Catalog = {
         "{name} 파일을 이미지로 읽을 수 없습니다. 손상되었거나 일부만 받은 파일일 수 있습니다."
     ),
     "upload.count": "사진은 한 번에 1장부터 {max}장까지 보낼 수 있습니다.",
+    "upload.one_photo": "사진 한 장을 {field} 필드에 담아 보내 주세요.",
+    "upload.not_a_form": "사진을 multipart/form-data 양식의 {field} 필드에 담아 보내 주세요.",
     "training.no_photos": "아직 통과한 사진이 없습니다. 학습하려면 {need}장을 올려 주세요.",
     "training.photos_short": "통과한 사진이 {count}장입니다. 학습하려면 {more}장 더 올려 주세요.",
     "training.busy": "닮은꼴 모델이 아직 학습 중입니다. 학습이 끝난 뒤에 새로 시작해 주세요.",
@@ -147,6 +152,9 @@ KO: Catalog = {
     ),
     "request.rate_limited": "요청이 너무 많습니다. 1분 뒤에 다시 시도해 주세요.",
     "request.key_reused": "이 Idempotency-Key는 다른 요청에 이미 쓰였습니다. 새 키를 쓰세요.",
+    "request.key_in_progress": (
+        "이 Idempotency-Key로 보낸 요청을 아직 처리하고 있습니다. 잠시 후 다시 시도하세요."
+    ),
     "job.already_ended": "이 작업은 이미 끝났습니다.",
     "job.too_few_photos": (
         "얼굴이 선명하게 나온 사진이 {count}장뿐입니다. {more}장 더 올려 주세요(최소 {needed}장 필요)."

@@ -19,7 +19,7 @@ from services.gateway.outages import install_outage_handlers
 from services.gateway.ratelimit import limiter
 from shared import storage
 from shared.i18n import current_locale, say
-from shared.jobs import IdempotencyConflict
+from shared.jobs import IdempotencyConflict, IdempotencyInProgress
 
 STATIC = Path(__file__).parent / "static"
 
@@ -64,6 +64,14 @@ def create_app() -> FastAPI:
     @app.exception_handler(IdempotencyConflict)
     async def idempotency_conflict(request: Request, exc: IdempotencyConflict) -> JSONResponse:
         return JSONResponse({"detail": say("request.key_reused", current_locale.get())}, status_code=409)
+
+    @app.exception_handler(IdempotencyInProgress)
+    async def idempotency_in_progress(request: Request, exc: IdempotencyInProgress) -> JSONResponse:
+        return JSONResponse(
+            {"detail": say("request.key_in_progress", current_locale.get())},
+            status_code=409,
+            headers={"Retry-After": "1"},
+        )
 
     app.add_middleware(RequestBodyLimits)  # 413 / 408 with a sentence
     app.add_middleware(RequestMetrics)

@@ -12,6 +12,9 @@ gateway waits for them.
   `client_body_timeout`; uvicorn has none, only `timeout_keep_alive` between requests). Once the body
   is in, `receive` waits as long as the app wants (an event stream waits for the disconnect).
 
+An answer sent before the body was read whole (a refusal from the headers: 401, 403 no consent, 429,
+a file over its cap) closes the connection too, so that the client stops sending.
+
 Not Starlette's `RequestBodyLimitMiddleware`: it answers a fixed plain-text "Content Too Large" (no
 sentence of ours) and has no read timeout. Both answers close the connection (`Connection: close`):
 the rest of the body is not read.
@@ -59,10 +62,16 @@ def too_slow(seconds: float) -> HTTPException:
 
 
 def takes_files(scope: Scope) -> bool:
-    """Whether the matched route reads a form (multipart upload); FastAPI's own test (`is_body_form`
-    in fastapi/routing.py). The router sets `scope["route"]` before the endpoint reads the body."""
-    body = getattr(scope.get("route"), "body_field", None)
-    return body is not None and isinstance(body.field_info, params.Form)
+    """Whether the matched route reads a form: one with a form parameter (FastAPI's own test,
+    `is_body_form` in fastapi/routing.py), or an upload route that reads its files itself after its
+    checks (its `openapi_extra` documents a multipart body: services/gateway/uploads.py). The router
+    sets `scope["route"]` before the endpoint reads the body."""
+    route = scope.get("route")
+    body = getattr(route, "body_field", None)
+    if body is not None and isinstance(body.field_info, params.Form):
+        return True
+    extra = getattr(route, "openapi_extra", None) or {}
+    return "multipart/form-data" in extra.get("requestBody", {}).get("content", {})
 
 
 class RequestBodyLimits:
@@ -109,4 +118,17 @@ class RequestBodyLimits:
                 raise too_large(limit)
             return message
 
-        await self.app(scope, limited, send)
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "0")
+        has_body = (length.isdigit() and int(length) > 0) or "chunked" in headers.get("transfer-encoding", "")
+
+        async def closing(message: Message) -> None:
+            # Answered before the body was read (401, 403, 429, a file over its cap ...): close the
+            # connection after the answer, or uvicorn would go on reading the rest of it to reuse it.
+            if message["type"] == "http.response.start" and has_body and not complete:
+                sent = list(message.get("headers", []))
+                if not any(name.lower() == b"connection" for name, _ in sent):
+                    message = {**message, "headers": [*sent, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, limited, closing)

@@ -1,14 +1,111 @@
-"""Uploaded pictures (photos, pose photos): read within the size cap and decoded defensively
-(shared/images.py), off the event loop."""
+"""Uploaded pictures (photos, pose photos): read only after the caller passed every check, each file
+capped as it streams.
 
+FastAPI reads a `File()` parameter's whole form before it resolves the route's dependencies and before
+slowapi's rate limit runs: a signed-in account without consent (or over its rate limit) made the
+gateway spool up to 301 MB to temp disk, and only then heard 403 (or 429); three at once, 783 MB. The
+upload routes therefore take no form parameter: their dependencies (sign-in, consent, the
+Idempotency-Key header) and the rate limit answer first, and the endpoint then reads the body with
+`uploaded_files`, which refuses a file at the moment it passes `upload_max_bytes` (413 naming it), a file
+more than the route takes, and a form that is not one. The gateway's body limits still apply around it
+(services/gateway/body_limits.py: 413 by `Content-Length` before a byte is read, 408 when it stalls).
+Each file is then decoded defensively (shared/images.py) off the event loop (`read_clean`).
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import UploadFile
+from fastapi import Request, status
 from fastapi.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from services.gateway.api.language import Refusal
 from shared.config import get_settings
 from shared.images import CleanImage, ImageRejected, clean_upload
+
+MAX_FIELDS = 8  # an upload has no text fields; a client may add a few (filenames, a caption): 1 MB each
+
+
+class CappedMultiPartParser(MultiPartParser):
+    """Starlette's multipart parser that ends the parse with 413 (`upload.too_large`, naming the file)
+    as soon as one file part passes `file_max_bytes`: at most the cap plus one chunk of it is read."""
+
+    def __init__(self, *args: Any, file_max_bytes: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.file_max_bytes = file_max_bytes
+        self._file_bytes = 0
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        self._file_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is not None:
+            self._file_bytes += end - start
+            if self._file_bytes > self.file_max_bytes:
+                name = part.file.filename or "photo"
+                raise Refusal(413, "upload.too_large", name=name, mb=f"{self.file_max_bytes / 2**20:.0f}")
+        super().on_part_data(data, start, end)
+
+
+@asynccontextmanager
+async def uploaded_files(request: Request, field: str, max_files: int) -> AsyncIterator[list[UploadFile]]:
+    """The files of form field `field` (1 to `max_files`), read from the request's multipart body;
+    every file of the form is closed (its spool deleted) when the block ends.
+
+    Raises Refusal: 413 `upload.too_large` for a file over `upload_max_bytes` (while it streams),
+    400 `upload.count` (or `upload.one_photo` when `max_files` is 1) for no file or too many, 400
+    `upload.not_a_form` for a body that is not `multipart/form-data`.
+    """
+    count = Refusal(status.HTTP_400_BAD_REQUEST, "upload.count", max=max_files)
+    if max_files == 1:
+        count = Refusal(status.HTTP_400_BAD_REQUEST, "upload.one_photo", field=field)
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.not_a_form", field=field)
+    parser = CappedMultiPartParser(
+        request.headers,
+        request.stream(),
+        max_files=max_files,
+        max_fields=MAX_FIELDS,
+        file_max_bytes=get_settings().upload_max_bytes,
+    )
+    try:
+        form = await parser.parse()  # closes its files itself when it fails
+    except MultiPartException as e:
+        if str(e).startswith("Too many files"):
+            raise count from None
+        raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.not_a_form", field=field) from None
+    try:
+        files = [f for f in form.getlist(field) if isinstance(f, UploadFile)]
+        if not 1 <= len(files) <= max_files:
+            raise count
+        yield files
+    finally:
+        await form.close()
+
+
+def upload_body(field: str, max_files: int, description: str) -> dict[str, Any]:
+    """The route's `openapi_extra`: its multipart request body, as FastAPI documents a `File()`
+    parameter. `takes_files` (body_limits.py) reads it to give the route the upload limits."""
+    one = {"type": "string", "format": "binary"}
+    schema = one if max_files == 1 else {"type": "array", "items": one, "maxItems": max_files}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": [field],
+                        "properties": {field: {**schema, "description": description}},
+                    }
+                }
+            },
+        }
+    }
 
 
 async def read_clean(upload: UploadFile) -> CleanImage:

@@ -27,6 +27,7 @@ from shared.db import session_scope
 from shared.i18n import Sentence
 from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
+from shared.jobs.runner import public_error
 from shared.ml import loading
 from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo
 from shared.trigger_word import make_trigger_word
@@ -159,7 +160,8 @@ def _user_error(e: Exception, missing: int) -> JobError | None:
 def _fail_if_last_attempt(ctx: JobContext[TrainLikeness], likeness_id: uuid.UUID, e: Exception) -> None:
     """The runner fails the job after its last attempt; the likeness must not stay 'training'."""
     if ctx.is_last_attempt:
-        _mark_failed(likeness_id, "internal_error", f"{type(e).__name__}: {e}"[:500])
+        # the details stay in the log (shared.jobs.runner.public_error)
+        _mark_failed(likeness_id, "internal_error", f"Training failed ({public_error(e)}).")
 
 
 def _mark_failed(likeness_id: uuid.UUID, code: str, message: str) -> None:

@@ -2,7 +2,7 @@
 results are in shared/contracts/; this package stores, queues, runs and retries them."""
 
 from shared.contracts import KINDS, QUEUES, JobKind, get_kind
-from shared.jobs.outbox import IdempotencyConflict, enqueue
+from shared.jobs.outbox import IdempotencyConflict, IdempotencyInProgress, enqueue
 from shared.jobs.runner import JobCanceled, JobContext, JobError, job_task, run_job
 from shared.jobs.state import InvalidTransition, transition
 
@@ -12,6 +12,7 @@ __all__ = [
     "JobKind",
     "get_kind",
     "IdempotencyConflict",
+    "IdempotencyInProgress",
     "enqueue",
     "JobCanceled",
     "JobContext",

@@ -15,11 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from shared.config import get_settings
 from shared.contracts import ErrorCode, JobInput, SendEmail, get_kind, kind_of
+from shared.db import lock_not_available
 from shared.jobs.celery_app import celery_app
 from shared.jobs.state import now
 from shared.models import Job, OutboxMessage
@@ -32,6 +33,17 @@ class IdempotencyConflict(Exception):
 
     def __init__(
         self, message: str = "This Idempotency-Key was already used for a different request; use a new key."
+    ):
+        super().__init__(message)
+
+
+class IdempotencyInProgress(Exception):
+    """A request with this Idempotency-Key is still in progress: the first attempt holds the key for
+    longer than the database's `lock_timeout` (an upload while storage is slow). The gateway answers
+    409 with `Retry-After`; the retry then gets the first attempt's answer."""
+
+    def __init__(
+        self, message: str = "A request with this Idempotency-Key is still in progress; try again shortly."
     ):
         super().__init__(message)
 
@@ -91,6 +103,10 @@ def enqueue(
         with session.begin_nested():  # a concurrent twin may win the unique index
             session.add(job)
             session.flush()
+    except OperationalError as e:  # the twin's insert holds the index entry past lock_timeout
+        if idempotency_key and lock_not_available(e):
+            raise IdempotencyInProgress() from e
+        raise
     except IntegrityError:
         existing = find_by_idempotency_key(session, user_id, idempotency_key or "")
         if existing is None:
@@ -107,11 +123,24 @@ def lock_idempotency_key(session: Session, user_id: uuid.UUID | None, key: str) 
     same answer), instead of racing it to the unique index with other row ids in its input and being
     told the key was used for a different request. A Postgres transaction-level advisory lock on the
     hash of (user, key): released by commit or rollback; other keys do not wait.
+
+    The wait is brief: past the database's `lock_timeout` (`database_lock_timeout_ms`, 1 s) the first
+    attempt is still busy (storage slow or hung) and this raises `IdempotencyInProgress` (409).
     """
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))"),
-        {"lock": f"idempotency:{user_id}:{key}"},
-    )
+    try:
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))"),
+            {"lock": idempotency_lock_name(user_id, key)},
+        )
+    except OperationalError as e:
+        if lock_not_available(e):
+            raise IdempotencyInProgress() from e
+        raise
+
+
+def idempotency_lock_name(user_id: uuid.UUID | None, key: str) -> str:
+    """The text whose `hashtextextended` names the advisory lock of one user's key."""
+    return f"idempotency:{user_id}:{key}"
 
 
 def find_by_idempotency_key(session: Session, user_id: uuid.UUID | None, key: str) -> Job | None:

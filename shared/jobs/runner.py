@@ -312,7 +312,14 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
         # handler: recording the end was cut short. Record it now, or the job stays `running`
         # until the reaper calls its worker lost.
         log.warning("job %s: the soft time limit cut its bookkeeping short", job_id)
-        _retry_or_fail(ctx, "internal_error", f"{type(e).__name__}: {e}"[:500])
+        _retry_or_fail(ctx, "internal_error", public_error(e))
+
+
+def public_error(e: BaseException) -> str:
+    """What a job shows of an unexpected exception (`result.last_error`): its class name only, a code
+    such as `EndpointConnectionError` or `SoftTimeLimitExceeded`. The message is for the worker's log:
+    botocore's and psycopg's name the S3 endpoint, the bucket, object keys with a user's id, hosts."""
+    return type(e).__name__
 
 
 def _attempt(ctx: JobContext[Any], handler: Handler) -> None:
@@ -335,8 +342,8 @@ def _attempt(ctx: JobContext[Any], handler: Handler) -> None:
             _finish(ctx, JobStatus.failed, error_code=e.code, error_message=e.message, **kept)
         return
     except Exception as e:  # a bug or an outage: retry, then fail with a clear reason
-        log.exception("job %s attempt %d crashed", job_id, ctx.attempt)
-        _retry_or_fail(ctx, "internal_error", f"{type(e).__name__}: {e}"[:500], outage=outage_of(e))
+        log.exception("job %s attempt %d crashed", job_id, ctx.attempt)  # the details: only here
+        _retry_or_fail(ctx, "internal_error", public_error(e), outage=outage_of(e))
         return
     finally:
         stop.set()

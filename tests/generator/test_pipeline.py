@@ -198,3 +198,26 @@ def test_the_png_carries_a_comfyui_graph_of_the_five_stages(tiny, likeness_dir):
     broken[ksampler]["inputs"]["positive"] = broken[ksampler]["inputs"]["model"]
     broken[ksampler]["inputs"]["denoise"] = 1.5
     assert len(validate_prompt(broken)) == 2
+
+
+def test_the_openpose_controlnet_sees_the_skeleton_unstretched(tiny, likeness_dir):
+    """The skeleton is drawn at the generation's width x height: drawn at height x width (swapped)
+    and resized back, the ControlNet would see a stretched body (the test sizes are not square)."""
+    from services.generator.pose import load_pose
+    from shared.pose import draw_pose
+
+    seen = []
+
+    def capture(module, args, kwargs):  # noqa: ANN001, ANN202
+        seen.append(kwargs["controlnet_cond"].detach().float().cpu())
+
+    hook = tiny["openpose"].register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        _pipeline(tiny)(likeness_dir, get_style("film-outdoor"), seed=3, count=1)
+    finally:
+        hook.remove()
+    assert seen, "the OpenPose ControlNet never ran"
+    expected = np.asarray(draw_pose(load_pose("half_body_relaxed"), SMALL.width, SMALL.height)) / 255.0
+    control = seen[0][0].permute(1, 2, 0).numpy()  # the first image of the batch, HWC in [0, 1]
+    assert control.shape == expected.shape == (SMALL.height, SMALL.width, 3)
+    assert np.abs(control - expected).mean() < 0.01, np.abs(control - expected).mean()

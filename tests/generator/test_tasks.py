@@ -4,17 +4,17 @@ S3 in and out, Portrait rows, the mail follow-up, a retried attempt, the daily q
 import uuid
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.generator.metadata import read_png_metadata
 from services.generator.tasks import generate_portraits_job
-from shared import storage
+from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import GeneratePortraits
 from shared.db import session_scope
 from shared.jobs import enqueue, run_job
 from shared.ml.loading import base_model_id
-from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
+from shared.models import Job, JobStatus, Likeness, PendingObject, Portrait, PosePhoto, User
 from tests.generator.test_service import _ready_likeness
 
 
@@ -71,7 +71,14 @@ def test_handler_stores_portraits_rows_and_mail(stack) -> None:
     with session_scope() as session:
         again = session.scalars(select(Portrait).where(Portrait.job_id == job_id)).all()
         assert sorted(r.object_key for r in again) == sorted(k[0] for k in keys)
-    assert len(storage.list_keys(f"users/{uid}/portraits/{job_id}/")) == 4
+    stored = storage.list_keys(f"users/{uid}/portraits/{job_id}/")
+    assert len(stored) == 4
+    # The retry announced its writes again (shared/pending_objects.py) and settled them with the rows
+    # it found: the hourly sweep, past its grace, deletes none of these portraits.
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).where(PendingObject.key.in_(stored))) == 0
+    pending_objects.sweep(grace_seconds=0)
+    assert sorted(storage.list_keys(f"users/{uid}/portraits/{job_id}/")) == sorted(stored)
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,16 @@ import io
 import struct
 import uuid
 import zlib
+from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import pytest
 from PIL import Image
 from sqlalchemy import func, select, text
 
 from shared import storage
 from shared.db import session_scope
+from shared.localstack import free_port, wait_for_port
 from shared.models import AuditEvent, Job, Likeness, Portrait, PosePhoto
 from tests.conftest import Api, wait_until
 from tests.photos import astronaut, jpeg, png
@@ -249,3 +252,85 @@ def test_erasure_leaves_no_row_and_no_object(api: Api) -> None:
             text("SELECT count(*) FROM jobs WHERE input::text LIKE :u"), {"u": f"%{user_id}%"}
         ).scalar()
         assert dump == 0
+
+
+def test_the_job_list_holds_only_the_callers_jobs(api: Api) -> None:
+    alice, bob = api.new_user(), api.new_user()
+    _alices_objects(api, alice)  # a photo check and a finished portrait job of hers
+    photo = [("files", ("b.jpg", jpeg(astronaut()), "image/jpeg"))]
+    assert api.post("/v1/photos", headers=bob.auth, files=photo).status_code == 201
+
+    def listed(user, **params: str) -> set[str]:  # noqa: ANN001
+        return {j["id"] for j in api.get("/v1/jobs", params=params, headers=user.auth).json()["jobs"]}
+
+    def rows(user, **where: str) -> set[str]:  # noqa: ANN001
+        user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+        with session_scope() as session:
+            query = select(Job.id).where(
+                Job.user_id == user_id, *(getattr(Job, k) == v for k, v in where.items())
+            )
+            return {str(i) for i in session.scalars(query)}
+
+    for params in ({}, {"kind": "generate_portraits"}, {"kind": "photo_check"}, {"status": "succeeded"}):
+        assert listed(alice, **params) == rows(alice, **params), params
+        assert listed(bob, **params) == rows(bob, **params), params
+    assert rows(alice, kind="generate_portraits") and not listed(bob, kind="generate_portraits")
+
+
+def test_portraits_are_listed_best_likeness_first(api: Api) -> None:
+    user = api.new_user()
+    user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    scores = [0.31, None, 0.92, 0.64, 0.05]  # made in this order
+    with session_scope() as session:
+        job = Job(user_id=user_id, kind="generate_portraits", status="succeeded", input={})
+        session.add(job)
+        session.flush()
+        for seed, score in enumerate(scores):
+            key = storage.user_key(user_id, "portraits", f"{job.id}-{seed}.png")
+            session.add(
+                Portrait(user_id=user_id, job_id=job.id, style="black-white", seed=seed, object_key=key,
+                         width=8, height=8, identity_score=score)
+            )  # fmt: skip
+            session.flush()
+        job_id = str(job.id)
+    listed = api.get("/v1/portraits", params={"job_id": job_id}, headers=user.auth).json()["portraits"]
+    assert [p["identity_score"] for p in listed] == [0.92, 0.64, 0.31, 0.05, None]
+    everything = api.get("/v1/portraits", headers=user.auth).json()["portraits"]
+    assert [p["identity_score"] for p in everything] == [0.92, 0.64, 0.31, 0.05, None]
+
+
+def test_presigned_links_last_minutes_not_days(api: Api) -> None:
+    """Links to photos and portraits are bearer credentials for biometric data: they expire after
+    PRESIGN_SECONDS (300 s), and they work until then."""
+    user = api.new_user()
+    api.post("/v1/photos", headers=user.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))])
+    ids = _alices_objects(api, user)
+    links = [
+        api.get("/v1/photos", headers=user.auth).json()["photos"][0]["url"],
+        api.get(f"/v1/photos/{ids['photo_id']}", headers=user.auth).json()["url"],
+        api.get("/v1/portraits", headers=user.auth).json()["portraits"][0]["url"],
+        api.get(f"/v1/poses/{ids['pose_id']}", headers=user.auth).json()["url"],
+    ]
+    for link in links:
+        query = dict(parse_qsl(urlsplit(link).query))
+        assert query["X-Amz-Expires"] == "300", link
+        assert httpx.get(link, timeout=10).status_code == 200, link
+
+
+def test_uploads_meet_the_configured_pixel_limit(stack, procs) -> None:  # noqa: ANN001
+    """The routes pass UPLOAD_MAX_PIXELS to the decoder (the decoder's own tests use a constant):
+    a gateway configured for 1 MP refuses 1.2 MP photos and pose photos and takes 0.9 MP ones."""
+    port = free_port()
+    procs.start("gateway-1mp", "gateway", "--port", str(port), env={"UPLOAD_MAX_PIXELS": "1000000"})
+    wait_for_port(port, timeout=60)
+    big, fits = astronaut().resize((1200, 1000)), astronaut().resize((1000, 900))
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
+        user = api.new_user()
+        for path, field in [("/v1/photos", "files"), ("/v1/poses", "file")]:
+            r = api.post(path, files={field: ("big.png", png(big), "image/png")}, headers=user.auth)
+            assert (r.status_code, r.json()) == (
+                400,
+                {"detail": "big.png is 1200x1000 pixels; the limit is 1 megapixels."},
+            ), path
+            r = api.post(path, files={field: ("fits.png", png(fits), "image/png")}, headers=user.auth)
+            assert r.status_code == 201, (path, r.text)

@@ -123,3 +123,15 @@ def test_an_expired_access_token_is_refused(api: Api) -> None:
     assert api.get("/v1/me", headers=token(now + timedelta(minutes=1))).status_code == 200
     expired = api.get("/v1/me", headers=token(now - timedelta(seconds=5)))
     assert expired.status_code == 401, expired.text
+
+
+def test_an_access_token_expires_when_expires_in_says(api: Api) -> None:
+    user = api.new_user(consent=False)
+    tokens = api.post("/v1/auth/login", json={"email": user.email, "password": user.password}).json()
+    claims = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert tokens["expires_in"] == 15 * 60  # ACCESS_TOKEN_MINUTES
+    assert abs(claims["exp"] - claims["iat"] - tokens["expires_in"]) <= 1, claims  # whole seconds
+    refreshed = api.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).json()
+    claims = jwt.decode(refreshed["access_token"], options={"verify_signature": False})
+    assert refreshed["expires_in"] == 15 * 60
+    assert abs(claims["exp"] - claims["iat"] - refreshed["expires_in"]) <= 1, claims

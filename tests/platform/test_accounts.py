@@ -14,7 +14,7 @@ from shared.db import session_scope
 from shared.models import Photo, RefreshToken, User
 from shared.security import token_hash
 from tests.conftest import Api, Platform, wait_until
-from tests.photos import astronaut, jpeg
+from tests.photos import astronaut_variants, jpeg
 
 
 def test_sign_up_answers_the_same_whether_or_not_the_address_exists(api: Api) -> None:
@@ -151,22 +151,21 @@ def test_auth_is_rate_limited(platform: Platform, procs) -> None:
 
 def test_retention_sweep_deletes_old_photos_and_their_objects(api: Api) -> None:
     user = api.new_user()
-    up = api.post(
-        "/v1/photos", headers=user.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
-    ).json()
-    photo_id = uuid.UUID(up["photos"][0]["id"])
+    files = [("files", (f"{n}.jpg", jpeg(img), "image/jpeg")) for n, img in enumerate(astronaut_variants(2))]
+    up = api.post("/v1/photos", headers=user.auth, files=files).json()
+    photo_id, young_id = (uuid.UUID(p["id"]) for p in up["photos"])
     api.wait_job(up["job"]["id"], user)
     with session_scope() as session:
-        key = session.get(Photo, photo_id).object_key
-        session.execute(
-            update(Photo)
-            .where(Photo.id == photo_id)
-            .values(created_at=datetime.now(UTC) - timedelta(days=31))
-        )
+        key, young_key = (session.get(Photo, i).object_key for i in (photo_id, young_id))
+        for pid, age in ((photo_id, timedelta(days=31)), (young_id, timedelta(days=29))):  # the limit: 30
+            session.execute(update(Photo).where(Photo.id == pid).values(created_at=datetime.now(UTC) - age))
     assert storage.exists(key)
     assert sweep_expired_photos() >= 1
     assert not storage.exists(key)
     assert api.get(f"/v1/photos/{photo_id}", headers=user.auth).status_code == 404
+    # 29 days old: kept, with its object
+    assert storage.exists(young_key)
+    assert api.get(f"/v1/photos/{young_id}", headers=user.auth).status_code == 200
 
 
 def test_health_readiness_metrics_and_system(api: Api, platform: Platform) -> None:

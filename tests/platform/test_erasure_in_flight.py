@@ -99,3 +99,40 @@ def test_erasure_while_training_and_generating_leaves_nothing(
             ).scalar()
 
     wait_until(lambda: address_in_jobs() == 0, timeout=30, what="the address gone from job inputs")
+
+
+def test_erasure_cancels_the_users_jobs_before_it_deletes_a_file(stack, monkeypatch) -> None:  # noqa: ANN001
+    """A worker still running a job of the user would store files after the erasure listed the
+    bucket: the erasure first ends every queued or running job of the user (their workers see it at
+    their next progress report and stop), and only then deletes."""
+    from services.trainer.photo_tasks import erase_user
+
+    from shared.jobs import run_job
+    from shared.models import Job, JobStatus
+
+    uid = uuid.uuid4()
+    with session_scope() as session:
+        session.add(User(id=uid, email=f"{uid.hex}@example.com", password_hash="x"))
+        session.flush()
+        # No outbox rows: nothing here is published to a running worker.
+        running = Job(kind="train_likeness", status=JobStatus.running, user_id=uid, input={}, attempts=1)
+        queued = Job(kind="generate_portraits", status=JobStatus.queued, user_id=uid, input={})
+        erase = Job(kind="erase_user", status=JobStatus.queued, user_id=uid, input={})
+        session.add_all([running, queued, erase])
+        session.flush()
+        erase_id = erase.id
+    storage.put_bytes(storage.user_key(uid, "photos", "a.jpg"), jpeg(astronaut()), "image/jpeg")
+
+    at_delete: dict[str, str] = {}
+    delete_prefix = storage.delete_prefix
+
+    def statuses_then_delete(prefix: str) -> int:  # what the user's other jobs are when files go
+        with session_scope() as session:
+            others = session.scalars(select(Job).where(Job.user_id == uid, Job.id != erase_id))
+            at_delete.update({job.kind: str(job.status) for job in others})
+        return delete_prefix(prefix)
+
+    monkeypatch.setattr(storage, "delete_prefix", statuses_then_delete)
+    run_job(erase_id, erase_user)
+    assert at_delete == {"train_likeness": "canceled", "generate_portraits": "canceled"}
+    assert _rows(uid) == 0 and storage.list_keys(storage.user_prefix(uid)) == []

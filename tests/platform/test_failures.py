@@ -11,8 +11,10 @@ from sqlalchemy import select
 
 from shared import storage
 from shared.db import session_scope
+from shared.jobs import runner
 from shared.jobs.celery_app import celery_app
-from shared.models import Job, OutboxMessage, Photo
+from shared.localstack import free_port
+from shared.models import Job, JobStatus, OutboxMessage, Photo
 from tests.conftest import Api, Platform, wait_until
 from tests.photos import astronaut_variants, jpeg
 
@@ -262,3 +264,45 @@ def test_parallel_retries_with_one_idempotency_key_get_the_first_answer(api: Api
     assert len(api.get("/v1/poses", headers=user.auth).json()["poses"]) == 1
     assert len(storage.list_keys(storage.user_prefix(user_id))) >= 3  # 2 photos + 1 pose, no extra
     assert len([k for k in storage.list_keys(storage.user_prefix(user_id)) if "/photos/" in k]) == 2
+
+
+def test_a_jobs_last_error_names_no_endpoint_bucket_user_or_object_key(api: Api) -> None:
+    """`result.last_error` held the exception's text: botocore's names the in-cluster S3 endpoint, the
+    bucket and the object key with the user's id. The API shows a code; the details stay in the log."""
+    user = api.new_user()
+    uid = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    key = storage.user_key(uid, "photos", f"{uuid.uuid4()}.jpg")
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens: an S3 that is not there
+
+    def handler(ctx: runner.JobContext) -> dict:
+        storage._client(endpoint).get_object(Bucket=storage.bucket(), Key=key)  # raises
+        return {}
+
+    secret = [endpoint.removeprefix("http://"), storage.bucket(), str(uid), key]
+    with session_scope() as session:  # one attempt: no retry is published to a running worker
+        job = Job(kind="photo_check", status=JobStatus.queued, user_id=uid, input={}, max_attempts=1)
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    runner.run_job(job_id, handler)
+    shown = api.get(f"/v1/jobs/{job_id}", headers=user.auth)
+    assert shown.status_code == 200 and shown.json()["status"] == "failed", shown.text
+    assert shown.json()["result"] == {"last_error": "EndpointConnectionError"}, shown.text
+    assert not [s for s in secret if s in shown.text], shown.text
+
+    # A row stored before this (the whole text in last_error) is shown with its code only.
+    with session_scope() as session:
+        old = Job(
+            kind="photo_check",
+            status=JobStatus.failed,
+            user_id=uid,
+            input={},
+            error_code="internal_error",
+            error_message="This job failed 3 times in a row, so we stopped trying.",
+            result={"last_error": f'EndpointConnectionError: Could not connect to "{endpoint}/{key}"'},
+        )
+        session.add(old)
+        session.flush()
+        old_id = old.id
+    shown = api.get(f"/v1/jobs/{old_id}", headers=user.auth)
+    assert shown.json()["result"] == {"last_error": "EndpointConnectionError"}, shown.text

@@ -4,6 +4,7 @@ too large (by Content-Length or chunked) or that never arrive."""
 import http.client
 import json
 import socket
+import threading
 import time
 import uuid
 
@@ -13,7 +14,6 @@ from shared.contracts import TrainLikeness
 from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.localstack import free_port, wait_for_port
-from shared.security import create_access_token
 from tests.conftest import Api, Platform, Processes
 from tests.photos import astronaut, png
 
@@ -124,13 +124,15 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, proc
     procs.start("gateway-body-timeout", "gateway", "--port", str(port), env={"REQUEST_BODY_TIMEOUT": "2"})
     wait_for_port(port, timeout=60)
     sentence = {"detail": "The request body did not arrive within 2 seconds; please send it again."}
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+        uploader = api.new_user()  # an upload's body is read once the caller passed every check
     stalled = [
         _post("/v1/auth/signup", "Content-Type: application/json", "Content-Length: 100"),
         _post(
             "/v1/photos",
             "Content-Type: multipart/form-data; boundary=b0undary",
             "Content-Length: 163000",
-            f"Authorization: Bearer {create_access_token(uuid.uuid4(), '')[0]}",  # past the sign-in gate
+            f"Authorization: Bearer {uploader.access_token}",
         ),
     ]
     for head in stalled:  # headers, then nothing (the old gateway waited as long as the client)
@@ -168,3 +170,122 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, proc
                     break
         assert events >= 2, events
         api.post(f"/v1/jobs/{job_id}/cancel", headers=user.auth)
+
+
+def _answer(sock: socket.socket) -> tuple[int, bytes]:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, response.read()
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    """Send in a thread; the server may stop reading and close once it has answered."""
+
+    def send() -> None:
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass
+
+    threading.Thread(target=send, daemon=True).start()
+
+
+def _latencies(url: str, seconds: float) -> list[float]:
+    """GET `url` back to back for `seconds`: each answer's time (another user, during an attack)."""
+    took = []
+    with httpx.Client(timeout=30) as client:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            assert client.get(url).status_code == 200
+            took.append(time.monotonic() - started)
+    return took
+
+
+def test_request_heads_too_large_or_too_slow_get_431_and_408_and_others_are_served(
+    stack, procs: Processes
+) -> None:
+    """uvicorn's httptools parser bounded neither the size of a request head nor its time: one 128 MB
+    header froze the event loop ~20 s, 2,000 slow heads were held as long as their clients liked."""
+    port = free_port()
+    procs.start("gateway-heads", "gateway", "--port", str(port), env={"REQUEST_HEADER_TIMEOUT": "2"})
+    wait_for_port(port, timeout=60)
+    healthz = f"http://127.0.0.1:{port}/healthz"
+    start = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+
+    # A 64 MB header: 431 with a sentence after 32 KiB; the old gateway parsed on, quadratically.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as big:
+        _send_quietly(big, start + b"X-Big: " + b"a" * 64 * 2**20)
+        others = _latencies(healthz, 3.0)  # another user meanwhile
+        status, body = _answer(big)
+    assert (status, json.loads(body)) == (
+        431,
+        {"detail": "The request headers are larger than the 32 KiB this API accepts."},
+    )
+    assert max(others) < 0.5, f"others waited up to {max(others):.2f} s"
+
+    # Heads of an ordinary size are served: a 16 KiB cookie.
+    r = httpx.get(healthz, headers={"Cookie": "c=" + "x" * 16 * 1024}, timeout=10)
+    assert r.status_code == 200
+
+    # 300 connections that send half a head and stall, and 50 that send nothing: 408 (or a quiet
+    # close for the silent ones) after 2 s, while others are served as usual.
+    slow = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(300)]
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=8) for _ in range(50)]
+    started = time.monotonic()
+    for sock in slow:
+        sock.sendall(start + b"X-Slow: 1")
+    others = _latencies(healthz, 1.0)
+    try:
+        answers = [_answer(sock) for sock in slow]
+        took = time.monotonic() - started
+        assert {status for status, _ in answers} == {408}
+        assert json.loads(answers[0][1]) == {
+            "detail": "The request headers did not arrive within 2 seconds; please send the request again."
+        }
+        assert 2.0 <= took < 6.0, took
+        assert all(sock.recv(1) == b"" for sock in silent)  # closed by the server
+    finally:
+        for sock in slow + silent:
+            sock.close()
+    assert max(others) < 0.5, f"others waited up to {max(others):.2f} s"
+
+
+def test_an_upload_without_consent_or_over_the_rate_limit_is_refused_before_its_body(
+    stack, procs: Processes
+) -> None:
+    """FastAPI read the whole form before the consent check and the rate limit ran: an account without
+    consent made the gateway spool a 290 MB body to temp disk and only then heard 403."""
+    port = free_port()
+    procs.start("gateway-upload-gates", "gateway", "--port", str(port), env={"UPLOAD_RATE_LIMIT": "2/minute"})
+    wait_for_port(port, timeout=60)
+    multipart = "Content-Type: multipart/form-data; boundary=b0undary"
+    part = b'--b0undary\r\nContent-Disposition: form-data; name="%s"; filename="a.jpg"\r\n\r\n'
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+        stranger, user = api.new_user(consent=False), api.new_user()
+        consent = "Please agree to the processing of your face photos first (POST /v1/me/consent)."
+        for path, field in [("/v1/photos", b"files"), ("/v1/poses", b"file")]:
+            auth = f"Authorization: Bearer {stranger.access_token}"
+            head = _post(path, multipart, "Content-Length: 290000000", auth)
+            status, _, body, took = _exchange(port, head, [part % field, b"x" * 2**20], timeout=10)
+            assert (status, json.loads(body)["detail"], took < 3.0) == (403, consent, True), (path, took)
+
+        # A file is refused as it passes the 15 MB cap: the rest of a 40 MB body is never awaited.
+        head = _post(
+            "/v1/photos", multipart, "Content-Length: 40000000", f"Authorization: Bearer {user.access_token}"
+        )
+        status, headers, body, took = _exchange(port, head, [part % b"files", b"x" * 16 * 2**20], timeout=10)
+        assert (status, json.loads(body)) == (
+            413,
+            {"detail": "a.jpg is larger than 15 MB, the limit per photo."},
+        )
+        assert headers["connection"] == "close" and took < 8.0, took
+
+        # Over the rate limit (2 a minute here): 429 before the body, too.
+        photo = [("files", ("me.png", png(astronaut()), "image/png"))]
+        assert api.post("/v1/photos", files=photo, headers=user.auth).status_code == 201
+        head = _post(
+            "/v1/photos", multipart, "Content-Length: 290000000", f"Authorization: Bearer {user.access_token}"
+        )
+        status, _, body, took = _exchange(port, head, [part % b"files", b"x" * 2**20], timeout=10)
+        assert status == 429 and took < 3.0, (status, body, took)

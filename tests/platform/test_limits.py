@@ -3,13 +3,15 @@ the API: running portrait jobs, the daily portrait quota (counting earlier jobs)
 and the upload rate limit."""
 
 import threading
+import time
 import uuid
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared import storage
 from shared.db import session_scope
+from shared.jobs.outbox import idempotency_lock_name
 from shared.models import Likeness, Photo, Portrait
 from tests.conftest import Api, Platform, UserSession
 from tests.photos import astronaut_variants, jpeg
@@ -66,6 +68,50 @@ def test_concurrent_identical_requests_make_one_job(api: Api, platform: Platform
     assert len({tuple(p["id"] for p in r.json()["photos"]) for r in answers}) == 1
     uid = _uid(api, user)
     assert _photo_rows(uid) == 2 and len(storage.list_keys(storage.user_prefix(uid))) == 2
+
+
+def test_a_retry_while_the_first_still_holds_the_key_gets_a_fast_409_and_others_are_served(
+    api: Api, platform: Platform
+) -> None:
+    """The old gateway waited for the key's lock until its 2 s read timeout took the wait for a hung
+    database: the retry got a false 503 "The database is not answering", and the pool it dropped made
+    every other request of that process 503 for the next 2 s."""
+    user, others = api.new_user(), [api.new_user() for _ in range(3)]
+    uid, key, files = _uid(api, user), "held-by-the-first", _files(1)
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def another_user(other: UserSession) -> None:
+        with httpx.Client(base_url=platform.url, timeout=30) as client:
+            while not stop.is_set():
+                statuses.append(client.get("/v1/me", headers=other.auth).status_code)
+
+    threads = [threading.Thread(target=another_user, args=(o,)) for o in others]
+    with session_scope() as first:  # the first attempt, still in flight (storage slow), holds the key
+        first.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))"),
+            {"lock": idempotency_lock_name(uid, key)},
+        )
+        for t in threads:
+            t.start()
+        started = time.monotonic()
+        retry = api.post("/v1/photos", files=files, headers={**user.auth, "Idempotency-Key": key})
+        took = time.monotonic() - started
+        time.sleep(2.5)  # the others go on meanwhile (the old pool stayed dropped for 2 s)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert retry.status_code == 409, retry.text
+    assert retry.json() == {
+        "detail": "A request with this Idempotency-Key is still in progress; try again shortly."
+    }
+    assert retry.headers["Retry-After"] == "1"
+    assert took < 1.8, f"answered after {took:.2f} s"
+    assert len(statuses) > 10 and set(statuses) == {200}, sorted(set(statuses))
+    assert _photo_rows(uid) == 0  # the refused retry stored nothing
+    # The first attempt done (here: it gave the key up), the retry is served.
+    again = api.post("/v1/photos", files=files, headers={**user.auth, "Idempotency-Key": key})
+    assert again.status_code == 201, again.text
 
 
 def _ready_likeness(uid: uuid.UUID) -> uuid.UUID:

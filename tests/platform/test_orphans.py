@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text
 from shared import pending_objects, storage
 from shared.db import get_engine, session_scope
 from shared.localstack import free_port, wait_for_port
-from shared.models import PendingObject, Photo
+from shared.models import PendingObject, Photo, PosePhoto
 from tests.conftest import Api, Processes, studio, wait_until
 from tests.photos import astronaut_variants, jpeg
 
@@ -79,3 +79,20 @@ def test_settled_writes_are_never_swept(api: Api) -> None:
     pending_objects.sweep(grace_seconds=0)
     assert sorted(storage.list_keys(storage.user_prefix(user_id))) == sorted(keys)
     assert _photo_rows(user_id) == 2
+
+
+def test_a_pose_upload_settles_its_object_and_the_sweep_keeps_it(api: Api) -> None:
+    user = api.new_user()
+    r = api.post("/v1/poses", files={"file": ("pose.jpg", jpeg(astronaut_variants(1)[0]), "image/jpeg")},
+                 headers=user.auth)  # fmt: skip
+    assert r.status_code == 201, r.text
+    pose_id = r.json()["pose"]["id"]
+    with session_scope() as session:
+        key = session.get(PosePhoto, uuid.UUID(pose_id)).object_key
+    assert _pending([key]) == 0  # settled in the row's transaction
+    ready = api.wait_job(r.json()["job"]["id"], user)
+    assert ready["status"] == "succeeded", ready
+    pending_objects.sweep(grace_seconds=0)  # the hourly sweep, past its grace
+    assert storage.exists(key)
+    shown = api.get(f"/v1/poses/{pose_id}", headers=user.auth).json()
+    assert shown["status"] == "ready" and httpx.get(shown["url"], timeout=10).status_code == 200

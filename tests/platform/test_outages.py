@@ -365,3 +365,37 @@ def test_smtp_down_longer_than_a_few_retries_each_mail_sent_once(api: Api, platf
     wait_until(lambda: _mails_to(platform.stack, email) >= 1, timeout=120, what="the mail")
     time.sleep(3)
     assert _mails_to(platform.stack, email) == 1
+
+
+def test_a_full_connection_pool_is_503_not_500(api: Api, procs: Processes) -> None:
+    """A gateway whose one pooled connection is busy (a request waiting for a row lock, here held by
+    the test) answers the next request that needs the database with the 503 of an outage, after
+    DATABASE_POOL_TIMEOUT, and serves again once the connection is back."""
+    from sqlalchemy import text
+
+    port = free_port()
+    pool = {"DB_POOL_SIZE": "1", "DB_MAX_OVERFLOW": "0", "DATABASE_POOL_TIMEOUT": "1",
+            "DATABASE_LOCK_TIMEOUT_MS": "6000", "DATABASE_READ_TIMEOUT": "10"}  # fmt: skip
+    procs.start("gateway-one-connection", "gateway", "--port", str(port), env=pool)
+    wait_for_port(port, timeout=60)
+    url = f"http://127.0.0.1:{port}"
+    user = api.new_user()
+    answers: list[httpx.Response] = []
+
+    def start_training() -> None:  # takes the gateway's only connection, then waits for the user's row
+        body = {"class_word": "woman"}
+        answers.append(httpx.post(f"{url}/v1/likenesses", json=body, headers=user.auth, timeout=30))
+
+    with session_scope() as first:
+        first.execute(text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": _user_id(api, user)})
+        waiting = threading.Thread(target=start_training)
+        waiting.start()
+        time.sleep(1.5)
+        r, took = _timed(lambda: httpx.get(f"{url}/v1/me", headers=user.auth, timeout=30))
+        assert r.status_code == 503, r.text
+        assert r.json() == {"detail": "The database is not answering; try again in a minute.",
+                            "dependency": "database"}  # fmt: skip
+        assert took < ANSWER_WITHIN and int(r.headers["Retry-After"]) > 0
+    waiting.join(timeout=30)
+    assert answers and answers[0].status_code == 409, answers  # served: no photos to train on yet
+    assert httpx.get(f"{url}/v1/me", headers=user.auth, timeout=30).status_code == 200

@@ -127,7 +127,12 @@ class JobOut(BaseModel):
 
 def in_language(snapshot: dict[str, Any], locale: str | None = None) -> dict[str, Any]:
     """A job snapshot (shared.jobs.events.job_snapshot) with its `error_message` in `locale`
-    (default: the request's language; see shared.i18n.job_error_message)."""
+    (default: the request's language; see shared.i18n.job_error_message). A `result.last_error` stored
+    before it held only a code (`EndpointConnectionError: Could not connect to the endpoint URL: ...`,
+    naming the S3 endpoint, bucket and object keys) is shown as its code only."""
+    result = snapshot.get("result")
+    if isinstance(result, dict) and isinstance(result.get("last_error"), str) and ":" in result["last_error"]:
+        snapshot = {**snapshot, "result": {**result, "last_error": result["last_error"].split(":", 1)[0]}}
     if not snapshot.get("error_message"):
         return snapshot
     message = job_error_message(

@@ -2,20 +2,18 @@
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
-from fastapi import APIRouter, File, Request, Response, UploadFile, status
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deletion import delete_with_objects
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
-from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
-from services.gateway.uploads import image_columns, read_clean
+from services.gateway.uploads import image_columns, read_clean, upload_body, uploaded_files
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import CheckPhotos
@@ -32,25 +30,27 @@ def photo_out(photo: Photo) -> PhotoOut:
     return PhotoOut.of(photo, storage.presign_get(photo.object_key))
 
 
-@router.post("", status_code=201, response_model=UploadOut)
+@router.post(
+    "",
+    status_code=201,
+    response_model=UploadOut,
+    openapi_extra=upload_body("files", get_settings().upload_max_files, "1 to 20 JPEG, PNG or WebP photos"),
+)
 @limiter.limit(get_settings().upload_rate_limit, key_func=user_or_ip)
 async def upload_photos(
-    request: Request,
-    user: ConsentedUser,
-    session: SessionDep,
-    files: Annotated[list[UploadFile], File(description="1 to 20 JPEG, PNG or WebP photos")],
-    idempotency_key: IdempotencyKey,
+    request: Request, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
 ) -> UploadOut:
     """Upload photos; each is checked for one clear face by the `photo_check` job returned.
 
     All or nothing: if any file is refused, nothing is stored and the answer names the file.
     A photo with the same cleaned pixels (sha256) as one the user already has, or one earlier in
     this request, is stored rejected at once with reason_code "duplicate": it counts once.
+
+    The body (multipart/form-data, field `files`) is read only after the sign-in, the consent and
+    the rate limit passed; each file is refused (413) as soon as it passes the per-photo cap.
     """
-    s = get_settings()
-    if not 1 <= len(files) <= s.upload_max_files:
-        raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.count", max=s.upload_max_files)
-    cleaned = [await read_clean(upload) for upload in files]
+    async with uploaded_files(request, "files", get_settings().upload_max_files) as files:
+        cleaned = [await read_clean(upload) for upload in files]
     # The database and S3 calls block: run them off the event loop too.
     return await run_in_threadpool(_store_upload, session, user.id, cleaned, idempotency_key)
 

@@ -6,9 +6,8 @@ The photo may show anyone: it is used for the pose only (OpenPose keypoints foun
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
@@ -19,7 +18,7 @@ from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey
 from services.gateway.api.schemas import JobOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
-from services.gateway.uploads import image_columns, read_clean
+from services.gateway.uploads import image_columns, read_clean, upload_body, uploaded_files
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import ExtractPose
@@ -71,18 +70,23 @@ class PoseList(BaseModel):
     poses: list[PoseOut]
 
 
-@router.post("", status_code=201, response_model=PoseUploaded)
+@router.post(
+    "",
+    status_code=201,
+    response_model=PoseUploaded,
+    openapi_extra=upload_body("file", 1, f"One JPEG, PNG or WebP photo. {USE}"),
+)
 @limiter.limit(get_settings().upload_rate_limit, key_func=user_or_ip)
 async def upload_pose(
-    request: Request,
-    user: ConsentedUser,
-    session: SessionDep,
-    file: Annotated[UploadFile, File(description=f"One JPEG, PNG or WebP photo. {USE}")],
-    idempotency_key: IdempotencyKey,
+    request: Request, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
 ) -> PoseUploaded:
     """Upload one photo whose pose the portraits may take; follow the `pose_extract` job returned.
-    No person, or too little of one, ends with status `rejected` and a reason."""
-    clean = await read_clean(file)
+    No person, or too little of one, ends with status `rejected` and a reason.
+
+    The body (multipart/form-data, field `file`) is read only after the sign-in, the consent and the
+    rate limit passed, and refused (413) as soon as it passes the per-photo cap."""
+    async with uploaded_files(request, "file", 1) as files:
+        clean = await read_clean(files[0])
     return await run_in_threadpool(_store, session, user, clean, idempotency_key)
 
 

@@ -1,0 +1,128 @@
+"""uvicorn's httptools protocol with bounds on the request head: its size (431) and how long it takes (408).
+
+uvicorn bounds neither when it parses with httptools (its default with `uvicorn[standard]`): httptools
+joins the pieces of a header value with `bytes +=` until the line ends, so one 128 MB header held the
+event loop ~20 s (quadratic copying) and four of 200 MB left +340 MB of RSS; and a connection that sends
+its headers slowly is held as long as the client likes (the keep-alive timer only runs between
+requests). uvicorn's own bound, `h11_max_incomplete_event_size`, exists only for the pure-Python h11
+parser (slower on every request) and answers 400; it has no setting for the time the head may take.
+
+- Size: once the bytes of a head that has not ended pass `request_header_max_bytes`, the answer is
+  431 (RFC 6585 section 5) with a sentence; httptools never holds more than that plus one read.
+- Time: a head not complete `request_header_timeout` seconds after the connection opened (or after
+  the first byte of a later request on a kept-alive connection) gets 408 with a sentence; a connection
+  that sent nothing at all is just closed, as the keep-alive timer does. Like Go's
+  `ReadHeaderTimeout`, nginx's `client_header_timeout` and Node's `headersTimeout`.
+
+Both answers close the connection after a short lingering close (nginx's `lingering_close`): what the
+client still sends for up to `LINGER_SECONDS` is read and dropped, so that it reads the answer instead of
+a TCP reset. Served through `uvicorn.run(http=...)` (shared/cli.py `studio gateway`).
+"""
+
+import asyncio
+import json
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from shared.config import get_settings
+
+LINGER_SECONDS = 2.0
+REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+def _size(limit: int) -> str:
+    return f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
+
+
+def head_too_large(limit: int) -> str:
+    return f"The request headers are larger than the {_size(limit)} this API accepts."
+
+
+def head_too_slow(seconds: float) -> str:
+    return f"The request headers did not arrive within {seconds:g} seconds; please send the request again."
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """`HttpToolsProtocol` that answers 431 past `request_header_max_bytes` bytes of request head and
+    408 when the head takes longer than `request_header_timeout` seconds (settings)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        s = get_settings()
+        self.head_max_bytes = s.request_header_max_bytes
+        self.head_timeout = s.request_header_timeout
+        self.head_bytes = 0  # bytes read since the head began (at most one read too many: see above)
+        self.reading_head = True  # from the connection (or a request's first byte) to its headers' end
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.refused = False  # answered 431/408: the rest is read and dropped until the close
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.reading_head:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        if self.reading_head and self.head_bytes > self.head_max_bytes and not self.transport.is_closing():
+            self._refuse(431, head_too_large(self.head_max_bytes))
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.reading_head = True
+        if self.head_timer is None:
+            self.head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        self.head_bytes = 0
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    # the bounds
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if not self.reading_head or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a pipelined head behind a running request: that request's own bounds apply
+        if self.head_bytes == 0:  # opened and never used: close quietly, as the keep-alive timer does
+            self.transport.close()
+            return
+        self._refuse(408, head_too_slow(self.head_timeout))
+
+    def _refuse(self, status: int, sentence: str) -> None:
+        """Answer `status` with `{"detail": sentence}`, then close after a lingering read."""
+        self.refused = True
+        self._cancel_head_timer()
+        self._unset_keepalive_if_required()
+        body = json.dumps({"detail": sentence}).encode()
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS[status])]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+        ]
+        self.logger.warning("%s: %s", status, sentence)
+        self.transport.write(b"".join(head) + body)
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def eof_received(self) -> None:
+        if self.refused:  # the client stopped sending: nothing more to drop
+            self.transport.close()
+        super().eof_received()
