@@ -13,6 +13,7 @@ from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.faces import check_photo
+from shared.identity import recheck_photos
 from shared.jobs import JobContext, job_task, transition
 from shared.models import AuditEvent, Job, JobStatus, Photo, PhotoStatus, PosePhoto, User
 from shared.security import subject_hash
@@ -22,33 +23,51 @@ log = logging.getLogger(__name__)
 
 @job_task("photo_check")
 def check_photos(ctx: JobContext) -> dict:
-    """Check each uploaded photo for exactly one clear, large-enough face."""
+    """Check each uploaded photo for exactly one clear, large-enough face, then the user's whole
+    set for photos of someone else (shared/identity.py); returns the job's photos' final counts."""
     s = get_settings()
     photo_ids = [uuid.UUID(p) for p in ctx.input["photo_ids"]]
-    counts = {"accepted": 0, "rejected": 0}
     for index, photo_id in enumerate(photo_ids):
         with session_scope() as session:
             photo = session.get(Photo, photo_id)
             if photo is None or photo.user_id != ctx.user_id:
                 continue  # deleted meanwhile
             if photo.status is not PhotoStatus.checking:  # done by an earlier attempt
-                counts[str(photo.status)] += 1
                 continue
             image = Image.open(io.BytesIO(storage.get_bytes(photo.object_key)))
-            result = check_photo(image, min_face_px=s.face_min_px, blur_min_variance=s.blur_min_variance)
+            result = check_photo(
+                image, min_face_px=s.face_min_px, blur_min_variance=s.blur_min_variance, embed=True
+            )
             photo.status = PhotoStatus.accepted if result.accepted else PhotoStatus.rejected
             photo.reason_code, photo.reason = result.reason_code, result.reason
+            photo.reason_sentence = result.sentence.to_json() if result.sentence else None
             photo.face = result.face.to_json() if result.face else None
+            # Computed once, here: the set's identity check compares the stored embeddings.
+            photo.embedding = None if result.embedding is None else [float(v) for v in result.embedding]
             photo.checked_at = datetime.now(UTC)
-            counts[str(photo.status)] += 1
-            verdict = {
-                "photo_id": str(photo.id),
-                "status": str(photo.status),
-                "reason_code": photo.reason_code,
-                "reason": photo.reason,
-            }
+            verdict = _verdict(photo)
         ctx.progress((index + 1) / len(photo_ids), "checking faces", photo=verdict)
+    with session_scope() as session:
+        changed = [_verdict(p) for p in recheck_photos(session, ctx.user_id)]
+        statuses = session.scalars(
+            select(Photo.status).where(Photo.id.in_(photo_ids), Photo.user_id == ctx.user_id)
+        ).all()
+    for verdict in changed:  # a photo of someone else, or one that matches again
+        ctx.progress(1.0, "checking faces", photo=verdict)
+    counts = {"accepted": 0, "rejected": 0}
+    for status in statuses:
+        if status is not PhotoStatus.checking:
+            counts[str(status)] += 1
     return counts
+
+
+def _verdict(photo: Photo) -> dict:
+    return {
+        "photo_id": str(photo.id),
+        "status": str(photo.status),
+        "reason_code": photo.reason_code,
+        "reason": photo.reason,
+    }
 
 
 @job_task("erase_user")

@@ -15,6 +15,7 @@ from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.ratelimit import limiter, user_or_ip
 from shared import pending_objects, storage
 from shared.config import get_settings
+from shared.identity import recheck_photos
 from shared.images import CleanImage, ImageRejected, clean_upload
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
@@ -62,7 +63,7 @@ async def upload_photos(
     request: Request,
     user: ConsentedUser,
     session: SessionDep,
-    files: Annotated[list[UploadFile], File(description="1 to 20 JPEG, PNG or WebP photos")],
+    files: Annotated[list[UploadFile], File(description="1 to 20 JPEG, PNG, WebP or HEIC/HEIF photos")],
     idempotency_key: IdempotencyKey,
 ) -> UploadOut:
     """Upload photos; each is checked for one clear face by the `photo_check` job returned.
@@ -163,5 +164,7 @@ def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) ->
     photo = owned(session, Photo, photo_id, user, "Photo")
     keys = [photo.object_key, storage.user_key(user.id, "crops", f"{photo.id}.png")]
     session.delete(photo)
+    session.flush()
+    recheck_photos(session, user.id)  # the set changed: whose photos these are may have too
     session.commit()
     storage.delete_keys(keys)
