@@ -66,8 +66,9 @@ def detect(image: Image.Image, min_score: float = MIN_SCORE) -> list[FaceBox]:
     rgb = np.ascontiguousarray(np.asarray(image if image.mode == "RGB" else image.convert("RGB")))
     height, width = rgb.shape[:2]
     found: list[FaceBox] = []
+    detectors = _detectors()  # built outside the lock: building takes it
     with _lock:
-        results = [detector.process(rgb) for detector in _detectors()]
+        results = [detector.process(rgb) for detector in detectors]
     for result in results:
         for det in result.detections or []:
             score = float(det.score[0])
