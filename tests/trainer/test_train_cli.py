@@ -31,5 +31,5 @@ def test_bad_files_are_skipped_with_their_reason(tmp_path: Path) -> None:
     done = studio("train", "--photos", str(photos), "--out", str(tmp_path / "out"))
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    assert "text.jpg is not a JPEG, PNG or WebP photo; skipped." in done.stderr
+    assert "text.jpg is not a JPEG, PNG, WebP or HEIC photo; skipped." in done.stderr
     assert "bomb.png is 100000x100000 pixels; the limit is 40 megapixels; skipped." in done.stderr
