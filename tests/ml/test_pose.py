@@ -143,3 +143,31 @@ def test_extracted_pose_json_round_trip_and_preview(astronaut, astronaut_pose):
     assert preview.size == (256, 256)
     nose = np.array(astronaut_pose[K["nose"]]) * 256
     assert joint_centres(preview)["nose"] == pytest.approx(tuple(nose), abs=1.5)
+
+
+# -- several people (shared.blazepose.find_pose) ------------------------------------------------
+
+
+def test_two_people_the_most_prominent_is_chosen_and_its_pose_is_on_them():
+    from shared.blazepose import find_pose
+    from tests.photos import astronaut as big_astronaut
+
+    one = big_astronaut()  # 1024 px
+    small = one.resize((640, 640), Image.LANCZOS)
+    group = Image.new("RGB", (one.width + small.width, one.height), (128, 128, 128))
+    group.paste(small, (0, one.height - small.height))  # a smaller person on the left
+    group.paste(one, (small.width, 0))  # the most prominent person on the right
+    found = find_pose(group)
+    assert found.people == 2
+    x0, _, x1, _ = found.region
+    assert (x0 + x1) / 2 > small.width + 0.3 * one.width  # looked for around the larger person
+    nose = found.pose.people[0][K["nose"]]
+    # Her nose as in the single photo, moved to where she stands in the group photo.
+    alone = find_pose(one)
+    assert alone.people == 1 and alone.region is None
+    expected = alone.pose.people[0][K["nose"]]
+    near(
+        (nose[0] * group.width, nose[1] * group.height),
+        (small.width + expected[0] * one.width, expected[1] * one.height),
+        tol=0.03 * one.width,
+    )
