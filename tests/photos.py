@@ -102,3 +102,14 @@ def eyes_covered() -> Image.Image:
     draw.ellipse((460, 180, 536, 236), fill=(15, 15, 20))
     draw.rectangle((440, 200, 470, 208), fill=(15, 15, 20))
     return img
+
+
+def group_of_two() -> Image.Image:
+    """Two people side by side: a smaller one on the left (640 px), the most prominent one on the
+    right (the 1024 px astronaut, from x = 640)."""
+    one = astronaut()
+    small = one.resize((640, 640), Image.Resampling.LANCZOS)
+    group = Image.new("RGB", (one.width + small.width, one.height), (128, 128, 128))
+    group.paste(small, (0, one.height - small.height))
+    group.paste(one, (small.width, 0))
+    return group

@@ -151,12 +151,10 @@ def test_extracted_pose_json_round_trip_and_preview(astronaut, astronaut_pose):
 def test_two_people_the_most_prominent_is_chosen_and_its_pose_is_on_them():
     from shared.blazepose import find_pose
     from tests.photos import astronaut as big_astronaut
+    from tests.photos import group_of_two
 
-    one = big_astronaut()  # 1024 px
-    small = one.resize((640, 640), Image.LANCZOS)
-    group = Image.new("RGB", (one.width + small.width, one.height), (128, 128, 128))
-    group.paste(small, (0, one.height - small.height))  # a smaller person on the left
-    group.paste(one, (small.width, 0))  # the most prominent person on the right
+    one, group = big_astronaut(), group_of_two()  # the 1024 px astronaut on the right, from x=640
+    small = one.resize((640, 640))
     found = find_pose(group)
     assert found.people == 2
     x0, _, x1, _ = found.region
