@@ -66,6 +66,13 @@ def check_identity(embeddings: np.ndarray, threshold: float = SAME_PERSON_DISTAN
     return IdentityCheck(True, distances, distances > threshold)
 
 
+def lock_photo_set(session: Session, user_id: uuid.UUID) -> None:
+    """Lock the user's row (FOR UPDATE) until the transaction ends: whoever changes the user's
+    photo set (a check, a deletion) takes this lock before writing any photo row, so two writers
+    decide on the same set, one after the other, and never deadlock on each other's rows."""
+    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
 def recheck_photos(session: Session, user_id: uuid.UUID) -> list[Photo]:
     """Apply the rule to a user's photo set; returns the photos whose verdict changed.
 
@@ -73,10 +80,9 @@ def recheck_photos(session: Session, user_id: uuid.UUID) -> list[Photo]:
     `accepted` and those set aside earlier as `identity_mismatch`. A photo of someone else becomes
     `rejected` / "identity_mismatch" with a sentence (EN/KO); one set aside earlier that now
     matches the dominant person (the set changed) is `accepted` again. Runs after every photo
-    check and every deletion, so the set's verdicts never go stale. The user's row is locked
-    (FOR UPDATE) so two checks of one user's photos do not decide on different sets; the caller
-    commits."""
-    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    check and every deletion, so the set's verdicts never go stale. Takes lock_photo_set (callers
+    take it earlier, before their own writes); the caller commits."""
+    lock_photo_set(session, user_id)
     photos = session.scalars(
         select(Photo)
         .where(

@@ -13,7 +13,7 @@ from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.db import session_scope
 from shared.faces import check_photo
-from shared.identity import recheck_photos
+from shared.identity import lock_photo_set, recheck_photos
 from shared.jobs import JobContext, job_task, transition
 from shared.models import AuditEvent, Job, JobStatus, Photo, PhotoStatus, PosePhoto, User
 from shared.security import subject_hash
@@ -38,6 +38,7 @@ def check_photos(ctx: JobContext) -> dict:
             result = check_photo(
                 image, min_face_px=s.face_min_px, blur_min_variance=s.blur_min_variance, embed=True
             )
+            lock_photo_set(session, ctx.user_id)  # before any row of the set is written
             photo.status = PhotoStatus.accepted if result.accepted else PhotoStatus.rejected
             photo.reason_code, photo.reason = result.reason_code, result.reason
             photo.reason_sentence = result.sentence.to_json() if result.sentence else None
@@ -45,15 +46,17 @@ def check_photos(ctx: JobContext) -> dict:
             # Computed once, here: the set's identity check compares the stored embeddings.
             photo.embedding = None if result.embedding is None else [float(v) for v in result.embedding]
             photo.checked_at = datetime.now(UTC)
-            verdict = _verdict(photo)
-        ctx.progress((index + 1) / len(photo_ids), "checking faces", photo=verdict)
+            session.flush()
+            # In the same transaction: no reader sees this photo checked while the set's verdict
+            # (someone else's photos) does not count it yet.
+            changed = recheck_photos(session, ctx.user_id)
+            verdicts = [_verdict(photo)] + [_verdict(p) for p in changed if p.id != photo.id]
+        for verdict in verdicts:  # this photo, then any whose identity verdict changed with it
+            ctx.progress((index + 1) / len(photo_ids), "checking faces", photo=verdict)
     with session_scope() as session:
-        changed = [_verdict(p) for p in recheck_photos(session, ctx.user_id)]
         statuses = session.scalars(
             select(Photo.status).where(Photo.id.in_(photo_ids), Photo.user_id == ctx.user_id)
         ).all()
-    for verdict in changed:  # a photo of someone else, or one that matches again
-        ctx.progress(1.0, "checking faces", photo=verdict)
     counts = {"accepted": 0, "rejected": 0}
     for status in statuses:
         if status is not PhotoStatus.checking:

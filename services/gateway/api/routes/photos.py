@@ -15,7 +15,7 @@ from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.ratelimit import limiter, user_or_ip
 from shared import pending_objects, storage
 from shared.config import get_settings
-from shared.identity import recheck_photos
+from shared.identity import lock_photo_set, recheck_photos
 from shared.images import CleanImage, ImageRejected, clean_upload
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import find_by_idempotency_key, lock_idempotency_key, request_fingerprint
@@ -163,6 +163,7 @@ def read_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> P
 def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> None:
     photo = owned(session, Photo, photo_id, user, "Photo")
     keys = [photo.object_key, storage.user_key(user.id, "crops", f"{photo.id}.png")]
+    lock_photo_set(session, user.id)  # as the photo check does: one writer of the set at a time
     session.delete(photo)
     session.flush()
     recheck_photos(session, user.id)  # the set changed: whose photos these are may have too
