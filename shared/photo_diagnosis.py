@@ -8,7 +8,8 @@ visible; when it finds nothing, "no face" is often untrue. In order:
    too small, too blurry (the Laplacian variance of the face crop, as the accepted-face check), or
    else its features are hidden: eyes covered (sunglasses, hair, a hand) or the face turned away;
 3. no face at all but the whole photo is blurred: variance of the Laplacian of the photo at
-   BLUR_SIDE px < PHOTO_BLUR_VARIANCE (the usual focus measure, Pech-Pacheco et al. 2000);
+   BLUR_SIDE px < PHOTO_BLUR_VARIANCE (the usual focus measure, Pech-Pacheco et al. 2000), unless
+   the picture is flat (nothing in it to be sharp: a blank wall is "no face", not "blurry");
 4. otherwise: no face.
 """
 
@@ -30,6 +31,7 @@ BLUR_SIDE = 512  # the photo's longer side when measuring its blur (independent 
 # Sharp photos at 512 px measure 100-1000+ (skimage's astronaut 590, camera 1133, chelsea 147);
 # a Gaussian blur of 1% of the side brings them under 10.
 PHOTO_BLUR_VARIANCE = 15.0
+FLAT_STD = 8.0  # luma standard deviation below which a picture is flat (nothing to be in focus)
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def diagnose_no_face(image: Image.Image, *, min_face_px: int, blur_min_variance:
         if sharpness(rgb, face.box) < blur_min_variance:
             return Diagnosis("too_blurry", Sentence("photo.too_blurry"), face.box)
         return Diagnosis("face_covered", Sentence("photo.face_covered"), face.box)
-    if photo_blur(image) < PHOTO_BLUR_VARIANCE:
+    grey = _grey(image)
+    # A blank or flat picture (a wall, a screenshot of one colour) is not blurred: it has no face.
+    if grey.std() >= FLAT_STD and cv2.Laplacian(grey, cv2.CV_64F).var() < PHOTO_BLUR_VARIANCE:
         return Diagnosis("too_blurry", Sentence("photo.photo_blurry"))
     return Diagnosis("no_face", Sentence("photo.no_face"))

@@ -122,6 +122,8 @@ def test_a_blurred_photo_without_a_detectable_face_says_blurry(phone_photo):
     result = service_check(phone_photo.filter(ImageFilter.GaussianBlur(40)))
     assert result.reason_code == "too_blurry", result.reason
     assert result.reason.startswith("Photo too blurry to find a face")
+    # A flat grey picture has nothing to be sharp: no face, not "blurry".
+    assert service_check(Image.new("RGB", (800, 600), (120, 120, 120))).reason_code == "no_face"
 
 
 @pytest.mark.parametrize("cover", ["bar", "sunglasses", "hand"])
