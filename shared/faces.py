@@ -17,6 +17,9 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from shared import identity
+from shared.i18n import Sentence
+
 # Detection runs on a copy whose longer side is at most this (HOG cost grows with pixels);
 # small images are upsampled once so faces of ~40 px are still found.
 DETECT_MAX_SIDE = 1024
@@ -31,7 +34,7 @@ DETECT_MIN_SCORE = 0.5
 # photo's resolution (astronaut: ~190-250 sharp, ~20-33 after a blur of 1% of the face).
 SHARPNESS_SIZE = 128
 # dlib's usual same-person threshold for the 128-d embedding (Euclidean distance).
-SAME_PERSON_DISTANCE = 0.6
+SAME_PERSON_DISTANCE = identity.SAME_PERSON_DISTANCE
 
 _lock = threading.Lock()
 
@@ -55,9 +58,13 @@ class Face:
 @dataclass(frozen=True)
 class PhotoCheck:
     accepted: bool
-    reason_code: str | None  # "too_small" | "no_face" | "multiple_faces" | "face_too_small" | "too_blurry"
-    reason: str | None  # a sentence for a person
+    # "too_small" | "no_face" | "multiple_faces" | "face_too_small" | "too_blurry" | "too_dark"
+    # | "face_covered"
+    reason_code: str | None
+    reason: str | None  # a sentence for a person, in English
     face: Face | None
+    sentence: Sentence | None = None  # the reason as a shared.i18n sentence (any language)
+    embedding: np.ndarray | None = None  # (128,) float32, when asked for and accepted
 
 
 def _models_dir() -> Path:
@@ -153,47 +160,48 @@ def face_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(np.asarray(a) - np.asarray(b)))
 
 
-def check_photo(image: Image.Image, *, min_face_px: int, blur_min_variance: float) -> PhotoCheck:
+def check_photo(
+    image: Image.Image, *, min_face_px: int, blur_min_variance: float, embed: bool = False
+) -> PhotoCheck:
     """Is this a usable training photo: exactly one clear face, large and sharp enough.
 
     A photo narrower or lower than `min_face_px` cannot hold a face that large: it is refused as
     "too_small" before any detection (a detector finds nothing there and "no face" misleads).
+    When dlib finds no face, shared.photo_diagnosis tells why (too dark, too blurry, eyes covered,
+    face too small, or really no face). `embed`: also compute the accepted face's 128-d embedding.
     """
     if min(image.size) < min_face_px:
         width, height = image.size
-        return PhotoCheck(
-            False,
-            "too_small",
-            f"Photo too small: {width}x{height} px; use a photo at least {min_face_px} px "
-            "wide and high, with your face filling a good part of it.",
-            None,
-        )
+        return _refused("too_small", None, width=width, height=height, min=min_face_px)
     faces = detect_faces(image)
     if not faces:
-        return PhotoCheck(
-            False, "no_face", "No face found: use a photo where your face is clearly visible.", None
-        )
+        from shared.photo_diagnosis import diagnose_no_face  # MediaPipe loads only when needed
+
+        why = diagnose_no_face(image, min_face_px=min_face_px, blur_min_variance=blur_min_variance)
+        return PhotoCheck(False, why.reason_code, why.sentence.render(), None, why.sentence)
     main = faces[0]
     others = [f for f in faces[1:] if f.size_px >= SECONDARY_FACE_RATIO * main.size_px]
     if others:
-        count = _count_word(1 + len(others))
-        return PhotoCheck(False, "multiple_faces", f"{count} faces found: use a photo of you alone.", main)
+        count = 1 + len(others)
+        return _refused("multiple_faces", main, count=count, word=_count_word(count))
     if main.size_px < min_face_px:
-        return PhotoCheck(
-            False,
-            "face_too_small",
-            f"Face too small: {main.size_px} px, need {min_face_px} px. Use a closer or larger photo.",
-            main,
-        )
+        values = {"size": main.size_px, "need": min_face_px}
+        return _refused("face_too_small", main, key="photo.face_too_small_px", **values)
     if main.sharpness < blur_min_variance:
-        return PhotoCheck(
-            False,
+        return _refused(
             "too_blurry",
-            f"Face too blurry (sharpness {main.sharpness:.0f}, need {blur_min_variance:.0f}): "
-            "use a sharper photo.",
             main,
+            key="photo.face_blurry_measured",
+            sharpness=f"{main.sharpness:.0f}",
+            need=f"{blur_min_variance:.0f}",
         )
-    return PhotoCheck(True, None, None, main)
+    embedding = face_embedding(image, main) if embed else None
+    return PhotoCheck(True, None, None, main, None, embedding)
+
+
+def _refused(code: str, face: Face | None, key: str | None = None, **values: object) -> PhotoCheck:
+    sentence = Sentence(key or f"photo.{code}", values)
+    return PhotoCheck(False, code, sentence.render(), face, sentence)
 
 
 def _count_word(n: int) -> str:

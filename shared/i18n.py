@@ -26,7 +26,7 @@ EN: Catalog = {
     # Uploads (shared/images.py, the photo and pose routes)
     "upload.too_large": "{name} is larger than {mb} MB, the limit per photo.",
     "upload.empty": "{name} is empty.",
-    "upload.not_image": "{name} is not a JPEG, PNG or WebP photo.",
+    "upload.not_image": "{name} is not a JPEG, PNG, WebP or HEIC photo.",
     "upload.too_many_pixels": "{name} is {width}x{height} pixels; the limit is {mp} megapixels.",
     "upload.too_many_pixels_jpeg": (
         "{name} is {width}x{height} pixels; the limit is {mp} megapixels "
@@ -113,12 +113,50 @@ EN: Catalog = {
     "job.unusable_lora": "A LoRA file cannot be used: {reason}.",
     "job.unusable_likeness_lora": "Your likeness LoRA ({file}) cannot be used: {reason}.",
     "job.unusable_style_lora": "The style LoRA {name} ({file}) cannot be used: {reason}.",
+    # Why a photo was rejected (shared/faces.py, shared/photo_diagnosis.py, shared/identity.py)
+    "photo.too_small": (
+        "Photo too small: {width}x{height} px; use a photo at least {min} px wide and high, "
+        "with your face filling a good part of it."
+    ),
+    "photo.no_face": "No face found: use a photo where your face is clearly visible.",
+    "photo.multiple_faces": "{word} faces found: use a photo of you alone.",
+    "photo.face_too_small": "Face too small: use a closer or larger photo.",
+    "photo.face_too_small_px": "Face too small: {size} px, need {need} px. Use a closer or larger photo.",
+    "photo.face_blurry_measured": (
+        "Face too blurry (sharpness {sharpness}, need {need}): use a sharper photo."
+    ),
+    "photo.too_blurry": (
+        "Face too blurry: hold the camera still, let it focus on your face (tap your face on a phone's "
+        "screen) and use a sharp photo."
+    ),
+    "photo.photo_blurry": (
+        "Photo too blurry to find a face: hold the camera still, let it focus on your face and use a "
+        "sharp photo."
+    ),
+    "photo.too_dark": (
+        "Photo too dark to see a face: take it again in more light (face a window or a lamp) "
+        "or use a brighter photo."
+    ),
+    "photo.face_covered": (
+        "We can see a face but not its eyes: they may be covered (sunglasses, hair, a hand, a mask) "
+        "or the face turned away. Use a photo where you look at the camera with both eyes visible."
+    ),
+    "photo.identity_mismatch": (
+        "This looks like a different person from the one in your other photos: remove it and keep "
+        "photos of you only."
+    ),
+    "photo.duplicate": "You already uploaded this photo; it counts once toward your good photos.",
+    # Pose photos (shared/blazepose.py)
+    "pose.several_people": (
+        "{count} people in this photo: we use the pose of the most prominent one, drawn over the photo "
+        "in the preview. Choose a photo of one person for another pose."
+    ),
 }
 
 KO: Catalog = {
     "upload.too_large": "{name} 파일이 {mb}MB보다 큽니다. 사진 한 장은 {mb}MB까지 올릴 수 있습니다.",
     "upload.empty": "{name} 파일이 비어 있습니다.",
-    "upload.not_image": "{name} 파일은 JPEG, PNG, WebP 사진이 아닙니다.",
+    "upload.not_image": "{name} 파일은 JPEG, PNG, WebP, HEIC 사진이 아닙니다.",
     "upload.too_many_pixels": "{name} 사진은 {width}x{height}픽셀입니다. {mp}메가픽셀까지 올릴 수 있습니다.",
     "upload.too_many_pixels_jpeg": (
         "{name} 사진은 {width}x{height}픽셀입니다. {mp}메가픽셀까지 올릴 수 있습니다"
@@ -192,14 +230,47 @@ KO: Catalog = {
     "job.redis_unavailable": "작업 대기열이 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
     # Why a photo or a pose photo was rejected (Photo.reason, PosePhoto.reason), by reason code
     "photo.no_face": "얼굴을 찾지 못했습니다. 얼굴이 잘 보이는 사진을 올려 주세요.",
-    "photo.multiple_faces": "얼굴이 여러 개 있습니다. 나 혼자 나온 사진을 올려 주세요.",
-    "photo.too_small": "사진이 너무 작습니다. 가로와 세로가 충분히 큰 사진을 올려 주세요.",
+    "photo.multiple_faces": "얼굴이 {count}개 있습니다. 나 혼자 나온 사진을 올려 주세요.",
+    "photo.too_small": (
+        "사진이 너무 작습니다({width}x{height}픽셀). 가로와 세로가 {min}픽셀 이상이고 "
+        "얼굴이 크게 나온 사진을 올려 주세요."
+    ),
     "photo.face_too_small": "얼굴이 너무 작습니다. 더 가까이에서 찍은 사진이나 큰 사진을 올려 주세요.",
-    "photo.too_blurry": "얼굴이 흐립니다. 더 선명한 사진을 올려 주세요.",
+    "photo.face_too_small_px": (
+        "얼굴이 너무 작습니다({size}픽셀, {need}픽셀 필요). "
+        "더 가까이에서 찍은 사진이나 큰 사진을 올려 주세요."
+    ),
+    "photo.face_blurry_measured": (
+        "얼굴이 흐립니다(선명도 {sharpness}, {need} 필요). 더 선명한 사진을 올려 주세요."
+    ),
+    "photo.too_blurry": (
+        "얼굴이 흐립니다. 카메라가 흔들리지 않게 잡고 얼굴에 초점을 맞춰(휴대폰에서는 화면의 얼굴을 눌러) "
+        "선명한 사진을 올려 주세요."
+    ),
+    "photo.photo_blurry": (
+        "사진이 너무 흐려서 얼굴을 찾을 수 없습니다. 카메라가 흔들리지 않게 잡고 얼굴에 초점을 맞춘 "
+        "선명한 사진을 올려 주세요."
+    ),
+    "photo.too_dark": (
+        "사진이 너무 어두워서 얼굴이 보이지 않습니다. 더 밝은 곳에서(창이나 조명을 바라보고) 다시 찍거나 "
+        "더 밝은 사진을 올려 주세요."
+    ),
+    "photo.face_covered": (
+        "얼굴은 보이지만 눈이 보이지 않습니다. 선글라스, 머리카락, 손, 마스크에 가려졌거나 얼굴이 "
+        "돌아가 있을 수 있습니다. 두 눈이 보이게 카메라를 바라본 사진을 올려 주세요."
+    ),
+    "photo.identity_mismatch": (
+        "다른 사진 속 사람과 다른 사람으로 보입니다. 이 사진을 지우고 본인 사진만 남겨 주세요."
+    ),
     "photo.duplicate": "이미 올린 사진과 같은 사진입니다. 한 장으로만 셉니다.",
     "photo.check_failed": "이 사진을 검사하지 못했습니다. 다시 올려 주세요.",
     "pose.no_person": "이 사진에서 사람을 찾지 못했습니다. 한 사람이 잘 보이는 사진을 골라 주세요.",
     "pose.too_little_body": "사람이 너무 조금 보입니다. 머리와 두 어깨가 모두 나온 사진이어야 합니다.",
+    "pose.several_people": (
+        "이 사진에는 여러 사람이 있어 가장 크게 나온 사람의 자세를 씁니다"
+        "(미리보기에 자세를 그려 두었습니다). "
+        "다른 자세를 원하면 한 사람만 나온 사진을 고르세요."
+    ),
 }
 
 CATALOGS: dict[str, Catalog] = {"en": EN, "ko": KO}

@@ -5,6 +5,9 @@ before anything is decoded (decompression bombs); a JPEG larger than the limit i
 or 1/8 size (libjpeg's DCT scaling, Pillow's `Image.draft`), so the full bitmap is never held.
 High-bit-depth pixels are scaled to 8 bits and transparency is composited onto a neutral grey;
 EXIF orientation is applied and every bit of metadata (GPS included) is dropped by re-encoding.
+HEIC/HEIF (the iPhone camera's default) decodes with pillow-heif (libheif): only the primary
+image, 8 bits per channel, its rotation and mirroring applied (pillow-heif moves EXIF orientation
+into those transforms and resets the tag, so it is never applied twice), under the same limits.
 """
 
 import hashlib
@@ -13,6 +16,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,7 +25,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.i18n import Sentence
 
-ALLOWED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+ALLOWED = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "HEIF": "image/heic"}
+# ISO/IEC 23008-12 brands of still HEVC images (`ftyp` major brand): what iPhones and Android
+# phones write. AVIF is HEIF with AV1, which this build of libheif does not decode: not listed.
+HEIF_BRANDS = {
+    b"heic",
+    b"heix",
+    b"heim",
+    b"heis",
+    b"hevc",
+    b"hevx",
+    b"hevm",
+    b"hevs",
+    b"mif1",
+    b"msf1",
+    b"mif2",
+}
 JPEG_DRAFT_SCALES = (2, 4, 8)  # the DCT scalings libjpeg decodes at without the full bitmap
 NEUTRAL_BACKGROUND = (128, 128, 128)  # behind transparent pixels: no colour cast, no edge
 
@@ -53,7 +72,22 @@ def sniff_format(head: bytes) -> str | None:
         return "PNG"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS:
+        return "HEIF"
     return None
+
+
+@cache
+def _register_heif() -> None:
+    """pillow-heif as Pillow's HEIF plugin, once per process: one decoding thread (uploads are
+    decoded in parallel already), no thumbnails, depth or auxiliary images."""
+    import pillow_heif
+
+    pillow_heif.options.DECODE_THREADS = 1
+    pillow_heif.options.THUMBNAILS = False
+    pillow_heif.options.DEPTH_IMAGES = False
+    pillow_heif.options.AUX_IMAGES = False
+    pillow_heif.register_heif_opener()
 
 
 @contextmanager
@@ -113,7 +147,7 @@ def clean_upload(raw: bytes, *, filename: str, max_bytes: int, max_pixels: int) 
 
     A JPEG over `max_pixels` is decoded reduced (see draft_scale); other formats over it, and
     JPEG headers too large even at 1/8, are refused. Raises ImageRejected (413 too many bytes,
-    415 not JPEG/PNG/WebP, 400 too many pixels or unreadable) with a sentence naming the file.
+    415 not JPEG/PNG/WebP/HEIC, 400 too many pixels or unreadable) with a sentence naming the file.
     """
     name = filename or "the file"
     if len(raw) > max_bytes:
@@ -123,6 +157,8 @@ def clean_upload(raw: bytes, *, filename: str, max_bytes: int, max_pixels: int) 
     fmt = sniff_format(raw[:16])
     if fmt is None:
         raise ImageRejected(415, "upload.not_image", name=name)
+    if fmt == "HEIF":
+        _register_heif()
     try:
         # Pillow's own bomb guard would refuse before we can name the size; ours runs right after
         # the header is read and before any pixel is decoded.

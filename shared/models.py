@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, REAL
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 Json = JSON().with_variant(JSONB(), "postgresql")
@@ -104,7 +104,12 @@ class Photo(Timestamped, Base):
     )
     reason_code: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)  # words a person understands
+    # The reason as a shared.i18n sentence ({key, values}), so it reads in English or Korean.
+    reason_sentence: Mapped[dict[str, Any] | None] = mapped_column()
     face: Mapped[dict[str, Any] | None] = mapped_column()  # box, landmarks, size, sharpness
+    # The 128-d dlib face embedding (float32), computed once by the photo check of a photo whose
+    # face passed; the set's identity check (shared/identity.py) compares these.
+    embedding: Mapped[list[float] | None] = mapped_column(ARRAY(REAL))
     checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -84,11 +84,11 @@ def _pose_of(path: Path):
     """The pose of the person in a photo file; a bad file or no person is a usage error in words."""
     from PIL import UnidentifiedImageError
 
-    from shared.blazepose import PoseRejected, estimate_pose
+    from shared.blazepose import PoseRejected, find_pose
     from shared.images import open_upright
 
     try:
-        return estimate_pose(open_upright(path))
+        return find_pose(open_upright(path)).pose  # several people: the most prominent
     except (UnidentifiedImageError, OSError) as exc:
         message = f"{path} could not be read as a photo ({exc})"
         raise typer.BadParameter(message, param_hint="--pose-photo") from exc

@@ -63,7 +63,9 @@ def gather(
         )
         if likeness is None:
             raise Skip("likeness_gone")
-        return Draft(content.training_finished_data(public_url, len(likeness.photo_ids or [])))
+        # The photos training really used (some chosen ones may have been set aside), else chosen.
+        used = (likeness.meta or {}).get("photos_used", len(likeness.photo_ids or []))
+        return Draft(content.training_finished_data(public_url, int(used)))
     if template == Template.job_failed:
         job = _owned_job(session, user, _uuid(job_input.job_id, "job_id"))
         if job.status != JobStatus.failed:

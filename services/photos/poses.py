@@ -14,10 +14,11 @@ import uuid
 from sqlalchemy import select
 
 from shared import storage
-from shared.blazepose import PoseRejected, estimate_pose
+from shared.blazepose import PoseRejected, find_pose
 from shared.contracts import ErrorCode, ExtractPose, PoseExtracted
 from shared.contracts.pose_extract import POSE_FILES
 from shared.db import session_scope
+from shared.i18n import Sentence
 from shared.images import open_upright
 from shared.jobs import JobContext, JobError, job_task
 from shared.models import PosePhoto
@@ -39,7 +40,9 @@ def _encode(image, fmt: str) -> bytes:
 
 @job_task(ExtractPose)
 def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
-    """BlazePose on the photo -> `ready` with keypoints and images, or `rejected` with a reason."""
+    """BlazePose on the photo -> `ready` with keypoints and images, or `rejected` with a reason.
+    A photo of several people is `ready` with the most prominent person's pose and reason_code
+    "several_people" (shared.blazepose.find_pose)."""
     pose_id = ctx.input.pose_id
     with session_scope() as session:
         row = session.scalars(
@@ -54,13 +57,16 @@ def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
     photo = open_upright(io.BytesIO(storage.get_bytes(photo_key)))
     keys = pose_keys(ctx.owner, pose_id)
     try:
-        pose = estimate_pose(photo)
+        found = find_pose(photo)
     except PoseRejected as rejected:
         with session_scope() as session:
             row = session.get(PosePhoto, pose_id)
             if row is not None:
                 row.status, row.reason_code, row.reason = "rejected", rejected.code, rejected.reason
         return PoseExtracted(pose_id=pose_id, status="rejected", reason_code=rejected.code)
+    pose = found.pose
+    # Several people: the most prominent one's pose is used, and the preview shows whose it is.
+    note = Sentence("pose.several_people", {"count": found.people}) if found.people > 1 else None
     keypoints = pose.to_openpose_json(photo.width, photo.height)
     ctx.progress(0.7, "drawing the skeleton")
     storage.put_bytes(keys["keypoints"], json.dumps(keypoints).encode(), "application/json")
@@ -73,4 +79,6 @@ def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
             storage.delete_keys(list(keys.values()))
             return PoseExtracted(pose_id=pose_id, status="deleted")
         row.status, row.keypoints, row.preview_key = "ready", keypoints, keys["preview"]
-    return PoseExtracted(pose_id=pose_id, status="ready")
+        if note is not None:
+            row.reason_code, row.reason = "several_people", note.render()
+    return PoseExtracted(pose_id=pose_id, status="ready", people=max(found.people, 1))

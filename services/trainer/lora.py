@@ -45,7 +45,6 @@ class TrainConfig:
     weight_decay: float = 1e-2
     max_grad_norm: float = 1.0
     checkpoint_every: int = 100
-    min_photos: int = 5
     channels_last: bool = True  # on CUDA: faster convolutions
     compile: bool = False  # torch.compile the UNet: ~2-3x per step, ~100 s to compile a shape
     # On CUDA, with a frozen text encoder: the whole step (forward, loss, backward, clipping,

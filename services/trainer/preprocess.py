@@ -12,14 +12,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from shared import faces
+from shared import faces, identity
 from shared.i18n import Sentence
 
 # The crop is this many inter-eye distances wide, with the eyes at EYE_LINE of its height:
 # head, hair and a little of the shoulders, as in the portraits we generate.
 CROP_EYE_DISTANCES = 5.5
 EYE_LINE = 0.42
-IDENTITY_MIN_PHOTOS = 3  # below this there is no majority to call someone an outlier
 
 
 class TooFewPhotos(Exception):
@@ -95,12 +94,6 @@ def align_face(image: Image.Image, face: faces.Face, size: int) -> Image.Image:
     return Image.fromarray(out)
 
 
-def identity_distances(embeddings: np.ndarray) -> np.ndarray:
-    """Distance of each embedding to the set's element-wise median (robust to a few strangers)."""
-    median = np.median(embeddings, axis=0)
-    return np.linalg.norm(embeddings - median, axis=1)
-
-
 def build_training_set(
     images: list[Image.Image],
     *,
@@ -110,7 +103,7 @@ def build_training_set(
     blur_min_variance: float,
     min_photos: int,
     trigger_word: str,
-    identity_threshold: float = faces.SAME_PERSON_DISTANCE,
+    identity_threshold: float = identity.SAME_PERSON_DISTANCE,
 ) -> TrainingSet:
     """Check, align and crop every photo; raise TooFewPhotos when fewer than `min_photos` remain."""
     verdicts: list[PhotoVerdict] = []
@@ -123,23 +116,18 @@ def build_training_set(
             verdicts.append(PhotoVerdict(i, False, check.reason_code, check.reason, check.face))
 
     embeddings = np.stack([faces.face_embedding(im, f) for _, im, f in kept]) if kept else None
-    distances = [None] * len(kept)
-    if len(kept) >= IDENTITY_MIN_PHOTOS:
-        distances = [float(d) for d in identity_distances(embeddings)]
+    # The same rule as the photos worker's check of the set (shared/identity.py).
+    distances: list[float | None] = [None] * len(kept)
+    others = [False] * len(kept)
+    if kept:
+        same = identity.check_identity(embeddings, identity_threshold)
+        if same.decided:
+            distances, others = [float(d) for d in same.distances], [bool(o) for o in same.others]
     crops, keep_rows = [], []
-    for row, ((i, image, face), distance) in enumerate(zip(kept, distances, strict=True)):
-        if distance is not None and distance > identity_threshold:
-            verdicts.append(
-                PhotoVerdict(
-                    i,
-                    False,
-                    "identity_mismatch",
-                    "This face does not match the person in your other photos: "
-                    "use photos of one person only.",
-                    face,
-                    round(distance, 3),
-                )
-            )
+    for row, ((i, image, face), distance, other) in enumerate(zip(kept, distances, others, strict=True)):
+        if other:
+            reason = Sentence("photo.identity_mismatch").render()
+            verdicts.append(PhotoVerdict(i, False, "identity_mismatch", reason, face, round(distance, 3)))
             continue
         verdicts.append(PhotoVerdict(i, True, None, None, face, distance and round(distance, 3)))
         crops.append(align_face(image, face, size))

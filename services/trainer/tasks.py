@@ -95,7 +95,7 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
         steps=result.steps,
         best_step=result.best_step,
         resumed_from_step=result.resumed_from,
-        photos_used=sum(v.accepted for v in result.verdicts),
+        photos_used=result.photos_used,
         # Where the job's time went (s), for operators and benches (bench/gpu_e2e.py journey).
         seconds={
             k: round(v, 2)
@@ -230,6 +230,7 @@ def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: Lik
             "resumed_from_step": result.resumed_from,
             "final_loss": result.losses[-1] if result.losses else None,
             "photos": [v.to_json() for v in result.verdicts],
+            "photos_used": result.photos_used,  # the "trained on N photos" mail says this
             "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
             "files": files.model_dump(mode="json"),
         }

@@ -20,6 +20,7 @@ from PIL import Image
 from services.trainer import export, lora, preprocess, selection
 from shared.config import get_settings
 from shared.contracts.likeness_files import EMBEDDINGS_FILE
+from shared.i18n import Sentence
 from shared.images import ImageRejected, clean_upload, open_upright
 from shared.ml import loading, registry
 from shared.trigger_word import make_trigger_word
@@ -49,6 +50,11 @@ class LikenessResult:
     resumed_from: int | None
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def photos_used(self) -> int:
+        """The photos the LoRA was really trained on (accepted by preprocessing)."""
+        return sum(v.accepted for v in self.verdicts)
+
     def to_json(self) -> dict:
         return {
             "trigger_word": self.trigger_word,
@@ -63,6 +69,7 @@ class LikenessResult:
             "scores": self.scores,
             "selection_note": self.selection_note,
             "photos": [v.to_json() for v in self.verdicts],
+            "photos_used": self.photos_used,
             "final_loss": self.losses[-1] if self.losses else None,
             "resumed_from": self.resumed_from,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
@@ -95,9 +102,12 @@ def train_likeness(
     config: lora.TrainConfig | None = None,
     min_face_px: int | None = None,
     blur_min_variance: float | None = None,
+    min_photos: int | None = None,
     pipe=None,
 ) -> LikenessResult:
-    """Raises preprocess.TooFewPhotos (with per-photo reasons) when the set is not usable.
+    """Raises preprocess.TooFewPhotos (with per-photo reasons) when fewer than `min_photos`
+    (default: the MIN_TRAINING_PHOTOS setting, the one minimum the gateway and the page use too)
+    photos are usable.
 
     `pipe`: a training pipeline of `preset` on `device` to reuse (a worker's resident one); it is
     handed back without adapters, as it came. None loads a private one."""
@@ -121,7 +131,7 @@ def train_likeness(
         blur_min_variance=(
             blur_min_variance if blur_min_variance is not None else settings.blur_min_variance
         ),
-        min_photos=config.min_photos,
+        min_photos=min_photos if min_photos is not None else settings.min_training_photos,
         trigger_word=trigger,
     )
     seconds["preprocess"] = time.monotonic() - began
@@ -201,17 +211,21 @@ def train_likeness(
         lora.remove_lora(pipe)
 
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif"}
 
 
 def load_photos(folder: Path, skipped: Callable[[str], None] = lambda reason: None) -> list[Image.Image]:
     """The photos in `folder` (by name), decoded with the upload's defensive decoder
     (shared.images.clean_upload: format sniffing, the byte and megapixel limits, bomb guard) as
-    8-bit RGB. A file it refuses is left out and its sentence passed to `skipped`."""
+    8-bit RGB; HEIC/HEIF (iPhone) photos too. A file it refuses, or one whose name is not a
+    photo's (other than hidden files such as .DS_Store), is left out and its sentence passed to
+    `skipped`."""
     settings = get_settings()
-    paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
     images = []
-    for path in paths:
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() not in PHOTO_SUFFIXES:
+            skipped(f"{Sentence('upload.not_image', {'name': path.name}).render().rstrip('.')}; skipped.")
+            continue
         try:
             clean = clean_upload(
                 path.read_bytes(),

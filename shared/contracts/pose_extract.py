@@ -28,6 +28,7 @@ class PoseExtracted(JobResult):
     pose_id: uuid.UUID
     status: str  # "ready", "rejected", "deleted" (meanwhile), or the status an earlier attempt left
     reason_code: str | None = None
+    people: int = 1  # people seen in the photo; the most prominent one's pose is used
 
 
 KIND = JobKind(

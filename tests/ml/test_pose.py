@@ -143,3 +143,29 @@ def test_extracted_pose_json_round_trip_and_preview(astronaut, astronaut_pose):
     assert preview.size == (256, 256)
     nose = np.array(astronaut_pose[K["nose"]]) * 256
     assert joint_centres(preview)["nose"] == pytest.approx(tuple(nose), abs=1.5)
+
+
+# -- several people (shared.blazepose.find_pose) ------------------------------------------------
+
+
+def test_two_people_the_most_prominent_is_chosen_and_its_pose_is_on_them():
+    from shared.blazepose import find_pose
+    from tests.photos import astronaut as big_astronaut
+    from tests.photos import group_of_two
+
+    one, group = big_astronaut(), group_of_two()  # the 1024 px astronaut on the right, from x=640
+    small = one.resize((640, 640))
+    found = find_pose(group)
+    assert found.people == 2
+    x0, _, x1, _ = found.region
+    assert (x0 + x1) / 2 > small.width + 0.3 * one.width  # looked for around the larger person
+    nose = found.pose.people[0][K["nose"]]
+    # Her nose as in the single photo, moved to where she stands in the group photo.
+    alone = find_pose(one)
+    assert alone.people == 1 and alone.region is None
+    expected = alone.pose.people[0][K["nose"]]
+    near(
+        (nose[0] * group.width, nose[1] * group.height),
+        (small.width + expected[0] * one.width, expected[1] * one.height),
+        tol=0.03 * one.width,
+    )

@@ -325,3 +325,17 @@ def test_an_address_that_can_never_be_mailed_fails_once_recorded(
     with session_scope() as session:
         delivery = session.scalar(select(EmailDelivery).where(EmailDelivery.event_key == f"never-{user.id}"))
         assert delivery.status == "failed" and words in delivery.error
+
+
+def test_the_training_mail_counts_the_photos_really_used(smtp):
+    """10 photos were chosen, training set 3 aside (someone else's, no clear face): "trained on 7"."""
+    ana = make_user()
+    with session_scope() as session:
+        likeness = Likeness(user_id=ana.id, class_word="woman", trigger_word="sks", base_model="sd15",
+                            status="ready", photo_ids=[str(uuid.uuid4()) for _ in range(10)],
+                            meta={"photos_used": 7})  # fmt: skip
+        session.add(likeness)
+    job = send(ana.id, template="training_finished", likeness_id=str(likeness.id), event_key="used")
+    assert job.result["sent"], job.error_message
+    text = smtp.handler.messages[0].parse().get_body(("plain",)).get_content()
+    assert "We trained your likeness on 7 of your photos." in text

@@ -42,9 +42,9 @@ HOSTILE = {
     "drawing.svg": (
         lambda: b'<svg xmlns="http://www.w3.org/2000/svg"><script>x</script></svg>',
         415,
-        "not a JPEG, PNG or WebP",
+        "not a JPEG, PNG, WebP or HEIC",
     ),
-    "program.jpg": (lambda: b"MZ\x90\x00" + bytes(4000), 415, "not a JPEG, PNG or WebP"),
+    "program.jpg": (lambda: b"MZ\x90\x00" + bytes(4000), 415, "not a JPEG, PNG, WebP or HEIC"),
     "big.jpg": (lambda: b"\xff\xd8\xff\xe0" + bytes(50 * 1024 * 1024), 413, "larger than 15 MB"),
 }
 

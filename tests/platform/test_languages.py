@@ -62,10 +62,10 @@ def test_refusals_come_in_the_requests_language(api: Api) -> None:
     bad = [("files", ("notes.jpg", b"this is not a picture", "image/jpeg"))]
     english = api.post("/v1/photos", files=bad, headers=user.auth)
     assert english.status_code == 415
-    assert english.json() == {"detail": "notes.jpg is not a JPEG, PNG or WebP photo."}
+    assert english.json() == {"detail": "notes.jpg is not a JPEG, PNG, WebP or HEIC photo."}
     r = api.post("/v1/photos", files=bad, headers={**user.auth, **KO})
     assert r.status_code == 415
-    assert r.json() == {"detail": "notes.jpg 파일은 JPEG, PNG, WebP 사진이 아닙니다."}
+    assert r.json() == {"detail": "notes.jpg 파일은 JPEG, PNG, WebP, HEIC 사진이 아닙니다."}
     r = api.post("/v1/photos", files=bad, headers={**user.auth, "Accept-Language": "fr"})
     assert r.json() == english.json()
 
@@ -138,7 +138,9 @@ def test_rejection_reasons_of_photos_and_poses_in_the_readers_language(api: Api)
     english = api.get(f"/v1/photos/{photo_id}", headers=user.auth).json()
     assert english["reason_code"] == "too_small" and english["reason"].startswith("Photo too small")
     korean = api.get(f"/v1/photos/{photo_id}", headers={**user.auth, **KO}).json()
-    assert korean["reason"] == "사진이 너무 작습니다. 가로와 세로가 충분히 큰 사진을 올려 주세요."
+    assert korean["reason"] == (
+        "사진이 너무 작습니다(40x40픽셀). 가로와 세로가 128픽셀 이상이고 얼굴이 크게 나온 사진을 올려 주세요."
+    )
 
     cat = upload_pose(api, user, Image.fromarray(data.chelsea()), "cat.jpg")
     assert cat["reason_code"] == "no_person" and cat["reason"].startswith("We could not find a person")

@@ -243,3 +243,45 @@ def test_absurd_headers_are_still_refused_before_decoding() -> None:
     with pytest.raises(ImageRejected) as e:  # PNG cannot decode reduced: over the limit, refused
         clean(png(Image.new("1", (8000, 6000))), "big.png")
     assert "8000x6000" in e.value.message and "40 megapixels" in e.value.message
+
+
+# -- HEIC/HEIF (the iPhone camera's format) -------------------------------------------------------
+
+
+def test_a_real_heic_photo_is_decoded_and_its_face_accepted() -> None:
+    from tests.photos import heic
+
+    raw = heic(astronaut())
+    assert raw[4:12] == b"ftypheic"  # what an iPhone writes
+    stored = clean(raw, "IMG_0001.HEIC")
+    assert stored.format == "JPEG" and stored.size == (1024, 1024)
+    assert np.abs(np.asarray(stored).astype(int) - np.asarray(astronaut())).mean() < 6.0
+    assert check(stored).accepted
+
+
+def test_heic_orientation_is_applied_once_and_metadata_is_dropped() -> None:
+    from tests.photos import heic
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display, as a phone held upright writes
+    exif[0x010F] = "Apple"
+    exif[0x8825] = {2: (37.0, 33.0, 0.0), 1: "N"}  # GPS
+    upright = astronaut().resize((600, 400))
+    raw = heic(upright.transpose(Image.Transpose.ROTATE_90), exif=exif.tobytes())
+    stored = clean(raw, "IMG_0002.HEIC")
+    assert stored.size == (600, 400)  # turned back once: not left on its side, not turned twice
+    assert np.abs(np.asarray(stored).astype(int) - np.asarray(upright)).mean() < 8.0
+    assert not stored.getexif() and "exif" not in stored.info
+
+
+def test_heic_over_the_pixel_limit_or_damaged_is_refused_with_a_sentence() -> None:
+    from tests.photos import heic
+
+    raw = heic(astronaut())
+    with pytest.raises(ImageRejected) as too_big:
+        clean_upload(raw, filename="IMG_0003.HEIC", max_bytes=MAX_BYTES, max_pixels=1_000_000)
+    assert too_big.value.status_code == 400
+    assert too_big.value.message == "IMG_0003.HEIC is 1024x1024 pixels; the limit is 1 megapixels."
+    with pytest.raises(ImageRejected) as cut:
+        clean_upload(raw[: len(raw) // 3], filename="cut.heic", max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS)
+    assert cut.value.status_code == 400 and "could not be read" in cut.value.message

@@ -77,7 +77,7 @@ def test_pose_of_a_photo_rejections_and_ownership(api: Api) -> None:
 
     # bad input: words and nothing stored
     r = api.post("/v1/poses", headers=user.auth, files={"file": ("x.jpg", b"not a photo", "image/jpeg")})
-    assert r.status_code == 415 and "not a JPEG, PNG or WebP" in r.json()["detail"]
+    assert r.status_code == 415 and "not a JPEG, PNG, WebP or HEIC" in r.json()["detail"]
     assert api.post("/v1/poses", headers=api.new_user(consent=False).auth, files={
         "file": ("a.jpg", jpeg(Image.fromarray(data.astronaut())), "image/jpeg")
     }).status_code == 403  # fmt: skip
@@ -116,3 +116,22 @@ def test_erasure_and_retention_cover_pose_photos(api: Api) -> None:
         return rows == 0 and storage.list_keys(storage.user_prefix(user_id)) == []
 
     wait_until(gone, timeout=60, what="the user's pose photos to be erased")
+
+
+def test_a_photo_of_two_people_gives_the_most_prominent_ones_pose_and_says_so(api: Api) -> None:
+    from tests.photos import group_of_two
+
+    user = api.new_user()
+    group = group_of_two()  # a smaller person on the left, the most prominent one from x = 640
+    pose = upload(api, user, group, "group.jpg")
+    assert pose["status"] == "ready" and pose["reason_code"] == "several_people"
+    assert pose["reason"].startswith("2 people in this photo: we use the pose of the most prominent one")
+    doc = pose["keypoints"]
+    assert len(doc["people"]) == 1
+    flat = doc["people"][0]["pose_keypoints_2d"]
+    nose_x = flat[3 * KEYPOINTS.index("nose")]
+    assert nose_x > 640 + 0.3 * 1024  # on the prominent person, whom the preview draws
+    korean = api.get(f"/v1/poses/{pose['id']}", headers={**user.auth, "Accept-Language": "ko"}).json()
+    assert korean["reason"].startswith("이 사진에는 여러 사람이 있어 가장 크게 나온 사람의 자세를 씁니다")
+    preview = Image.open(io.BytesIO(httpx.get(pose["preview_url"], timeout=30).content))
+    assert preview.size == (768, round(768 * group.height / group.width))

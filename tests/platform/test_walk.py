@@ -66,7 +66,7 @@ def test_non_image_is_refused_with_a_reason(api: Api) -> None:
         files=[("files", ("notes.jpg", b"hello, I am text", "image/jpeg"))],
     )
     assert r.status_code == 415
-    assert "notes.jpg is not a JPEG, PNG or WebP photo" in r.json()["detail"]
+    assert "notes.jpg is not a JPEG, PNG, WebP or HEIC photo" in r.json()["detail"]
     assert api.get("/v1/photos", headers=user.auth).json()["photos"] == []
 
 

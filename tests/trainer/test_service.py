@@ -125,6 +125,8 @@ def test_train_a_likeness_download_it_and_nobody_else_can(api: Api, procs: Proce
     meta = likeness_row(likeness["id"]).meta
     assert meta["trigger_word"] == ready["trigger_word"] and meta["rank"] == 4
     assert meta["steps"] == done["result"]["steps"]
+    # The photos really trained on, as the result and the "trained on N photos" mail say.
+    assert meta["photos_used"] == done["result"]["photos_used"] == 8
     # The accepted photos' face embeddings are kept with the likeness (the generator's references).
     stored = np.load(io.BytesIO(storage.get_bytes(meta["files"]["embeddings"])), allow_pickle=False)
     assert meta["files"]["embeddings"].startswith(likeness_row(likeness["id"]).object_prefix)

@@ -31,5 +31,24 @@ def test_bad_files_are_skipped_with_their_reason(tmp_path: Path) -> None:
     done = studio("train", "--photos", str(photos), "--out", str(tmp_path / "out"))
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
-    assert "text.jpg is not a JPEG, PNG or WebP photo; skipped." in done.stderr
+    assert "text.jpg is not a JPEG, PNG, WebP or HEIC photo; skipped." in done.stderr
     assert "bomb.png is 100000x100000 pixels; the limit is 40 megapixels; skipped." in done.stderr
+
+
+def test_iphone_heic_photos_are_read_and_other_files_named(tmp_path: Path) -> None:
+    """`.HEIC` files were skipped without a word; now they are decoded like uploads and counted."""
+    from tests.photos import astronaut_variants, heic
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, image in enumerate(astronaut_variants(3)):
+        (photos / f"IMG_000{i}.HEIC").write_bytes(heic(image))
+    (photos / "notes.txt").write_text("my best photos\n")
+    (photos / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    done = studio("train", "--photos", str(photos), "--out", str(tmp_path / "out"))
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert "notes.txt is not a JPEG, PNG, WebP or HEIC photo; skipped." in done.stderr
+    assert ".DS_Store" not in done.stderr
+    # All three faces were found: the set is refused only for its size (the one minimum, 8).
+    assert "Only 3 photos have a clear face of you; upload 5 more (at least 8 are needed)." in done.stderr

@@ -9,6 +9,7 @@ from trainer_photos import MIN_FACE_PX
 
 from services.trainer import export, lora, preprocess, train
 from shared import faces
+from shared.config import get_settings
 from shared.ml import loading
 from tests.ml import tiny_render
 
@@ -31,6 +32,7 @@ def result(photos, tmp_path_factory):
         out_dir=out,
         device="cpu",
         min_face_px=MIN_FACE_PX,
+        min_photos=5,  # 6 photos keep the test fast; the service's minimum is the setting (8)
         trigger_word="zuvek",
         checkpoints=lora.LocalCheckpointStore(out / "checkpoints"),
         progress=lambda fraction, stage: stages.append((fraction, stage)),
@@ -132,7 +134,9 @@ def test_saved_lora_loads_changes_output_and_unloads_exactly(result):
 
 
 def test_too_few_photos_fail_before_training(photos, tmp_path):
-    with pytest.raises(preprocess.TooFewPhotos, match="upload 2 more"):
+    """The trainer's minimum is the one the gateway and the page use (MIN_TRAINING_PHOTOS, 8)."""
+    assert get_settings().min_training_photos == 8
+    with pytest.raises(preprocess.TooFewPhotos, match=r"upload 5 more \(at least 8 are needed\)"):
         train.train_likeness(
             photos[:3],
             class_word="man",
@@ -148,7 +152,9 @@ def test_a_resident_pipeline_trains_like_a_fresh_one(photos, result, tmp_path):
     likeness as a fresh load, and it goes back without adapters."""
     pipe = train.load_training_pipeline("tiny", "cpu")
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    common = dict(class_word="woman", preset="tiny", device="cpu", min_face_px=MIN_FACE_PX, pipe=pipe)
+    common = dict(
+        class_word="woman", preset="tiny", device="cpu", min_face_px=MIN_FACE_PX, min_photos=5, pipe=pipe
+    )
     train.train_likeness(photos, out_dir=tmp_path / "other", trigger_word="qovar", seed=7, **common)
     assert not any("lora_" in name for name, _ in pipe.unet.named_parameters())
     assert not any("lora_" in name for name, _ in pipe.text_encoder.named_parameters())

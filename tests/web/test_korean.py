@@ -21,7 +21,7 @@ def test_the_korean_page_shows_the_servers_sentences_and_style_names_in_korean(
     page.set_input_files("#photo-input", a_bad_and_a_good_photo())
     refused = page.locator(".photo", has_text="notes.jpg")
     expect(refused).to_have_attribute("data-status", "failed")
-    expect(refused.locator(".reason")).to_have_text("notes.jpg 파일은 JPEG, PNG, WebP 사진이 아닙니다.")
+    expect(refused.locator(".reason")).to_have_text("notes.jpg 파일은 JPEG, PNG, WebP, HEIC 사진이 아닙니다.")
     expect(page.locator(".photo", has_text="me.jpg")).to_have_attribute(
         "data-status", "accepted", timeout=60_000
     )

@@ -58,3 +58,27 @@ def test_use_the_pose_of_a_photo(web: Web, api: Api, shots: Shots) -> None:
     expect(korean.get_by_label("사진의 자세 쓰기")).to_be_visible()
     expect(korean.locator(".pose")).to_have_count(2)  # the style's own, and the photo's
     shots(korean, "pose-ko")
+
+
+def test_a_group_photo_uses_the_most_prominent_persons_pose_and_says_so(
+    web: Web, api: Api, shots: Shots
+) -> None:
+    from tests.photos import group_of_two
+
+    user = api.new_user()
+    _ready_likeness(uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"]))
+    group = file_payload("group.jpg", jpeg(group_of_two()), "image/jpeg")
+    for locale, words in (
+        ("en", "2 people in this photo: we use the pose of the most prominent one"),
+        ("ko", "이 사진에는 여러 사람이 있어 가장 크게 나온 사람의 자세를 씁니다"),
+    ):
+        assert api.patch("/v1/me", json={"locale": locale}, headers=user.auth).status_code == 200
+        page = web.page(locale=f"{locale}-{'US' if locale == 'en' else 'KR'}")
+        sign_in(page, user, "#/styles")
+        page.locator(".pose-file").set_input_files(group)
+        status = page.locator("fieldset .notice")
+        expect(status).to_contain_text(words, timeout=90_000)
+        preview = page.locator(".pose-preview").last
+        expect(preview).to_be_visible()
+        assert preview.evaluate("img => img.naturalWidth") == 768  # the skeleton over the whole photo
+        shots(page, f"group-pose-{locale}")

@@ -86,7 +86,7 @@ def test_sign_up_consent_and_upload(web: Web, shots: Shots) -> None:
     # Korean: the reason comes in Korean, and the choice is saved on the account.
     page.select_option("#lang", "ko")
     expect(page.get_by_role("heading", level=1)).to_have_text("내 사진")
-    expect(page.locator(".photo[data-status=rejected]")).to_contain_text("얼굴이 여러 개")
+    expect(page.locator(".photo[data-status=rejected]")).to_contain_text("얼굴이 2개 있습니다")
     expect(page.locator("html")).to_have_attribute("lang", "ko")
     shots(page, "photos-korean")
 

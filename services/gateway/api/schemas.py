@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import email_validator
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
-from shared.i18n import by_code, current_locale, job_error_message
+from shared.i18n import Sentence, by_code, current_locale, job_error_message
 from shared.jobs.events import job_snapshot
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
 
@@ -169,12 +169,22 @@ class PhotoOut(BaseModel):
             id=photo.id,
             status=str(photo.status),
             reason_code=photo.reason_code,
-            reason=by_code(f"photo.{photo.reason_code}", photo.reason, current_locale.get()),
+            reason=photo_reason(photo, current_locale.get()),
             width=photo.width,
             height=photo.height,
             url=url,
             created_at=photo.created_at,
         )
+
+
+def photo_reason(photo: Photo, locale: str) -> str | None:
+    """The reason in `locale`: from its stored sentence (key + values), else by its code."""
+    if photo.reason_sentence:
+        try:
+            return Sentence.from_json(photo.reason_sentence).render(locale)
+        except (KeyError, TypeError, ValueError, IndexError):
+            pass  # an unknown key or shape: the stored English below
+    return by_code(f"photo.{photo.reason_code}", photo.reason, locale)
 
 
 class PhotoList(BaseModel):

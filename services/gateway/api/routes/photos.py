@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.gateway.api.deletion import delete_with_objects
+from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
@@ -17,6 +17,7 @@ from services.gateway.uploads import image_columns, read_clean, upload_body, upl
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import CheckPhotos
+from shared.identity import lock_photo_set, recheck_photos
 from shared.images import CleanImage
 from shared.jobs import enqueue
 from shared.jobs.outbox import request_fingerprint
@@ -34,7 +35,9 @@ def photo_out(photo: Photo) -> PhotoOut:
     "",
     status_code=201,
     response_model=UploadOut,
-    openapi_extra=upload_body("files", get_settings().upload_max_files, "1 to 20 JPEG, PNG or WebP photos"),
+    openapi_extra=upload_body(
+        "files", get_settings().upload_max_files, "1 to 20 JPEG, PNG, WebP or HEIC/HEIF photos"
+    ),
 )
 @limiter.limit(get_settings().upload_rate_limit, key_func=user_or_ip)
 async def upload_photos(
@@ -129,4 +132,10 @@ def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) ->
     """Delete the photo: 204, or 202 with a sentence while S3 is down (the
     files are deleted once it answers, services/gateway/api/deletion.py)."""
     photo = owned(session, Photo, photo_id, user, "Photo")
-    return delete_with_objects(session, photo, [photo.object_key])
+    lock_photo_set(session, user.id)  # as the photo check does: one writer of the set at a time
+    session.delete(photo)
+    session.flush()
+    recheck_photos(session, user.id)  # the set changed: whose photos these are may have too
+    pending_objects.condemn(session, [photo.object_key])
+    session.commit()
+    return deleted_files([photo.object_key])

@@ -90,7 +90,7 @@ export default {
   "photos.tip3": "Sharp photos, not tiny: your face should be at least 128 pixels wide.",
   "photos.drop": "Drag photos here, or",
   "photos.pick": "Choose photos",
-  "photos.formats": "JPEG, PNG or WebP, up to 15 MB each. You can choose many at once.",
+  "photos.formats": "JPEG, PNG, WebP or HEIC (iPhone), up to 15 MB each. You can choose many at once.",
   "photos.list": "Uploaded photos",
   "photos.meter": "Good photos so far",
   "photos.accepted_of": "{n} of {min} good photos.",
@@ -108,6 +108,7 @@ export default {
   "status.checking": "Checking…",
   "status.accepted": "Accepted",
   "status.rejected": "Rejected",
+  "status.other_person": "Someone else?",
   "status.failed": "Not uploaded",
 
   "train.title": "Learn your likeness",

@@ -56,7 +56,8 @@ class PhotoBoard {
       type: "file",
       id: "photo-input",
       multiple: true,
-      accept: "image/jpeg,image/png,image/webp,image/heic,image/heif,image/*",
+      // .heic/.heif too: some systems give iPhone photos no MIME type the picker would match.
+      accept: "image/jpeg,image/png,image/webp,image/heic,image/heif,.heic,.heif,image/*",
       class: "visually-hidden",
       onchange: () => {
         this.add([...this.input.files]);
@@ -177,12 +178,20 @@ class PhotoBoard {
 
   statusText(item) {
     const status = this.statusOf(item);
+    if (this.isOtherPerson(item)) return `${t("status.other_person")}: ${this.reason(item.photo)}`;
     if (status === "rejected") return `${t("status.rejected")}: ${this.reason(item.photo)}`;
     return t(`status.${status}`);
   }
 
   reason(photo) {
-    return photo.reason_code ? tOr(`reason.${photo.reason_code}`, photo.reason || "") : photo.reason || "";
+    // The API words the reason in the page's language (Accept-Language), with its numbers.
+    if (photo.reason) return photo.reason;
+    return photo.reason_code ? tOr(`reason.${photo.reason_code}`, "") : "";
+  }
+
+  /** A photo of someone else than the rest of the set (the photos worker's identity check). */
+  isOtherPerson(item) {
+    return Boolean(item.photo && item.photo.reason_code === "identity_mismatch");
   }
 
   async remove(item, button) {
@@ -211,22 +220,36 @@ class PhotoBoard {
     item.src ||= item.preview || (item.photo && item.photo.url);
     const src = item.src;
     const name = this.name(item);
+    const other = this.isOtherPerson(item);
     const removeBtn = h("button", {
       type: "button",
-      class: "btn btn-quiet btn-small",
+      // Someone else's photo: removing it is the thing to do, so the button says so plainly.
+      class: other ? "btn btn-small" : "btn btn-quiet btn-small",
       "aria-label": t("photos.remove_named", { name }),
     }, t("photos.remove"));
     removeBtn.addEventListener("click", () => this.remove(item, removeBtn));
     let detail = null;
     if (status === "rejected") detail = this.reason(item.photo);
     if (status === "failed") detail = item.error;
+    // A browser that cannot show the picked file (HEIC in Chromium) shows the stored JPEG instead.
+    const fallback = (event) => {
+      const url = item.photo && item.photo.url;
+      if (url && event.target.src !== url) {
+        item.src = url;
+        event.target.src = url;
+      } else {
+        event.target.remove();
+      }
+    };
     return h(
       "li",
-      { class: `photo status-${status}`, dataset: { status, photoId: item.photo ? item.photo.id : "" } },
+      { class: `photo status-${status}${other ? " other-person" : ""}`,
+        dataset: { status, photoId: item.photo ? item.photo.id : "", reason: item.photo?.reason_code || "" } },
       h("div", { class: "thumb" }, src ? h("img", { src, alt: t("photos.preview_of", { name }), loading: "lazy",
-        onerror: (event) => event.target.remove() }) : null),
+        onerror: fallback }) : null),
       h("div", { class: "photo-body" },
-        h("p", { class: "badge" }, h("span", { class: "dot", "aria-hidden": "true" }), t(`status.${status}`)),
+        h("p", { class: "badge" }, h("span", { class: "dot", "aria-hidden": "true" }),
+          other ? t("status.other_person") : t(`status.${status}`)),
         detail ? h("p", { class: "reason" }, detail) : null,
         item.file ? h("p", { class: "meta" }, `${name} · ${formatBytes(item.file.size)}`) : null,
         item.removeError ? h("p", { class: "reason" }, item.removeError) : null,

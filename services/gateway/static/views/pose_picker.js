@@ -9,7 +9,7 @@ import { followJob } from "../jobs.js";
 export function posePicker(poses) {
   const list = h("ul", { class: "pose-grid" });
   const status = h("div", { role: "status" });
-  const file = h("input", { type: "file", accept: "image/jpeg,image/png,image/webp", class: "pose-file" });
+  const file = h("input", { type: "file", accept: "image/jpeg,image/png,image/webp,image/heic,image/heif,.heic,.heif", class: "pose-file" });
   let stopFollow = () => {};
 
   const option = (pose, checked) => {
@@ -33,7 +33,8 @@ export function posePicker(poses) {
     const pose = await api(`/v1/poses/${encodeURIComponent(poseId)}`);
     if (pose.status === "ready") {
       list.append(option(pose, true));
-      fill(status, notice("ok", t("pose.ready")));
+      // Several people: the reason says whose pose is used (the preview draws it over the photo).
+      fill(status, notice("ok", pose.reason ? `${t("pose.ready")} ${pose.reason}` : t("pose.ready")));
     } else {
       fill(status, notice("error", pose.reason || t("pose.failed")));
     }
