@@ -129,7 +129,8 @@ def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, proc
             "/v1/photos",
             "Content-Type: multipart/form-data; boundary=b0undary",
             "Content-Length: 163000",
-            f"Authorization: Bearer {create_access_token(uuid.uuid4(), '')[0]}",  # past the sign-in gate
+            # past the sign-in gate
+            f"Authorization: Bearer {create_access_token(uuid.uuid4(), '', uuid.uuid4())[0]}",
         ),
     ]
     for head in stalled:  # headers, then nothing (the old gateway waited as long as the client)

@@ -2,16 +2,18 @@
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 from fastapi import Depends, Header, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.api.language import Refusal
 from shared.db import get_sessionmaker
-from shared.models import User
+from shared.models import RefreshToken, User
 from shared.security import AccessToken, decode_access_token
 
 
@@ -36,20 +38,50 @@ UNAUTHORIZED = Refusal(
 )
 
 
+def session_live(session_id: Any = None) -> ColumnElement[bool]:
+    """SQL: whether the sign-in session (refresh-token family) `session_id` of the row's user still
+    has a live refresh token. Logout revokes the family, so the access tokens it issued (claim `sid`)
+    end at once; a column of the same statement that reads the user, so still one round trip.
+    `session_id`: a value, or a bindparam for a statement built once (services/gateway/api/reads.py)."""
+    return (
+        exists()
+        .where(
+            RefreshToken.family_id == session_id,
+            RefreshToken.user_id == User.id,
+            RefreshToken.revoked_at.is_(None),
+        )
+        .label("session_live")
+    )
+
+
 def check_signed_in(claims: AccessToken, user: Any) -> None:
-    """Raise 401 unless the token's user still exists, is not being erased, and still has the
-    password the token was issued under (a reset ends older tokens). `user`: a `User` or any row with
-    its `password_hash` and `deleting`, or None."""
-    if user is None or user.deleting or not claims.issued_under(user.password_hash):
+    """Raise 401 unless the token's user still exists, is not being erased, still has the password
+    the token was issued under (a reset ends older tokens), and the token's session was not logged
+    out. `user`: any row with the user's `password_hash`, `deleting` and `session_live`
+    (see session_live), or None."""
+    if user is None or user.deleting or not user.session_live:
         raise UNAUTHORIZED
+    if not claims.issued_under(user.password_hash):
+        raise UNAUTHORIZED
+
+
+class _Signed(NamedTuple):
+    password_hash: str
+    deleting: bool
+    session_live: bool
 
 
 def _user_of(request: Request, session: Session, token: str | None) -> User:
     claims = decode_access_token(token) if token else None
     if claims is None:
         raise UNAUTHORIZED
-    user = session.get(User, claims.user_id)
-    check_signed_in(claims, user)
+    row = session.execute(
+        select(User, session_live(claims.session_id)).where(User.id == claims.user_id)
+    ).first()
+    if row is None:
+        raise UNAUTHORIZED
+    user, live = row
+    check_signed_in(claims, _Signed(user.password_hash, user.deleting, live))
     request.state.user_id = user.id
     return user
 

@@ -54,15 +54,16 @@ def _now() -> datetime:
 
 def _issue_tokens(session: Session, user: User, family_id: uuid.UUID | None = None) -> TokenOut:
     raw, hashed = new_opaque_token()
+    family_id = family_id or uuid.uuid4()
     session.add(
         RefreshToken(
             user_id=user.id,
-            family_id=family_id or uuid.uuid4(),
+            family_id=family_id,
             token_hash=hashed,
             expires_at=_now() + timedelta(days=get_settings().refresh_token_days),
         )
     )
-    access, expires_in = create_access_token(user.id, user.password_hash)
+    access, expires_in = create_access_token(user.id, user.password_hash, family_id)
     return TokenOut(access_token=access, refresh_token=raw, expires_in=expires_in)
 
 
@@ -142,6 +143,8 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
 
 @router.post("/logout", status_code=204)
 def logout(body: RefreshIn, session: SessionDep) -> None:
+    """End the session of this refresh token: its refresh tokens are revoked, and with them every
+    access token the session issued (they carry its id, checked on each request: deps._user_of)."""
     token = session.scalar(
         select(RefreshToken).where(RefreshToken.token_hash == token_hash(body.refresh_token))
     )
