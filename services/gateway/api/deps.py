@@ -4,7 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, NamedTuple, TypeVar
 
-from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi import Depends, Header, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
@@ -116,10 +116,7 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 
 def get_consented_user(user: CurrentUser) -> User:
     if user.face_consent_at is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            "Please agree to the processing of your face photos first (POST /v1/me/consent).",
-        )
+        raise Refusal(status.HTTP_403_FORBIDDEN, "consent.required")
     return user
 
 
@@ -135,8 +132,9 @@ def get_idempotency_key(
 IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
 
 
-def not_found(what: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found.")
+def not_found(what: str) -> Refusal:
+    """404 with the catalogue's `not_found.<what>` (shared/i18n.py), e.g. `Job` -> "Job not found."."""
+    return Refusal(status.HTTP_404_NOT_FOUND, f"not_found.{what.lower()}")
 
 
 def conflict(key: str, **values: object) -> Refusal:

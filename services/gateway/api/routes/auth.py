@@ -27,6 +27,7 @@ from services.gateway.api.schemas import (
 )
 from services.gateway.ratelimit import limiter
 from shared.config import get_settings
+from shared.i18n import current_locale, say
 from shared.jobs import enqueue
 from shared.models import EmailToken, RefreshToken, User
 from shared.security import (
@@ -39,10 +40,6 @@ from shared.security import (
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 AUTH_LIMIT = get_settings().auth_rate_limit
-SIGNUP_ACCEPTED = (
-    "Thanks! If this address can be used, you can log in now, and we sent it an email to confirm it."
-)
-RESET_ACCEPTED = "If an account uses this address, we sent it a link to choose a new password."
 BAD_LOGIN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.bad_login")
 REUSE_GRACE = timedelta(seconds=10)
 BAD_LINK = Refusal(status.HTTP_400_BAD_REQUEST, "auth.bad_link")
@@ -67,6 +64,11 @@ def _issue_tokens(session: Session, user: User, family_id: uuid.UUID | None = No
     return TokenOut(access_token=access, refresh_token=raw, expires_in=expires_in)
 
 
+def _message(key: str) -> Message:
+    """A `{detail}` answer: the catalogue's sentence `key` in the request's language."""
+    return Message(detail=say(key, current_locale.get()))
+
+
 def _mail(session: Session, user_id: uuid.UUID, template: str) -> None:
     enqueue(
         session,
@@ -85,16 +87,18 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
         hash_password(body.password)  # same work as a new account, so timing tells nothing
         _mail(session, existing.id, "signup_existing")
     else:
-        user = User(email=email, password_hash=hash_password(body.password), locale=body.locale)
+        # The mails' language: `locale` if sent, else the request's (Accept-Language, as the answer).
+        locale = body.locale or current_locale.get()
+        user = User(email=email, password_hash=hash_password(body.password), locale=locale)
         session.add(user)
         try:
             session.flush()
         except IntegrityError:  # a concurrent twin registered it first: same answer
             session.rollback()
-            return Message(detail=SIGNUP_ACCEPTED)
+            return _message("auth.signup_accepted")
         _mail(session, user.id, "verify_email")
     session.commit()
-    return Message(detail=SIGNUP_ACCEPTED)
+    return _message("auth.signup_accepted")
 
 
 @router.post("/login", response_model=TokenOut)
@@ -182,7 +186,7 @@ def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Messag
     user = _use_email_token(session, body.token, "verify_email")
     user.email_verified_at = user.email_verified_at or _now()
     session.commit()
-    return Message(detail="Thanks, your email address is confirmed.")
+    return _message("auth.email_confirmed")
 
 
 @router.post("/password-reset", status_code=202, response_model=Message)
@@ -192,7 +196,7 @@ def request_password_reset(request: Request, body: ResetRequestIn, session: Sess
     if user is not None and not user.deleting:
         _mail(session, user.id, "reset_password")
         session.commit()
-    return Message(detail=RESET_ACCEPTED)
+    return _message("auth.reset_accepted")
 
 
 @router.post("/password-reset/confirm", response_model=Message)
@@ -203,4 +207,4 @@ def confirm_password_reset(request: Request, body: ResetConfirmIn, session: Sess
     # Every existing session ends with the old password.
     revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
-    return Message(detail="Your password was changed. Please log in with the new one.")
+    return _message("auth.password_changed")

@@ -9,6 +9,7 @@ from services.gateway.api.deps import CurrentUser, SessionDep
 from services.gateway.api.reads import Claims
 from services.gateway.api.routes.auth import revoke_refresh_tokens
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
+from shared.i18n import current_locale, say
 from shared.jobs import enqueue
 from shared.models import RefreshToken
 
@@ -45,6 +46,6 @@ def erase_me(user: CurrentUser, session: SessionDep) -> ErasureOut:
     revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
     return ErasureOut(
-        detail="Your account and all your photos, models and portraits are being deleted.",
+        detail=say("me.erasing", current_locale.get()),
         job_id=job.id,
     )

@@ -71,7 +71,7 @@ def style_preview(style_id: str) -> FileResponse:
     """The style's example picture; public (an <img> sends no token), 404 when it has none."""
     style = load_styles().get(style_id)
     if style is None or style.preview is None:
-        raise not_found("Preview of this style")
+        raise not_found("style_preview")
     path = preview_path(style)
     return FileResponse(
         path, media_type=PREVIEW_TYPES[path.suffix.lower()], headers={"Cache-Control": "max-age=3600"}
@@ -208,7 +208,7 @@ def download_zip(user: CurrentUser, session: SessionDep, job_id: uuid.UUID = Que
     """All portraits of a job as one zip, in ranked order."""
     portraits = _portraits(session, user, job_id)
     if not portraits:
-        raise not_found("Portraits of this job")
+        raise not_found("job_portraits")
     spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 (streamed)
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs: compressed
         for number, p in enumerate(portraits, start=1):
