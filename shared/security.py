@@ -39,9 +39,7 @@ def session_auth_hash(password_hash: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def create_access_token(
-    user_id: uuid.UUID, password_hash: str, session_id: uuid.UUID
-) -> tuple[str, int]:
+def create_access_token(user_id: uuid.UUID, password_hash: str, session_id: uuid.UUID) -> tuple[str, int]:
     """A signed JWT (HS256) for `user_id`, valid `access_token_minutes`, bound to `password_hash`
     (see session_auth_hash) and to the sign-in session `session_id` (the refresh-token family, claim
     `sid` as in OpenID Connect): logging out ends the session and with it every access token it
@@ -85,7 +83,9 @@ def _verified(token: str, secret_key: str) -> tuple[AccessToken, float]:
         payload = jwt.decode(token, secret_key, algorithms=["HS256"], options={"require": ["exp"]})
         if payload.get("type") != "access":
             raise _Invalid
-        claims = AccessToken(uuid.UUID(payload["sub"]), str(payload.get("pwd", "")), uuid.UUID(payload["sid"]))
+        claims = AccessToken(
+            uuid.UUID(payload["sub"]), str(payload.get("pwd", "")), uuid.UUID(payload["sid"])
+        )
         return claims, float(payload["exp"])
     except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         raise _Invalid from None

@@ -68,7 +68,9 @@ def json_response(model: Any) -> Response:
 async def read_job(claims: AccessToken, job_id: uuid.UUID) -> Response:
     """GET /v1/jobs/{id}: the job of the signed-in user as `JobOut`; 401 for a token that no longer
     holds (user gone, being erased, password changed), 404 for an id that is not theirs."""
-    row = await run_in_threadpool(lambda: _first(_JOB, job_id=job_id, user_id=claims.user_id, session_id=claims.session_id))
+    row = await run_in_threadpool(
+        lambda: _first(_JOB, job_id=job_id, user_id=claims.user_id, session_id=claims.session_id)
+    )
     check_signed_in(claims, row)
     if row.id is None:
         raise not_found("Job")
