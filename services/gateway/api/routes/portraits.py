@@ -96,7 +96,11 @@ class PortraitOut(BaseModel):
     id: uuid.UUID
     job_id: uuid.UUID | None
     style: str
-    url: str
+    url: str = Field(description="the PNG, to show (presigned, valid `urls_expire_in` seconds)")
+    download_url: str = Field(
+        description="the PNG as a download (`Content-Disposition: attachment`), presigned like `url`"
+    )
+    urls_expire_in: int = Field(description="seconds the URLs stay valid; read the list again for new ones")
     thumb_url: str | None
     identity_score: float | None
     face_found: bool
@@ -111,6 +115,8 @@ class PortraitOut(BaseModel):
             job_id=p.job_id,
             style=p.style,
             url=storage.presign_get(p.object_key),
+            download_url=storage.presign_get(p.object_key, filename=download_name(p)),
+            urls_expire_in=get_settings().presign_seconds,
             thumb_url=storage.presign_get(p.thumb_key) if p.thumb_key else None,
             identity_score=p.identity_score,
             face_found=p.face_found,
@@ -118,6 +124,11 @@ class PortraitOut(BaseModel):
             height=p.height,
             created_at=p.created_at,
         )
+
+
+def download_name(p: Portrait) -> str:
+    """The file name a download is saved under: `portrait-<style>-<first 8 of its id>.png`."""
+    return f"portrait-{p.style}-{str(p.id)[:8]}.png"
 
 
 class PortraitList(BaseModel):
