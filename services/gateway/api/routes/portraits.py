@@ -44,7 +44,7 @@ class StyleOut(BaseModel):
     id: str
     name: dict[str, str]  # by locale: {"en": ..., "ko": ...} (shared/styles/*.yaml)
     description: dict[str, str]  # by locale
-    preview_url: str | None  # null: the style has no preview picture (none ship; see shared/styles.py)
+    preview_url: str | None  # the style's sample card (an SVG drawn from its YAML); null: none
 
 
 class StyleList(BaseModel):
@@ -68,13 +68,20 @@ def list_styles(user: CurrentUser) -> StyleList:
 
 @styles_router.get("/{style_id}/preview", response_class=FileResponse, responses={404: {"model": Message}})
 def style_preview(style_id: str) -> FileResponse:
-    """The style's example picture; public (an <img> sends no token), 404 when it has none."""
+    """The style's sample card (SVG, drawn from its YAML by services/generator/style_cards.py) or
+    picture; public (an <img> sends no token), 404 when it has none. An SVG opened on its own runs no
+    script (Content-Security-Policy)."""
     style = load_styles().get(style_id)
     if style is None or style.preview is None:
         raise not_found("style_preview")
     path = preview_path(style)
     return FileResponse(
-        path, media_type=PREVIEW_TYPES[path.suffix.lower()], headers={"Cache-Control": "max-age=3600"}
+        path,
+        media_type=PREVIEW_TYPES[path.suffix.lower()],
+        headers={
+            "Cache-Control": "max-age=3600",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+        },
     )
 
 
