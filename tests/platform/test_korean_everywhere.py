@@ -201,3 +201,18 @@ def test_a_jobs_stage_is_shown_in_the_readers_language(api: Api) -> None:
             if line.startswith("data:"):
                 assert json.loads(line[5:])["stage_text"] == "얼굴 학습 중(36단계 중 2단계)"
                 break
+
+
+def test_every_label_of_the_web_page_has_a_korean_twin() -> None:
+    """The page's own words (services/gateway/static/locales/*.js): every English key has Korean."""
+    static = REPO / "services/gateway/static/locales"
+
+    def labels(name: str) -> dict[str, str]:
+        text = (static / name).read_text(encoding="utf-8")
+        return dict(re.findall(r'^\s*"([\w.]+)":\s*\n?\s*"((?:[^"\\]|\\.)*)"', text, re.M))
+
+    en, ko = labels("en.js"), labels("ko.js")
+    assert len(en) > 150
+    assert not sorted(set(en) - set(ko)), sorted(set(en) - set(ko))
+    english_only = [key for key, text in ko.items() if key in en and not HANGUL.search(text)]
+    assert len(english_only) <= 5, english_only  # a few are names alike in both (e.g. "Portrait Studio")
