@@ -72,9 +72,10 @@ def test_a_download_saves_the_file_and_still_works_after_the_links_expired(
     # The web fixture checks this page too: no JavaScript errors, contexts closed.
     page = Web(web.browser, short_lived, errors=web.errors, contexts=web.contexts).page()
     sign_in(page, user, f"#/gallery?job={job_id}")
-    page.select_option("#lang", locale)
     cards = page.locator(".portrait")
     cards.first.wait_for()
+    page.select_option("#lang", locale)
+    cards.first.locator("button", has_text=download).wait_for()
     assert cards.count() == 2
     shots(page, f"gallery-{locale}")
     opened = []
