@@ -29,7 +29,8 @@ from shared.security import AccessToken, decode_access_token
 # with whether the token's sign-in session is still live (logout ends it).
 _AUTH = (User.password_hash, User.deleting, session_live(bindparam("session_id")))
 _JOB = (
-    select(*_AUTH, *(Job.__table__.c[name] for name in JobOut.model_fields))
+    # JobOut's columns (`stage_text` is computed from `stage`, in the reader's language)
+    select(*_AUTH, *(Job.__table__.c[name] for name in JobOut.model_fields if name in Job.__table__.c))
     .select_from(User)
     .outerjoin(Job, and_(Job.id == bindparam("job_id"), Job.user_id == User.id))
     .where(User.id == bindparam("user_id"))
