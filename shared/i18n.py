@@ -13,6 +13,7 @@ mails have their own catalogue (services/notifier/i18n.py).
 from __future__ import annotations
 
 import contextvars
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,6 +152,76 @@ EN: Catalog = {
         "{count} people in this photo: we use the pose of the most prominent one, drawn over the photo "
         "in the preview. Choose a photo of one person for another pose."
     ),
+    # Accounts (answers of the auth and me routes)
+    "auth.signup_accepted": (
+        "Thanks! If this address can be used, you can log in now, and we sent it an email to confirm it."
+    ),
+    "auth.reset_accepted": "If an account uses this address, we sent it a link to choose a new password.",
+    "auth.email_confirmed": "Thanks, your email address is confirmed.",
+    "auth.password_changed": "Your password was changed. Please log in with the new one.",
+    "me.erasing": "Your account and all your photos, models and portraits are being deleted.",
+    "consent.required": ("Please agree to the processing of your face photos first (POST /v1/me/consent)."),
+    # Not found (404) by what was asked for; another user's object is not found too
+    "not_found.job": "Job not found.",
+    "not_found.pose": "Pose not found.",
+    "not_found.likeness": "Likeness not found.",
+    "not_found.portrait": "Portrait not found.",
+    "not_found.photo": "Photo not found.",
+    "not_found.style_preview": "Preview of this style not found.",
+    "not_found.job_portraits": "Portraits of this job not found.",
+    "not_found.metrics": "Metrics are not served on the public port.",
+    "not_found.page": "The web page is not built; see /docs.",
+    # HTTP's own refusals (Starlette's routing, body limits)
+    "http.404": "There is nothing at this address.",
+    "http.405": "This address does not take {method} requests; it takes {allowed}.",
+    "http.other": "The request could not be answered ({status}).",
+    "request.too_large": "The request body is larger than the {size} this API accepts.",
+    "request.too_slow": "The request body did not arrive within {seconds} seconds; please send it again.",
+    # A request that fails validation (422): one sentence naming each field
+    "validation.fields": {
+        "one": "Please check this field: {fields}.",
+        "other": "Please check these fields: {fields}.",
+    },
+    "validation.json": "The request body is not valid JSON{at}.",
+    "validation.json_at": " (at character {at})",
+    # Outages (503)
+    "outage.database": "The database is not answering; try again in a minute.",
+    "outage.redis": "The job queue is not answering; try again in a minute.",
+    "outage.storage": "Storage is not answering; try again in a minute.",
+    "outage.store_failing": "Storage is failing to save or read files right now; try again in a minute.",
+    # GET /v1/system
+    "system.demo": (
+        "Demo models: the 'tiny' preset runs small random-weight models built from configs, so the "
+        "images are noise. Set MODEL_PRESET=sd15 with real weights for real portraits."
+    ),
+    "system.real": "Real models are loaded.",
+    # Job stages for people (Job.stage is the worker's label; stage_text() maps it here)
+    "stage.queued": "in the queue",
+    "stage.starting": "starting",
+    "stage.retrying": "trying again",
+    "stage.canceled": "canceled",
+    "stage.done": "finished",
+    "stage.downloading photos": "getting your photos",
+    "stage.preprocessing": "preparing your photos",
+    "stage.training_step": "learning your likeness (step {step} of {total})",
+    "stage.choosing the best checkpoint": "choosing the best result",
+    "stage.saving": "saving your likeness",
+    "stage.checking faces": "checking your photos",
+    "stage.finding the pose": "finding the pose",
+    "stage.drawing the skeleton": "drawing the pose",
+    "stage.account deleted": "account deleted",
+    "stage.deleting files": "deleting files",
+    "stage.deleting records": "deleting records",
+    "stage.loading likeness": "loading your likeness",
+    "stage.generating": "painting portraits",
+    "stage.portrait": "{style}: {step}",
+    "stage.portrait.txt2img": "painting the picture",
+    "stage.portrait.detail": "refining the face",
+    "stage.portrait.beautify": "evening out tone and colour",
+    "stage.portrait.detail2": "refining the face again",
+    "stage.portrait.upscale": "adding detail at full size",
+    "stage.portrait.done": "finished",
+    "stage.working": "working",
 }
 
 KO: Catalog = {
@@ -202,6 +273,66 @@ KO: Catalog = {
     "job.unusable_lora": "LoRA 파일을 쓸 수 없습니다: {reason}.",
     "job.unusable_likeness_lora": "닮은꼴 LoRA 파일({file})을 쓸 수 없습니다: {reason}.",
     "job.unusable_style_lora": "스타일 LoRA {name} 파일({file})을 쓸 수 없습니다: {reason}.",
+    "auth.signup_accepted": (
+        "가입해 주셔서 감사합니다! 쓸 수 있는 주소라면 지금 로그인할 수 있으며, 확인 메일을 보냈습니다."
+    ),
+    "auth.reset_accepted": "이 주소를 쓰는 계정이 있다면 새 비밀번호를 정하는 링크를 보냈습니다.",
+    "auth.email_confirmed": "감사합니다. 이메일 주소가 확인되었습니다.",
+    "auth.password_changed": "비밀번호가 바뀌었습니다. 새 비밀번호로 로그인해 주세요.",
+    "me.erasing": "계정과 모든 사진, 모델, 인물 사진을 삭제하고 있습니다.",
+    "consent.required": "먼저 얼굴 사진 처리에 동의해 주세요(POST /v1/me/consent).",
+    "not_found.job": "작업을 찾을 수 없습니다.",
+    "not_found.pose": "자세 사진을 찾을 수 없습니다.",
+    "not_found.likeness": "닮은꼴 모델을 찾을 수 없습니다.",
+    "not_found.portrait": "인물 사진을 찾을 수 없습니다.",
+    "not_found.photo": "사진을 찾을 수 없습니다.",
+    "not_found.style_preview": "이 스타일의 미리보기가 없습니다.",
+    "not_found.job_portraits": "이 작업의 인물 사진을 찾을 수 없습니다.",
+    "not_found.metrics": "공개 포트에서는 지표를 제공하지 않습니다.",
+    "not_found.page": "웹 페이지가 준비되지 않았습니다. /docs를 보세요.",
+    "http.404": "이 주소에는 아무것도 없습니다.",
+    "http.405": "이 주소는 {method} 요청을 받지 않습니다. 받는 요청: {allowed}.",
+    "http.other": "요청에 답할 수 없습니다({status}).",
+    "request.too_large": "요청 본문이 이 API가 받는 크기({size})보다 큽니다.",
+    "request.too_slow": "요청 본문이 {seconds}초 안에 도착하지 않았습니다. 다시 보내 주세요.",
+    "validation.fields": "다음 항목을 확인해 주세요: {fields}.",
+    "validation.json": "요청 본문이 올바른 JSON이 아닙니다{at}.",
+    "validation.json_at": "({at}번째 문자)",
+    "outage.database": "데이터베이스가 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",
+    "outage.redis": "작업 대기열이 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",
+    "outage.storage": "저장소가 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",
+    "outage.store_failing": "지금 저장소가 파일을 저장하거나 읽지 못합니다. 1분 뒤에 다시 시도해 주세요.",
+    "system.demo": (
+        "데모 모델: 'tiny' 설정은 설정 파일로 만든 작은 무작위 가중치 모델을 쓰므로 사진이 잡음처럼 "
+        "보입니다. 실제 인물 사진은 MODEL_PRESET=sd15와 실제 가중치로 만드세요."
+    ),
+    "system.real": "실제 모델을 불러왔습니다.",
+    "stage.queued": "대기열에 있음",
+    "stage.starting": "시작하는 중",
+    "stage.retrying": "다시 시도하는 중",
+    "stage.canceled": "취소됨",
+    "stage.done": "끝남",
+    "stage.downloading photos": "사진 가져오는 중",
+    "stage.preprocessing": "사진 준비 중",
+    "stage.training_step": "얼굴 학습 중({total}단계 중 {step}단계)",
+    "stage.choosing the best checkpoint": "가장 좋은 결과 고르는 중",
+    "stage.saving": "모델 저장 중",
+    "stage.checking faces": "사진 확인 중",
+    "stage.finding the pose": "자세 찾는 중",
+    "stage.drawing the skeleton": "자세 그리는 중",
+    "stage.account deleted": "계정 삭제됨",
+    "stage.deleting files": "파일 삭제 중",
+    "stage.deleting records": "기록 삭제 중",
+    "stage.loading likeness": "닮은꼴 모델 불러오는 중",
+    "stage.generating": "사진 그리는 중",
+    "stage.portrait": "{style}: {step}",
+    "stage.portrait.txt2img": "사진 그리는 중",
+    "stage.portrait.detail": "얼굴 다듬는 중",
+    "stage.portrait.beautify": "피부 톤과 색 고르는 중",
+    "stage.portrait.detail2": "얼굴 한 번 더 다듬는 중",
+    "stage.portrait.upscale": "큰 크기로 디테일 더하는 중",
+    "stage.portrait.done": "끝남",
+    "stage.working": "작업 중",
     # Job failures without values, by error code (the English is the worker's own sentence)
     "job.likeness_deleted": "이 닮은꼴 모델은 삭제되었습니다. 새로 학습해 주세요.",
     "job.likeness_not_ready": "이 닮은꼴 모델은 아직 준비되지 않았습니다.",
@@ -365,3 +496,32 @@ def by_code(key: str, stored: str | None, locale: str) -> str | None:
         return say(key, locale)
     except KeyError:  # the sentence needs values that were not stored
         return stored
+
+
+# The labels workers write to Job.stage (shared/jobs/runner.py JobContext.progress): a fixed word
+# ("saving"), "training step 12/400, about 3 min left" (services/trainer/train.py), or
+# "<style's English name>: <pipeline stage>" (services/generator/tasks.py).
+_TRAINING_STEP = re.compile(r"training step (\d+)/(\d+)(?:,.*)?")
+_PORTRAIT_STEP = re.compile(r"(.+): (\w+)")
+
+
+def stage_text(stage: str | None, locale: str = DEFAULT_LOCALE) -> str | None:
+    """A job's stage label (`Job.stage`, the worker's words) as a phrase for people in `locale`:
+    `"training step 2/36, about 1 min left"` -> `"learning your likeness (step 2 of 36)"` (the time
+    left is the page's own estimate, not repeated here); `"Black-and-white: txt2img"` ->
+    `"흑백: 사진 그리는 중"` in Korean. A label not in the catalogue gives `stage.working`, never the
+    raw English label. None for None."""
+    if not stage:
+        return None
+    if knows(f"stage.{stage}", locale) or (locale == DEFAULT_LOCALE and f"stage.{stage}" in EN):
+        return say(f"stage.{stage}", locale)
+    if m := _TRAINING_STEP.fullmatch(stage):
+        return say("stage.training_step", locale, step=int(m[1]), total=int(m[2]))
+    if (m := _PORTRAIT_STEP.fullmatch(stage)) and f"stage.portrait.{m[2]}" in EN:
+        from shared.styles import load_styles  # the styles' names in every language
+
+        names = {s.name.en: s.name.get(locale) for s in load_styles().values()}
+        if m[1] in names:
+            step = say(f"stage.portrait.{m[2]}", locale)
+            return say("stage.portrait", locale, style=names[m[1]], step=step)
+    return say("stage.working", locale)

@@ -39,14 +39,17 @@ def session_auth_hash(password_hash: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def create_access_token(user_id: uuid.UUID, password_hash: str) -> tuple[str, int]:
+def create_access_token(user_id: uuid.UUID, password_hash: str, session_id: uuid.UUID) -> tuple[str, int]:
     """A signed JWT (HS256) for `user_id`, valid `access_token_minutes`, bound to `password_hash`
-    (see session_auth_hash). Returns (token, seconds until it expires)."""
+    (see session_auth_hash) and to the sign-in session `session_id` (the refresh-token family, claim
+    `sid` as in OpenID Connect): logging out ends the session and with it every access token it
+    issued. Returns (token, seconds until it expires)."""
     s = get_settings()
     expires = s.access_token_minutes * 60
     payload = {
         "sub": str(user_id),
         "type": "access",
+        "sid": str(session_id),
         "pwd": session_auth_hash(password_hash),
         "exp": datetime.now(UTC) + timedelta(seconds=expires),
         "iat": datetime.now(UTC),
@@ -59,6 +62,7 @@ class AccessToken(NamedTuple):
 
     user_id: uuid.UUID
     password_binding: str  # session_auth_hash of the password it was issued under
+    session_id: uuid.UUID  # the refresh-token family (sign-in session) it belongs to
 
     def issued_under(self, password_hash: str) -> bool:
         """Whether the password is still the one the token was issued under."""
@@ -79,7 +83,10 @@ def _verified(token: str, secret_key: str) -> tuple[AccessToken, float]:
         payload = jwt.decode(token, secret_key, algorithms=["HS256"], options={"require": ["exp"]})
         if payload.get("type") != "access":
             raise _Invalid
-        return AccessToken(uuid.UUID(payload["sub"]), str(payload.get("pwd", ""))), float(payload["exp"])
+        claims = AccessToken(
+            uuid.UUID(payload["sub"]), str(payload.get("pwd", "")), uuid.UUID(payload["sid"])
+        )
+        return claims, float(payload["exp"])
     except (jwt.PyJWTError, KeyError, ValueError, TypeError):
         raise _Invalid from None
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -94,13 +94,32 @@ class UpscaleParams(_Strict):
     controlnet_scale: float = Field(default=1.0, ge=0.0, le=2.0)
 
 
+Colour = Annotated[str, Field(pattern=r"^#[0-9a-f]{6}$")]
+
+
+class Look(_Strict):
+    """What the style's sample card shows (services/generator/style_cards.py draws it): the colours,
+    the light and the scene of its prompt, over the silhouette of its pose template. A drawing, not a
+    generated picture: it says what the style is for without model weights."""
+
+    backdrop: tuple[Colour, Colour]  # top and bottom of the backdrop
+    wardrobe: Colour
+    skin: Colour
+    light: Literal["left", "right", "front", "back", "soft"]  # where the key light comes from
+    light_colour: Colour = "#ffffff"
+    scene: Literal["studio", "window", "street", "park", "colour_block"] = "studio"
+    accent: Colour | None = None  # a second colour of the scene (colour block, foliage, street)
+
+
 class Style(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     name: Localized
     description: Localized
-    # A real example picture of the style (JPEG/PNG/WebP) relative to styles/, or null. None ships:
-    # pictures from random or tiny weights are noise and would misstate what the style makes.
+    # The style's preview picture (SVG/JPEG/PNG/WebP) relative to styles/, or null. What ships is the
+    # drawn sample card of `look` (previews/<id>.svg, made by `python -m services.generator.style_cards`):
+    # pictures from random or tiny weights would be noise and misstate what the style makes.
     preview: str | None = None
+    look: Look | None = None
     base_model: str = Field(min_length=1)
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
@@ -134,7 +153,13 @@ def load_style_file(path: Path) -> Style:
     return style
 
 
-PREVIEW_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+PREVIEW_TYPES = {
+    ".svg": "image/svg+xml",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".webp": "image/webp",
+}
 
 
 def preview_path(style: Style, folder: Path = STYLES_DIR) -> Path:
@@ -144,7 +169,9 @@ def preview_path(style: Style, folder: Path = STYLES_DIR) -> Path:
         raise StyleError(f"{style.id}: no preview")
     path = (folder / style.preview).resolve()
     if not path.is_relative_to(folder.resolve()) or path.suffix.lower() not in PREVIEW_TYPES:
-        raise StyleError(f"{style.id}.yaml: preview must be a .jpg, .png or .webp file inside {folder.name}/")
+        raise StyleError(
+            f"{style.id}.yaml: preview must be a .svg, .jpg, .png or .webp file inside {folder.name}/"
+        )
     if not path.is_file():
         raise StyleError(f"{style.id}.yaml: preview {style.preview!r} does not exist")
     return path

@@ -79,7 +79,7 @@ def create_app() -> FastAPI:
     @app.get("/metrics", include_in_schema=False)
     def no_public_metrics() -> JSONResponse:
         """Metrics are for Prometheus inside the cluster: served on HEALTH_PORT (shared/health.py)."""
-        return JSONResponse({"detail": "Metrics are not served on the public port."}, 404)
+        return JSONResponse({"detail": say("not_found.metrics", current_locale.get())}, 404)
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -88,7 +88,7 @@ def create_app() -> FastAPI:
     def index() -> Response:
         page = STATIC / "index.html"
         if not page.exists():
-            return JSONResponse({"detail": "The web page is not built; see /docs."}, 404)
+            return JSONResponse({"detail": say("not_found.page", current_locale.get())}, 404)
         return FileResponse(page, headers={"Cache-Control": "no-cache"})
 
     return app

@@ -24,7 +24,6 @@ import asyncio
 
 from fastapi import params
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.api.language import Refusal
@@ -35,9 +34,9 @@ CLOSE = {"Connection": "close"}
 NOT_SIGNED_IN = Refusal(401, "auth.login_again", headers={"WWW-Authenticate": "Bearer", **CLOSE})
 
 
-def too_large(limit: int) -> HTTPException:
+def too_large(limit: int) -> Refusal:
     size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
-    return HTTPException(413, f"The request body is larger than the {size} this API accepts.", CLOSE)
+    return Refusal(413, "request.too_large", headers=CLOSE, size=size)
 
 
 def upload_limit() -> int:
@@ -55,10 +54,8 @@ def signed_in(scope: Scope) -> bool:
     return scheme.lower() == "bearer" and decode_access_token(token.strip()) is not None
 
 
-def too_slow(seconds: float) -> HTTPException:
-    return HTTPException(
-        408, f"The request body did not arrive within {seconds:g} seconds; please send it again.", CLOSE
-    )
+def too_slow(seconds: float) -> Refusal:
+    return Refusal(408, "request.too_slow", headers=CLOSE, seconds=f"{seconds:g}")
 
 
 def takes_files(scope: Scope) -> bool:

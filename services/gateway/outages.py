@@ -17,40 +17,42 @@ from fastapi.responses import JSONResponse
 
 from shared import storage
 from shared.config import get_settings
+from shared.i18n import current_locale, say
 
 log = logging.getLogger(__name__)
 
-# (exception types, the dependency's name, the sentence a person reads)
+# (exception types, the dependency's name, the catalogue key of the sentence a person reads)
 OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
     (
         (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError),
         "database",
-        "The database is not answering; try again in a minute.",
+        "outage.database",
     ),
     (
         (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
         "redis",
-        "The job queue is not answering; try again in a minute.",
+        "outage.redis",
     ),
     (
         (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError),
         "storage",
-        "Storage is not answering; try again in a minute.",
+        "outage.storage",
     ),
 ]
 
 
 # S3 answered with a 5xx (storage.store_failed): it is up but cannot store or serve files right now.
-STORE_FAILING = ("storage", "Storage is failing to save or read files right now; try again in a minute.")
+STORE_FAILING = ("storage", "outage.store_failing")
 
 
 def outage_of(exc: BaseException) -> tuple[str, str] | None:
-    """(dependency, sentence) when `exc` says a dependency is down, hung or failing, else None."""
-    for types, dependency, sentence in OUTAGES:
+    """(dependency, sentence in the request's language) when `exc` says a dependency is down, hung or
+    failing, else None."""
+    for types, dependency, key in OUTAGES:
         if isinstance(exc, types):
-            return dependency, sentence
+            return dependency, say(key, current_locale.get())
     if isinstance(exc, botocore.exceptions.ClientError) and storage.store_failed(exc):
-        return STORE_FAILING
+        return STORE_FAILING[0], say(STORE_FAILING[1], current_locale.get())
     return None
 
 
@@ -80,10 +82,10 @@ def _answer(request: Request, exc: Exception, dependency: str, sentence: str) ->
 
 def install_outage_handlers(app: FastAPI) -> None:
     """Register one exception handler per dependency on `app`, and one for S3's 5xx answers."""
-    for types, dependency, sentence in OUTAGES:
+    for types, dependency, key in OUTAGES:
 
-        async def handler(request: Request, exc: Exception, dependency=dependency, sentence=sentence):  # type: ignore[no-untyped-def]
-            return _answer(request, exc, dependency, sentence)
+        async def handler(request: Request, exc: Exception, dependency=dependency, key=key):  # type: ignore[no-untyped-def]
+            return _answer(request, exc, dependency, say(key, current_locale.get()))
 
         for exc_type in types:
             app.add_exception_handler(exc_type, handler)

@@ -83,9 +83,10 @@ def test_lora_tags_outside_the_main_prompt_are_refused(tmp_path):
 
 
 def test_a_preview_must_be_an_image_file_inside_the_styles_folder(tmp_path):
-    """No style ships a preview (random weights draw noise); one that names a preview must have it."""
-    good = (Path(__file__).parents[2] / "shared/styles/studio-business.yaml").read_text()
-    assert "\npreview: null\n" in good
+    """A style that names a preview must have it, inside the styles folder."""
+    shipped = (Path(__file__).parents[2] / "shared/styles/studio-business.yaml").read_text()
+    assert "\npreview: previews/studio-business.svg\n" in shipped
+    good = shipped.replace("\npreview: previews/studio-business.svg\n", "\npreview: null\n")
     named = good.replace("\npreview: null\n", "\npreview: studio-business.jpg\n")
     with pytest.raises(StyleError, match="preview 'studio-business.jpg' does not exist"):
         load_style_file(_write(tmp_path, "studio-business", named))
@@ -96,3 +97,27 @@ def test_a_preview_must_be_an_image_file_inside_the_styles_folder(tmp_path):
         load_style_file(_write(tmp_path, "studio-business", outside))
     with pytest.raises(StyleError, match="inside"):
         load_style_file(_write(tmp_path, "studio-business", named.replace(".jpg", ".yaml")))
+
+
+def test_every_style_ships_the_sample_card_its_yaml_draws() -> None:
+    """The picker's previews (issue 23 item 8): each style has a `look` and a preview file that is
+    exactly what services/generator/style_cards.py draws from it (re-run `python -m
+    services.generator.style_cards` after changing a look or a pose template)."""
+    import xml.etree.ElementTree as ET
+
+    from services.generator.style_cards import card_path, render_card
+    from shared.styles import STYLES_DIR, preview_path
+
+    styles = load_styles()
+    drawn = {}
+    for style in styles.values():
+        assert style.look is not None, style.id
+        assert preview_path(style) == card_path(style).resolve(), style.id
+        text = render_card(style)
+        assert card_path(style).read_text(encoding="utf-8") == text, f"{style.id}: card out of date"
+        root = ET.fromstring(text)
+        assert root.tag.endswith("svg") and root.get("viewBox") == "0 0 512 768"
+        assert style.look.backdrop[0] in text and style.look.wardrobe in text
+        assert text.count("<line") >= 5, f"{style.id}: no pose skeleton"  # the pose the style uses
+        drawn[style.id] = text
+    assert len(set(drawn.values())) == len(drawn) == len(list(STYLES_DIR.glob("*.yaml")))

@@ -108,13 +108,15 @@ def test_an_expired_access_token_is_refused(api: Api) -> None:
     me = api.get("/v1/me", headers=user.auth).json()
     now = datetime.now(UTC)
 
-    bound = jwt.decode(user.access_token, options={"verify_signature": False})["pwd"]  # the password's
+    issued = jwt.decode(user.access_token, options={"verify_signature": False})
+    bound, sid = issued["pwd"], issued["sid"]  # the password's binding, the sign-in session
 
     def token(exp: datetime) -> dict[str, str]:
         claims = {
             "sub": me["id"],
             "type": "access",
             "pwd": bound,
+            "sid": sid,
             "iat": exp - timedelta(minutes=15),
             "exp": exp,
         }
@@ -135,3 +137,24 @@ def test_an_access_token_expires_when_expires_in_says(api: Api) -> None:
     claims = jwt.decode(refreshed["access_token"], options={"verify_signature": False})
     assert refreshed["expires_in"] == 15 * 60
     assert abs(claims["exp"] - claims["iat"] - refreshed["expires_in"]) <= 1, claims
+
+
+def test_logout_ends_the_sessions_access_tokens_at_once(api: Api) -> None:
+    """A shared computer: after logout, the access token copied from that session is refused at once
+    (not up to 15 minutes later), the refreshed ones of the same session too; another device's
+    session of the same user goes on."""
+    user = api.new_user(consent=False)
+    refreshed = api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token}).json()
+    newer = {"Authorization": f"Bearer {refreshed['access_token']}"}
+    other = api.post("/v1/auth/login", json={"email": user.email, "password": user.password}).json()
+    other_auth = {"Authorization": f"Bearer {other['access_token']}"}
+    for auth in (user.auth, newer, other_auth):
+        assert api.get("/v1/me", headers=auth).status_code == 200
+
+    assert api.post("/v1/auth/logout", json={"refresh_token": refreshed["refresh_token"]}).status_code == 204
+    for auth in (user.auth, newer):
+        gone = api.get("/v1/me", headers=auth)
+        assert gone.status_code == 401, gone.text
+        assert gone.json() == {"detail": "Please log in again."}
+    assert api.get("/v1/me", headers=other_auth).status_code == 200
+    assert api.post("/v1/auth/refresh", json={"refresh_token": other["refresh_token"]}).status_code == 200

@@ -106,7 +106,6 @@ def test_erasure_cancels_the_users_jobs_before_it_deletes_a_file(stack, monkeypa
     bucket: the erasure first ends every queued or running job of the user (their workers see it at
     their next progress report and stop), and only then deletes."""
     from services.photos.erasure import erase_user
-
     from shared.jobs import run_job
     from shared.models import Job, JobStatus
 

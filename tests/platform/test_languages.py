@@ -121,8 +121,11 @@ def test_style_names_in_both_languages(api: Api) -> None:
     for style in styles:
         assert set(style["name"]) == {"en", "ko"} == set(style["description"])
         assert korean(style["name"]["ko"]) and not korean(style["name"]["en"]), style
-        assert style["preview_url"] is None  # no preview images ship (see README)
-    r = api.get("/v1/styles/black-white/preview")  # none ships: a 404 with a sentence, not a broken link
+        assert style["preview_url"] == f"/v1/styles/{style['id']}/preview"  # the drawn sample card
+    r = api.get("/v1/styles/black-white/preview")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    assert r.text.startswith("<svg") and "script" not in r.text
+    r = api.get("/v1/styles/no-such-style/preview")  # a 404 with a sentence, not a broken link
     assert r.status_code == 404 and r.json() == {"detail": "Preview of this style not found."}
     names = {s["id"]: s["name"] for s in styles}
     assert names["black-white"] == {"en": "Black-and-white", "ko": "흑백"}

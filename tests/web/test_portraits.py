@@ -83,7 +83,7 @@ def test_train_generate_and_gallery(web: Web, api: Api, procs: Processes, shots:
     for i in range(2):
         styles.nth(i).locator("input").check()
     page.get_by_label("Portraits per style").fill("1")
-    expect(page.get_by_text("2 style(s) selected: 2 portraits in all.")).to_be_visible()
+    expect(page.get_by_text("2 styles selected: 2 portraits in all.")).to_be_visible()
     shots(page, "styles")
     page.get_by_role("button", name="Make my portraits").click()
 

@@ -2,16 +2,18 @@
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
-from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi import Depends, Header, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.api.language import Refusal
 from shared.db import get_sessionmaker
-from shared.models import User
+from shared.models import RefreshToken, User
 from shared.security import AccessToken, decode_access_token
 
 
@@ -37,23 +39,55 @@ UNAUTHORIZED = Refusal(
 )
 
 
-def check_signed_in(claims: AccessToken, user: U | None, *, erasing: bool = False) -> U:
-    """`user`, unless 401: the token's user must still exist, not be being erased (unless `erasing`:
-    the routes that show or repeat a pending erasure), and still have the password the token was
-    issued under (a reset ends older tokens). `user`: a `User` or any row with its `password_hash`
-    and `deleting`, or None."""
-    if user is None or not claims.issued_under(user.password_hash):  # type: ignore[attr-defined]
+def session_live(session_id: Any = None) -> ColumnElement[bool]:
+    """SQL: whether the sign-in session (refresh-token family) `session_id` of the row's user still
+    has a live refresh token. Logout revokes the family, so the access tokens it issued (claim `sid`)
+    end at once; a column of the same statement that reads the user, so still one round trip.
+    `session_id`: a value, or a bindparam for a statement built once (services/gateway/api/reads.py)."""
+    return (
+        exists()
+        .where(
+            RefreshToken.family_id == session_id,
+            RefreshToken.user_id == User.id,
+            RefreshToken.revoked_at.is_(None),
+        )
+        .label("session_live")
+    )
+
+
+def check_signed_in(claims: AccessToken, row: U | None, *, erasing: bool = False) -> U:
+    """`row`, unless 401: the token's user must still exist, still have the password the token was
+    issued under (a reset ends older tokens), its session must not be logged out, and the account
+    must not be being erased. With `erasing` (the routes that show or repeat a pending erasure), an
+    account being erased passes, though asking for the erasure revoked its sessions. `row`: any row
+    with the user's `password_hash`, `deleting` and `session_live` (see session_live), or None."""
+    if row is None or not claims.issued_under(row.password_hash):  # type: ignore[attr-defined]
         raise UNAUTHORIZED
-    if user.deleting and not erasing:  # type: ignore[attr-defined]
+    if row.deleting:  # type: ignore[attr-defined]
+        if not erasing:
+            raise UNAUTHORIZED
+    elif not row.session_live:  # type: ignore[attr-defined]
         raise UNAUTHORIZED
-    return user
+    return row
+
+
+class _Signed(NamedTuple):
+    password_hash: str
+    deleting: bool
+    session_live: bool
 
 
 def _user_of(request: Request, session: Session, token: str | None, *, erasing: bool = False) -> User:
     claims = decode_access_token(token) if token else None
     if claims is None:
         raise UNAUTHORIZED
-    user = check_signed_in(claims, session.get(User, claims.user_id), erasing=erasing)
+    row = session.execute(
+        select(User, session_live(claims.session_id)).where(User.id == claims.user_id)
+    ).first()
+    if row is None:
+        raise UNAUTHORIZED
+    user, live = row
+    check_signed_in(claims, _Signed(user.password_hash, user.deleting, live), erasing=erasing)
     request.state.user_id = user.id
     return user
 
@@ -99,10 +133,7 @@ AccountUser = Annotated[User, Depends(get_account_user)]
 
 def get_consented_user(user: CurrentUser) -> User:
     if user.face_consent_at is None:
-        raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            "Please agree to the processing of your face photos first (POST /v1/me/consent).",
-        )
+        raise Refusal(status.HTTP_403_FORBIDDEN, "consent.required")
     return user
 
 
@@ -118,8 +149,9 @@ def get_idempotency_key(
 IdempotencyKey = Annotated[str | None, Depends(get_idempotency_key)]
 
 
-def not_found(what: str) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} not found.")
+def not_found(what: str) -> Refusal:
+    """404 with the catalogue's `not_found.<what>` (shared/i18n.py), e.g. `Job` -> "Job not found."."""
+    return Refusal(status.HTTP_404_NOT_FOUND, f"not_found.{what.lower()}")
 
 
 def conflict(key: str, **values: object) -> Refusal:

@@ -12,26 +12,91 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from shared.i18n import DEFAULT_LOCALE, current_locale, say
+
 # Where a value came from, as FastAPI's `loc` names it; the body is implied.
-_SOURCES = {"query": "query parameter", "path": "path parameter", "header": "header", "cookie": "cookie"}
+_SOURCES = {
+    "en": {"query": "query parameter", "path": "path parameter", "header": "header", "cookie": "cookie"},
+    "ko": {"query": "쿼리 매개변수", "path": "경로 매개변수", "header": "헤더", "cookie": "쿠키"},
+}
+_WHOLE_BODY = {"en": "the request body", "ko": "요청 본문"}
+
+# pydantic's message (`msg`, English only) in Korean, by error `type`, with the error's `ctx` values;
+# a type not listed here gets `_KO_OTHER` (never pydantic's English).
+_KO_MESSAGES = {
+    "missing": "빠졌습니다",
+    "string_too_short": "{min_length}자 이상이어야 합니다",
+    "string_too_long": "{max_length}자 이하여야 합니다",
+    "too_short": "{min_length}개 이상이어야 합니다",
+    "too_long": "{max_length}개 이하여야 합니다",
+    "string_type": "문자열이어야 합니다",
+    "int_parsing": "정수여야 합니다",
+    "int_type": "정수여야 합니다",
+    "int_from_float": "정수여야 합니다",
+    "float_parsing": "숫자여야 합니다",
+    "float_type": "숫자여야 합니다",
+    "bool_parsing": "true 또는 false여야 합니다",
+    "bool_type": "true 또는 false여야 합니다",
+    "greater_than": "{gt}보다 커야 합니다",
+    "greater_than_equal": "{ge} 이상이어야 합니다",
+    "less_than": "{lt}보다 작아야 합니다",
+    "less_than_equal": "{le} 이하여야 합니다",
+    "literal_error": "다음 중 하나여야 합니다: {expected}",
+    "enum": "다음 중 하나여야 합니다: {expected}",
+    "uuid_parsing": "올바른 ID(UUID)가 아닙니다",
+    "uuid_type": "올바른 ID(UUID)가 아닙니다",
+    "list_type": "목록이어야 합니다",
+    "dict_type": "JSON 객체여야 합니다",
+    "model_attributes_type": "JSON 객체여야 합니다",
+    "model_type": "JSON 객체여야 합니다",
+    "extra_forbidden": "받지 않는 항목입니다",
+    "value_error": "값이 올바르지 않습니다",
+    "string_pattern_mismatch": "형식이 올바르지 않습니다",
+    "datetime_parsing": "올바른 날짜와 시간이 아닙니다",
+    "url_parsing": "올바른 URL이 아닙니다",
+}
+_KO_OTHER = "값이 올바르지 않습니다"
+_KO_EMAIL = "올바른 이메일 주소가 아닙니다"
 
 
-def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
-    """`("body", "styles", 0)` -> `styles[0]`; `("query", "limit")` -> `query parameter limit`."""
+def field_name(loc: tuple[Any, ...] | list[Any], locale: str = DEFAULT_LOCALE) -> str:
+    """`("body", "styles", 0)` -> `styles[0]`; `("query", "limit")` -> `query parameter limit`
+    (`쿼리 매개변수 limit` in Korean: the field's own name is the API's and stays as it is)."""
     parts = list(loc)
-    source = _SOURCES.get(parts[0]) if parts else None
-    if parts and parts[0] in ("body", *_SOURCES):
+    sources = _SOURCES.get(locale, _SOURCES[DEFAULT_LOCALE])
+    source = sources.get(parts[0]) if parts else None
+    if parts and parts[0] in ("body", *sources):
         parts = parts[1:]
     name = ""
     for part in parts:
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
-    name = name or "the request body"
+    name = name or _WHOLE_BODY.get(locale, _WHOLE_BODY[DEFAULT_LOCALE])
     return f"{source} {name}" if source else name
 
 
-def validation_sentence(errors: list[dict[str, Any]]) -> str:
-    """One sentence for a list of pydantic errors, e.g.
+def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
+    """One pydantic error's message in `locale`: pydantic's own `msg` in English; in Korean the
+    sentence for its `type` (`_KO_MESSAGES`, values from its `ctx`), else a general one."""
+    if locale == DEFAULT_LOCALE:
+        return str(error.get("msg", "invalid")).rstrip(".")
+    kind = error.get("type", "")
+    if kind == "value_error" and "email" in str(error.get("msg", "")).lower():
+        return _KO_EMAIL
+    template = _KO_MESSAGES.get(kind, _KO_OTHER)
+    ctx = {
+        name: ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        for name, value in (error.get("ctx") or {}).items()
+    }
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError, ValueError):
+        return _KO_OTHER
+
+
+def validation_sentence(errors: list[dict[str, Any]], locale: str = DEFAULT_LOCALE) -> str:
+    """One sentence for a list of pydantic errors, in `locale`, e.g.
     `Please check these fields: email (value is not a valid email address), password (...).`
+    (`다음 항목을 확인해 주세요: email(올바른 이메일 주소가 아닙니다), ...` in Korean).
 
     A body that is not JSON at all (FastAPI's `json_invalid`, `loc` = `("body", offset)`) gets
     `The request body is not valid JSON (at character 16).`
@@ -39,11 +104,11 @@ def validation_sentence(errors: list[dict[str, Any]]) -> str:
     for e in errors:
         if e.get("type") == "json_invalid":
             loc = list(e.get("loc", ()))
-            at = f" (at character {loc[-1]})" if loc and isinstance(loc[-1], int) else ""
-            return f"The request body is not valid JSON{at}."
-    parts = [f"{field_name(e.get('loc', ()))} ({e.get('msg', 'invalid').rstrip('.')})" for e in errors]
-    noun = "this field" if len(parts) == 1 else "these fields"
-    return f"Please check {noun}: {', '.join(parts)}."
+            at = say("validation.json_at", locale, at=loc[-1]) if loc and isinstance(loc[-1], int) else ""
+            return say("validation.json", locale, at=at)
+    gap = " " if locale == DEFAULT_LOCALE else ""
+    parts = [f"{field_name(e.get('loc', ()), locale)}{gap}({error_message(e, locale)})" for e in errors]
+    return say("validation.fields", locale, count=len(parts), fields=", ".join(parts))
 
 
 # What of each pydantic error reaches the client. Never `input`: it echoes what was sent (a password,
@@ -59,9 +124,10 @@ def public_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 `{"detail": sentence, "errors": [{"loc", "msg", "type"}, ...]}` (pydantic's errors
     without the values sent)."""
-    errors = public_errors(exc.errors())
+    raw = exc.errors()
+    errors = public_errors(raw)
     return JSONResponse(
-        {"detail": validation_sentence(errors), "errors": errors},
+        {"detail": validation_sentence(list(raw), current_locale.get()), "errors": errors},
         status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
     )
 

@@ -3,16 +3,19 @@ sentences a person reads (shared/i18n.py); `?lang=` does the same where a client
 headers (EventSource, on the event stream).
 
 A route refuses with `Refusal(status, key, **values)`: `detail` is the catalogue's sentence in the
-request's language. Every other HTTPException keeps its own text.
+request's language. HTTP's own refusals raised by Starlette's routing (404 for an unknown address, 405
+for a method the route does not take) get the catalogue's `http.404` / `http.405` sentence too.
 """
 
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.i18n import Sentence, current_locale, negotiate
+from shared.i18n import Sentence, current_locale, negotiate, say
 
 
 class Refusal(HTTPException):
@@ -66,7 +69,25 @@ async def refusal(request: Request, exc: Exception) -> Response:
     )
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own HTTPExceptions (its detail is the status phrase, "Not Found") in words of the
+    catalogue, in the request's language; FastAPI's handler answers (no body for 204/304)."""
+    assert isinstance(exc, StarletteHTTPException)
+    locale = current_locale.get()
+    if exc.status_code == 404:
+        detail = say("http.404", locale)
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = say("http.405", locale, method=request.method, allowed=allowed)
+    else:
+        detail = say("http.other", locale, status=exc.status_code)
+    localized = StarletteHTTPException(exc.status_code, detail, headers=exc.headers)
+    return await http_exception_handler(request, localized)
+
+
 def install_languages(app: FastAPI) -> None:
-    """Answer in the request's language: the middleware and the handler of `Refusal`s."""
+    """Answer in the request's language: the middleware, the handler of `Refusal`s and of
+    Starlette's own 404/405."""
     app.add_middleware(LocaleMiddleware)
     app.add_exception_handler(Refusal, refusal)
+    app.add_exception_handler(StarletteHTTPException, http_error)

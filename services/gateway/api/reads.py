@@ -18,22 +18,24 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import Row, Select, and_, bindparam, select
 from starlette.concurrency import run_in_threadpool
 
-from services.gateway.api.deps import UNAUTHORIZED, bearer, check_signed_in, not_found
+from services.gateway.api.deps import UNAUTHORIZED, bearer, check_signed_in, not_found, session_live
 from services.gateway.api.schemas import JobOut, UserOut
 from shared.db import get_engine
 from shared.models import Job, User
 from shared.security import AccessToken, decode_access_token
 
 # Built once with bound parameters: building and cache-keying a statement per request costs more
-# CPU than the database's answer. The signed-in user's auth columns (deps.check_signed_in) come first.
-_AUTH = (User.password_hash, User.deleting)
+# CPU than the database's answer. The signed-in user's auth columns (deps.check_signed_in) come first,
+# with whether the token's sign-in session is still live (logout ends it).
+_AUTH = (User.password_hash, User.deleting, session_live(bindparam("session_id")))
 _JOB = (
-    select(*_AUTH, *(Job.__table__.c[name] for name in JobOut.model_fields))
+    # JobOut's columns (`stage_text` is computed from `stage`, in the reader's language)
+    select(*_AUTH, *(Job.__table__.c[name] for name in JobOut.model_fields if name in Job.__table__.c))
     .select_from(User)
     .outerjoin(Job, and_(Job.id == bindparam("job_id"), Job.user_id == User.id))
     .where(User.id == bindparam("user_id"))
 )
-_USER = select(*User.__table__.c).where(User.id == bindparam("user_id"))
+_USER = select(*User.__table__.c, _AUTH[-1]).where(User.id == bindparam("user_id"))
 
 
 def _first(statement: Select, **params: Any) -> Row | None:
@@ -68,7 +70,10 @@ async def read_job(claims: AccessToken, job_id: uuid.UUID) -> Response:
     """GET /v1/jobs/{id}: the job of the signed-in user as `JobOut`; 401 for a token that no longer
     holds (user gone, being erased, password changed), 404 for an id that is not theirs."""
     row = check_signed_in(
-        claims, await run_in_threadpool(lambda: _first(_JOB, job_id=job_id, user_id=claims.user_id))
+        claims,
+        await run_in_threadpool(
+            lambda: _first(_JOB, job_id=job_id, user_id=claims.user_id, session_id=claims.session_id)
+        ),
     )
     if row.id is None:
         raise not_found("Job")
@@ -79,6 +84,8 @@ async def read_me(claims: AccessToken) -> Response:
     """GET /v1/me: the signed-in user's account as `UserOut`, also while its erasure is pending (it
     shows `erasing_since`); 401 as `read_job` otherwise."""
     row = check_signed_in(
-        claims, await run_in_threadpool(lambda: _first(_USER, user_id=claims.user_id)), erasing=True
+        claims,
+        await run_in_threadpool(lambda: _first(_USER, user_id=claims.user_id, session_id=claims.session_id)),
+        erasing=True,
     )
     return json_response(UserOut.of(row))  # type: ignore[arg-type]  # a Row has the User's attributes

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 import email_validator
 from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
-from shared.i18n import Sentence, by_code, current_locale, job_error_message
+from shared.i18n import Sentence, by_code, current_locale, job_error_message, stage_text
 from shared.jobs.events import job_snapshot
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
 
@@ -39,7 +39,13 @@ def ascii_domain(address: str) -> str:
 class SignupIn(BaseModel):
     email: Annotated[EmailStr, AfterValidator(mailable)]
     password: str = Field(min_length=10, max_length=256)
-    locale: Literal["en", "ko"] = "en"
+    locale: Literal["en", "ko"] | None = Field(
+        default=None,
+        description=(
+            "The language of the account's mails (and of the web page's default). Not sent: the "
+            "request's `Accept-Language` (`ko`, `ko-KR` -> Korean), else English."
+        ),
+    )
 
 
 class LoginIn(BaseModel):
@@ -109,7 +115,10 @@ class JobOut(BaseModel):
     kind: str
     status: str
     progress: float
-    stage: str | None
+    stage: str | None = Field(description="the worker's stage label, e.g. `training step 2/36`")
+    stage_text: str | None = Field(
+        default=None, description="the stage as a phrase for people, in the request's language"
+    )
     attempts: int
     max_attempts: int
     error_code: str | None
@@ -127,21 +136,20 @@ class JobOut(BaseModel):
 
 def in_language(snapshot: dict[str, Any], locale: str | None = None) -> dict[str, Any]:
     """A job snapshot (shared.jobs.events.job_snapshot) with its `error_message` in `locale`
-    (default: the request's language; see shared.i18n.job_error_message). A `result.last_error` stored
-    before it held only a code (`EndpointConnectionError: Could not connect to the endpoint URL: ...`,
-    naming the S3 endpoint, bucket and object keys) is shown as its code only."""
+    (default: the request's language; see shared.i18n.job_error_message) and `stage_text`, its stage
+    as a phrase for people (shared.i18n.stage_text). A `result.last_error` stored before it held only
+    a code (`EndpointConnectionError: Could not connect to the endpoint URL: ...`, naming the S3
+    endpoint, bucket and object keys) is shown as its code only."""
+    locale = locale or current_locale.get()
     result = snapshot.get("result")
     if isinstance(result, dict) and isinstance(result.get("last_error"), str) and ":" in result["last_error"]:
         snapshot = {**snapshot, "result": {**result, "last_error": result["last_error"].split(":", 1)[0]}}
-    if not snapshot.get("error_message"):
-        return snapshot
-    message = job_error_message(
-        snapshot.get("error_code"),
-        snapshot["error_message"],
-        snapshot.get("result"),
-        locale or current_locale.get(),
-    )
-    return {**snapshot, "error_message": message}
+    shown = {**snapshot, "stage_text": stage_text(snapshot.get("stage"), locale)}
+    if snapshot.get("error_message"):
+        shown["error_message"] = job_error_message(
+            snapshot.get("error_code"), snapshot["error_message"], snapshot.get("result"), locale
+        )
+    return shown
 
 
 class JobList(BaseModel):

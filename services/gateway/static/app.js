@@ -95,7 +95,10 @@ async function render() {
   if (session.loggedIn() && !state.me) {
     try {
       await loadMe();
-      if (state.me && state.me.locale) setLocale(state.me.locale, { silent: true });
+      if (picked && state.me && picked !== state.me.locale) {
+        // Picked on this page before the account was read: the pick wins and is saved.
+        state.me = await api("/v1/me", { method: "PATCH", json: { locale: picked } });
+      } else if (state.me && state.me.locale) setLocale(state.me.locale, { silent: true });
     } catch {
       // The API is unreachable or the session is over; the view shows what it can.
     }
@@ -147,9 +150,12 @@ window.addEventListener("session-ended", () => {
   navigate("#/login");
 });
 
+let picked = null; // the language chosen on this page, if any (it outranks the account's)
+
 async function start() {
   initLocale();
   document.getElementById("lang").addEventListener("change", async (event) => {
+    picked = event.target.value;
     setLocale(event.target.value);
     announce(t("nav.language_changed"));
     if (session.loggedIn() && state.me) {

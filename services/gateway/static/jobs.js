@@ -103,6 +103,6 @@ export function etaSeconds(job, now = Date.now()) {
   const p = Number(job.progress) || 0;
   if (!job.started_at || p < 0.02 || p >= 1) return null;
   const elapsed = (now - Date.parse(job.started_at)) / 1000;
-  if (!(elapsed > 0)) return null;
+  if (!(elapsed > 5)) return null; // too early to say: no "about 0 s left" in the first seconds
   return Math.max(0, Math.round((elapsed * (1 - p)) / p));
 }

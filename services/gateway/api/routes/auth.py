@@ -28,6 +28,7 @@ from services.gateway.ratelimit import limiter
 from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.config import get_settings
 from shared.contracts import SendEmail, Template
+from shared.i18n import current_locale, say
 from shared.jobs import enqueue
 from shared.models import EmailToken, RefreshToken, User
 from shared.security import (
@@ -40,10 +41,6 @@ from shared.security import (
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 AUTH_LIMIT = get_settings().auth_rate_limit
-SIGNUP_ACCEPTED = (
-    "Thanks! If this address can be used, you can log in now, and we sent it an email to confirm it."
-)
-RESET_ACCEPTED = "If an account uses this address, we sent it a link to choose a new password."
 BAD_LOGIN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.bad_login")
 REUSE_GRACE = timedelta(seconds=10)
 BAD_LINK = Refusal(status.HTTP_400_BAD_REQUEST, "auth.bad_link")
@@ -55,16 +52,22 @@ def _now() -> datetime:
 
 def _issue_tokens(session: Session, user: User, family_id: uuid.UUID | None = None) -> TokenOut:
     raw, hashed = new_opaque_token()
+    family_id = family_id or uuid.uuid4()
     session.add(
         RefreshToken(
             user_id=user.id,
-            family_id=family_id or uuid.uuid4(),
+            family_id=family_id,
             token_hash=hashed,
             expires_at=_now() + timedelta(days=get_settings().refresh_token_days),
         )
     )
-    access, expires_in = create_access_token(user.id, user.password_hash)
+    access, expires_in = create_access_token(user.id, user.password_hash, family_id)
     return TokenOut(access_token=access, refresh_token=raw, expires_in=expires_in)
+
+
+def _message(key: str) -> Message:
+    """A `{detail}` answer: the catalogue's sentence `key` in the request's language."""
+    return Message(detail=say(key, current_locale.get()))
 
 
 def _mail(session: Session, user_id: uuid.UUID, template: Template) -> None:
@@ -80,16 +83,18 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
         hash_password(body.password)  # same work as a new account, so timing tells nothing
         _mail(session, existing.id, Template.signup_existing)
     else:
-        user = User(email=email, password_hash=hash_password(body.password), locale=body.locale)
+        # The mails' language: `locale` if sent, else the request's (Accept-Language, as the answer).
+        locale = body.locale or current_locale.get()
+        user = User(email=email, password_hash=hash_password(body.password), locale=locale)
         session.add(user)
         try:
             session.flush()
         except IntegrityError:  # a concurrent twin registered it first: same answer
             session.rollback()
-            return Message(detail=SIGNUP_ACCEPTED)
+            return _message("auth.signup_accepted")
         _mail(session, user.id, Template.verify_email)
     session.commit()
-    return Message(detail=SIGNUP_ACCEPTED)
+    return _message("auth.signup_accepted")
 
 
 @router.post("/login", response_model=TokenOut)
@@ -141,6 +146,8 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
 
 @router.post("/logout", status_code=204)
 def logout(body: RefreshIn, session: SessionDep) -> None:
+    """End the session of this refresh token: its refresh tokens are revoked, and with them every
+    access token the session issued (they carry its id, checked on each request: deps._user_of)."""
     token = session.scalar(
         select(RefreshToken).where(RefreshToken.token_hash == token_hash(body.refresh_token))
     )
@@ -171,7 +178,7 @@ def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Messag
     user = _use_email_token(session, body.token, "verify_email")
     user.email_verified_at = user.email_verified_at or _now()
     session.commit()
-    return Message(detail="Thanks, your email address is confirmed.")
+    return _message("auth.email_confirmed")
 
 
 @router.post("/password-reset", status_code=202, response_model=Message)
@@ -181,7 +188,7 @@ def request_password_reset(request: Request, body: ResetRequestIn, session: Sess
     if user is not None and not user.deleting:
         _mail(session, user.id, Template.reset_password)
         session.commit()
-    return Message(detail=RESET_ACCEPTED)
+    return _message("auth.reset_accepted")
 
 
 @router.post("/password-reset/confirm", response_model=Message)
@@ -192,4 +199,4 @@ def confirm_password_reset(request: Request, body: ResetConfirmIn, session: Sess
     # Every existing session ends with the old password.
     revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
-    return Message(detail="Your password was changed. Please log in with the new one.")
+    return _message("auth.password_changed")

@@ -10,6 +10,7 @@ from services.gateway.api.reads import Claims
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
 from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.contracts import EraseUser
+from shared.i18n import current_locale, say
 from shared.jobs import enqueue
 from shared.models import RefreshToken
 
@@ -50,6 +51,6 @@ def erase_me(user: AccountUser, session: SessionDep) -> ErasureOut:
     revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
     return ErasureOut(
-        detail="Your account and all your photos, models and portraits are being deleted.",
+        detail=say("me.erasing", current_locale.get()),
         job_id=job.id,
     )

@@ -48,7 +48,7 @@ class StyleOut(BaseModel):
     id: str
     name: dict[str, str]  # by locale: {"en": ..., "ko": ...} (shared/styles/*.yaml)
     description: dict[str, str]  # by locale
-    preview_url: str | None  # null: the style has no preview picture (none ship; see shared/styles.py)
+    preview_url: str | None  # the style's sample card (an SVG drawn from its YAML); null: none
 
 
 class StyleList(BaseModel):
@@ -72,13 +72,20 @@ def list_styles(user: CurrentUser) -> StyleList:
 
 @styles_router.get("/{style_id}/preview", response_class=FileResponse, responses={404: {"model": Message}})
 def style_preview(style_id: str) -> FileResponse:
-    """The style's example picture; public (an <img> sends no token), 404 when it has none."""
+    """The style's sample card (SVG, drawn from its YAML by services/generator/style_cards.py) or
+    picture; public (an <img> sends no token), 404 when it has none. An SVG opened on its own runs no
+    script (Content-Security-Policy)."""
     style = load_styles().get(style_id)
     if style is None or style.preview is None:
-        raise not_found("Preview of this style")
+        raise not_found("style_preview")
     path = preview_path(style)
     return FileResponse(
-        path, media_type=PREVIEW_TYPES[path.suffix.lower()], headers={"Cache-Control": "max-age=3600"}
+        path,
+        media_type=PREVIEW_TYPES[path.suffix.lower()],
+        headers={
+            "Cache-Control": "max-age=3600",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+        },
     )
 
 
@@ -100,7 +107,11 @@ class PortraitOut(BaseModel):
     id: uuid.UUID
     job_id: uuid.UUID | None
     style: str
-    url: str
+    url: str = Field(description="the PNG, to show (presigned, valid `urls_expire_in` seconds)")
+    download_url: str = Field(
+        description="the PNG as a download (`Content-Disposition: attachment`), presigned like `url`"
+    )
+    urls_expire_in: int = Field(description="seconds the URLs stay valid; read the list again for new ones")
     thumb_url: str | None
     identity_score: float | None
     face_found: bool
@@ -115,6 +126,8 @@ class PortraitOut(BaseModel):
             job_id=p.job_id,
             style=p.style,
             url=storage.presign_get(p.object_key),
+            download_url=storage.presign_get(p.object_key, filename=download_name(p)),
+            urls_expire_in=get_settings().presign_seconds,
             thumb_url=storage.presign_get(p.thumb_key) if p.thumb_key else None,
             identity_score=p.identity_score,
             face_found=p.face_found,
@@ -122,6 +135,11 @@ class PortraitOut(BaseModel):
             height=p.height,
             created_at=p.created_at,
         )
+
+
+def download_name(p: Portrait) -> str:
+    """The file name a download is saved under: `portrait-<style>-<first 8 of its id>.png`."""
+    return f"portrait-{p.style}-{str(p.id)[:8]}.png"
 
 
 class PortraitList(BaseModel):
@@ -205,7 +223,7 @@ def download_zip(user: CurrentUser, session: SessionDep, job_id: uuid.UUID = Que
     """All portraits of a job as one zip, in ranked order."""
     portraits = _portraits(session, user, job_id)
     if not portraits:
-        raise not_found("Portraits of this job")
+        raise not_found("job_portraits")
     spool = tempfile.SpooledTemporaryFile(max_size=32 * 1024 * 1024)  # noqa: SIM115 (streamed)
     with zipfile.ZipFile(spool, "w", compression=zipfile.ZIP_STORED) as zf:  # PNGs: compressed
         for number, p in enumerate(portraits, start=1):

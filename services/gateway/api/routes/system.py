@@ -6,17 +6,13 @@ from fastapi.responses import PlainTextResponse
 from services.gateway.api.schemas import SystemOut
 from shared.config import get_settings
 from shared.health import PROCESS_DEPENDENCIES, dependencies_ready
+from shared.i18n import current_locale, say
 
 router = APIRouter(tags=["system"])
 # Pages and probes answer HEAD like GET without a body (RFC 9110 9.3.2): uptime checkers and load
 # balancers use it. FastAPI, unlike Starlette's Route, does not add HEAD to a GET route by itself.
 GET_HEAD = ["GET", "HEAD"]
 probes = APIRouter(include_in_schema=False)
-
-DEMO_MESSAGE = (
-    "Demo models: the 'tiny' preset runs small random-weight models built from configs, so the "
-    "images are noise. Set MODEL_PRESET=sd15 with real weights for real portraits."
-)
 
 
 @router.api_route("/system", methods=GET_HEAD, response_model=SystemOut)
@@ -26,7 +22,7 @@ def system_info() -> SystemOut:
     return SystemOut(
         model_preset=s.model_preset,
         demo=demo,
-        message=DEMO_MESSAGE if demo else "Real models are loaded.",
+        message=say("system.demo" if demo else "system.real", current_locale.get()),
         min_photos=s.min_training_photos,
         photo_retention_days=s.photo_retention_days,
     )

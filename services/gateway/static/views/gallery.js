@@ -79,11 +79,20 @@ export async function render(root, { query }) {
   const status = h("div", { role: "status" });
   const viewer = h("dialog", { class: "dialog viewer", "aria-label": t("gallery.full") });
   const shown = new Map(); // portrait id -> element, so finished ones are not re-rendered
+  // The newest copy of each portrait: its presigned URLs (valid `urls_expire_in` s) replace older ones,
+  // so a page left open for hours still downloads (issue 23: "Request has expired" after 5 minutes).
+  const latest = new Map();
+  let linksUntil = 0; // Date.now() past which the URLs held are (nearly) expired
+  let refresher = null;
   let loading = null;
 
   async function loadPortraits() {
     loading ||= api(`/v1/portraits?job_id=${encodeURIComponent(job.id)}`)
-      .then((body) => drawGrid(listOf(body, "portraits").sort(byScore)))
+      .then((body) => {
+        const portraits = listOf(body, "portraits").sort(byScore);
+        keepLinks(portraits);
+        drawGrid(portraits);
+      })
       .catch((error) => fill(status, notice("error", error.message)))
       .finally(() => {
         loading = null;
@@ -91,14 +100,51 @@ export async function render(root, { query }) {
     return loading;
   }
 
-  function openViewer(portrait, index) {
+  function keepLinks(portraits) {
+    for (const p of portraits) latest.set(p.id, p);
+    const ttl = Math.min(...portraits.map((p) => Number(p.urls_expire_in) || 300), 3600);
+    if (!portraits.length) return;
+    linksUntil = Date.now() + ttl * 1000;
+    // Read the list again before the URLs expire (a thumbnail not yet loaded, the viewer's image).
+    clearTimeout(refresher);
+    refresher = setTimeout(() => loadPortraits(), Math.max(ttl * 800, 1000));
+  }
+
+  // The portrait with URLs good for a while yet: read again from the API when they are about to expire.
+  async function fresh(portrait) {
+    if (Date.now() > linksUntil - 2000) await loadPortraits();
+    return latest.get(portrait.id) || portrait;
+  }
+
+  async function download(portrait, link) {
+    try {
+      const p = await busy(link, () => fresh(portrait));
+      // S3 answers this URL with `Content-Disposition: attachment`: the browser saves the file and
+      // stays on the page (no new tab, no image shown instead).
+      const a = h("a", { href: p.download_url, hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+    } catch (error) {
+      fill(status, notice("error", error.message));
+    }
+  }
+
+  function downloadButton(portrait, attrs = {}) {
+    const button = h("button", { type: "button", class: "btn", ...attrs }, t("gallery.download"));
+    button.addEventListener("click", () => download(portrait, button));
+    return button;
+  }
+
+  async function openViewer(portrait, index) {
+    portrait = await fresh(portrait);
     fill(
       viewer,
       h("figure", {},
         h("img", { src: portrait.url, alt: t("gallery.alt", { style: styleName(portrait.style), rank: index + 1 }) }),
         h("figcaption", {}, `${styleName(portrait.style)} · ${t("gallery.score", { s: score(portrait) })}`)),
       h("div", { class: "actions" },
-        h("a", { class: "btn", href: portrait.url, download: `portrait-${portrait.id}.png`, target: "_blank", rel: "noopener" }, t("gallery.download")),
+        downloadButton(portrait),
         h("button", { type: "button", class: "btn btn-quiet", onclick: () => viewer.close() }, t("common.close"))),
     );
     viewer.showModal();
@@ -129,18 +175,26 @@ export async function render(root, { query }) {
       { class: "portrait", dataset: { portraitId: portrait.id } },
       h("button", { type: "button", class: "portrait-open", onclick: () => openViewer(portrait, index),
         "aria-label": t("gallery.open", { rank: index + 1, style: styleName(portrait.style) }) },
-        h("img", { src: portrait.thumb_url || portrait.url, alt: "", loading: "lazy" }),
+        h("img", { src: portrait.thumb_url || portrait.url, alt: "", loading: "lazy",
+          onerror: (event) => retryImage(event.target, portrait) }),
         h("span", { class: "rank" }, `#${index + 1}`)),
       h("div", { class: "portrait-body" },
         h("p", { class: "style-name" }, styleName(portrait.style)),
         h("p", { class: "hint" },
           portrait.face_found === false ? t("gallery.no_face") : t("gallery.score", { s: score(portrait) })),
         h("div", { class: "actions" },
-          h("a", { class: "btn btn-small", href: portrait.url, download: `portrait-${portrait.id}.png`,
-            target: "_blank", rel: "noopener", "aria-label": t("gallery.download_named", { rank: index + 1 }) },
-            t("gallery.download")),
+          downloadButton(portrait, { class: "btn btn-small",
+            "aria-label": t("gallery.download_named", { rank: index + 1 }) }),
           del)),
     );
+  }
+
+  // A thumbnail first loaded after its URL expired (lazy loading): once, with a fresh URL.
+  async function retryImage(img, portrait) {
+    if (img.dataset.retried) return;
+    img.dataset.retried = "1";
+    const p = await fresh(portrait).catch(() => null);
+    if (p) img.src = p.thumb_url || p.url;
   }
 
   let drawn = null;
@@ -191,6 +245,7 @@ export async function render(root, { query }) {
   root.append(tools, status, grid, viewer);
   await loadPortraits();
   return () => {
+    clearTimeout(refresher);
     if (stop) stop();
     if (viewer.open) viewer.close();
   };

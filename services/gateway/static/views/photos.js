@@ -268,7 +268,8 @@ class PhotoBoard {
     fill(
       this.counter,
       h("p", { class: "counter-line" },
-        h("strong", {}, t("photos.accepted_of", { n: accepted, min: state.minPhotos })), " ",
+        h("strong", {}, t(accepted > state.minPhotos ? "photos.accepted_all" : "photos.accepted_of",
+          { n: accepted, min: state.minPhotos })), " ",
         need > 0 ? t("photos.need_more", { n: need }) : t("photos.enough")),
       meter,
       checking ? h("p", { class: "hint" }, t("photos.checking_n", { n: checking })) : null,

@@ -9,7 +9,8 @@ import { followJob } from "../jobs.js";
 export function posePicker(poses) {
   const list = h("ul", { class: "pose-grid" });
   const status = h("div", { role: "status" });
-  const file = h("input", { type: "file", accept: "image/jpeg,image/png,image/webp,image/heic,image/heif,.heic,.heif", class: "pose-file" });
+  // The input stays out of sight (but focusable); its label is the button a person sees and clicks.
+  const file = h("input", { type: "file", accept: "image/jpeg,image/png,image/webp,image/heic,image/heif,.heic,.heif", class: "pose-file visually-hidden" });
   let stopFollow = () => {};
 
   const option = (pose, checked) => {
@@ -68,7 +69,10 @@ export function posePicker(poses) {
     h("legend", {}, t("pose.legend")),
     h("p", { class: "hint" }, t("pose.hint")),
     list,
-    h("div", { class: "field" }, h("label", { for: "pose-file" }, t("pose.upload")), Object.assign(file, { id: "pose-file" })),
+    h("div", { class: "field pose-upload" },
+      Object.assign(file, { id: "pose-file" }),
+      h("label", { for: "pose-file", class: "btn btn-quiet" }, t("pose.upload")),
+      h("p", { class: "hint" }, t("pose.upload_hint"))),
     status,
   );
   const chosen = () => list.querySelector("input:checked")?.value || null;

@@ -1,7 +1,7 @@
 // A live job panel: stage, percent, time left, and the error in words when it fails.
 import { api } from "../api.js";
 import { fill, h, notice } from "../dom.js";
-import { formatDuration, formatPercent, t, tOr } from "../i18n.js";
+import { formatDuration, formatPercent, t } from "../i18n.js";
 import { etaSeconds, followJob, TERMINAL } from "../jobs.js";
 import { busy } from "../ui.js";
 
@@ -42,7 +42,9 @@ export function jobPanel(job, { label, onDone, onUpdate } = {}) {
     bar.setAttribute("aria-valuetext", formatPercent(p));
     percentEl.textContent = formatPercent(p);
     const ended = TERMINAL.has(job.status);
-    const stage = job.stage && !ended ? tOr(`stage.${job.stage}`, job.stage) : ""; // "Done", not "Done · finished"
+    // The server's phrase in the page's language ("learning your likeness (step 2 of 36)"), never the
+    // worker's label; "Done", not "Done · finished".
+    const stage = !ended ? job.stage_text || "" : "";
     stageEl.textContent = `${t(`jobstatus.${job.status}`)}${stage ? ` · ${stage}` : ""}`;
     const eta = job.status === "running" ? formatDuration(etaSeconds(job)) : null;
     etaEl.textContent = eta ? t("job.eta", { time: eta }) : job.status === "queued" ? t("job.queued_hint") : "";

@@ -26,7 +26,7 @@ export async function render(root) {
   if (!ready.length) {
     root.append(notice("info", t("styles.no_model"), " ", h("a", { href: "#/train" }, t("nav.train"))));
   }
-  root.append(h("p", {}, t("styles.intro")));
+  root.append(h("p", {}, t("styles.intro")), h("p", { class: "hint" }, t("styles.cards")));
 
   const grid = h(
     "ul",
@@ -76,7 +76,10 @@ export async function render(root) {
   const updateNote = () => {
     const n = chosen().length;
     const per = Number(count.value) || 0;
-    selectedNote.textContent = n ? t("styles.selected", { n, total: n * per }) : t("styles.none_selected");
+    const total = n * per;
+    selectedNote.textContent = n
+      ? `${t(n === 1 ? "styles.selected_one" : "styles.selected", { n })} ${t(total === 1 ? "styles.total_one" : "styles.total", { total })}`
+      : t("styles.none_selected");
   };
   grid.addEventListener("change", updateNote);
   count.addEventListener("input", updateNote);

@@ -48,6 +48,7 @@ export async function render(root) {
           h("h2", {}, t("train.ready_title")),
           notice("ok", t("train.ready", { date: formatDate(latest.created_at) })),
           h("p", {}, h("a", { class: "btn", href: "#/styles" }, t("train.to_styles"))),
+          downloads(latest),
         ),
       );
     }
@@ -80,6 +81,34 @@ export async function render(root) {
 
   await refresh();
   return () => stop && stop();
+}
+
+// The LoRA in both formats: the API hands out a short-lived link that S3 answers as a download.
+function downloads(likeness) {
+  const status = h("div", { role: "status" });
+  const button = (format) => {
+    const b = h("button", { type: "button", class: "btn btn-quiet", dataset: { format } },
+      t(`train.download_${format}`));
+    b.addEventListener("click", async () => {
+      fill(status);
+      try {
+        const { url } = await busy(b, () =>
+          api(`/v1/likenesses/${encodeURIComponent(likeness.id)}/download?format=${format}`));
+        const a = h("a", { href: url, hidden: true });
+        document.body.append(a);
+        a.click();
+        a.remove();
+      } catch (error) {
+        fill(status, notice("error", error.message));
+      }
+    });
+    return b;
+  };
+  return h("div", { class: "stack likeness-download" },
+    h("h3", {}, t("train.download_title")),
+    h("p", { class: "hint" }, t("train.download_hint")),
+    h("div", { class: "actions" }, button("kohya"), button("diffusers")),
+    status);
 }
 
 function startForm(accepted, start) {
