@@ -65,7 +65,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import scale_out  # noqa: E402
 from bench.scale_out import User, job_rows, summary, wait_jobs  # noqa: E402
-from tests.photos import astronaut_variants, jpeg  # noqa: E402
+from tests.pictures import astronaut_variants, jpeg  # noqa: E402
 
 STYLES = ["studio-business", "black-white"]
 

@@ -45,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from shared.localstack import LocalStack, free_port, free_port_block, wait_for_port  # noqa: E402
-from tests.photos import astronaut_variants, jpeg  # noqa: E402  (photos made from skimage data)
+from tests.pictures import astronaut_variants, jpeg  # noqa: E402  (photos made from skimage data)
 
 PASSWORD = "correct horse battery"
 ENDED = ("succeeded", "failed", "canceled")

@@ -22,7 +22,7 @@ import pytest
 
 from shared.localstack import free_port, wait_for_port
 from tests.conftest import FAST_JOBS, Api, Platform
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 from .conftest import REPO
 

@@ -162,7 +162,7 @@ def test_identity_references_come_from_the_likeness_not_the_photos(stack) -> Non
 def test_a_worker_with_unrestored_weights_retries_the_job_elsewhere(stack, caplog) -> None:
     """Baked mode (the GPU default) after a failed restore: the job is not run on these weights,
     it goes back for another worker, and this one asks to stop (shared.jobs.celery_app.stop_consuming;
-    outside a Celery task it can only say so: tests/platform/test_stop_consuming.py runs it)."""
+    outside a Celery task it can only say so: tests/jobs/test_stop_consuming.py runs it)."""
     from services.generator import loras
     from services.generator.tasks import resident_pipeline
 

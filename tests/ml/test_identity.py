@@ -6,7 +6,7 @@ import pytest
 
 from shared import faces
 from shared.identity import MIN_CORE, SAME_PERSON_DISTANCE, check_identity
-from tests.photos import astronaut_variants, grace_hopper_variants
+from tests.pictures import astronaut_variants, grace_hopper_variants
 
 
 def embed(images) -> np.ndarray:

@@ -150,8 +150,8 @@ def test_extracted_pose_json_round_trip_and_preview(astronaut, astronaut_pose):
 
 def test_two_people_the_most_prominent_is_chosen_and_its_pose_is_on_them():
     from shared.blazepose import find_pose
-    from tests.photos import astronaut as big_astronaut
-    from tests.photos import group_of_two
+    from tests.pictures import astronaut as big_astronaut
+    from tests.pictures import group_of_two
 
     one, group = big_astronaut(), group_of_two()  # the 1024 px astronaut on the right, from x=640
     small = one.resize((640, 640))

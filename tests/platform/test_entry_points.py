@@ -15,7 +15,7 @@ import pytest
 from services.generator.metadata import read_png_metadata
 from shared.localstack import free_port, free_port_block
 from tests.conftest import REPO, _child_env, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 ENV = {"OMP_NUM_THREADS": "1", "MODEL_PRESET": "tiny"}
 

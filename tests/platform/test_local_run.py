@@ -17,7 +17,7 @@ import pytest
 
 from shared.localstack import free_port, free_port_block
 from tests.conftest import FAST_JOBS, REPO, wait_until
-from tests.photos import astronaut, jpeg
+from tests.pictures import astronaut, jpeg
 
 BANNER = "Portrait Studio is running."
 

@@ -26,7 +26,7 @@ from shared.jobs import enqueue
 from shared.localstack import LocalStack, free_port, wait_for_port
 from shared.models import Job, Photo, PosePhoto
 from tests.conftest import Api, Platform, Processes, UserSession, wait_until
-from tests.photos import astronaut, astronaut_variants, jpeg
+from tests.pictures import astronaut, astronaut_variants, jpeg
 from tests.s3_faults import FaultyS3
 
 ANSWER_WITHIN = 3.0  # seconds: a request that needs a missing dependency

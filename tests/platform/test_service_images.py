@@ -31,7 +31,7 @@ from shared.localstack import LocalStack, free_port, wait_for_port
 from tests.conftest import FAST_JOBS, Api, wait_until
 from tests.image_venvs import Image, build_wheel, image_env, make_home, read_images
 from tests.image_venvs import ensure_venv as _ensure_venv
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 # The first run builds the venvs (the ML one holds torch: several minutes on 2 cores); later runs reuse them.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]

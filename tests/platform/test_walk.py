@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import REPO, Api, Platform, wait_until
-from tests.photos import astronaut, camera, cat, jpeg, png, two_people
+from tests.pictures import astronaut, camera, cat, jpeg, png, two_people
 
 
 def test_sign_up_upload_and_watch_the_check(api: Api) -> None:

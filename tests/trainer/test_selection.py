@@ -2,7 +2,7 @@
 
 from services.trainer.selection import NO_FACE_SIMILARITY, identity_score
 from shared import faces
-from tests.photos import astronaut, astronaut_variants, cat
+from tests.pictures import astronaut, astronaut_variants, cat
 
 
 def test_a_render_without_a_face_counts_as_the_worst_score() -> None:

@@ -20,7 +20,7 @@ from shared import storage
 from shared.db import session_scope
 from shared.models import Job, Likeness, Photo, PhotoStatus
 from tests.conftest import Api, Processes, UserSession, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 TRAIN_WORKER_ENV = {"OMP_NUM_THREADS": "1"}  # one torch thread: far faster on a shared 2-core box
 STEP = re.compile(r"training step (\d+)/(\d+), about .+ left")

@@ -37,7 +37,7 @@ def test_bad_files_are_skipped_with_their_reason(tmp_path: Path) -> None:
 
 def test_iphone_heic_photos_are_read_and_other_files_named(tmp_path: Path) -> None:
     """`.HEIC` files were skipped without a word; now they are decoded like uploads and counted."""
-    from tests.photos import astronaut_variants, heic
+    from tests.pictures import astronaut_variants, heic
 
     photos = tmp_path / "photos"
     photos.mkdir()

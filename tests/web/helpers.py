@@ -5,7 +5,7 @@ import uuid
 from playwright.sync_api import Page
 
 from tests.conftest import UserSession
-from tests.photos import astronaut, astronaut_variants, jpeg
+from tests.pictures import astronaut, astronaut_variants, jpeg
 
 PASSWORD = "correct horse battery"
 

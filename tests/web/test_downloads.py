@@ -16,7 +16,7 @@ from shared.db import session_scope
 from shared.localstack import free_port, wait_for_port
 from shared.models import Job, Portrait
 from tests.conftest import Api, Processes
-from tests.photos import png
+from tests.pictures import png
 from tests.web.conftest import Shots, Web
 from tests.web.helpers import sign_in
 

@@ -6,7 +6,7 @@ import re
 from playwright.sync_api import expect
 
 from tests.conftest import Api
-from tests.photos import astronaut, jpeg
+from tests.pictures import astronaut, jpeg
 from tests.trainer.test_service import start, upload_accepted
 from tests.web.conftest import Shots, Web
 from tests.web.helpers import a_bad_and_a_good_photo, log_in_with_form, sign_in

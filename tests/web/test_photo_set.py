@@ -5,7 +5,7 @@ a dark photo says it is too dark. Screenshots: test-artifacts/web/<test>/."""
 from playwright.sync_api import expect
 
 from tests.conftest import Api
-from tests.photos import astronaut_variants, grace_hopper_variants, heic, jpeg, too_dark
+from tests.pictures import astronaut_variants, grace_hopper_variants, heic, jpeg, too_dark
 from tests.web.conftest import Shots, Web
 from tests.web.helpers import face_photos, file_payload, sign_in
 

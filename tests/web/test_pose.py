@@ -13,7 +13,7 @@ from shared.db import session_scope
 from shared.models import Job
 from tests.conftest import Api
 from tests.generator.test_service import _ready_likeness
-from tests.photos import jpeg
+from tests.pictures import jpeg
 from tests.web.conftest import Shots, Web
 from tests.web.helpers import file_payload, sign_in
 
@@ -63,7 +63,7 @@ def test_use_the_pose_of_a_photo(web: Web, api: Api, shots: Shots) -> None:
 def test_a_group_photo_uses_the_most_prominent_persons_pose_and_says_so(
     web: Web, api: Api, shots: Shots
 ) -> None:
-    from tests.photos import group_of_two
+    from tests.pictures import group_of_two
 
     user = api.new_user()
     _ready_likeness(uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"]))

@@ -5,7 +5,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.photos import cat, jpeg, png, two_people
+from tests.pictures import cat, jpeg, png, two_people
 from tests.web.conftest import PHONE, Shots, Web
 from tests.web.helpers import PASSWORD, face_photos, file_payload, log_in_with_form, new_email
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from shared import faces
 from shared.images import NEUTRAL_BACKGROUND, ImageRejected, clean_upload, to_rgb8
-from tests.photos import astronaut, jpeg, png
+from tests.pictures import astronaut, jpeg, png
 
 MAX_BYTES = 15 * 2**20
 MAX_PIXELS = 40_000_000
@@ -249,7 +249,7 @@ def test_absurd_headers_are_still_refused_before_decoding() -> None:
 
 
 def test_a_real_heic_photo_is_decoded_and_its_face_accepted() -> None:
-    from tests.photos import heic
+    from tests.pictures import heic
 
     raw = heic(astronaut())
     assert raw[4:12] == b"ftypheic"  # what an iPhone writes
@@ -260,7 +260,7 @@ def test_a_real_heic_photo_is_decoded_and_its_face_accepted() -> None:
 
 
 def test_heic_orientation_is_applied_once_and_metadata_is_dropped() -> None:
-    from tests.photos import heic
+    from tests.pictures import heic
 
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display, as a phone held upright writes
@@ -275,7 +275,7 @@ def test_heic_orientation_is_applied_once_and_metadata_is_dropped() -> None:
 
 
 def test_heic_over_the_pixel_limit_or_damaged_is_refused_with_a_sentence() -> None:
-    from tests.photos import heic
+    from tests.pictures import heic
 
     raw = heic(astronaut())
     with pytest.raises(ImageRejected) as too_big:

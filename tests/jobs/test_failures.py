@@ -16,7 +16,7 @@ from shared.jobs.celery_app import celery_app
 from shared.localstack import free_port
 from shared.models import Job, JobStatus, OutboxMessage, Photo
 from tests.conftest import Api, Platform, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 
 def _job_row(job_id: str) -> Job:

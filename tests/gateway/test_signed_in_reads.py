@@ -8,7 +8,7 @@ import uuid
 import psutil
 
 from tests.conftest import Api, Platform, wait_until
-from tests.photos import astronaut, jpeg
+from tests.pictures import astronaut, jpeg
 
 
 def _a_job(api: Api) -> tuple:

@@ -14,7 +14,7 @@ from shared.db import session_scope
 from shared.models import Photo, RefreshToken, User
 from shared.security import token_hash
 from tests.conftest import Api, Platform, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 
 def test_sign_up_answers_the_same_whether_or_not_the_address_exists(api: Api) -> None:

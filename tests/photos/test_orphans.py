@@ -13,7 +13,7 @@ from shared.db import get_engine, session_scope
 from shared.localstack import free_port, wait_for_port
 from shared.models import PendingObject, Photo, PosePhoto
 from tests.conftest import Api, Processes, studio, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 
 def _files(n: int) -> list:

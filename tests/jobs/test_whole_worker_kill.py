@@ -24,7 +24,7 @@ from shared.jobs import enqueue
 from shared.migrations import upgrade_head
 from shared.models import Job, JobStatus, Photo, User
 from tests.conftest import Processes, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 RECLAIMED_WITHIN = 15.0  # seconds from the kill to the next attempt running elsewhere
 FAST_TIMINGS = ("JOB_HEARTBEAT_SECONDS", "JOB_STALE_SECONDS", "REAPER_INTERVAL_SECONDS", "RELAY_POLL_SECONDS")

@@ -13,7 +13,7 @@ from shared.db import session_scope
 from shared.localstack import free_port, wait_for_port
 from shared.models import Job
 from tests.conftest import Api, Platform, Processes, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 from tests.trainer.test_service import TRAIN_WORKER_ENV, start, upload_accepted
 
 

@@ -17,7 +17,7 @@ from shared.models import PosePhoto
 from shared.pose import KEYPOINTS
 from tests.conftest import Api, UserSession, wait_until
 from tests.generator.test_service import _ready_likeness
-from tests.photos import jpeg
+from tests.pictures import jpeg
 
 
 def upload(api: Api, user: UserSession, image: Image.Image, name: str = "pose.jpg") -> dict:
@@ -119,7 +119,7 @@ def test_erasure_and_retention_cover_pose_photos(api: Api) -> None:
 
 
 def test_a_photo_of_two_people_gives_the_most_prominent_ones_pose_and_says_so(api: Api) -> None:
-    from tests.photos import group_of_two
+    from tests.pictures import group_of_two
 
     user = api.new_user()
     group = group_of_two()  # a smaller person on the left, the most prominent one from x = 640

@@ -15,7 +15,7 @@ from shared.db import session_scope
 from shared.jobs import enqueue
 from shared.localstack import free_port, wait_for_port
 from tests.conftest import Api, Platform, Processes
-from tests.photos import astronaut, png
+from tests.pictures import astronaut, png
 
 LIMIT = 64 * 1024  # the default json_body_max_bytes
 TOO_LARGE = {"detail": "The request body is larger than the 64 KiB this API accepts."}

@@ -14,7 +14,7 @@ from shared.db import session_scope
 from shared.jobs.outbox import idempotency_lock_name
 from shared.models import Likeness, Photo, Portrait
 from tests.conftest import Api, Platform, UserSession
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 
 def _files(n: int, start: int = 0) -> list[tuple[str, tuple[str, bytes, str]]]:

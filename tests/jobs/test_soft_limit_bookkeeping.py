@@ -11,7 +11,7 @@ from shared.contracts import PhotosChecked
 from shared.db import session_scope
 from shared.jobs import runner
 from shared.models import Job, JobStatus
-from tests.platform.test_failures import _job_row
+from tests.jobs.test_failures import _job_row
 
 
 def _queued_job() -> uuid.UUID:

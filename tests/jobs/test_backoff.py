@@ -20,7 +20,7 @@ from shared.jobs.retry import backoff, retry_or_fail
 from shared.jobs.state import now
 from shared.models import Job, JobStatus, OutboxMessage, Photo
 from tests.conftest import Api, Platform
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 
 def _running(kind: str, attempts: int = 1, max_attempts: int = 3) -> uuid.UUID:

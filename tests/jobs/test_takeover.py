@@ -10,7 +10,7 @@ from shared.db import session_scope
 from shared.jobs.runner import take_over
 from shared.jobs.state import now
 from shared.models import Job, JobStatus
-from tests.platform.test_failures import _job_row
+from tests.jobs.test_failures import _job_row
 
 
 def _running_job(heartbeat_age: float, attempts: int = 1) -> uuid.UUID:

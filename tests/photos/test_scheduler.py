@@ -12,7 +12,7 @@ from shared import storage
 from shared.db import session_scope
 from shared.models import Job, Photo
 from tests.conftest import Api, Processes, wait_until
-from tests.photos import astronaut_variants, jpeg
+from tests.pictures import astronaut_variants, jpeg
 
 
 def _sweeps() -> list[Job]:

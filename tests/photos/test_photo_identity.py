@@ -9,7 +9,7 @@ from sqlalchemy import select
 from shared.db import session_scope
 from shared.models import Photo
 from tests.conftest import Api, UserSession
-from tests.photos import (
+from tests.pictures import (
     astronaut_variants,
     blurred,
     eyes_covered,

@@ -9,13 +9,13 @@ import redis
 
 from shared.config import get_settings
 from tests.conftest import REPO, Processes, wait_until
-from tests.platform.stop_worker_app import QUEUE, record, stop_me
+from tests.jobs.stop_worker_app import QUEUE, record, stop_me
 
 
 def test_a_worker_that_calls_stop_consuming_takes_no_more_tasks_and_exits(procs: Processes, tmp_path):
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.platform.stop_worker_app", "worker",
+        [sys.executable, "-m", "celery", "-A", "tests.jobs.stop_worker_app", "worker",
          "-Q", QUEUE, "-c", "1", "-P", "prefork", "-n", "stop-test@%h",
          "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
         cwd=REPO, env=procs.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

@@ -16,7 +16,7 @@ from shared.db import session_scope
 from shared.localstack import free_port, wait_for_port
 from shared.models import AuditEvent, Job, Likeness, Portrait, PosePhoto
 from tests.conftest import Api, wait_until
-from tests.photos import astronaut, jpeg, png
+from tests.pictures import astronaut, jpeg, png
 
 
 def _png_header_claiming(width: int, height: int) -> bytes:
