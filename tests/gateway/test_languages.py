@@ -15,8 +15,8 @@ from shared.db import session_scope
 from shared.i18n import CATALOGS, EN, job_error_message, negotiate
 from shared.models import Job, JobStatus
 from tests.conftest import Api
-from tests.pictures import jpeg
 from tests.photos.test_poses import upload as upload_pose
+from tests.pictures import jpeg
 from tests.trainer.test_service import start, upload_accepted, user_id
 
 KO = {"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"}  # what a Korean browser sends

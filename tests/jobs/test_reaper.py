@@ -7,8 +7,8 @@ from sqlalchemy import func, update
 from shared.db import session_scope
 from shared.models import User
 from tests.conftest import Api, Platform, Processes, wait_until
-from tests.notifier.test_notify_worker import mails_to
 from tests.jobs.test_worker_lifecycle import _job
+from tests.notifier.test_notify_worker import mails_to
 from tests.trainer.test_service import TRAIN_WORKER_ENV, mail_jobs, start, upload_accepted, user_id
 
 

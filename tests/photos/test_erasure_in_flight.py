@@ -15,9 +15,9 @@ from shared.db import session_scope
 from shared.models import Portrait, User
 from tests.conftest import Api, Platform, Processes, wait_until
 from tests.generator.test_service import WORKER_ENV, _ready_likeness
+from tests.jobs.test_worker_lifecycle import _job
 from tests.notifier.test_notify_worker import mails_to
 from tests.pictures import astronaut, jpeg
-from tests.jobs.test_worker_lifecycle import _job
 from tests.trainer.test_service import TRAIN_WORKER_ENV, start, upload_accepted
 
 TABLES = (
