@@ -160,7 +160,7 @@ EN: Catalog = {
     "auth.email_confirmed": "Thanks, your email address is confirmed.",
     "auth.password_changed": "Your password was changed. Please log in with the new one.",
     "me.erasing": "Your account and all your photos, models and portraits are being deleted.",
-    "consent.required": ("Please agree to the processing of your face photos first (POST /v1/me/consent)."),
+    "consent.required": "Please agree to the processing of your face photos first.",
     # Not found (404) by what was asked for; another user's object is not found too
     "not_found.job": "Job not found.",
     "not_found.pose": "Pose not found.",
@@ -280,7 +280,7 @@ KO: Catalog = {
     "auth.email_confirmed": "감사합니다. 이메일 주소가 확인되었습니다.",
     "auth.password_changed": "비밀번호가 바뀌었습니다. 새 비밀번호로 로그인해 주세요.",
     "me.erasing": "계정과 모든 사진, 모델, 인물 사진을 삭제하고 있습니다.",
-    "consent.required": "먼저 얼굴 사진 처리에 동의해 주세요(POST /v1/me/consent).",
+    "consent.required": "먼저 얼굴 사진 처리에 동의해 주세요.",
     "not_found.job": "작업을 찾을 수 없습니다.",
     "not_found.pose": "자세 사진을 찾을 수 없습니다.",
     "not_found.likeness": "닮은꼴 모델을 찾을 수 없습니다.",

@@ -18,7 +18,7 @@ export default {
     "Your photos, your likeness model and your portraits are private to your account. Delete any of them at any time under Account.",
   "banner.demo": "Demo mode:",
   "banner.demo_detail":
-    "demo models: images are noise. This server runs tiny untrained models, so portraits will not look like anyone.",
+    "images are noise. This server runs tiny untrained models, so portraits will not look like anyone.",
   "notfound.title": "Page not found",
   "common.cancel": "Cancel",
   "common.close": "Close",
@@ -173,7 +173,7 @@ export default {
   "pose.hint": "Use the pose of a photo: the portraits take the pose, not the look. The photo may show anyone; it is used for its pose only.",
   "pose.own": "Each style's own pose",
   "pose.upload": "Use the pose of a photo",
-  "pose.upload_hint": "JPEG, PNG or WebP; one person, head and shoulders visible.",
+  "pose.upload_hint": "JPEG, PNG, WebP or HEIC; one person, head and shoulders visible.",
   "pose.finding": "Finding the pose in your photo…",
   "pose.ready": "Pose found and selected.",
   "pose.failed": "We could not use this photo for a pose.",

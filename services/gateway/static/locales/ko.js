@@ -18,7 +18,7 @@ export default {
     "사진, 닮은꼴 모델, 프로필 사진은 내 계정에서만 볼 수 있습니다. 계정 메뉴에서 언제든지 삭제할 수 있습니다.",
   "banner.demo": "데모 모드:",
   "banner.demo_detail":
-    "데모 모델이라 이미지는 노이즈입니다. 이 서버는 학습되지 않은 작은 모델을 쓰므로 결과가 누구와도 닮지 않습니다.",
+    "이미지는 노이즈입니다. 이 서버는 학습되지 않은 작은 모델을 쓰므로 결과가 누구와도 닮지 않습니다.",
   "notfound.title": "페이지를 찾을 수 없습니다",
   "common.cancel": "취소",
   "common.close": "닫기",
@@ -177,7 +177,7 @@ export default {
   "pose.hint": "사진 속 자세를 쓸 수 있습니다. 인물 사진은 자세만 따라 하고 얼굴이나 모습은 따라 하지 않습니다. 누구의 사진이든 자세를 찾는 데에만 쓰입니다.",
   "pose.own": "스타일마다 정해진 자세",
   "pose.upload": "사진의 자세 쓰기",
-  "pose.upload_hint": "JPEG, PNG, WebP 사진. 한 사람의 머리와 두 어깨가 보여야 합니다.",
+  "pose.upload_hint": "JPEG, PNG, WebP, HEIC 사진. 한 사람의 머리와 두 어깨가 보여야 합니다.",
   "pose.finding": "사진에서 자세를 찾는 중…",
   "pose.ready": "자세를 찾아 선택했습니다.",
   "pose.failed": "이 사진은 자세로 쓸 수 없습니다.",
