@@ -78,7 +78,8 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
     """One pydantic error's message in `locale`: pydantic's own `msg` in English; in Korean the
     sentence for its `type` (`_KO_MESSAGES`, values from its `ctx`), else a general one."""
     if locale == DEFAULT_LOCALE:
-        return str(error.get("msg", "invalid")).rstrip(".")
+        # pydantic prefixes a validator's own sentence with "Value error, ": words for developers
+        return str(error.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
     kind = error.get("type", "")
     if kind == "value_error" and "email" in str(error.get("msg", "")).lower():
         return _KO_EMAIL
