@@ -210,7 +210,8 @@ def compile_networks(models, buckets: list[Bucket], mode: str = "default", backe
         net.forward = installed[name] = StaticForward(net, kind, batches, **kw)
     # Each bucket is one graph of the same code object: allow them all (dynamo's limit is 8).
     limit = max(8, 2 * len(buckets))
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+    setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), limit))
     return installed
 
 
@@ -279,6 +280,9 @@ def use_compile_cache(model_dir: Path, device: torch.device | str | None = None)
     path.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path / "inductor")
     os.environ["TRITON_CACHE_DIR"] = str(path / "triton")
-    torch._inductor.config.fx_graph_cache = True
-    torch._inductor.config.autotune_local_cache = True
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True  # the default; a site config may have turned it off
+    if hasattr(inductor_config, "autotune_local_cache"):
+        inductor_config.autotune_local_cache = True
     return path

@@ -89,6 +89,7 @@ def test_second_users_job_compiles_nothing(tiny, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # cold: 4 graphs of C++ code generation on a shared CPU (~5-20 min)
 def test_compiled_latents_equal_eager(tiny):
     """txt2img (UNet + OpenPose ControlNet) and 3 upscale tiles (UNet + tile ControlNet, padded
     to a bucket of 4 tiles) through inductor vs the eager networks."""
