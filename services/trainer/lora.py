@@ -182,13 +182,13 @@ def lora_state(pipe) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_lora_state(pipe, state: dict[str, torch.Tensor]) -> None:
+def load_lora_state(pipe, state: dict[str, torch.Tensor], adapter_name: str = ADAPTER) -> None:
     from peft.utils import set_peft_model_state_dict
 
     for prefix, model in (("unet.", pipe.unet), ("text_encoder.", pipe.text_encoder)):
         part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         if part:
-            set_peft_model_state_dict(model, part, adapter_name=ADAPTER)
+            set_peft_model_state_dict(model, part, adapter_name=adapter_name)
 
 
 def _to_tensor(images: list[Image.Image], resolution: int) -> torch.Tensor:
