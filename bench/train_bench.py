@@ -142,6 +142,9 @@ def main() -> None:
         "--check-steps", type=int, default=0,
         help="also run this many steps eagerly (no CUDA graph) and compare the losses",
     )  # fmt: skip
+    parser.add_argument(
+        "--selection", type=int, default=0, help="also time checkpoint choice's renders of N snapshots"
+    )
     args = parser.parse_args()
     args.preset = "tiny" if args.tiny else "sd15"
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -208,7 +211,44 @@ def main() -> None:
             runs.append(optimized(args, images, config, ours_steps, pipe=pipe))
             lora.remove_lora(pipe)
         report["optimized_resident"] = {"first_job": runs[0], "second_job": runs[1]}
+    if args.selection:
+        report["checkpoint_choice_renders"] = selection_renders(args, config, args.selection)
     print(json.dumps(report, indent=2))
+
+
+def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
+    """Checkpoint choice's rendering: every snapshot's validation seeds in batched calls
+    (selection.render_snapshots) vs one call per snapshot (before 2026-12-06), same pipeline,
+    the train job's size and steps. Face detection (dlib, CPU) is not part of it."""
+    from services.trainer import selection, train
+
+    pipe = make_pipe(args, lora.train_dtype(args.device))
+    pipe.set_progress_bar_config(disable=True)
+    lora.add_lora(pipe, config)
+    states = []
+    for k in range(snapshots):
+        torch.manual_seed(k)
+        states.append(
+            (100 * (k + 1), {key: torch.randn_like(v) * 0.01 for key, v in lora.lora_state(pipe).items()})
+        )
+    steps = train.VALIDATION_STEPS[args.preset]
+    kw = {"size": config.resolution, "steps": steps}
+    selection.render_snapshots(pipe, states[:1], CAPTION, **kw)  # warm-up (cuDNN, allocator)
+    sync(args.device)
+    began = time.perf_counter()
+    for _, state in states:
+        lora.load_lora_state(pipe, state)
+        selection.render_validation(pipe, CAPTION, **kw)
+    sync(args.device)
+    loop = time.perf_counter() - began
+    began = time.perf_counter()
+    selection.render_snapshots(pipe, states, CAPTION, **kw)
+    sync(args.device)
+    batched = time.perf_counter() - began
+    return {
+        "snapshots": snapshots, "seeds": len(selection.VALIDATION_SEEDS), "size": config.resolution,
+        "steps": steps, "one_call_per_snapshot_seconds": round(loop, 2), "batched_seconds": round(batched, 2),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":
