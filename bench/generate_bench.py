@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import gpu_stats, sd15_random  # noqa: E402
 from services.generator.detectors import Detection  # noqa: E402
-from services.generator.pipeline import PortraitPipeline, Scale  # noqa: E402
+from services.generator.pipeline import PortraitPipeline, Scale, scale_style  # noqa: E402
 from services.generator.resident import ResidentModels  # noqa: E402
 from shared.styles import get_style  # noqa: E402
 
@@ -188,6 +188,8 @@ def same_pictures(pipeline: PortraitPipeline, style, likeness: Path) -> dict:
 
     from services.generator.prompts import encode_prompt_pair
 
+    if pipeline.scale is not None:  # the tiny preset's sizes, as the pipeline itself scales
+        style = scale_style(style, pipeline.scale)
     base = pipeline.models.base
     t2i, up = style.txt2img, style.upscale
     embeds = encode_prompt_pair(base.tokenizer, base.text_encoder, "portrait photo", "blurry")
