@@ -187,6 +187,7 @@ def same_pictures(pipeline: PortraitPipeline, style, likeness: Path) -> dict:
     from PIL import Image
 
     from services.generator.prompts import encode_prompt_pair
+    from services.generator.stages.common import img2img_steps
 
     if pipeline.scale is not None:  # the tiny preset's sizes, as the pipeline itself scales
         style = scale_style(style, pipeline.scale)
@@ -219,7 +220,7 @@ def same_pictures(pipeline: PortraitPipeline, style, likeness: Path) -> dict:
             width=window,
             height=window,
             strength=up.denoise,
-            num_inference_steps=up.steps,
+            num_inference_steps=img2img_steps(up.steps, up.denoise),
             guidance_scale=up.cfg,
             controlnet_conditioning_scale=up.controlnet_scale,
             output_type="latent",
