@@ -234,8 +234,7 @@ def warm_up(models, buckets: list[Bucket], text_dim: int | None = None, tokens: 
         if b.net == "unet":
             down = mid = None
             if b.residuals:
-                cn = nets["controlnet_tile"] or nets["controlnet_openpose"]
-                down, mid = _residual_shapes(cn, sample, t, hidden, b)
+                down, mid = _residual_shapes(_controlnet_for(nets, b), sample, t, hidden, b)
             unet(sample, t, encoder_hidden_states=hidden, down_block_additional_residuals=down,
                  mid_block_additional_residual=mid, return_dict=False)  # fmt: skip
         else:
@@ -249,6 +248,16 @@ def warm_up(models, buckets: list[Bucket], text_dim: int | None = None, tokens: 
             time.perf_counter() - began, 2
         )
     return seconds
+
+
+def _controlnet_for(nets: dict, b: Bucket):
+    """The ControlNet compiled for the bucket's shape (its outputs' strides are what the UNet gets
+    in a job; an eager ControlNet's may differ and the UNet's graph would not match)."""
+    for name in ("controlnet_openpose", "controlnet_tile"):
+        forward = getattr(nets.get(name), "forward", None)
+        if isinstance(forward, StaticForward) and b.batch in forward.batches.get((b.height, b.width), []):
+            return nets[name]
+    return nets["controlnet_openpose"] or nets["controlnet_tile"]
 
 
 def _residual_shapes(cn, sample, t, hidden, b: Bucket):
