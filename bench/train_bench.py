@@ -242,7 +242,7 @@ def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
     sync(args.device)
     loop = time.perf_counter() - began
     began = time.perf_counter()
-    selection.render_snapshots(pipe, states, CAPTION, **kw)
+    selection.render_snapshots(pipe, states, CAPTION, batched=True, **kw)
     sync(args.device)
     batched = time.perf_counter() - began
     return {

@@ -68,7 +68,9 @@ def test_all_snapshots_in_one_batch_equal_one_call_per_snapshot() -> None:
     for _, state in snapshots:
         lora.load_lora_state(pipe, state)
         one_by_one.append(render_validation(pipe, "a portrait photo", size=64, steps=3, seeds=seeds))
-    batched = render_snapshots(pipe, snapshots, "a portrait photo", size=64, steps=3, seeds=seeds)
+    batched = render_snapshots(
+        pipe, snapshots, "a portrait photo", size=64, steps=3, seeds=seeds, batched=True
+    )
     assert [len(r) for r in batched] == [2, 2, 2]
     for mine, theirs in zip(batched, one_by_one, strict=True):
         for a, b in zip(mine, theirs, strict=True):
