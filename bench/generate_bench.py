@@ -8,7 +8,7 @@ face + hand detailer at 512 px (twice), beautify at denoise 0.35, 2x upscale wit
 
     python bench/generate_bench.py                       # GPU, all phases, 8 portraits
     python bench/generate_bench.py --phases baseline,batched
-    python bench/generate_bench.py --compile default     # torch.compile without CUDA graphs
+    python bench/generate_bench.py --phases batched,compiled --compile default
     python bench/generate_bench.py --tiny                # CPU smoke test with tiny models
 
 Phases (same models, in this order; each reports seconds per portrait and portraits per minute):
@@ -16,8 +16,9 @@ Phases (same models, in this order; each reports seconds per portrait and portra
   peft adapters, the style's step counts.
 - batched: fp16 + channels_last + fused QKV, portraits batched (4 per txt2img/img2img call,
   8 crops/tiles per inpaint/tile call), LoRAs baked into the weights, txt2img 20 steps.
-- compiled: batched + torch.compile (default "reduce-overhead" = CUDA graphs, dynamic shapes so
-  each network compiles once); the first run (compilation) is reported apart.
+- compiled: batched + the product's compiled networks (services/generator/compiled.py): static
+  shape buckets of the style, compiled or loaded from the compile cache under MODEL_DIR by
+  `warm_up` (its seconds and cache hits reported apart), and the compiled-vs-eager latents check.
 Detectors are fixed boxes (one face, one hand per image): YOLOv8n costs ~2 ms an image.
 Needs diffusers, peft and spandrel (pure-python wheels: carry them to the GPU machine).
 """
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import gpu_stats, sd15_random  # noqa: E402
 from services.generator.detectors import Detection  # noqa: E402
-from services.generator.pipeline import PortraitPipeline, Scale  # noqa: E402
+from services.generator.pipeline import PortraitPipeline, Scale, scale_style  # noqa: E402
 from services.generator.resident import ResidentModels  # noqa: E402
 from shared.styles import get_style  # noqa: E402
 
@@ -178,6 +179,67 @@ def timed(pipeline: PortraitPipeline, likeness: Path, style, count: int, seed: i
     return total, stages
 
 
+@torch.no_grad()
+def same_pictures(pipeline: PortraitPipeline, style, likeness: Path) -> dict:
+    """Max |compiled - eager| of the final latents, for a txt2img batch (UNet + OpenPose
+    ControlNet) and a partial batch of 3 upscale tiles (UNet + tile ControlNet), both through
+    the compiled networks and again with torch.compile's stance "force_eager"."""
+    from PIL import Image
+
+    from services.generator.prompts import encode_prompt_pair
+    from services.generator.stages.common import img2img_steps
+
+    if pipeline.scale is not None:  # the tiny preset's sizes, as the pipeline itself scales
+        style = scale_style(style, pipeline.scale)
+    base = pipeline.models.base
+    t2i, up = style.txt2img, style.upscale
+    embeds = encode_prompt_pair(base.tokenizer, base.text_encoder, "portrait photo", "blurry")
+    pose = Image.new("RGB", (t2i.width, t2i.height), (40, 80, 120))
+    window = min(up.tile + 2 * up.padding, 2 * t2i.width)
+    tiles = [Image.effect_noise((window, window), 40 + 10 * k).convert("RGB") for k in range(3)]
+
+    def run() -> list[torch.Tensor]:
+        n = pipeline.batch_size
+        a = pipeline.txt2img.posed(t2i.sampler)(
+            prompt_embeds=embeds.prompt_embeds.repeat(n, 1, 1),
+            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(n, 1, 1),
+            image=pose,
+            width=t2i.width,
+            height=t2i.height,
+            num_inference_steps=t2i.steps,
+            guidance_scale=t2i.cfg,
+            controlnet_conditioning_scale=t2i.controlnet_scale,
+            output_type="latent",
+            generator=[torch.Generator().manual_seed(s) for s in range(n)],
+        ).images
+        b = pipeline.upscale.derived("DPM++ 2M Karras")(
+            prompt_embeds=embeds.prompt_embeds.repeat(3, 1, 1),
+            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(3, 1, 1),
+            image=tiles,
+            control_image=tiles,
+            width=window,
+            height=window,
+            strength=up.denoise,
+            num_inference_steps=img2img_steps(up.steps, up.denoise),
+            guidance_scale=up.cfg,
+            controlnet_conditioning_scale=up.controlnet_scale,
+            output_type="latent",
+            generator=[torch.Generator().manual_seed(s) for s in (3, 4, 5)],
+        ).images
+        return [a.float(), b.float()]  # fmt: skip
+
+    fast = run()
+    torch.compiler.set_stance("force_eager")
+    try:
+        eager = run()
+    finally:
+        torch.compiler.set_stance("default")
+    return {
+        name: {"max_abs_diff": round((x - y).abs().max().item(), 5), "latent_std": round(y.std().item(), 4)}
+        for name, x, y in zip(("txt2img", "tiles"), fast, eager, strict=True)
+    }
+
+
 def phase_result(name: str, total: float, count: int, stages: dict, **extra) -> dict:
     result = {
         "phase": name,
@@ -197,8 +259,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny models on CPU (smoke test)")
     parser.add_argument("--count", type=int, default=8, help="portraits in the throughput set")
     parser.add_argument("--phases", default="baseline,batched,compiled")
-    parser.add_argument("--compile", default="reduce-overhead", help="torch.compile mode")
-    parser.add_argument("--static", action="store_true", help="compile with static shapes")
+    parser.add_argument("--compile", default="default", help="torch.compile mode")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (eager: CPU smoke)")
     parser.add_argument("--fast-steps", type=int, default=20, help="txt2img steps, optimized")
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--profile", action="store_true", help="GPU-busy share (torch profiler)")
@@ -281,14 +343,37 @@ def main() -> None:
                 phase_result("contiguous", total, args.count, stages, txt2img_steps=fast_steps, **extra)
             )
         if "compiled" in phases:
-            accelerate(models, channels_last=False, fuse_qkv=False, compile_mode=args.compile,
-                       dynamic=None if args.static else True)  # fmt: skip
-            first, _ = timed(fast_pipe, likeness, fast, args.count, seed=0)
+            # The product's path (services/generator/compiled.py): static shape buckets of the
+            # style, compiled (or loaded from the compile cache under MODEL_DIR) by warm_up.
+            counters = torch._dynamo.utils.counters
+            began = time.perf_counter()
+            buckets = fast_pipe.compile([fast], mode=args.compile, backend=args.backend)
+            warm = fast_pipe.warm_up(freeze=False)
+            warm_up_seconds = time.perf_counter() - began
+            cache = {k: counters["inductor"][k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
+            graphs = counters["stats"]["unique_graphs"]
+            same = same_pictures(fast_pipe, fast, likeness)
+            timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up (allocator, cuDNN)
             total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
+            extra = {}
+            if args.profile and device == "cuda":
+                extra["profile"] = gpu_stats.gpu_busy(
+                    lambda: fast_pipe(likeness, fast, seed=2, count=args.count)
+                )
+            latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
+            calls = {
+                name: net.forward.calls
+                for name, net in models.networks().items()
+                if hasattr(getattr(net, "forward", None), "calls")
+            }
             report["phases"].append(
                 phase_result(
                     "compiled", total, args.count, stages, txt2img_steps=fast_steps,
-                    compile_mode=args.compile, first_run_seconds=round(first, 1),
+                    compile_mode=args.compile, buckets=len(buckets),
+                    warm_up_seconds=round(warm_up_seconds, 1), bucket_seconds=warm,
+                    compile_cache=cache, new_graphs_after_warm_up=counters["stats"]["unique_graphs"] - graphs,
+                    network_calls=calls, same_pictures=same,
+                    one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
                 )
             )  # fmt: skip
 
@@ -299,6 +384,13 @@ def main() -> None:
                 report[f"speedup_{name}"] = round(
                     by_name["baseline"]["seconds"] / by_name[name]["seconds"], 2
                 )
+    if "batched" in by_name and "compiled" in by_name:  # the same-run eager baseline of the product
+        b, c = by_name["batched"], by_name["compiled"]
+        report["compiled_vs_eager"] = {
+            "seconds_per_portrait": [b["seconds_per_portrait"], c["seconds_per_portrait"]],
+            "one_portrait_seconds": [b.get("one_portrait_seconds"), c.get("one_portrait_seconds")],
+            "speedup": round(b["seconds"] / c["seconds"], 2),
+        }
     text = json.dumps(report, indent=2)
     print(text)
     out = args.out or (Path(os.environ["OUT"]) / "generate_bench.json" if os.environ.get("OUT") else None)

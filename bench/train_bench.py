@@ -105,15 +105,19 @@ def optimized(args, images, config: lora.TrainConfig, steps: int, pipe=None, kee
         CAPTION,
         config,
         total_steps=steps,
-        progress=lambda step, total, loss, eta: times.append(time.perf_counter()),
+        progress=lambda step, total, loss, eta: times.append((step, time.perf_counter())),
     )
     sync(args.device)
     total = time.perf_counter() - began
+    # Steady state: between the first and the last progress report (set-up excluded: LoRA
+    # layers, VAE latents, the CUDA graph's warm-up and capture; they weigh on short runs).
+    (s0, t0), (s1, t1) = (times[0], times[-1]) if times else ((0, 0.0), (0, 0.0))
     return {
         "steps": steps,
         "batch": config.batch_size,
         "seconds": total,
-        "first_step_s": times[0] - began if times else None,
+        "first_report_s": times[0][1] - began if times else None,
+        "steady_ms_per_step": round(1000 * (t1 - t0) / (s1 - s0), 1) if s1 > s0 else None,
         "final_loss": result.losses[-1],
         "cuda_graph": config.cuda_graph and args.device.startswith("cuda"),
     } | ({"losses": result.losses} if keep_losses else {})
@@ -138,6 +142,9 @@ def main() -> None:
         "--check-steps", type=int, default=0,
         help="also run this many steps eagerly (no CUDA graph) and compare the losses",
     )  # fmt: skip
+    parser.add_argument(
+        "--selection", type=int, default=0, help="also time checkpoint choice's renders of N snapshots"
+    )
     args = parser.parse_args()
     args.preset = "tiny" if args.tiny else "sd15"
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -182,9 +189,18 @@ def main() -> None:
         report["graph_vs_eager"] = {
             "steps": args.check_steps,
             "max_abs_loss_difference": diff,
+            # whole call / steps: includes the set-up (the 93.5 ms of 2026-12-06 at 30 steps)
             "graphed_ms_per_step": round(1000 * graphed["seconds"] / args.check_steps, 1),
             "eager_ms_per_step": round(1000 * eager["seconds"] / args.check_steps, 1),
+            "graphed_steady_ms_per_step": graphed["steady_ms_per_step"],
+            "eager_steady_ms_per_step": eager["steady_ms_per_step"],
         }
+        # The loss read back every step (as before 2026-12-06): a host-GPU sync per step.
+        every = lora.LOSS_SYNC_EVERY
+        lora.LOSS_SYNC_EVERY = 1
+        synced = optimized(args, images, config, args.check_steps)
+        lora.LOSS_SYNC_EVERY = every
+        report["graph_vs_eager"]["graphed_sync_every_step_steady_ms_per_step"] = synced["steady_ms_per_step"]
     report["ms_per_sample_baseline"] = round(1000 * base["seconds"] / base_steps, 1)
     if args.resident:
         # A worker keeps its pipeline: the second likeness pays no load and no warm-up.
@@ -195,7 +211,44 @@ def main() -> None:
             runs.append(optimized(args, images, config, ours_steps, pipe=pipe))
             lora.remove_lora(pipe)
         report["optimized_resident"] = {"first_job": runs[0], "second_job": runs[1]}
+    if args.selection:
+        report["checkpoint_choice_renders"] = selection_renders(args, config, args.selection)
     print(json.dumps(report, indent=2))
+
+
+def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
+    """Checkpoint choice's rendering: every snapshot's validation seeds in batched calls
+    (selection.render_snapshots) vs one call per snapshot (before 2026-12-06), same pipeline,
+    the train job's size and steps. Face detection (dlib, CPU) is not part of it."""
+    from services.trainer import selection, train
+
+    pipe = make_pipe(args, lora.train_dtype(args.device))
+    pipe.set_progress_bar_config(disable=True)
+    lora.add_lora(pipe, config)
+    states = []
+    for k in range(snapshots):
+        torch.manual_seed(k)
+        states.append(
+            (100 * (k + 1), {key: torch.randn_like(v) * 0.01 for key, v in lora.lora_state(pipe).items()})
+        )
+    steps = train.VALIDATION_STEPS[args.preset]
+    kw = {"size": config.resolution, "steps": steps}
+    selection.render_snapshots(pipe, states[:1], CAPTION, **kw)  # warm-up (cuDNN, allocator)
+    sync(args.device)
+    began = time.perf_counter()
+    for _, state in states:
+        lora.load_lora_state(pipe, state)
+        selection.render_validation(pipe, CAPTION, **kw)
+    sync(args.device)
+    loop = time.perf_counter() - began
+    began = time.perf_counter()
+    selection.render_snapshots(pipe, states, CAPTION, batched=True, **kw)
+    sync(args.device)
+    batched = time.perf_counter() - began
+    return {
+        "snapshots": snapshots, "seeds": len(selection.VALIDATION_SEEDS), "size": config.resolution,
+        "steps": steps, "one_call_per_snapshot_seconds": round(loop, 2), "batched_seconds": round(batched, 2),
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

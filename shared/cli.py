@@ -74,6 +74,10 @@ def worker(
     from shared.health import serve_health
     from shared.jobs.celery_app import celery_app
 
+    if queue == "generate":  # /readyz: 503 until the pool process has its models warm
+        from shared.warm import require_warm_up
+
+        require_warm_up(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
     preload(queue)  # whole before the fork, without poisoning it for CUDA (see shared/jobs/celery_app.py)
     for module in QUEUE_MODULES[queue]:
         importlib.import_module(module)  # registers the tasks; models load lazily in the pool
@@ -190,6 +194,13 @@ def train(ctx: typer.Context) -> None:
 def generate(ctx: typer.Context) -> None:
     """Render portraits with a likeness and a style, without services (`studio generate --help`)."""
     _forward("studio generate", "services.generator.cli", "generate_cmd", ctx.args)
+
+
+@app.command(context_settings=FORWARD)
+def warmup(ctx: typer.Context) -> None:
+    """Compile the generator's networks for every style's shapes into the compile cache under
+    MODEL_DIR (or check that they load from it) (`studio warmup --help`)."""
+    _forward("studio warmup", "services.generator.cli", "warmup_cmd", ctx.args)
 
 
 @app.command()

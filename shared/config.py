@@ -142,6 +142,11 @@ class Settings(BaseSettings):
     # bench weights of bench/sd15_random.py (its own hashes). Production leaves it unset.
     model_manifest: Path | None = None
     device: str = "auto"
+    # torch.compile of the generator's UNet and ControlNets for the styles' fixed shape buckets
+    # (services/generator/compiled.py): "auto" = on for CUDA, off on the CPU (tiny preset, tests).
+    # The compiled kernels are cached under model_dir/compile-cache (a volume in Kubernetes).
+    compile_networks: Literal["auto", "on", "off"] = "auto"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
 
     log_json: bool = True
     # /healthz, /readyz, /metrics of every process (the gateway's /metrics only here, never public); 0 = off

@@ -29,7 +29,7 @@ PROCESS_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "scheduler": BASE,
     "worker-photos": (*BASE, "storage"),
     "worker-train": (*BASE, "storage"),
-    "worker-generate": (*BASE, "storage"),
+    "worker-generate": (*BASE, "storage", "warm"),
     "worker-notify": (*BASE, "storage", "smtp"),
 }
 
@@ -101,11 +101,18 @@ def _check_smtp() -> None:
         client.noop()
 
 
+def _check_warm() -> None:
+    from shared.warm import check_warm
+
+    check_warm()
+
+
 CHECKS: dict[str, Callable[[], None]] = {
     "database": _check_database,
     "redis": _check_redis,
     "storage": _check_storage,
     "smtp": _check_smtp,
+    "warm": _check_warm,  # models loaded and compiled (shared/warm.py)
 }
 _pool = ThreadPoolExecutor(max_workers=2 * len(CHECKS), thread_name_prefix="readyz")
 _pending: dict[str, Future] = {}  # a check still waiting on a hung server is not started again
@@ -131,7 +138,7 @@ def dependencies_ready(dependencies: Sequence[str] = BASE) -> tuple[bool, str]:
         if not future.done():
             problems.append(f"{name} is not answering")
         elif (error := future.exception()) is not None:
-            problems.append(f"{name} is down ({type(error).__name__})")
+            problems.append(str(error) if name == "warm" else f"{name} is down ({type(error).__name__})")
     if problems:
         return False, "not ready: " + "; ".join(problems)
     return True, "ready"

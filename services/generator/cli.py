@@ -102,3 +102,34 @@ def main() -> None:  # `python -m services.generator.cli`
 
 if __name__ == "__main__":
     main()
+
+
+def warmup_cmd(
+    preset: str | None = typer.Option(None, "--preset", help="tiny | sd15 (default: settings)"),
+    device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: settings)"),
+) -> None:
+    """Compile the UNet and ControlNets for every style's shape buckets, or load them from the
+    compile cache under MODEL_DIR; prints seconds per bucket. Run it once per GPU type and torch
+    version (e.g. as a Kubernetes Job or initContainer on the model volume) so workers start warm."""
+    import json
+    import os
+    import time
+
+    os.environ.setdefault("COMPILE_NETWORKS", "on")  # this command exists to compile
+    from services.generator.pipeline import PortraitPipeline
+    from shared.config import get_settings
+
+    get_settings.cache_clear()
+    began = time.perf_counter()
+    pipeline = PortraitPipeline.from_preset(preset, device)
+    loaded = time.perf_counter() - began
+    if not pipeline.buckets:
+        raise typer.BadParameter("COMPILE_NETWORKS is off: nothing to warm up")
+    seconds = pipeline.warm_up()
+    report = {
+        "load_seconds": round(loaded, 1),
+        "warm_up_seconds": round(time.perf_counter() - began - loaded, 1),
+        "cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR"),
+        "buckets": seconds,
+    }
+    typer.echo(json.dumps(report, indent=2))

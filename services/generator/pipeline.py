@@ -133,6 +133,8 @@ class PortraitPipeline:
         self.score_identity = score_identity  # off: no dlib face check (benchmarks)
         self._loras = {"adapters": ActiveLoras, "baked": BakedLoras}[lora_mode]
         self.scale = scale
+        self.batch_size = batch_size
+        self.buckets: list = []  # compiled shapes (compile())
         base = models.base
         sampler = "DPM++ 2M Karras"
         # The dtype guard: what was loaded must stay so (see shared/ml/dtype_guard.py).
@@ -153,14 +155,55 @@ class PortraitPipeline:
         models = load_resident(preset, device)
         if models.preset == "tiny":
             kwargs.setdefault("scale", TINY_SCALE)
-        if str(models.base.device).startswith("cuda"):
+        cuda = str(models.base.device).startswith("cuda")
+        if cuda:
             from services.generator.acceleration import accelerate
 
-            # channels_last + fused QKV (LoRAs must then be baked); torch.compile is left to
-            # callers that can afford its minutes of warm-up (bench/generate_bench.py).
+            # channels_last + fused QKV (LoRAs must then be baked)
             accelerate(models, compile_mode=None)
             kwargs.setdefault("lora_mode", "baked")
+        if compile_wanted(cuda):
+            kwargs["lora_mode"] = "baked"  # compiled graphs need the parameters kept in place
+            pipeline = cls(models, **kwargs)
+            pipeline.compile()
+            return pipeline
         return cls(models, **kwargs)
+
+    # -- compiled networks (services/generator/compiled.py) ----------------------------------
+
+    def compile(self, styles: list[Style] | None = None, mode: str | None = None, backend: str = "inductor"):
+        """Compile the UNet and ControlNets for the shape buckets of `styles` (default: every
+        style) at this pipeline's scale and batch size. Graphs are built on first use, or by
+        `warm_up`. Returns the buckets."""
+        from services.generator import compiled
+        from shared.config import get_settings
+        from shared.styles import load_styles
+
+        if self._loras is not BakedLoras:
+            raise ValueError("compiled networks need lora_mode='baked'")
+        styles = list(load_styles().values()) if styles is None else styles
+        if self.scale is not None:
+            styles = [scale_style(s, self.scale) for s in styles]
+        multiple = self.models.base.vae_scale_factor * 2 ** (
+            len(self.models.base.unet.config.block_out_channels) - 1
+        )
+        self.buckets = compiled.shape_buckets(
+            styles, self.batch_size, self.models.base.vae_scale_factor, multiple
+        )
+        if backend == "inductor":
+            compiled.use_compile_cache(get_settings().model_dir, self.models.base.device)
+        compiled.compile_networks(self.models, self.buckets, mode or get_settings().compile_mode, backend)
+        return self.buckets
+
+    def warm_up(self, freeze: bool = True) -> dict[str, float]:
+        """Compile (or load from the compile cache) every bucket; then, with `freeze`, allow no
+        further compiles in this process. Returns seconds per bucket."""
+        from services.generator import compiled
+
+        seconds = compiled.warm_up(self.models, self.buckets)
+        if freeze:
+            compiled.freeze_compiled()
+        return seconds
 
     # -- the call ----------------------------------------------------------------------------
 
@@ -457,6 +500,14 @@ class _Progress:
     def done(self) -> None:
         if self.callback:
             self.callback(1.0, DONE)
+
+
+def compile_wanted(cuda: bool) -> bool:
+    """The COMPILE_NETWORKS setting: "auto" compiles on CUDA only."""
+    from shared.config import get_settings
+
+    setting = get_settings().compile_networks
+    return setting == "on" or (setting == "auto" and cuda)
 
 
 def _registry_lora(name: str) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+from celery.signals import worker_process_init
 from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -43,12 +45,46 @@ log = logging.getLogger(__name__)
 LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest
 
 
-@cache
-def resident_pipeline():
-    """One pipeline per worker process: the base model stays resident between jobs."""
-    from services.generator.pipeline import PortraitPipeline
+_resident_lock = threading.Lock()
 
-    return PortraitPipeline.from_preset()
+
+@cache
+def _resident():
+    from services.generator.pipeline import PortraitPipeline
+    from shared import warm
+
+    began = time.monotonic()
+    pipeline = PortraitPipeline.from_preset()
+    if pipeline.buckets:  # compiled: build or load every bucket before the first job
+        seconds = pipeline.warm_up()
+        log.info("compiled %d shape buckets: %s", len(seconds), seconds)
+    warm.mark_warm(f"generator ready in {time.monotonic() - began:.1f} s")
+    return pipeline
+
+
+def resident_pipeline():
+    """One pipeline per worker process: the base model stays resident between jobs. Loaded,
+    compiled and warmed up once (by the warm-up thread at the pool process's start, or by the
+    first job, which then waits for it); /readyz answers 503 until then (shared/warm.py)."""
+    with _resident_lock:
+        return _resident()
+
+
+@worker_process_init.connect
+def _warm_up_in_background(**_: object) -> None:
+    """Load and compile in the pool process as soon as it starts (Celery kills a pool process
+    whose init takes more than a few seconds, so this runs on a thread)."""
+    from shared import warm
+
+    if warm.enabled():
+        threading.Thread(target=_warm_up_logged, name="generator-warm-up", daemon=True).start()
+
+
+def _warm_up_logged() -> None:
+    try:
+        resident_pipeline()
+    except Exception:  # the first job raises it again, with the job's error handling
+        log.exception("generator warm-up failed")
 
 
 @job_task(GeneratePortraits)

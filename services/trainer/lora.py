@@ -23,6 +23,7 @@ from PIL import Image
 ADAPTER = "likeness"
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+LOSS_SYNC_EVERY = 10  # steps between reads of the loss (each read is a host-GPU sync)
 
 ProgressFn = Callable[[int, int, float, float], None]  # step, total, loss, eta_seconds
 
@@ -180,13 +181,13 @@ def lora_state(pipe) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_lora_state(pipe, state: dict[str, torch.Tensor]) -> None:
+def load_lora_state(pipe, state: dict[str, torch.Tensor], adapter_name: str = ADAPTER) -> None:
     from peft.utils import set_peft_model_state_dict
 
     for prefix, model in (("unet.", pipe.unet), ("text_encoder.", pipe.text_encoder)):
         part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
         if part:
-            set_peft_model_state_dict(model, part, adapter_name=ADAPTER)
+            set_peft_model_state_dict(model, part, adapter_name=adapter_name)
 
 
 def _to_tensor(images: list[Image.Image], resolution: int) -> torch.Tensor:
@@ -279,6 +280,7 @@ def train_lora(
     shape = (config.batch_size, *latents.shape[1:])
     run_step = _GraphedStep(step_fn, shape, unet_dtype, device, params, optimizer) if graphed else None
     began = time.monotonic()
+    pending: list[torch.Tensor] = []  # losses still on the device
     for step in range(start + 1, total + 1):
         pick = torch.randint(len(latents), (config.batch_size,), generator=generator)
         x0 = latents[pick]
@@ -288,15 +290,21 @@ def train_lora(
         noisy = noise_scheduler.add_noise(x0, noise, t).to(device, unet_dtype)
         target = (noise if epsilon else noise_scheduler.get_velocity(x0, noise, t)).to(device).float()
         if run_step is not None:
-            loss = run_step(noisy, t.to(device), target)
+            loss = run_step(noisy, t.to(device), target).clone()  # the graph reuses its output
         else:
             loss = step_fn(noisy, t.to(device), target)
             optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
-        if progress:
-            rate = (time.monotonic() - began) / (step - start)
-            progress(step, total, losses[-1], rate * (total - step))
-        if step % config.checkpoint_every == 0 or step == total:
+        pending.append(loss)
+        checkpoint = step % config.checkpoint_every == 0 or step == total
+        if checkpoint or step % LOSS_SYNC_EVERY == 0:
+            # Reading a loss waits for the GPU: done every LOSS_SYNC_EVERY steps, not every step,
+            # so the host prepares the next steps while the GPU runs this one.
+            losses += torch.stack(pending).tolist()
+            pending.clear()
+            if progress:
+                rate = (time.monotonic() - began) / (step - start)
+                progress(step, total, losses[-1], rate * (total - step))
+        if checkpoint:
             state = lora_state(pipe)  # one CPU copy for the snapshot and the checkpoint
             snapshots.append((step, state))
             if checkpoints:

@@ -161,6 +161,7 @@ def train_likeness(
             f"a portrait photo of {trigger} {class_word}",
             size=config.resolution,
             steps=VALIDATION_STEPS[preset],
+            seconds=seconds,  # + select_render, select_faces
         )
         seconds["select"] = time.monotonic() - began
 

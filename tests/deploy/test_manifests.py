@@ -104,7 +104,10 @@ def test_probes_match_the_health_endpoints(rendered, build):
         for c in containers(doc, init=False):
             where = f"{doc['metadata']['name']}/{c['name']}"
             assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", where
-            assert c["startupProbe"]["httpGet"]["path"] == "/healthz", where
+            # The generate worker has started once it is warm: models loaded and every shape
+            # bucket compiled or loaded from the compile cache (shared/warm.py).
+            started = "/readyz" if doc["metadata"]["name"] == "studio-worker-generate" else "/healthz"
+            assert c["startupProbe"]["httpGet"]["path"] == started, where
             ready = c["readinessProbe"]
             assert ready["httpGet"]["path"] == "/readyz", where
             assert ready.get("timeoutSeconds", 1) >= Settings().readiness_timeout + 1, where
@@ -131,6 +134,8 @@ def test_gpu_workers_get_one_gpu_each(rendered, build):
         assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
         startup = worker["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "allow model loading"
+        if name == "studio-worker-generate":  # a cold compile of every bucket: minutes
+            assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
         assert any(m["mountPath"] == "/models" for m in worker["volumeMounts"])
 
 

@@ -1,6 +1,6 @@
 """Checkpoint selection's real branch: renders that have faces, with distinct identity scores.
 
-Tiny random models draw no face, so the renders are fed through a seam: `render_validation` returns
+Tiny random models draw no face, so the renders are fed through a seam: `render_snapshots` returns
 real photos (skimage's astronaut and edits of it), one list per checkpoint in order. The scoring rule
 (dlib embeddings, median reference, best mean similarity) runs unchanged."""
 
@@ -24,8 +24,9 @@ def test_the_checkpoint_whose_renders_look_most_like_the_person_is_kept(monkeypa
         200: [face, ImageEnhance.Brightness(face).enhance(0.5)],
         300: [face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] * 2,
     }
-    calls = iter(renders.values())
-    monkeypatch.setattr(selection, "render_validation", lambda pipe, prompt, **kw: next(calls))
+    monkeypatch.setattr(
+        selection, "render_snapshots", lambda pipe, snaps, prompt, **kw: list(renders.values())
+    )
     snapshots = [(step, {"marker": torch.tensor([step])}) for step in renders]  # no LoRA keys
     pipe = SimpleNamespace(unet=None, text_encoder=None)
 

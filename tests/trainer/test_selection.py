@@ -45,3 +45,35 @@ def test_validation_renders_in_one_batch_equal_one_call_per_seed() -> None:
         assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # 8-bit rounding
     # Different seeds, different images: the generators are not shared.
     assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[1]))
+
+
+def test_all_snapshots_in_one_batch_equal_one_call_per_snapshot() -> None:
+    """render_snapshots (every snapshot's seeds in one call, a peft adapter per snapshot) renders
+    what loading each snapshot and rendering it alone did; the pipe keeps only its own adapter."""
+    import numpy as np
+    import torch
+
+    from services.trainer import lora, train
+    from services.trainer.selection import render_snapshots, render_validation
+
+    pipe = train.load_training_pipeline("tiny", "cpu")
+    lora.add_lora(pipe, lora.PRESETS["tiny"], seed=0)
+    snapshots = []
+    for k in range(3):
+        torch.manual_seed(k)
+        state = {key: torch.randn_like(v) * 0.5 for key, v in lora.lora_state(pipe).items()}
+        snapshots.append((10 * (k + 1), state))
+    seeds = (11, 22)
+    one_by_one = []
+    for _, state in snapshots:
+        lora.load_lora_state(pipe, state)
+        one_by_one.append(render_validation(pipe, "a portrait photo", size=64, steps=3, seeds=seeds))
+    batched = render_snapshots(
+        pipe, snapshots, "a portrait photo", size=64, steps=3, seeds=seeds, batched=True
+    )
+    assert [len(r) for r in batched] == [2, 2, 2]
+    for mine, theirs in zip(batched, one_by_one, strict=True):
+        for a, b in zip(mine, theirs, strict=True):
+            assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # 8-bit rounding
+    assert not np.array_equal(np.asarray(batched[0][0]), np.asarray(batched[1][0]))  # own weights
+    assert list(pipe.unet.peft_config) == [lora.ADAPTER]

@@ -101,6 +101,7 @@ def esrgan_upscale(
         target = (round(height * factor), round(width * factor))  # (H, W)
         for chunk in batched(indices, batch_size):
             x = torch.from_numpy(np.stack([np.asarray(images[i].convert("RGB")) for i in chunk]))
+            # NHWC bytes -> a channels_last NCHW view: no copy, and what a channels_last model wants
             x = x.to(param.device).permute(0, 3, 1, 2).to(param.dtype) / 255.0
             with torch.no_grad():
                 y = model(x)

@@ -1,0 +1,70 @@
+"""A generate worker is ready only once its models are warm, and compiled kernels survive a restart.
+
+- `studio worker generate`: /readyz answers 503 ("models are loading and compiling") while the
+  pool process loads (and, on CUDA, compiles) its models, then 200, before any job arrives.
+- The compile cache under MODEL_DIR: a second process compiling the same bucket loads inductor's
+  graph from the cache (hits, no misses) instead of generating code again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from shared.localstack import free_port, wait_for_port
+from tests.conftest import REPO, Processes, wait_until
+
+
+def test_generate_worker_is_not_ready_until_its_models_are_warm(procs: Processes):
+    port = free_port()
+    procs.start("worker-generate", "worker", "generate", env={"HEALTH_PORT": str(port)})
+    wait_for_port(port, timeout=60)
+    url = f"http://127.0.0.1:{port}/readyz"
+    first = httpx.get(url, timeout=5)
+    assert first.status_code == 503, first.text
+    assert "models are loading and compiling" in first.text
+    wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=120, what="warm")
+
+
+_COMPILE_ONE_BUCKET = """
+import json, sys, time, torch
+torch.set_num_threads(1)
+from services.generator import compiled
+from services.generator.resident import ResidentModels
+from shared.ml import loading
+base = loading.load_base_pipeline("tiny", "cpu")
+models = ResidentModels(base, None, None, None, {}, "tiny", "tiny")
+cache = compiled.use_compile_cache(sys.argv[1], "cpu")
+bucket = compiled.Bucket("unet", 2, 12, 8)
+compiled.compile_networks(models, [bucket])
+began = time.perf_counter()
+compiled.warm_up(models, [bucket])
+c = torch._dynamo.utils.counters["inductor"]
+print(json.dumps({"seconds": time.perf_counter() - began, "hit": c["fxgraph_cache_hit"],
+                  "miss": c["fxgraph_cache_miss"], "cache": str(cache)}))
+"""
+
+
+@pytest.mark.slow
+def test_compile_cache_survives_a_restart(tmp_path):
+    def run() -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", _COMPILE_ONE_BUCKET, str(tmp_path)],
+            cwd=REPO, capture_output=True, text=True, timeout=900, check=True,
+        )  # fmt: skip
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    cold = run()
+    assert cold["miss"] >= 1 and cold["hit"] == 0, cold
+    assert "compile-cache/torch" in cold["cache"] and cold["cache"].endswith("-cpu")
+    began = time.perf_counter()
+    warm = run()
+    assert warm["hit"] >= 1 and warm["miss"] == 0, warm
+    assert warm["seconds"] < cold["seconds"], (cold, warm)
+    took = time.perf_counter() - began
+    print(f"cold {cold['seconds']:.1f} s, warm {warm['seconds']:.1f} s (process {took:.1f} s)")
