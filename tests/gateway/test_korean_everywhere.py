@@ -20,7 +20,23 @@ from tests.notifier.test_notify_worker import mails_to
 KOREAN = {"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.8"}
 HANGUL = re.compile("[\uac00-\ud7a3]")
 # Words a Korean sentence may hold: formats, HTTP methods and the API's own identifiers.
-NAMES = {"JPEG", "PNG", "WebP", "MB", "MiB", "KiB", "JSON", "UUID", "ID", "LoRA", "URL", "Idempotency-Key"}
+NAMES = {
+    "JPEG",
+    "PNG",
+    "WebP",
+    "HEIC",
+    "multipart",
+    "form-data",
+    "MB",
+    "MiB",
+    "KiB",
+    "JSON",
+    "UUID",
+    "ID",
+    "LoRA",
+    "URL",
+    "Idempotency-Key",
+}
 NAMES |= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "true", "false", "v", "me", "docs"}
 REPO = Path(__file__).resolve().parents[2]
 

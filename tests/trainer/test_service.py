@@ -226,13 +226,13 @@ def test_photos_deleted_before_training_fail_it_in_words(api: Api, procs: Proces
     assert job["error_code"] == "too_few_photos"
     assert job["error_message"] == (
         "4 of the chosen photos were deleted before training started. Only 4 photos have a clear "
-        "face of you; upload 1 more (at least 5 are needed)."
+        "face of you; upload 4 more (at least 8 are needed)."
     )
     # The worker kept the sentences too: the Korean page reads the same failure in Korean.
     korean = api.get(f"/v1/jobs/{job['id']}", headers={**user.auth, "Accept-Language": "ko"}).json()
     assert korean["error_message"] == (
         "고른 사진 중 4장이 학습 시작 전에 삭제되었습니다. "
-        "얼굴이 선명하게 나온 사진이 4장뿐입니다. 1장 더 올려 주세요(최소 5장 필요)."
+        "얼굴이 선명하게 나온 사진이 4장뿐입니다. 4장 더 올려 주세요(최소 8장 필요)."
     )
     likeness = api.get(f"/v1/likenesses/{body['likeness']['id']}", headers=user.auth).json()
     assert likeness["status"] == "failed"
