@@ -113,7 +113,16 @@ def test_train_a_likeness_download_it_and_nobody_else_can(api: Api, procs: Proce
     assert [p for p, _ in training] == sorted(p for p, _ in training)
     assert done["result"]["likeness_id"] == likeness["id"]
     assert done["result"]["resumed_from_step"] is None  # one clean attempt
-    assert set(done["result"]["seconds"]) == {"download", "preprocess", "load", "train", "select", "upload"}
+    assert set(done["result"]["seconds"]) == {
+        "download",
+        "preprocess",
+        "load",
+        "train",
+        "select",
+        "select_render",
+        "select_faces",
+        "upload",
+    }
 
     ready = api.get(f"/v1/likenesses/{likeness['id']}", headers=user.auth).json()
     assert ready["status"] == "ready"
