@@ -172,11 +172,38 @@ def timed(pipeline: PortraitPipeline, likeness: Path, style, count: int, seed: i
         pipeline(likeness, style, seed=seed, count=count,
                  progress=lambda f, s: marks.append((s, time.perf_counter())))  # fmt: skip
         sync()
-    total = time.perf_counter() - start
+    end = time.perf_counter()
+    total = end - start
+    # before the first stage: LoRAs fused in, prompts encoded; after the last: PNGs and metadata
+    stages["prepare"] = round(marks[0][1] - start, 3)
     for (name, t0), (_, t1) in zip(marks, marks[1:], strict=False):
         stages[name] = round(t1 - t0, 3)
+    stages["results"] = round(end - marks[-1][1], 3)
     stages["dtypes"] = seen
     return total, stages
+
+
+def lora_seconds(pipeline: PortraitPipeline, likeness: Path, style, repeats: int = 3) -> dict:
+    """Seconds to fuse the job's LoRAs into the weights and to restore them (min of `repeats`)."""
+    from services.generator.likeness import load_likeness
+    from shared.extra_networks import extract_loras
+
+    like = load_likeness(likeness)
+    _, tags = extract_loras(style.prompt.replace("{likeness}", like.words))
+    specs, _ = pipeline._lora_specs(style, tags, like)
+    enter, leave = [], []
+    for _ in range(repeats):
+        baked = pipeline._loras(pipeline.models.base, specs)
+        sync()
+        t0 = time.perf_counter()
+        baked.__enter__()
+        sync()
+        t1 = time.perf_counter()
+        baked.__exit__(None, None, None)
+        sync()
+        enter.append(t1 - t0)
+        leave.append(time.perf_counter() - t1)
+    return {"loras": len(specs), "fuse": round(min(enter), 3), "restore": round(min(leave), 3)}
 
 
 @torch.no_grad()
@@ -307,7 +334,7 @@ def main() -> None:
     if {"batched", "contiguous", "compiled"} & set(phases):
         from services.generator.acceleration import accelerate
 
-        accelerate(models, channels_last=not args.tiny, fuse_qkv=True, compile_mode=None)
+        accelerate(models, channels_last=not args.tiny, fuse_qkv=True)
         fast_pipe = PortraitPipeline(models, batch_size=4, lora_mode="baked", **common)
         if "batched" in phases:
             timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up
@@ -319,11 +346,12 @@ def main() -> None:
                 extra["profile"] = gpu_stats.gpu_busy(
                     lambda: fast_pipe(likeness, fast, seed=2, count=args.count)
                 )
-            latency, _ = timed(fast_pipe, likeness, fast, 1, seed=3)
+            latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
+            extra["lora_seconds"] = lora_seconds(fast_pipe, likeness, fast)
             report["phases"].append(
                 phase_result(
                     "batched", total, args.count, stages, txt2img_steps=fast_steps,
-                    one_portrait_seconds=round(latency, 3), **extra,
+                    one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
                 )
             )  # fmt: skip
         if "contiguous" in phases:
@@ -351,6 +379,13 @@ def main() -> None:
             warm = fast_pipe.warm_up(freeze=False)
             warm_up_seconds = time.perf_counter() - began
             cache = {k: counters["inductor"][k] for k in ("fxgraph_cache_hit", "fxgraph_cache_miss")}
+            cache |= {k: v for k, v in counters["aot_autograd"].items() if "cache" in k}
+            # where warm-up time goes (dynamo tracing, AOT, inductor): seconds per phase, summed
+            compile_seconds = {
+                name: round(sum(times), 2)
+                for name, times in torch._dynamo.utils.compilation_time_metrics.items()
+                if sum(times) >= 0.5
+            }
             graphs = counters["stats"]["unique_graphs"]
             same = same_pictures(fast_pipe, fast, likeness)
             timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up (allocator, cuDNN)
@@ -361,6 +396,7 @@ def main() -> None:
                     lambda: fast_pipe(likeness, fast, seed=2, count=args.count)
                 )
             latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
+            extra["lora_seconds"] = lora_seconds(fast_pipe, likeness, fast)
             calls = {
                 name: net.forward.calls
                 for name, net in models.networks().items()
@@ -371,7 +407,8 @@ def main() -> None:
                     "compiled", total, args.count, stages, txt2img_steps=fast_steps,
                     compile_mode=args.compile, buckets=len(buckets),
                     warm_up_seconds=round(warm_up_seconds, 1), bucket_seconds=warm,
-                    compile_cache=cache, new_graphs_after_warm_up=counters["stats"]["unique_graphs"] - graphs,
+                    compile_cache=cache, compile_seconds=compile_seconds,
+                    new_graphs_after_warm_up=counters["stats"]["unique_graphs"] - graphs,
                     network_calls=calls, same_pictures=same,
                     one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
                 )

@@ -1,6 +1,8 @@
-"""GPU speed-ups of the resident models (see FIELD_NOTES' H100 timings): channels_last, fused
-QKV projections, torch.compile (CUDA graphs with mode "reduce-overhead"). Compiled models need
-`lora_mode="baked"` in PortraitPipeline (LoRAs fused in place, never new modules)."""
+"""GPU speed-ups of the resident models that keep their results (see FIELD_NOTES' timings):
+channels_last memory format and fused QKV projections. Compiling is services/generator/compiled.py
+(static shape buckets; compiling the whole pipeline with dynamic shapes never finished, issue 21).
+Fused projections need `lora_mode="baked"` in PortraitPipeline (LoRAs fused in place, never new
+modules)."""
 
 from __future__ import annotations
 
@@ -10,16 +12,9 @@ from services.generator.resident import ResidentModels
 
 
 def accelerate(
-    models: ResidentModels,
-    *,
-    channels_last: bool = True,
-    fuse_qkv: bool = True,
-    compile_mode: str | None = "reduce-overhead",
-    dynamic: bool | None = True,
+    models: ResidentModels, *, channels_last: bool = True, fuse_qkv: bool = True
 ) -> ResidentModels:
-    """Apply the speed-ups in place. `dynamic=True` compiles each network once for all batch
-    sizes and resolutions (CUDA graphs are still recorded per shape); compiling one shape
-    statically takes 85-110 s on the H100, and the pipeline uses four."""
+    """Apply the speed-ups in place to the UNet, the ControlNets, the VAE and ESRGAN; returns `models`."""
     nets = [models.base.unet, models.controlnet_openpose, models.controlnet_tile]
     nets = [n for n in nets if n is not None]
     if channels_last:
@@ -33,7 +28,4 @@ def accelerate(
     if fuse_qkv:
         for net in nets:
             net.fuse_qkv_projections()
-    if compile_mode:
-        for net in nets:
-            net.compile(mode=compile_mode, dynamic=dynamic)
     return models

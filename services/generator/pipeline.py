@@ -160,7 +160,7 @@ class PortraitPipeline:
             from services.generator.acceleration import accelerate
 
             # channels_last + fused QKV (LoRAs must then be baked)
-            accelerate(models, compile_mode=None)
+            accelerate(models)
             kwargs.setdefault("lora_mode", "baked")
         if compile_wanted(cuda):
             kwargs["lora_mode"] = "baked"  # compiled graphs need the parameters kept in place
