@@ -6,6 +6,11 @@ kind the product applies. What A1111 and ComfyUI load is what we load:
   baked instead (services/generator/lycoris.py computes the deltas as ComfyUI does);
 - diffusers/peft keys (`unet.<path>.lora_A.weight`, `text_encoder.<path>...`).
 
+Compiled pipelines bake every file they can (`LoraFile.direct`): the deltas are computed from the
+file's tensors and added to the weights in place (`baked_deltas`), which costs a few milliseconds
+where peft's loader spends about a second building adapter layers only to fuse and drop them.
+peft stays the path for diffusers files whose scale is not one number per component.
+
 `inspect_lora` reads only the safetensors header (names, shapes, metadata) and raises
 `UnusableLora` with a sentence naming the file and the reason: not a safetensors file, made for
 SDXL or SD 2.x (by its metadata, its SDXL text-encoder keys, or module shapes that differ from
@@ -59,8 +64,10 @@ class UnusableLora(ValueError):
 
 @dataclass
 class LoraFile:
-    """A checked LoRA file. `modules`: kohya module prefix -> (component, module path) for the
-    modules this model has; `bake`: apply by weight deltas (LyCORIS kinds) instead of peft."""
+    """A checked LoRA file. `modules`: kohya module prefix (diffusers layout: the `lora_A` key)
+    -> (component, module path) for the modules this model has; `bake`: apply by weight deltas
+    (LyCORIS kinds) instead of peft, in every mode; `direct`: may be baked by weight deltas when
+    the caller bakes anyway (BakedLoras)."""
 
     path: Path
     layout: str  # "kohya" | "diffusers"
@@ -69,10 +76,16 @@ class LoraFile:
     module_kinds: dict[str, str] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
     tucker: bool = False  # LoCon with `lora_mid` (diffusers' loader does not read it)
+    # diffusers layout: alpha / rank per component when the file's scale is that simple, else None
+    scales: dict[str, float] | None = None
 
     @property
     def bake(self) -> bool:
         return bool(self.kinds - {"lora"}) or self.tucker
+
+    @property
+    def direct(self) -> bool:
+        return self.layout == "kohya" or self.scales is not None
 
 
 def _components(pipe) -> dict[str, torch.nn.Module]:
@@ -148,7 +161,7 @@ def inspect_lora(path: Path, pipe, style_lora: str | None) -> LoraFile:
     if any(k.startswith(("lora_unet_", "lora_te_")) for k in keys):
         result = _inspect_kohya(path, pipe, style_lora, shapes)
     elif any(k.startswith(("unet.", "text_encoder.")) for k in keys):
-        result = _inspect_diffusers(path, pipe, style_lora, shapes)
+        result = _inspect_diffusers(path, pipe, style_lora, shapes, metadata)
     else:
         raise UnusableLora(style_lora, path, f"it holds no LoRA weights this product knows ({SUPPORTED} can)")
     if result.unmapped:  # A1111 and ComfyUI skip them too ("lora key not loaded")
@@ -217,7 +230,7 @@ def _inspect_kohya(path: Path, pipe, style_lora: str | None, shapes: dict[str, t
 
 
 def _inspect_diffusers(
-    path: Path, pipe, style_lora: str | None, shapes: dict[str, tuple[int, ...]]
+    path: Path, pipe, style_lora: str | None, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]
 ) -> LoraFile:
     models = _components(pipe)
     result = LoraFile(path, "diffusers", kinds={"lora"})
@@ -243,7 +256,60 @@ def _inspect_diffusers(
         raise UnusableLora(
             style_lora, path, "none of its modules is in this SD-1.5 model: it was made for another model"
         )
+    result.scales = _plain_scales(pipe, shapes, metadata)
+    # one entry per module (its down / A key), as kohya files have one per module prefix
+    downs = tuple(down for down, _ in DIFFUSERS_PAIRS)
+    result.modules = {k: v for k, v in result.modules.items() if k.endswith(downs)}
     return result
+
+
+# diffusers/peft names of one Linear LoRA's factors: (down / A, up / B)
+DIFFUSERS_PAIRS = (
+    (".lora_A.weight", ".lora_B.weight"),
+    (".lora.down.weight", ".lora.up.weight"),
+    (".lora_linear_layer.down.weight", ".lora_linear_layer.up.weight"),
+)
+
+
+def _plain_scales(
+    pipe, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]
+) -> dict[str, float] | None:
+    """{component: lora_alpha / r} when every module of a diffusers/peft file is a Linear LoRA
+    (down/up pairs, `DIFFUSERS_PAIRS`, of one rank per component) and its scale is one number per
+    component: diffusers' `lora_adapter_metadata` (peft's LoraConfig of each component) without
+    rank or alpha patterns, DoRA or rsLoRA, or no metadata at all (diffusers then takes alpha ==
+    rank). None: anything else, which peft's own loader applies."""
+    import json
+
+    ranks: dict[str, set[int]] = {}
+    for key, shape in shapes.items():
+        component, _, rest = key.partition(".")
+        if len(shape) != 2:
+            return None  # conv LoRAs: peft decides
+        if rest.endswith(tuple(down for down, _ in DIFFUSERS_PAIRS)):
+            ranks.setdefault(component, set()).add(shape[0])
+        elif not rest.endswith(tuple(up for _, up in DIFFUSERS_PAIRS)):
+            return None  # alphas, DoRA magnitudes, biases: peft decides
+    try:
+        config = json.loads(metadata.get("lora_adapter_metadata") or "{}")
+    except ValueError:
+        return None
+    if not isinstance(config, dict):
+        return None
+    scales = {}
+    for component, found in ranks.items():
+        if len(found) != 1 or not isinstance(_components(pipe).get(component), torch.nn.Module):
+            return None
+        rank = found.pop()
+        r, alpha = config.get(f"{component}.r", rank), config.get(f"{component}.lora_alpha", rank)
+        plain = not any(
+            config.get(f"{component}.{k}")
+            for k in ("rank_pattern", "alpha_pattern", "use_dora", "use_rslora")
+        )
+        if not plain or r != rank or not isinstance(alpha, int | float):
+            return None
+        scales[component] = float(alpha) / rank
+    return scales
 
 
 def _find_weight(model: torch.nn.Module | None, module: str) -> torch.Tensor | None:
@@ -260,12 +326,17 @@ def _find_weight(model: torch.nn.Module | None, module: str) -> torch.Tensor | N
 def baked_deltas(
     lora: LoraFile, pipe, unet_strength: float, te_strength: float
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(parameter, delta to add) for each module of a checked kohya/LyCORIS file: the delta is
-    float32 on the parameter's device, `strength * alpha / rank * reconstructed delta`, the
-    UNet's modules at `unet_strength`, the text encoder's at `te_strength` (A1111's te/unet)."""
+    """(parameter, delta to add) for each module of a checked file with `direct` or `bake`: the
+    delta is float32 on the parameter's device, `strength * alpha / rank * reconstructed delta`,
+    the UNet's modules at `unet_strength`, the text encoder's at `te_strength` (A1111's te/unet).
+    kohya/LyCORIS files as ComfyUI computes them; diffusers files as peft's `fuse_lora` does
+    (`B @ A * lora_alpha / r * adapter weight`, peft/tuners/lora/layer.py `get_delta_weight`)."""
     from safetensors import safe_open
 
     models = _components(pipe)
+    if lora.layout == "diffusers":
+        yield from _diffusers_deltas(lora, models, {"unet": unet_strength, "text_encoder": te_strength})
+        return
     with safe_open(str(lora.path), framework="pt") as f:
         names = set(f.keys())  # noqa: SIM118
         for module, (component, name) in lora.modules.items():
@@ -283,3 +354,21 @@ def baked_deltas(
             yield target.weight, delta * strength
             if bias is not None and target.bias is not None:
                 yield target.bias, bias.reshape(target.bias.shape) * strength
+
+
+def _diffusers_deltas(
+    lora: LoraFile, models: dict[str, torch.nn.Module], strengths: dict[str, float]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`baked_deltas` for a diffusers/peft file whose `scales` are known."""
+    from safetensors import safe_open
+
+    assert lora.scales is not None, "only files with plain scales are baked directly"
+    with safe_open(str(lora.path), framework="pt") as f:
+        for key, (component, module) in lora.modules.items():
+            weight = _find_weight(models[component], module)
+            if weight is None:
+                continue
+            down_suffix, up_suffix = next(pair for pair in DIFFUSERS_PAIRS if key.endswith(pair[0]))
+            down = f.get_tensor(key).to(weight.device, torch.float32)
+            up = f.get_tensor(key.removesuffix(down_suffix) + up_suffix).to(weight.device, torch.float32)
+            yield weight, (up @ down) * (lora.scales[component] * strengths[component])

@@ -19,8 +19,10 @@ def face_pass(**update) -> DetailerPass:
     return small_style().detailer[0].model_copy(update=update)
 
 
-def make_lora(base, path, seed: int = 0, rank: int = 4) -> None:
-    """A random LoRA for the tiny UNet and text encoder, saved as diffusers safetensors."""
+def make_lora(base, path, seed: int = 0, rank: int = 4, alpha: float | None = None) -> None:
+    """A random LoRA for the tiny UNet and text encoder, saved as diffusers safetensors. With
+    `alpha`, each component's peft LoraConfig goes into the file's metadata (as the trainer's
+    export writes it), so the file's scale is alpha / rank; without, diffusers takes alpha == rank."""
     import copy
 
     from diffusers import StableDiffusionPipeline
@@ -29,23 +31,24 @@ def make_lora(base, path, seed: int = 0, rank: int = 4) -> None:
 
     torch.manual_seed(seed)
     unet, text_encoder = copy.deepcopy(base.unet), copy.deepcopy(base.text_encoder)
-    unet.add_adapter(
-        LoraConfig(
-            r=rank, lora_alpha=rank, init_lora_weights=False,
-            target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+    configs = {
+        name: LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=False, target_modules=targets)
+        for name, targets in (
+            ("unet", ["to_q", "to_k", "to_v", "to_out.0"]),
+            ("text_encoder", ["q_proj", "k_proj", "v_proj", "out_proj"]),
         )
-    )  # fmt: skip
-    text_encoder.add_adapter(
-        LoraConfig(
-            r=rank, lora_alpha=rank, init_lora_weights=False,
-            target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
-        )
-    )  # fmt: skip
+    }
+    unet.add_adapter(configs["unet"])
+    text_encoder.add_adapter(configs["text_encoder"])
+    metadata = {}
+    if alpha is not None:
+        metadata = {f"{name}_lora_adapter_metadata": config.to_dict() for name, config in configs.items()}
     StableDiffusionPipeline.save_lora_weights(
         str(path.parent),
         unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
         text_encoder_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(text_encoder)),
         weight_name=path.name,
+        **metadata,
     )
 
 
