@@ -191,19 +191,32 @@ def lora_seconds(pipeline: PortraitPipeline, likeness: Path, style, repeats: int
     like = load_likeness(likeness)
     _, tags = extract_loras(style.prompt.replace("{likeness}", like.words))
     specs, _ = pipeline._lora_specs(style, tags, like)
-    enter, leave = [], []
-    for _ in range(repeats):
-        baked = pipeline._loras(pipeline.models.base, specs)
-        sync()
-        t0 = time.perf_counter()
-        baked.__enter__()
-        sync()
-        t1 = time.perf_counter()
-        baked.__exit__(None, None, None)
-        sync()
-        enter.append(t1 - t0)
-        leave.append(time.perf_counter() - t1)
-    return {"loras": len(specs), "fuse": round(min(enter), 3), "restore": round(min(leave), 3)}
+    from services.generator.lora_files import LoraFile
+
+    def measure() -> tuple[float, float]:
+        enter, leave = [], []
+        for _ in range(repeats):
+            baked = pipeline._loras(pipeline.models.base, specs)
+            sync()
+            t0 = time.perf_counter()
+            baked.__enter__()
+            sync()
+            t1 = time.perf_counter()
+            baked.__exit__(None, None, None)
+            sync()
+            enter.append(t1 - t0)
+            leave.append(time.perf_counter() - t1)
+        return round(min(enter), 3), round(min(leave), 3)
+
+    fuse, restore = measure()
+    direct = LoraFile.direct
+    LoraFile.direct = property(lambda self: False)  # the baseline: peft's load-fuse-unload
+    try:
+        peft_fuse, peft_restore = measure()
+    finally:
+        LoraFile.direct = direct
+    return {"loras": len(specs), "fuse": fuse, "restore": restore,
+            "baseline_peft_fuse": peft_fuse, "baseline_peft_restore": peft_restore}  # fmt: skip
 
 
 @torch.no_grad()
