@@ -130,7 +130,10 @@ def png_bytes(image: Image.Image, parameters: str, meta: dict, comfyui_prompt: d
     if comfyui_prompt is not None:
         info.add_text("prompt", json.dumps(comfyui_prompt, separators=(",", ":")))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info, optimize=False)
+    # zlib level 1: a 1024x1536 photo in 0.21 s instead of 1.27 s at PIL's default 6, 15% larger
+    # (1.89 vs 1.65 MB, skimage's astronaut upscaled, measured 2026-12-07): a portrait alone must
+    # be ready in 2.5 s, and the PNG is the lossless original, the page shows JPEG thumbnails.
+    image.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=1)
     return buffer.getvalue()
 
 

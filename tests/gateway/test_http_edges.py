@@ -59,6 +59,18 @@ def test_head_answers_like_get_without_a_body(api: Api, platform: Platform) -> N
         assert int(head.headers["content-length"]) > 0, path
 
 
+def test_405_names_every_method_the_address_takes(api: Api) -> None:
+    """/v1/me is three routes (GET, PATCH, DELETE): a PUT must hear about all of them (RFC 9110
+    §15.5.6), in words and in `Allow`, not only the first route's GET."""
+    user = api.new_user(consent=False)
+    r = api.put("/v1/me", json={}, headers=user.auth)
+    assert r.status_code == 405
+    assert r.headers["allow"] == "DELETE, GET, PATCH"
+    assert r.json()["detail"] == "This address does not take PUT requests; it takes DELETE, GET, PATCH."
+    r = api.put("/v1/me", headers={**user.auth, "Accept-Language": "ko"})
+    assert r.headers["allow"] == "DELETE, GET, PATCH" and "DELETE, GET, PATCH" in r.json()["detail"]
+
+
 def test_json_body_over_the_limit_is_refused_before_it_is_read(api: Api, platform: Platform) -> None:
     port = _port(platform.url)
     # Content-Length says 100 MB: 413 at once, after 1 KB of it (the old gateway waited for it all).

@@ -13,6 +13,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.i18n import Sentence, current_locale, negotiate, say
@@ -77,12 +78,31 @@ async def http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         detail = say("http.404", locale)
     elif exc.status_code == 405:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         detail = say("http.405", locale, method=request.method, allowed=allowed)
+        return await http_exception_handler(
+            request, StarletteHTTPException(405, detail, headers={**(exc.headers or {}), "Allow": allowed})
+        )
     else:
         detail = say("http.other", locale, status=exc.status_code)
     localized = StarletteHTTPException(exc.status_code, detail, headers=exc.headers)
     return await http_exception_handler(request, localized)
+
+
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route takes at this address, e.g. "DELETE, GET, PATCH" for /v1/me.
+    Starlette's 405 names only the first route whose path matched (its `Allow` says "GET" alone
+    where GET, PATCH and DELETE are separate routes); RFC 9110 §15.5.6 wants all of them. Asks
+    the routes themselves (`BaseRoute.matches`) with each method, so included routers count too."""
+    allowed = []
+    for method in METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def install_languages(app: FastAPI) -> None:
