@@ -17,7 +17,8 @@ is under `studio gateway --workers N`, and the logging of its worker processes (
 
 `--socket` measures `studio gateway --workers N` itself instead (real sockets, so the kernel's share
 of writing an answer counts): `hey -n REQUESTS -c 32` per block, and the CPU time (user + system,
-/proc) of the gateway's processes over the block, divided by the requests. With `--baseline REF`, a
+/proc) of the gateway's processes over the block, divided by the requests; "machine" is the busy
+time of all cores over the block (the load tool and Postgres included; others' work too). With `--baseline REF`, a
 gateway of that commit (a temporary git worktree) runs beside it and the blocks alternate between the
 two, so both see the same machine:
 
@@ -177,6 +178,15 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (/proc/stat: user, nice, system, irq,
+    softirq, steal): the gateway, the load tool, the databases and the kernel's network work."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def socket_blocks(args: argparse.Namespace, root: Path, stack: LocalStack) -> None:
     """Alternate blocks of `hey -n` between the gateways (this checkout, and the baseline's)."""
     import subprocess
@@ -210,18 +220,22 @@ def socket_blocks(args: argparse.Namespace, root: Path, stack: LocalStack) -> No
         for what in args.only.split(","):
             per: dict[str, list[float]] = {name: [] for name in gateways}
             rates: dict[str, list[float]] = {name: [] for name in gateways}
+            machine: dict[str, list[float]] = {name: [] for name in gateways}
             for _ in range(args.blocks):
                 for name, (proc, _url) in gateways.items():
                     token, targets = urls[name]
                     pids = gateway_pids(proc.pid)
-                    before = cpu_seconds(pids)
+                    before, busy = cpu_seconds(pids), machine_busy_seconds()
                     out = subprocess.run(
                         ["hey", "-n", str(args.requests), "-c", "32", "-H", f"Authorization: Bearer {token}",
                          targets[what]],
                         capture_output=True, text=True, check=True,
                     ).stdout  # fmt: skip
-                    per[name].append((cpu_seconds(pids) - before) * 1e6 / args.requests)
-                    assert "[200]\t" + str(args.requests) in out, out[-800:]
+                    cpu, busy = cpu_seconds(pids) - before, machine_busy_seconds() - busy
+                    ok = int(out.split("[200]")[1].split()[0]) if "[200]" in out else 0
+                    assert ok == args.requests // 32 * 32 and "Error distribution" not in out, out[-800:]
+                    per[name].append(cpu * 1e6 / ok)
+                    machine[name].append(busy * 1e6 / ok)
                     rates[name].append(float(out.split("Requests/sec:")[1].split()[0]))
             for name in gateways:
                 cpus = per[name]
@@ -229,6 +243,7 @@ def socket_blocks(args: argparse.Namespace, root: Path, stack: LocalStack) -> No
                 print(
                     f"{what:<4} {name:<9} CPU us/request min {min(cpus):.0f}"
                     f" median {sorted(cpus)[len(cpus) // 2]:.0f} (blocks: {blocks});"
+                    f" machine (all processes) min {min(machine[name]):.0f};"
                     f" req/s max {max(rates[name]):.0f}",
                     flush=True,
                 )
