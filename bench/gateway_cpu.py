@@ -18,9 +18,9 @@ is under `studio gateway --workers N`, and the logging of its worker processes (
 `--socket` measures `studio gateway --workers N` itself instead (real sockets, so the kernel's share
 of writing an answer counts): `hey -n REQUESTS -c 32` per block, and the CPU time (user + system,
 /proc) of the gateway's processes over the block, divided by the requests; "machine" is the busy
-time of all cores over the block (the load tool and Postgres included; others' work too). With `--baseline REF`, a
-gateway of that commit (a temporary git worktree) runs beside it and the blocks alternate between the
-two, so both see the same machine:
+time of all cores over the block (the load tool and Postgres included; others' work too). With
+`--baseline REF`, a gateway of that commit (a temporary git worktree) runs beside it and the blocks
+alternate between the two, so both see the same machine:
 
     python bench/gateway_cpu.py --socket --workers 2 --baseline a9cd9d3 --requests 20000
 """
