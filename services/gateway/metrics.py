@@ -4,10 +4,24 @@ through an extra task and stream, a large share of a short request's cost)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
+
+# The labelled children, by label values: prometheus_client's `labels()` checks and joins the values
+# and takes a lock on every call (~2.6 us of the ~7 us a request spends on metrics, multiprocess
+# mode). Bounded: route templates x methods x statuses.
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *values: Any) -> Any:
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
 
 
 class RequestMetrics:
@@ -29,13 +43,13 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                HTTP_SECONDS.labels(_route(scope)).observe(time.perf_counter() - started)
+                _child(HTTP_SECONDS, _route(scope)).observe(time.perf_counter() - started)
             await send(message)
 
         try:
             await self.app(scope, receive, send_and_observe)
         finally:
-            HTTP_REQUESTS.labels(scope["method"], _route(scope), status).inc()
+            _child(HTTP_REQUESTS, scope["method"], _route(scope), status).inc()
 
 
 def _route(scope: Scope) -> str:

@@ -66,3 +66,50 @@ def test_a_read_right_after_a_postgres_restart_answers(api: Api, platform: Platf
     statuses = [api.get(f"/v1/jobs/{job['id']}", headers=user.auth).status_code for _ in range(5)]
     statuses += [api.get("/v1/me", headers=user.auth).status_code for _ in range(5)]
     assert statuses == [200] * 10, statuses
+
+
+def test_a_job_reads_as_its_event_snapshot_does() -> None:
+    """JobOut.of takes the row's own values (no strings parsed back): the same JSON as the event
+    stream's snapshot (shared.jobs.events.job_snapshot) validated, in both languages."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from services.gateway.api.schemas import JobOut, in_language
+    from shared.i18n import current_locale
+    from shared.jobs.events import job_snapshot
+    from shared.models import Job, JobStatus
+
+    started = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    jobs = [
+        Job(
+            id=uuid.uuid4(),
+            kind="train",
+            status=JobStatus.failed,
+            progress=0.123456789,
+            stage="training step 2/36",
+            attempts=2,
+            max_attempts=3,
+            error_code="storage_unavailable",
+            error_message="S3 did not answer",
+            result={"last_error": "EndpointConnectionError: Could not connect to the endpoint URL"},
+            created_at=started,
+            started_at=started.astimezone(timezone(timedelta(hours=9))),
+            finished_at=None,
+        ),
+        Job(
+            id=uuid.uuid4(),
+            kind="photo_check",
+            status=JobStatus.queued,
+            progress=None,
+            attempts=0,
+            max_attempts=3,
+            created_at=None,
+        ),  # fmt: skip
+    ]
+    for locale in ("en", "ko"):
+        token = current_locale.set(locale)
+        try:
+            for job in jobs:
+                expected = JobOut.model_validate(in_language(job_snapshot(job))).model_dump_json()
+                assert JobOut.of(job).model_dump_json() == expected
+        finally:
+            current_locale.reset(token)
