@@ -1,32 +1,21 @@
 """Compiled networks for a fixed set of shape buckets, with a compile cache that survives restarts.
 
-Why buckets: with `dynamic=True` inductor spent over 520 s on the product's networks and did not
-finish (symbolic floods from the spatial sizes, issue 21); one static shape compiles in 60-110 s on
-an H100 and then runs the UNet at batch 8, 512x768, in 31.3 ms/step instead of 49.8 (FIELD_NOTES).
+Why static buckets: with `dynamic=True` inductor spent over 520 s on the product's networks and
+did not finish (symbolic-shape floods, issue 21); one static shape compiles in 60-110 s on an H100
+and then runs the UNet at batch 8, 512x768, in 31.3 ms/step instead of 49.8 (FIELD_NOTES).
 
 How it works:
-- A bucket is one spatial size of one network (and, for the UNet, whether ControlNet residuals
-  come in). Its graph is static in height and width and dynamic in the batch only
-  (`torch._dynamo.mark_dynamic` on dim 0 of every input): one graph serves one image (2 rows
-  with CFG) and a full batch alike, so a portrait alone does not pay for a padded batch of 8, and
-  warm-up traces one graph per spatial size, not one per batch.
-- `BucketedForward` replaces a network's `forward` (the module object stays the same, so the
+- `StaticForward` replaces a network's `forward` (the module object stays the same, so the
   diffusers pipelines that share it via `from_pipe`, the dtype guard and the baked LoRAs see no
   difference). Each call is brought into one canonical form (contiguous tensors, a float32
   timestep per row, the ControlNet's `conditioning_scale` as a tensor so a style's scale is no
-  guard) and its rows are padded up to the next power of two (at most the bucket's batch) by
-  repeating the last row; the padding rows are cut from the output. Rows are independent in
-  these networks (GroupNorm and attention act per sample), so the real rows do not change.
-  Powers of two bound the number of CUDA graphs mode "reduce-overhead" records per bucket.
-- With mode "reduce-overhead" (CUDA graphs: a step at batch 2 is bound by kernel launches,
-  FIELD_NOTES: 42 ms eager vs 20 ms replayed on an H200) each call that starts a denoising step
-  (a ControlNet, or a UNet without residuals) marks a new CUDA-graph step: the outputs of the
-  previous step, which the scheduler has already consumed, may then be overwritten.
-- `shape_buckets` lists every spatial size a style set uses (txt2img, beautify, the detailer's
-  square crop, the upscale tile window), and `warm_up` runs each network once per bucket and
-  row count. After warm-up the process runs with `torch.compiler.set_stance("eager_on_recompile")`:
-  a shape outside the buckets runs eagerly instead of stalling a user's job for a minute-long
-  compile.
+  guard) and its batch is padded up to the smallest bucket batch of that spatial size by repeating
+  the last row; the padding rows are cut from the output. Rows are independent in these networks
+  (GroupNorm and attention act per sample), so the real rows do not change.
+- `shape_buckets` lists every shape a style set uses (txt2img, beautify, the detailer's square
+  crop, the upscale tile window), and `warm_up` runs each network once per bucket. After warm-up
+  the process runs with `torch.compiler.set_stance("eager_on_recompile")`: a shape outside the
+  buckets runs eagerly instead of stalling a user's job for a minute-long compile.
 - LoRAs must be baked in place (`BakedLoras`): parameters keep their identity and storage, so a
   second user's job reuses the compiled graphs (tests/generator/test_compiled.py counts compiles).
 - `use_compile_cache` points inductor's and Triton's caches at `MODEL_DIR/compile-cache/<key>`,
@@ -54,8 +43,8 @@ COMPILED = ("unet", "controlnet_openpose", "controlnet_tile")
 
 @dataclass(frozen=True, order=True)
 class Bucket:
-    """One compiled graph of one network: latents of `height` x `width` (pixels / 8), up to
-    `batch` rows (images x 2 for CFG); `residuals`: the UNet is called with ControlNet residuals."""
+    """One compiled shape of one network: `batch` rows (images x 2 for CFG) of a latent of
+    `height` x `width` (pixels / 8); `residuals`: the UNet is called with ControlNet residuals."""
 
     net: str
     batch: int
@@ -97,16 +86,6 @@ def shape_buckets(styles: Iterable, batch_size: int, vae_scale: int = 8, multipl
     return sorted(found)
 
 
-def row_counts(most: int) -> list[int]:
-    """The row counts a bucket of `most` rows runs at: powers of two from 2, and `most` itself
-    (2 is the least: dynamo specializes sizes 0 and 1, and CFG doubles one image to 2 rows)."""
-    counts, rows = {most}, 2
-    while rows < most:
-        counts.add(rows)
-        rows *= 2
-    return sorted(counts)
-
-
 def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     """`x` with its last row repeated up to `rows` rows."""
     extra = rows - x.shape[0]
@@ -124,24 +103,23 @@ def _timesteps(timestep, rows: int, device: torch.device) -> torch.Tensor:
     return _pad_rows(t, rows).contiguous()
 
 
-class BucketedForward:
+class StaticForward:
     """A network's forward, compiled per bucket (see the module docstring). Calls whose spatial
-    size has no bucket, whose batch exceeds the bucket's or that pass keyword arguments outside
-    the canonical set (cross_attention_kwargs, added_cond_kwargs, ...) run the eager forward
-    unchanged."""
+    size has no bucket, whose batch exceeds the largest bucket or that pass keyword arguments
+    outside the canonical set (cross_attention_kwargs, added_cond_kwargs, ...) run the eager
+    forward unchanged."""
 
     # keyword arguments the diffusers pipelines pass that do not change the computation
     _NEUTRAL = {"timestep_cond": None, "cross_attention_kwargs": None, "added_cond_kwargs": None,
                 "class_labels": None, "attention_mask": None, "guess_mode": False}  # fmt: skip
 
-    def __init__(self, module: torch.nn.Module, kind: str, batches: dict[tuple[int, int], int], **compile_kw):
-        """`batches`: {(height, width): most rows} of the latents; `compile_kw`: torch.compile's
-        `mode` or `backend`."""
+    def __init__(
+        self, module: torch.nn.Module, kind: str, batches: dict[tuple[int, int], list[int]], **compile_kw
+    ):
         self.module = module
         self.kind = kind  # "unet" | "controlnet"
-        self.batches = {hw: row_counts(most) for hw, most in batches.items()}
+        self.batches = {hw: sorted(set(b)) for hw, b in batches.items()}
         self.eager = type(module).forward.__get__(module)
-        self.cuda_graphs = compile_kw.get("mode") == "reduce-overhead"
         self.compiled = torch.compile(self._core, dynamic=False, **compile_kw)
         self.calls = {"compiled": 0, "eager": 0}
         self._eager_shapes: set[tuple[int, ...]] = set()
@@ -183,18 +161,12 @@ class BucketedForward:
         n, return_dict = sample.shape[0], kwargs.get("return_dict", True)
 
         def pad(x: torch.Tensor | None) -> torch.Tensor | None:
-            if x is None:
-                return None
-            x = _pad_rows(x, rows).contiguous()
-            torch._dynamo.mark_dynamic(x, 0)  # one graph for every row count (module docstring)
-            return x
+            return None if x is None else _pad_rows(x, rows).contiguous()
 
         sample_p, hidden = pad(sample), pad(encoder_hidden_states)
-        t = pad(_timesteps(timestep, rows, sample.device))
+        t = _timesteps(timestep, rows, sample.device)
         if self.kind == "unet":
             down = kwargs.get("down_block_additional_residuals")
-            if self.cuda_graphs and down is None:
-                torch.compiler.cudagraph_mark_step_begin()  # a step begins: see module docstring
             extra = (None if down is None else tuple(pad(d) for d in down),
                      pad(kwargs.get("mid_block_additional_residual")))  # fmt: skip
             (out,) = self.compiled(sample_p, t, hidden, extra, None)
@@ -204,8 +176,6 @@ class BucketedForward:
 
                 return UNet2DConditionOutput(sample=out)
             return (out,)
-        if self.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()  # the ControlNet starts a denoising step
         scale = torch.as_tensor(
             kwargs.get("conditioning_scale", 1.0), device=sample.device, dtype=torch.float32
         )
@@ -219,8 +189,8 @@ class BucketedForward:
 
 
 def compile_networks(models, buckets: list[Bucket], mode: str = "default", backend: str = "inductor") -> dict:
-    """Install a `BucketedForward` on each network of COMPILED that has buckets (in place).
-    Returns {name: BucketedForward}. Compiling happens lazily, on the first call of each bucket
+    """Install a `StaticForward` on each network of COMPILED that has buckets (in place).
+    Returns {name: StaticForward}. Compiling happens lazily, on the first call of each bucket
     (`warm_up` makes those calls)."""
     nets = models.networks()
     installed = {}
@@ -229,15 +199,15 @@ def compile_networks(models, buckets: list[Bucket], mode: str = "default", backe
         mine = [b for b in buckets if b.net == name]
         if net is None or not mine:
             continue
-        if isinstance(getattr(net, "forward", None), BucketedForward):
+        if isinstance(getattr(net, "forward", None), StaticForward):
             installed[name] = net.forward
             continue
-        batches: dict[tuple[int, int], int] = {}
+        batches: dict[tuple[int, int], list[int]] = {}
         for b in mine:
-            batches[(b.height, b.width)] = max(b.batch, batches.get((b.height, b.width), 0))
+            batches.setdefault((b.height, b.width), []).append(b.batch)
         kind = "unet" if name == "unet" else "controlnet"
         kw = {"backend": backend} if backend != "inductor" else {"mode": mode}
-        net.forward = installed[name] = BucketedForward(net, kind, batches, **kw)
+        net.forward = installed[name] = StaticForward(net, kind, batches, **kw)
     # Each bucket is one graph of the same code object: allow them all (dynamo's limit is 8).
     limit = max(8, 2 * len(buckets))
     name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
@@ -247,10 +217,8 @@ def compile_networks(models, buckets: list[Bucket], mode: str = "default", backe
 
 @torch.no_grad()
 def warm_up(models, buckets: list[Bucket], text_dim: int | None = None, tokens: int = 77) -> dict[str, float]:
-    """Call each compiled network once per bucket and row count (`row_counts`), with the dtypes and
-    call forms of the pipelines: the first call compiles the bucket's graph (or loads it from the
-    compile cache), the others record its CUDA graphs (mode "reduce-overhead" records a shape on
-    its second call, so each is made twice there). Returns seconds per bucket."""
+    """Call each compiled network once per bucket (compiles it, or loads it from the compile
+    cache) with the dtypes and call forms of the pipelines. Returns seconds per bucket."""
     nets = models.networks()
     unet = nets["unet"]
     param = next(unet.parameters())
@@ -258,11 +226,22 @@ def warm_up(models, buckets: list[Bucket], text_dim: int | None = None, tokens: 
     seconds = {}
     for b in buckets:
         began = time.perf_counter()
-        forward = getattr(nets[b.net], "forward", None)
-        repeats = 2 if getattr(forward, "cuda_graphs", False) else 1
-        for rows in row_counts(b.batch):
-            for _ in range(repeats):
-                _call_bucket(nets, unet, b, rows, dim, tokens, param)
+        sample = torch.randn(
+            b.batch, unet.config.in_channels, b.height, b.width, device=param.device, dtype=param.dtype
+        )
+        hidden = torch.randn(b.batch, tokens, dim, device=param.device, dtype=param.dtype)
+        t = torch.tensor(999, device=param.device)
+        if b.net == "unet":
+            down = mid = None
+            if b.residuals:
+                down, mid = _residual_shapes(_controlnet_for(nets, b), sample, t, hidden, b)
+            unet(sample, t, encoder_hidden_states=hidden, down_block_additional_residuals=down,
+                 mid_block_additional_residual=mid, return_dict=False)  # fmt: skip
+        else:
+            net = nets[b.net]
+            cond = torch.rand(b.batch, 3, b.height * 8, b.width * 8, device=param.device, dtype=param.dtype)
+            net(sample, t, encoder_hidden_states=hidden, controlnet_cond=cond, conditioning_scale=1.0,
+                guess_mode=False, return_dict=False)  # fmt: skip
         if param.device.type == "cuda":
             torch.cuda.synchronize()
         seconds[f"{b.net}:{b.batch}x{b.height}x{b.width}{'+res' if b.residuals else ''}"] = round(
@@ -271,30 +250,12 @@ def warm_up(models, buckets: list[Bucket], text_dim: int | None = None, tokens: 
     return seconds
 
 
-def _call_bucket(nets: dict, unet, b: Bucket, rows: int, dim: int, tokens: int, param) -> None:
-    """One call of bucket `b`'s network at `rows` rows, with random inputs."""
-    like = {"device": param.device, "dtype": param.dtype}
-    sample = torch.randn(rows, unet.config.in_channels, b.height, b.width, **like)
-    hidden = torch.randn(rows, tokens, dim, **like)
-    t = torch.tensor(999, device=param.device)
-    if b.net == "unet":
-        down = mid = None
-        if b.residuals:
-            down, mid = _residual_shapes(_controlnet_for(nets, b), sample, t, hidden, b)
-        unet(sample, t, encoder_hidden_states=hidden, down_block_additional_residuals=down,
-             mid_block_additional_residual=mid, return_dict=False)  # fmt: skip
-    else:
-        cond = torch.rand(rows, 3, b.height * 8, b.width * 8, **like)
-        nets[b.net](sample, t, encoder_hidden_states=hidden, controlnet_cond=cond, conditioning_scale=1.0,
-                    guess_mode=False, return_dict=False)  # fmt: skip
-
-
 def _controlnet_for(nets: dict, b: Bucket):
     """The ControlNet compiled for the bucket's shape (its outputs' strides are what the UNet gets
     in a job; an eager ControlNet's may differ and the UNet's graph would not match)."""
     for name in ("controlnet_openpose", "controlnet_tile"):
         forward = getattr(nets.get(name), "forward", None)
-        if isinstance(forward, BucketedForward) and b.batch in forward.batches.get((b.height, b.width), []):
+        if isinstance(forward, StaticForward) and b.batch in forward.batches.get((b.height, b.width), []):
             return nets[name]
     return nets["controlnet_openpose"] or nets["controlnet_tile"]
 
@@ -302,7 +263,7 @@ def _controlnet_for(nets: dict, b: Bucket):
 def _residual_shapes(cn, sample, t, hidden, b: Bucket):
     """ControlNet residuals of the bucket's shape, made the way the pipelines make them (by a
     ControlNet call of the same bucket, so strides and dtypes match what the UNet then gets)."""
-    cond = torch.rand(sample.shape[0], 3, b.height * 8, b.width * 8, device=sample.device, dtype=sample.dtype)
+    cond = torch.rand(b.batch, 3, b.height * 8, b.width * 8, device=sample.device, dtype=sample.dtype)
     return cn(sample, t, encoder_hidden_states=hidden, controlnet_cond=cond, conditioning_scale=1.0,
               guess_mode=False, return_dict=False)  # fmt: skip
 
