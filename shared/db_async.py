@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool
-from sqlalchemy import Executable
+from sqlalchemy import ClauseElement
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.engine import make_url
 
@@ -64,13 +64,13 @@ async def _returned(conn: DeadlineAsyncConnection) -> None:
     conn.returned_at = time.monotonic()
 
 
-_pool: AsyncConnectionPool | None = None
+_pool: "AsyncConnectionPool[DeadlineAsyncConnection] | None" = None
 _loop: asyncio.AbstractEventLoop | None = None
 _SQL: dict[int, str] = {}  # id(statement) -> its SQL for psycopg (the statements live as long)
 _DIALECT = PGDialect_psycopg()
 
 
-async def read_pool() -> AsyncConnectionPool:
+async def read_pool() -> "AsyncConnectionPool[DeadlineAsyncConnection]":
     """This process's pool on the running event loop, opened on first use (connections come in the
     background: the first read waits for one, up to `database_pool_timeout`)."""
     global _pool, _loop
@@ -78,7 +78,7 @@ async def read_pool() -> AsyncConnectionPool:
     if _pool is None or _loop is not loop:
         s = get_settings()
         DeadlineAsyncConnection.read_timeout = s.database_read_timeout
-        _pool = AsyncConnectionPool(
+        _pool = AsyncConnectionPool[DeadlineAsyncConnection](
             make_url(s.database_url).set(drivername="postgresql").render_as_string(hide_password=False),
             connection_class=DeadlineAsyncConnection,
             kwargs={
@@ -112,7 +112,7 @@ async def close_read_pool() -> None:
     _pool, _loop = None, None
 
 
-async def first_row(statement: Executable, params: dict[str, Any]) -> Any:
+async def first_row(statement: ClauseElement, params: dict[str, Any]) -> Any:
     """The first row (a namedtuple: columns by label) of a read-only SQLAlchemy Core `statement`
     with these bound parameters, or None. Raises `psycopg.OperationalError` for a database that is
     down, hung or out of free connections."""
