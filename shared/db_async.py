@@ -94,6 +94,9 @@ async def read_pool() -> "AsyncConnectionPool[DeadlineAsyncConnection]":
             min_size=1,
             max_size=s.db_read_pool_size,
             timeout=s.database_pool_timeout,
+            # A failed connect is retried once at once, then left to the next read: the pool's
+            # backoff (1, 2, 4 ... s) would keep answering 503 for seconds after Postgres is back.
+            reconnect_timeout=0.0,
             configure=_made,
             reset=_returned,
             open=False,
