@@ -8,8 +8,9 @@ what the protocol writes. `CONNECTIONS` such connections send requests back to b
 process's CPU time (every thread: the event loop and the database thread pool) over a block of
 requests, divided by the requests: the minimum of `--blocks` blocks, in microseconds per request.
 The database's own CPU (another process) is not in it. With `PROMETHEUS_MULTIPROC_DIR` set, as it
-is under `studio gateway --workers N`, and the logging of its worker processes (none configured);
-`--single` is one process instead (no multiprocess metrics, the JSON log with uvicorn's access log).
+is under `studio gateway --workers N`; `--single` is one process instead (no multiprocess metrics).
+Both log as every gateway process does (the JSON log with uvicorn's access log; before 4d41a8f the
+worker processes of `--workers N` configured no logging, and this bench left it out there).
 
     python bench/gateway_cpu.py [--requests 2000] [--blocks 7] [--profile job]
 
@@ -287,8 +288,7 @@ def main() -> None:
         from shared.migrations import upgrade_head
 
         upgrade_head()
-        if args.single:  # `studio gateway` logs in its one process; uvicorn's spawned workers do not
-            configure_logging("gateway")
+        configure_logging("gateway")  # every gateway process, uvicorn's workers too (log_config)
         token, job_id = seed()
         paths = {"job": f"/v1/jobs/{job_id}", "me": "/v1/me"}
         app = create_app()

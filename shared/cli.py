@@ -37,6 +37,7 @@ def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
     import uvicorn
 
     from shared.health import serve_health
+    from shared.logging_setup import logging_config
 
     if workers > 1:  # the worker processes write their metrics to files this process reads
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="metrics-gateway-"))
@@ -48,7 +49,8 @@ def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
         host=host,
         port=port,
         workers=workers,
-        log_config=None,
+        # applied again in each worker process (spawned: it has none of this process's handlers)
+        log_config=logging_config("gateway"),
         proxy_headers=True,
         timeout_graceful_shutdown=10,
         # httptools with bounds on the request head (431 / 408): uvicorn has none for it

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # pool: keep the pool near the gateway's concurrency so requests do not open one each).
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # The gateway's async pool for its signed-in reads (shared/db_async.py), beside the one above:
+    # one statement each on the event loop, so a few connections serve its whole concurrency.
+    db_read_pool_size: int = 4
     s3_endpoint_url: str | None = "http://127.0.0.1:8333"
     s3_public_endpoint_url: str | None = None  # where browsers reach S3, if different
     s3_region: str = "us-east-1"

@@ -57,11 +57,21 @@ def _mark_unanswered(seconds: float) -> None:
     _unanswered_until = time.monotonic() + seconds
 
 
+def not_answering() -> bool:
+    """Whether the server just left a wait unanswered (for `database_read_timeout` seconds after)."""
+    return time.monotonic() < _unanswered_until
+
+
+def raise_if_not_answering() -> None:
+    """`psycopg.OperationalError` at once while `not_answering()`: no new wait on a hung server."""
+    if not_answering():
+        raise psycopg.OperationalError(NOT_ANSWERING.format(DeadlineConnection.read_timeout or 0.0))
+
+
 def _connect(cparams: dict[str, Any]) -> DeadlineConnection:
     """Connect, unless the server just left a wait unanswered: then fail at once for `read_timeout`
     seconds (a hung postmaster accepts the socket and keeps the client for all of `connect_timeout`)."""
-    if time.monotonic() < _unanswered_until:
-        raise psycopg.OperationalError(NOT_ANSWERING.format(DeadlineConnection.read_timeout or 0.0))
+    raise_if_not_answering()
     try:
         return DeadlineConnection.connect(**cparams)
     except psycopg.errors.ConnectionTimeout:

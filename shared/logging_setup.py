@@ -5,8 +5,10 @@ emailed links' `token=`) and `Bearer` credentials never reach a log, uvicorn's a
 """
 
 import logging
+import logging.config
 import re
 import sys
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -14,6 +16,9 @@ from shared.config import get_settings
 
 # `access_token=...`, `refresh_token=...`, `token=...` in a query string or text, and `Bearer ...`.
 _SECRET = re.compile(r"(?i)(\b(?:access_token|refresh_token|token)=|\bBearer\s+)[^\s&\"']+")
+
+
+_NOISY = ("pgserver", "botocore", "urllib3", "httpx", "PIL")  # INFO lines nobody reads
 
 
 def redact(text: str) -> str:
@@ -32,7 +37,9 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(service: str, level: int = logging.INFO) -> None:
+def log_handler(service: str) -> logging.Handler:
+    """The one handler every process logs through: stderr, JSON lines (setting `log_json`) or plain
+    text, with secrets redacted."""
     handler = logging.StreamHandler(sys.stderr)
     if get_settings().log_json:
         handler.setFormatter(
@@ -45,8 +52,22 @@ def configure_logging(service: str, level: int = logging.INFO) -> None:
     else:
         handler.setFormatter(logging.Formatter(f"%(asctime)s {service} %(levelname)s %(message)s"))
     handler.addFilter(RedactSecrets())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("pgserver", "botocore", "urllib3", "httpx", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return handler
+
+
+def logging_config(service: str, level: int = logging.INFO) -> dict[str, Any]:
+    """The logging setup as a `logging.config.dictConfig` dict: only strings, so it pickles into
+    processes that are spawned rather than forked. uvicorn applies it (`log_config=`) in every worker
+    process of `studio gateway --workers N`, which start without the parent's handlers."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,  # uvicorn's and libraries' loggers exist already
+        "handlers": {"default": {"()": f"{__name__}.log_handler", "service": service}},
+        "root": {"handlers": ["default"], "level": level},
+        "loggers": {noisy: {"level": "WARNING"} for noisy in _NOISY},
+    }
+
+
+def configure_logging(service: str, level: int = logging.INFO) -> None:
+    """Route every logger of this process through `log_handler` (replacing the root's handlers)."""
+    logging.config.dictConfig(logging_config(service, level))

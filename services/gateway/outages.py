@@ -10,6 +10,7 @@ bug). A request that does not need the missing dependency never gets here.
 import logging
 
 import botocore.exceptions
+import psycopg
 import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 # (exception types, the dependency's name, the catalogue key of the sentence a person reads)
 OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
     (
-        (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError),
+        # psycopg's own: the signed-in reads' async pool (shared/db_async.py; PoolTimeout is one)
+        (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError, psycopg.OperationalError),
         "database",
         "outage.database",
     ),

@@ -3,9 +3,10 @@ polling, the account).
 
 The general path (`CurrentUser` + `SessionDep` + a sync route) costs four thread hops, a pool
 pre-check, `BEGIN`, two ORM queries, `ROLLBACK` and a second validation of the response model. These
-reads check the token on the event loop, then make one trip to a worker thread that runs ONE
-autocommit statement (the user's auth columns joined with the object asked for), and answer with the
-response model's JSON directly. The rules are the same functions the general path uses
+reads check the token on the event loop, then run ONE autocommit statement (the user's auth columns
+joined with the object asked for) on the event loop too, through psycopg's async pool
+(shared/db_async.py: no worker thread, no SQLAlchemy execution), and answer with the response
+model's JSON directly. The rules are the same functions the general path uses
 (`deps.check_signed_in`, `owned`'s "another user's id is not found"); `bench/gateway_load.py` measures
 both paths in one run.
 """
@@ -15,18 +16,18 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
-from sqlalchemy import Row, Select, and_, bindparam, select
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import and_, bindparam, select
 
 from services.gateway.api.deps import UNAUTHORIZED, bearer, check_signed_in, not_found, session_live
 from services.gateway.api.schemas import JobOut, UserOut
-from shared.db import get_engine
+from shared.db_async import first_row
 from shared.models import Job, User
 from shared.security import AccessToken, decode_access_token
 
-# Built once with bound parameters: building and cache-keying a statement per request costs more
-# CPU than the database's answer. The signed-in user's auth columns (deps.check_signed_in) come first,
-# with whether the token's sign-in session is still live (logout ends it).
+# Built once with bound parameters, compiled once to psycopg's SQL (shared/db_async.py): building
+# and cache-keying a statement per request costs more CPU than the database's answer. The signed-in
+# user's auth columns (deps.check_signed_in) come first, with whether the token's sign-in session is
+# still live (logout ends it).
 _AUTH = (User.password_hash, User.deleting, session_live(bindparam("session_id")))
 _JOB = (
     # JobOut's columns (`stage_text` is computed from `stage`, in the reader's language)
@@ -36,18 +37,6 @@ _JOB = (
     .where(User.id == bindparam("user_id"))
 )
 _USER = select(*User.__table__.c, _AUTH[-1]).where(User.id == bindparam("user_id"))
-
-
-def _first(statement: Select, **params: Any) -> Row | None:
-    """The first row of a read-only statement, on a pooled connection in autocommit (no BEGIN and
-    ROLLBACK round trips around one SELECT).
-
-    Set per connection, not with an autocommit view of the engine (`Engine.execution_options`, built
-    once): measured, the view costs the same to switch the connection's mode on checkout and back on
-    checkin (~25 us either way), and its joined event dispatch made each request ~150 Python calls
-    more (614 against 463; bench/gateway_cpu.py)."""
-    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        return conn.execute(statement, params).first()
 
 
 async def access_claims(
@@ -76,9 +65,7 @@ async def read_job(claims: AccessToken, job_id: uuid.UUID) -> Response:
     holds (user gone, being erased, password changed), 404 for an id that is not theirs."""
     row = check_signed_in(
         claims,
-        await run_in_threadpool(
-            lambda: _first(_JOB, job_id=job_id, user_id=claims.user_id, session_id=claims.session_id)
-        ),
+        await first_row(_JOB, {"job_id": job_id, "user_id": claims.user_id, "session_id": claims.session_id}),
     )
     if row.id is None:
         raise not_found("Job")
@@ -90,7 +77,7 @@ async def read_me(claims: AccessToken) -> Response:
     shows `erasing_since`); 401 as `read_job` otherwise."""
     row = check_signed_in(
         claims,
-        await run_in_threadpool(lambda: _first(_USER, user_id=claims.user_id, session_id=claims.session_id)),
+        await first_row(_USER, {"user_id": claims.user_id, "session_id": claims.session_id}),
         erasing=True,
     )
     return json_response(UserOut.of(row))  # type: ignore[arg-type]  # a Row has the User's attributes
