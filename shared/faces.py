@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from shared import identity
 from shared.i18n import Sentence
 
 # Detection runs on a copy whose longer side is at most this (HOG cost grows with pixels);
@@ -33,9 +32,6 @@ DETECT_MIN_SCORE = 0.5
 # every accepted face is downscaled, so the measure is blur relative to the face, whatever the
 # photo's resolution (astronaut: ~190-250 sharp, ~20-33 after a blur of 1% of the face).
 SHARPNESS_SIZE = 128
-# dlib's usual same-person threshold for the 128-d embedding (Euclidean distance).
-SAME_PERSON_DISTANCE = identity.SAME_PERSON_DISTANCE
-
 _lock = threading.Lock()
 
 

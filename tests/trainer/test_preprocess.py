@@ -6,7 +6,7 @@ from skimage import data
 from trainer_photos import MIN_FACE_PX, astronaut, other_person, variants
 
 from services.trainer import preprocess
-from shared import faces
+from shared import faces, identity
 from shared.trigger_word import make_trigger_word
 
 
@@ -55,7 +55,7 @@ def test_mixed_identities_are_rejected(photos):
     result = build(photos[:5] + [other_person()], blur=0.0)
     stranger = result.verdicts[-1]
     assert stranger.reason_code == "identity_mismatch"
-    assert stranger.identity_distance > faces.SAME_PERSON_DISTANCE
+    assert stranger.identity_distance > identity.SAME_PERSON_DISTANCE
     assert "other photos" in stranger.reason
     assert all(v.accepted and v.identity_distance < 0.3 for v in result.verdicts[:5])
 
