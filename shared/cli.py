@@ -205,6 +205,12 @@ def warmup(ctx: typer.Context) -> None:
     _forward("studio warmup", "services.generator.cli", "warmup_cmd", ctx.args)
 
 
+OTHER_PORTS = (
+    "To run beside it, choose other ports: `studio run --port 8001 --base-port 18330` (the gateway's port, "
+    "and the first of 27 for the servers and health checks), with its own data: VAR_DIR=var2."
+)
+
+
 @app.command()
 def run(
     port: int = 8000,
@@ -217,18 +223,26 @@ def run(
     """
     from shared.contracts import QUEUES
     from shared.guardian import Guardian
-    from shared.localstack import LocalStack
+    from shared.localstack import LocalStack, ports_in_use
     from shared.supervisor import Service, Supervisor
 
     _setup("run")
     settings = get_settings()
+    # The services' own ports: the gateway's, and each service's health port (HEALTH_PORT). A taken
+    # one would make that service crash and restart forever: refuse at once, in words.
+    health = {f"worker-{queue}": base_port + 20 + offset for offset, queue in enumerate(QUEUES)}
+    health |= {"relay": base_port + 24, "scheduler": base_port + 25, "gateway": base_port + 26}
+    busy = ports_in_use({"gateway": port} | {f"{name} health": p for name, p in health.items()})
+    if busy:
+        typer.echo(f"cannot start: {'; '.join(busy)}. {OTHER_PORTS}", err=True)
+        raise typer.Exit(1)
     guardian = Guardian()  # stops everything below if this process is killed (SIGKILL, OOM)
     stack = LocalStack(settings.var_dir, base_port=base_port, guardian=guardian)
     typer.echo("starting Postgres, Redis, S3 (SeaweedFS) and the SMTP catcher ...")
     try:
         stack.start()
     except RuntimeError as e:  # ports still taken: said in words, not as a traceback
-        typer.echo(str(e), err=True)
+        typer.echo(f"{e} {OTHER_PORTS}", err=True)
         guardian.close()
         raise typer.Exit(1) from None
     env = {
@@ -242,14 +256,13 @@ def run(
         child_env = {**env, "HEALTH_PORT": str(health_port), "HEALTH_HOST": "127.0.0.1"}
         return Service(name, [sys.executable, "-m", "shared.cli", *args], child_env)
 
-    services = [service("gateway", "gateway", "--port", str(port), health_port=base_port + 26)]
+    services = [service("gateway", "gateway", "--port", str(port), health_port=health["gateway"])]
     services += [
-        service(f"worker-{queue}", "worker", queue, health_port=base_port + 20 + offset)
-        for offset, queue in enumerate(QUEUES)
+        service(f"worker-{queue}", "worker", queue, health_port=health[f"worker-{queue}"]) for queue in QUEUES
     ]
     services += [
-        service("relay", "relay", health_port=base_port + 24),
-        service("scheduler", "scheduler", health_port=base_port + 25),
+        service("relay", "relay", health_port=health["relay"]),
+        service("scheduler", "scheduler", health_port=health["scheduler"]),
     ]
     supervisor = Supervisor(services, guardian=guardian)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops everything as Ctrl-C does

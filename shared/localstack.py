@@ -102,6 +102,17 @@ def ports_in_use(ports: dict[str, int]) -> list[str]:
     return busy
 
 
+def _seaweed_security() -> str:
+    """SeaweedFS `security.toml` (`weed scaffold -config=security`) with fresh random keys: writes
+    and reads on the volume servers and the filer's HTTP API need a JWT signed with them."""
+    import secrets
+
+    sections = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+    return "".join(
+        f'[{name}]\nkey = "{secrets.token_hex(32)}"\nexpires_after_seconds = 10\n\n' for name in sections
+    )
+
+
 def venv_bin(name: str) -> str:
     found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if not found:
@@ -254,6 +265,11 @@ class LocalStack:
                 }
             )
         )
+        # SeaweedFS reads security.toml from its working directory (this stack's root): with JWT
+        # signing keys its filer and volume servers, which listen beside the S3 port, refuse anyone
+        # without a token their master or filer signed; only the S3 API, with the S3 keys, reaches
+        # the objects (without, any local process or web page could list, read and delete photos).
+        (self.root / "security.toml").write_text(_seaweed_security())
         p = self.base_port
         self._spawn(
             "s3",
@@ -271,6 +287,8 @@ class LocalStack:
                 "-master.telemetry=false",
                 "-webdav=false",
                 "-admin.ui=false",
+                "-filer.disableDirListing",
+                f"-filer.allowedOrigins=http://127.0.0.1:{self.s3_port}",  # no page may call it
             ],
             self.s3_port,
         )

@@ -120,3 +120,26 @@ def _bound(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_run_refuses_in_words_when_the_gateways_port_is_taken(tmp_path: Path) -> None:
+    """The gateway's port (and the services' health ports) are checked before anything starts: a
+    taken one made the gateway crash and restart forever without a word (a newcomer's finding)."""
+    base, port = free_port_block(27), free_port_block(1)
+    holder = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"])
+    try:
+        wait_until(lambda: _bound(port), what="port bound")
+        env = {**os.environ, "VAR_DIR": str(tmp_path / "var")}
+        started = time.monotonic()
+        run = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "run", "--port", str(port), "--base-port", str(base)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 1, (run.returncode, run.stderr[-500:])
+        assert time.monotonic() - started < 30
+        assert f"port {port} (gateway) is in use" in run.stderr
+        assert "studio run --port 8001 --base-port 18330" in run.stderr  # how to run beside it
+        assert not (tmp_path / "var" / "postgres").exists()  # nothing was started
+    finally:
+        holder.kill()
+        holder.wait()
