@@ -175,6 +175,11 @@ EN: Catalog = {
     "http.404": "There is nothing at this address.",
     "http.405": "This address does not take {method} requests; it takes {allowed}.",
     "http.other": "The request could not be answered ({status}).",
+    "http.body_unreadable": (
+        "The request body could not be read: send JSON as UTF-8 text with Content-Type: application/json "
+        "(nested at most a few hundred levels), or files as a multipart/form-data form."
+    ),
+    "validation.not_json": "Send the request body as JSON, with the header Content-Type: application/json.",
     "request.too_large": "The request body is larger than the {size} this API accepts.",
     "request.too_slow": "The request body did not arrive within {seconds} seconds; please send it again.",
     # A request that fails validation (422): one sentence naming each field
@@ -293,6 +298,11 @@ KO: Catalog = {
     "http.404": "이 주소에는 아무것도 없습니다.",
     "http.405": "이 주소는 {method} 요청을 받지 않습니다. 받는 요청: {allowed}.",
     "http.other": "요청에 답할 수 없습니다({status}).",
+    "http.body_unreadable": (
+        "요청 본문을 읽을 수 없습니다. JSON은 UTF-8 텍스트로 Content-Type: application/json 헤더와 함께"
+        "(중첩은 수백 단계 이내로), 파일은 multipart/form-data 양식으로 보내 주세요."
+    ),
+    "validation.not_json": "요청 본문을 JSON으로, Content-Type: application/json 헤더와 함께 보내 주세요.",
     "request.too_large": "요청 본문이 이 API가 받는 크기({size})보다 큽니다.",
     "request.too_slow": "요청 본문이 {seconds}초 안에 도착하지 않았습니다. 다시 보내 주세요.",
     "validation.fields": "다음 항목을 확인해 주세요: {fields}.",

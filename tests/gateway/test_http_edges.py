@@ -71,6 +71,31 @@ def test_405_names_every_method_the_address_takes(api: Api) -> None:
     assert r.headers["allow"] == "DELETE, GET, PATCH" and "DELETE, GET, PATCH" in r.json()["detail"]
 
 
+def test_a_body_that_is_not_json_hears_what_to_send(api: Api) -> None:
+    """Bodies FastAPI cannot decode (not UTF-8, nested 20,000 deep) got "The request could not be
+    answered (400)", and a JSON object sent as text/plain "Input should be a valid dictionary"."""
+    as_json = {"content-type": "application/json"}
+    unreadable = (
+        b'{"email":"\xff\xfe@example.com","password":"correct horse battery"}',
+        b"[" * 20000 + b"]" * 20000,
+    )
+    for body in unreadable:
+        r = api.post("/v1/auth/signup", content=body, headers=as_json)
+        assert r.status_code == 400, r.text
+        assert "send JSON as UTF-8 text with Content-Type: application/json" in r.json()["detail"]
+    r = api.post("/v1/auth/signup", content=unreadable[0], headers={**as_json, "Accept-Language": "ko"})
+    assert r.status_code == 400 and "UTF-8" in r.json()["detail"] and "요청 본문" in r.json()["detail"]
+    body = b'{"email":"someone@example.com","password":"correct horse battery"}'
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        headers = {"content-type": content_type} if content_type else {}
+        r = api.post("/v1/auth/signup", content=body, headers=headers)
+        assert r.status_code == 422, r.text
+        assert (
+            r.json()["detail"]
+            == "Send the request body as JSON, with the header Content-Type: application/json."
+        )
+
+
 def test_json_body_over_the_limit_is_refused_before_it_is_read(api: Api, platform: Platform) -> None:
     port = _port(platform.url)
     # Content-Length says 100 MB: 413 at once, after 1 KB of it (the old gateway waited for it all).

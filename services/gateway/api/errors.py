@@ -127,10 +127,28 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     without the values sent)."""
     raw = exc.errors()
     errors = public_errors(raw)
+    locale = current_locale.get()
+    sentence = validation_sentence(list(raw), locale)
+    if _object_expected_but_not_json(raw, request.headers.get("content-type", "")):
+        sentence = say("validation.not_json", locale)  # the body may be fine: its type is not
     return JSONResponse(
-        {"detail": validation_sentence(list(raw), current_locale.get()), "errors": errors},
+        {"detail": sentence, "errors": errors},
         status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
     )
+
+
+def _object_expected_but_not_json(errors: Sequence[Any], content_type: str) -> bool:
+    """A JSON body route got a body FastAPI did not parse as JSON (sent as text/plain, a form, or
+    without Content-Type): pydantic then says "Input should be a valid dictionary", about a body
+    that may well be a JSON object."""
+    whole_body = any(
+        tuple(e.get("loc", ())) == ("body",) and e.get("type") in OBJECT_EXPECTED for e in errors
+    )
+    media = content_type.split(";")[0].strip().lower()
+    return whole_body and not (media == "application/json" or media.endswith("+json"))
+
+
+OBJECT_EXPECTED = {"model_attributes_type", "dict_type", "model_type"}
 
 
 def install_validation_errors(app: FastAPI) -> None:

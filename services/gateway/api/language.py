@@ -77,6 +77,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
     locale = current_locale.get()
     if exc.status_code == 404:
         detail = say("http.404", locale)
+    elif exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+        detail = say("http.body_unreadable", locale)
     elif exc.status_code == 405:
         allowed = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         detail = say("http.405", locale, method=request.method, allowed=allowed)
@@ -90,6 +92,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+# FastAPI's detail for a body it could not decode at all (not UTF-8, nested too deep, a broken form)
+BODY_PARSE_ERROR = "There was an error parsing the body"
 
 
 def allowed_methods(request: Request) -> str:
