@@ -36,6 +36,10 @@ EN: Catalog = {
     "upload.not_reducible": "{name} is {width}x{height} pixels and could not be reduced safely.",
     "upload.unreadable": "{name} could not be read as an image; it may be damaged or incomplete.",
     "upload.count": "Send between 1 and {max} photos at once.",
+    "upload.none_in_field": (
+        "No photo arrived in the form field {field}: send 1 to {max} photos there, in a complete "
+        "multipart/form-data form."
+    ),
     "upload.one_photo": "Send one photo, in the form field {field}.",
     "upload.not_a_form": "Send the photos as a multipart/form-data form, in the field {field}.",
     # Training
@@ -243,6 +247,10 @@ KO: Catalog = {
         "{name} 파일을 이미지로 읽을 수 없습니다. 손상되었거나 일부만 받은 파일일 수 있습니다."
     ),
     "upload.count": "사진은 한 번에 1장부터 {max}장까지 보낼 수 있습니다.",
+    "upload.none_in_field": (
+        "{field} 필드에 사진이 오지 않았습니다. 완전한 multipart/form-data 양식의 이 필드에 "
+        "사진을 1장부터 {max}장까지 담아 보내 주세요."
+    ),
     "upload.one_photo": "사진 한 장을 {field} 필드에 담아 보내 주세요.",
     "upload.not_a_form": "사진을 multipart/form-data 양식의 {field} 필드에 담아 보내 주세요.",
     "training.no_photos": "아직 통과한 사진이 없습니다. 학습하려면 {need}장을 올려 주세요.",

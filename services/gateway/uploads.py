@@ -57,8 +57,9 @@ async def uploaded_files(request: Request, field: str, max_files: int) -> AsyncI
     every file of the form is closed (its spool deleted) when the block ends.
 
     Raises Refusal: 413 `upload.too_large` for a file over `upload_max_bytes` (while it streams),
-    400 `upload.count` (or `upload.one_photo` when `max_files` is 1) for no file or too many, 400
-    `upload.not_a_form` for a body that is not `multipart/form-data`.
+    400 `upload.none_in_field` for no file in `field`, `upload.count` for too many (`upload.one_photo`
+    for either when `max_files` is 1), 400 `upload.not_a_form` for a body that is not
+    `multipart/form-data`.
     """
     count = Refusal(status.HTTP_400_BAD_REQUEST, "upload.count", max=max_files)
     if max_files == 1:
@@ -80,6 +81,8 @@ async def uploaded_files(request: Request, field: str, max_files: int) -> AsyncI
         raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.not_a_form", field=field) from None
     try:
         files = [f for f in form.getlist(field) if isinstance(f, UploadFile)]
+        if not files and max_files > 1:  # another field's name, a text field, a cut-off body
+            raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.none_in_field", field=field, max=max_files)
         if not 1 <= len(files) <= max_files:
             raise count
         yield files

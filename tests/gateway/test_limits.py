@@ -187,6 +187,33 @@ def test_more_than_20_files_is_refused_and_nothing_stored(api: Api) -> None:
     assert _photo_rows(uid) == 0 and storage.list_keys(storage.user_prefix(uid)) == []
 
 
+def test_a_form_without_photos_in_the_field_says_so_and_stores_nothing(api: Api) -> None:
+    """Another field's name, a text field, a form cut off before its end: each said "Send between 1
+    and 20 photos at once", true of none of them (a newcomer's finding)."""
+    user = api.new_user()
+    photo = _files(1)[0][1]
+    wanted = (
+        "No photo arrived in the form field files: send 1 to 20 photos there, in a complete "
+        "multipart/form-data form."
+    )
+    cut = (
+        b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\nab"
+    )
+    attempts = [
+        {"files": [("file", photo)]},
+        {"files": [("files", (None, "just text"))]},
+        {"content": cut, "headers": {"content-type": "multipart/form-data; boundary=B"}},
+    ]
+    for kwargs in attempts:
+        headers = {**user.auth, **kwargs.pop("headers", {})}
+        r = api.post("/v1/photos", headers=headers, **kwargs)
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"] == wanted
+    uid = _uid(api, user)
+    assert _photo_rows(uid) == 0 and storage.list_keys(storage.user_prefix(uid)) == []
+
+
 def test_uploads_are_rate_limited_per_user(platform: Platform, procs) -> None:
     from shared.localstack import free_port, wait_for_port
 
