@@ -96,6 +96,21 @@ def test_a_body_that_is_not_json_hears_what_to_send(api: Api) -> None:
         )
 
 
+def test_422_sentences_neither_quote_the_value_nor_speak_python(api: Api) -> None:
+    """email-validator's reasons quoted pieces of the address ("found `;` at 5"); a Literal[True]
+    field said "Input should be True" (JSON writes `true`), in Korean too."""
+    r = api.post("/v1/auth/signup", json={"email": "zqx;w@example..com", "password": "correct horse battery"})
+    assert r.status_code == 422
+    assert r.json()["detail"] == "Please check this field: email (value is not a valid email address)."
+    assert "zqx" not in r.text and "`" not in r.text
+    user = api.new_user(consent=False)
+    for language, wanted in (("en", "Input should be true"), ("ko", "다음 중 하나여야 합니다: true")):
+        headers = {**user.auth, "Accept-Language": language}
+        r = api.post("/v1/me/consent", json={"accept": False}, headers=headers)
+        assert r.status_code == 422 and wanted in r.json()["detail"], r.text
+        assert "True" not in r.json()["detail"]
+
+
 def test_json_body_over_the_limit_is_refused_before_it_is_read(api: Api, platform: Platform) -> None:
     port = _port(platform.url)
     # Content-Length says 100 MB: 413 at once, after 1 KB of it (the old gateway waited for it all).

@@ -4,6 +4,7 @@ FastAPI answers a request that fails validation with a list of pydantic errors u
 that list becomes one sentence naming each field, and the list moves to `errors` for programs.
 """
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,10 +78,13 @@ def field_name(loc: tuple[Any, ...] | list[Any], locale: str = DEFAULT_LOCALE) -
 def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
     """One pydantic error's message in `locale`: pydantic's own `msg` in English; in Korean the
     sentence for its `type` (`_KO_MESSAGES`, values from its `ctx`), else a general one."""
+    kind = error.get("type", "")
     if locale == DEFAULT_LOCALE:
         # pydantic prefixes a validator's own sentence with "Value error, ": words for developers
-        return str(error.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
-    kind = error.get("type", "")
+        msg = str(error.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
+        if kind == "value_error" and "email address" in msg:
+            return EMAIL_INVALID  # email-validator's reasons quote the address ("found `x`")
+        return _json_spelling(msg) if kind in ("literal_error", "enum") else msg
     if kind == "value_error" and "email" in str(error.get("msg", "")).lower():
         return _KO_EMAIL
     template = _KO_MESSAGES.get(kind, _KO_OTHER)
@@ -88,10 +92,23 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
         name: ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
         for name, value in (error.get("ctx") or {}).items()
     }
+    if kind in ("literal_error", "enum") and isinstance(ctx.get("expected"), str):
+        ctx["expected"] = _json_spelling(ctx["expected"])
     try:
         return template.format(**ctx)
     except (KeyError, IndexError, ValueError):
         return _KO_OTHER
+
+
+EMAIL_INVALID = "value is not a valid email address"
+
+
+def _json_spelling(text: str) -> str:
+    """Python's True, False and None as a JSON client writes them (pydantic's literal errors say
+    "Input should be True" of a field that takes `true`)."""
+    return re.sub(
+        r"\b(True|False|None)\b", lambda m: {"True": "true", "False": "false", "None": "null"}[m[1]], text
+    )
 
 
 def validation_sentence(errors: list[dict[str, Any]], locale: str = DEFAULT_LOCALE) -> str:
@@ -119,7 +136,11 @@ ERROR_KEYS = ("loc", "msg", "type")
 
 def public_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
     """pydantic's errors reduced to `{"loc", "msg", "type"}` each, JSON-safe."""
-    return jsonable_encoder([{k: e[k] for k in ERROR_KEYS if k in e} for e in errors])
+    public = [{k: e[k] for k in ERROR_KEYS if k in e} for e in errors]
+    for e in public:  # email-validator's reasons quote the address
+        if e.get("type") == "value_error" and "email address" in str(e.get("msg", "")):
+            e["msg"] = EMAIL_INVALID
+    return jsonable_encoder(public)
 
 
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
