@@ -191,12 +191,17 @@ class Api(httpx.Client):
         until: tuple[str, ...] = ("succeeded", "failed", "canceled"),
     ) -> dict:
         deadline = time.monotonic() + timeout
+        job: dict = {}
         while time.monotonic() < deadline:
-            job = self.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
-            if job["status"] in until:
+            r = self.get(f"/v1/jobs/{job_id}", headers=user.auth)
+            # a 503 (a dependency coming back: the read pool reconnects on the next read) is polled
+            # again, as a client honouring Retry-After does; any other answer must be the job
+            assert r.status_code in (200, 503), (r.status_code, r.text)
+            job = r.json() if r.status_code == 200 else job
+            if job.get("status") in until:
                 return job
             time.sleep(0.2)
-        raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
+        raise TimeoutError(f"job {job_id} still {job.get('status')} after {timeout}s: {job}")
 
     def follow_events(self, job_id: str, user: "UserSession", timeout: float = 240.0) -> list[dict]:
         """Follow the job's server-sent events until it ends, as a browser's EventSource would;
