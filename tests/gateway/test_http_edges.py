@@ -111,6 +111,22 @@ def test_422_sentences_neither_quote_the_value_nor_speak_python(api: Api) -> Non
         assert "True" not in r.json()["detail"]
 
 
+def test_a_field_the_request_does_not_have_is_named_not_ignored(api: Api) -> None:
+    """A typo (`local` for `locale`) was dropped and the answer said 200, the account unchanged."""
+    user = api.new_user()
+    r = api.patch("/v1/me", json={"local": "ko"}, headers=user.auth)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "Please check this field: local (not a field of this request)."
+    assert api.get("/v1/me", headers=user.auth).json()["locale"] == "en"
+    r = api.patch("/v1/me", json={"local": "ko"}, headers={**user.auth, "Accept-Language": "ko"})
+    assert r.status_code == 422 and "local(받지 않는 항목입니다)" in r.json()["detail"], r.text
+    body = {"likeness_id": str(uuid.uuid4()), "styles": ["black-white"], "count": 2, "seed": 7}
+    r = api.post("/v1/portraits", json=body, headers=user.auth)  # `seed` is not public
+    assert r.status_code == 422 and "seed (not a field of this request)" in r.json()["detail"], r.text
+    r = api.patch("/v1/me", json={"locale": "ko", "email_results": False}, headers=user.auth)
+    assert r.status_code == 200 and r.json()["locale"] == "ko" and r.json()["email_results"] is False
+
+
 def test_json_body_over_the_limit_is_refused_before_it_is_read(api: Api, platform: Platform) -> None:
     port = _port(platform.url)
     # Content-Length says 100 MB: 413 at once, after 1 KB of it (the old gateway waited for it all).

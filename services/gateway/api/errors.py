@@ -84,6 +84,8 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
         msg = str(error.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
         if kind == "value_error" and "email address" in msg:
             return EMAIL_INVALID  # email-validator's reasons quote the address ("found `x`")
+        if kind == "extra_forbidden":
+            return EXTRA_FIELD  # pydantic: "Extra inputs are not permitted"
         return _json_spelling(msg) if kind in ("literal_error", "enum") else msg
     if kind == "value_error" and "email" in str(error.get("msg", "")).lower():
         return _KO_EMAIL
@@ -101,6 +103,7 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
 
 
 EMAIL_INVALID = "value is not a valid email address"
+EXTRA_FIELD = "not a field of this request"
 
 
 def _json_spelling(text: str) -> str:

@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import email_validator
-from pydantic import AfterValidator, BaseModel, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from shared.i18n import Sentence, by_code, current_locale, job_error_message, stage_text
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
@@ -13,6 +13,13 @@ from shared.models import Job, Likeness, LikenessStatus, Photo, User
 
 class Message(BaseModel):
     detail: str
+
+
+class BodyIn(BaseModel):
+    """A request body. A field it does not have is a 422 that names it: a typo (`local` for
+    `locale`) or a field of another endpoint would otherwise be dropped while the answer says 200."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 def mailable(address: str) -> str:
@@ -35,7 +42,7 @@ def ascii_domain(address: str) -> str:
     return parts.ascii_email or parts.normalized
 
 
-class SignupIn(BaseModel):
+class SignupIn(BodyIn):
     email: Annotated[EmailStr, AfterValidator(mailable)]
     password: str = Field(min_length=10, max_length=256)
     locale: Literal["en", "ko"] | None = Field(
@@ -47,12 +54,12 @@ class SignupIn(BaseModel):
     )
 
 
-class LoginIn(BaseModel):
+class LoginIn(BodyIn):
     email: Annotated[EmailStr, AfterValidator(ascii_domain)]
     password: str = Field(max_length=256)
 
 
-class RefreshIn(BaseModel):
+class RefreshIn(BodyIn):
     refresh_token: str = Field(max_length=512)
 
 
@@ -63,15 +70,15 @@ class TokenOut(BaseModel):
     expires_in: int
 
 
-class TokenIn(BaseModel):
+class TokenIn(BodyIn):
     token: str = Field(max_length=512)
 
 
-class ResetRequestIn(BaseModel):
+class ResetRequestIn(BodyIn):
     email: Annotated[EmailStr, AfterValidator(ascii_domain)]
 
 
-class ResetConfirmIn(BaseModel):
+class ResetConfirmIn(BodyIn):
     token: str = Field(max_length=512)
     password: str = Field(min_length=10, max_length=256)
 
@@ -100,12 +107,12 @@ class UserOut(BaseModel):
         )
 
 
-class UserPatch(BaseModel):
+class UserPatch(BodyIn):
     locale: Literal["en", "ko"] | None = None
     email_results: bool | None = None
 
 
-class ConsentIn(BaseModel):
+class ConsentIn(BodyIn):
     accept: Literal[True]
 
 
@@ -220,7 +227,7 @@ class SystemOut(BaseModel):
     photo_retention_days: int
 
 
-class LikenessIn(BaseModel):
+class LikenessIn(BodyIn):
     class_word: Literal["woman", "man", "person"]
 
 

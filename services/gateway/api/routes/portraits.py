@@ -22,7 +22,7 @@ from services.gateway.api.deps import (
     owned,
 )
 from services.gateway.api.language import Refusal
-from services.gateway.api.schemas import JobOut, Message
+from services.gateway.api.schemas import BodyIn, JobOut, Message
 from services.gateway.idempotency import replay
 from shared import storage
 from shared.config import get_settings
@@ -92,7 +92,7 @@ def style_preview(style_id: str) -> FileResponse:
 # -- portraits --------------------------------------------------------------------------------
 
 
-class PortraitsIn(BaseModel):
+class PortraitsIn(BodyIn):
     likeness_id: uuid.UUID
     styles: list[str] = Field(min_length=1, max_length=16)
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
