@@ -218,9 +218,9 @@ def _upscale_through_pil(stage, images, embeds, params, seeds):
 
     big = esrgan_upscale(stage.upscaler, images, params.factor, stage.batch_size)
     pipe = stage.derived(stage.sampler)
-    jobs = []
+    jobs, multiple = [], size_multiple(stage.base)
     for index, image in enumerate(big):
-        plan = plan_tiles(image.size, params.tile, params.padding, params.mask_blur, size_multiple(stage.base))
+        plan = plan_tiles(image.size, params.tile, params.padding, params.mask_blur, multiple)
         jobs += [(index, tile, seeds[index] + 7919 * k) for k, tile in enumerate(plan)]
     sums = [np.zeros((im.height, im.width, 3), np.float32) for im in big]
     for start in range(0, len(jobs), stage.batch_size):
