@@ -56,11 +56,10 @@ class DeadlineAsyncConnection(psycopg.AsyncConnection[Any]):
             raise
 
 
-async def _made(conn: DeadlineAsyncConnection) -> None:
-    conn.returned_at = time.monotonic()  # just connected: no ping before its first use
-
-
-async def _returned(conn: DeadlineAsyncConnection) -> None:
+async def _stamp_idle_start(conn: DeadlineAsyncConnection) -> None:
+    """Record (monotonic seconds) when `conn` starts idling: the pool's `configure` hook (just
+    connected: no ping before its first use) and its `reset` hook (back in the pool). A read pings a
+    connection idle longer than `database_ping_idle_seconds` since this time."""
     conn.returned_at = time.monotonic()
 
 
@@ -97,8 +96,8 @@ async def read_pool() -> "AsyncConnectionPool[DeadlineAsyncConnection]":
             # A failed connect is retried once at once, then left to the next read: the pool's
             # backoff (1, 2, 4 ... s) would keep answering 503 for seconds after Postgres is back.
             reconnect_timeout=0.0,
-            configure=_made,
-            reset=_returned,
+            configure=_stamp_idle_start,
+            reset=_stamp_idle_start,
             open=False,
             name="reads",
         )
