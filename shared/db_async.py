@@ -124,16 +124,17 @@ async def first_row(statement: ClauseElement, params: dict[str, Any]) -> Any:
         sql = _SQL[id(statement)] = statement.compile(dialect=_DIALECT).string
     pool = await read_pool()
     idle = get_settings().database_ping_idle_seconds
-    # A restart breaks every pooled connection: each is found by its ping and dropped, then a new one.
+    # A restart breaks every pooled connection. A read is safe to run again: a connection that turns
+    # out broken (by its ping after a long idle, or by the read itself when it was used just before
+    # the restart) is dropped by the pool and the read goes to the next, or to a new one.
     for _ in range(pool.max_size + 1):
         async with pool.connection() as conn:
-            if time.monotonic() - conn.returned_at > idle:
-                try:
+            try:
+                if time.monotonic() - conn.returned_at > idle:
                     await conn.execute("SELECT 1")
-                except psycopg.OperationalError:
-                    if not conn.broken or db.not_answering():  # hung, not restarted: the 503
-                        raise
-                    continue  # broken: the pool drops it; try the next
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchone()
+                cursor = await conn.execute(sql, params)
+                return await cursor.fetchone()
+            except psycopg.OperationalError:
+                if not conn.broken or db.not_answering():  # hung, or refusing: the 503
+                    raise
     raise psycopg.OperationalError("every pooled connection was broken")
