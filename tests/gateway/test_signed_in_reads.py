@@ -12,7 +12,6 @@ from sqlalchemy import literal_column, select
 
 from shared import db_async
 from shared.config import get_settings
-
 from tests.conftest import Api, Platform, wait_until
 from tests.pictures import astronaut, jpeg
 
