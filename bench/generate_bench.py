@@ -184,19 +184,20 @@ def timed(pipeline: PortraitPipeline, likeness: Path, style, count: int, seed: i
 
 
 def lora_seconds(pipeline: PortraitPipeline, likeness: Path, style, repeats: int = 3) -> dict:
-    """Seconds to fuse the job's LoRAs into the weights and to restore them (min of `repeats`)."""
+    """Seconds to fuse the job's LoRAs into the weights and to restore them (min of `repeats`), as
+    BakedLoras does (the pipeline's lora_mode "baked"), and the same through peft (`direct=False`)."""
     from services.generator.likeness import load_likeness
     from shared.extra_networks import extract_loras
 
     like = load_likeness(likeness)
     _, tags = extract_loras(style.prompt.replace("{likeness}", like.words))
     specs, _ = pipeline._lora_specs(style, tags, like)
-    from services.generator.lora_files import LoraFile
+    from services.generator.loras import BakedLoras
 
-    def measure() -> tuple[float, float]:
+    def measure(direct: bool) -> tuple[float, float]:
         enter, leave = [], []
         for _ in range(repeats):
-            baked = pipeline._loras(pipeline.models.base, specs)
+            baked = BakedLoras(pipeline.models.base, specs, direct=direct)
             sync()
             t0 = time.perf_counter()
             baked.__enter__()
@@ -208,13 +209,8 @@ def lora_seconds(pipeline: PortraitPipeline, likeness: Path, style, repeats: int
             leave.append(time.perf_counter() - t1)
         return round(min(enter), 3), round(min(leave), 3)
 
-    fuse, restore = measure()
-    direct = LoraFile.direct
-    LoraFile.direct = property(lambda self: False)  # the baseline: peft's load-fuse-unload
-    try:
-        peft_fuse, peft_restore = measure()
-    finally:
-        LoraFile.direct = direct
+    fuse, restore = measure(direct=True)
+    peft_fuse, peft_restore = measure(direct=False)  # the baseline: peft's load-fuse-unload
     return {"loras": len(specs), "fuse": fuse, "restore": restore,
             "baseline_peft_fuse": peft_fuse, "baseline_peft_restore": peft_restore}  # fmt: skip
 

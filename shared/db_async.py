@@ -56,11 +56,10 @@ class DeadlineAsyncConnection(psycopg.AsyncConnection[Any]):
             raise
 
 
-async def _made(conn: DeadlineAsyncConnection) -> None:
-    conn.returned_at = time.monotonic()  # just connected: no ping before its first use
-
-
-async def _returned(conn: DeadlineAsyncConnection) -> None:
+async def _stamp_idle_start(conn: DeadlineAsyncConnection) -> None:
+    """Record (monotonic seconds) when `conn` starts idling: the pool's `configure` hook (just
+    connected: no ping before its first use) and its `reset` hook (back in the pool). A read pings a
+    connection idle longer than `database_ping_idle_seconds` since this time."""
     conn.returned_at = time.monotonic()
 
 
@@ -97,8 +96,8 @@ async def read_pool() -> "AsyncConnectionPool[DeadlineAsyncConnection]":
             # A failed connect is retried once at once, then left to the next read: the pool's
             # backoff (1, 2, 4 ... s) would keep answering 503 for seconds after Postgres is back.
             reconnect_timeout=0.0,
-            configure=_made,
-            reset=_returned,
+            configure=_stamp_idle_start,
+            reset=_stamp_idle_start,
             open=False,
             name="reads",
         )
@@ -125,16 +124,17 @@ async def first_row(statement: ClauseElement, params: dict[str, Any]) -> Any:
         sql = _SQL[id(statement)] = statement.compile(dialect=_DIALECT).string
     pool = await read_pool()
     idle = get_settings().database_ping_idle_seconds
-    # A restart breaks every pooled connection: each is found by its ping and dropped, then a new one.
+    # A restart breaks every pooled connection. A read is safe to run again: a connection that turns
+    # out broken (by its ping after a long idle, or by the read itself when it was used just before
+    # the restart) is dropped by the pool and the read goes to the next, or to a new one.
     for _ in range(pool.max_size + 1):
         async with pool.connection() as conn:
-            if time.monotonic() - conn.returned_at > idle:
-                try:
+            try:
+                if time.monotonic() - conn.returned_at > idle:
                     await conn.execute("SELECT 1")
-                except psycopg.OperationalError:
-                    if not conn.broken or db.not_answering():  # hung, not restarted: the 503
-                        raise
-                    continue  # broken: the pool drops it; try the next
-            cursor = await conn.execute(sql, params)
-            return await cursor.fetchone()
+                cursor = await conn.execute(sql, params)
+                return await cursor.fetchone()
+            except psycopg.OperationalError:
+                if not conn.broken or db.not_answering():  # hung, or refusing: the 503
+                    raise
     raise psycopg.OperationalError("every pooled connection was broken")

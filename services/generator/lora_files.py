@@ -256,7 +256,7 @@ def _inspect_diffusers(
         raise UnusableLora(
             style_lora, path, "none of its modules is in this SD-1.5 model: it was made for another model"
         )
-    result.scales = _plain_scales(pipe, shapes, metadata)
+    result.scales = _plain_scales(models, shapes, metadata)
     # one entry per module (its down / A key), as kohya files have one per module prefix
     downs = tuple(down for down, _ in DIFFUSERS_PAIRS)
     result.modules = {k: v for k, v in result.modules.items() if k.endswith(downs)}
@@ -272,13 +272,14 @@ DIFFUSERS_PAIRS = (
 
 
 def _plain_scales(
-    pipe, shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]
+    models: dict[str, torch.nn.Module], shapes: dict[str, tuple[int, ...]], metadata: dict[str, str]
 ) -> dict[str, float] | None:
     """{component: lora_alpha / r} when every module of a diffusers/peft file is a Linear LoRA
-    (down/up pairs, `DIFFUSERS_PAIRS`, of one rank per component) and its scale is one number per
-    component: diffusers' `lora_adapter_metadata` (peft's LoraConfig of each component) without
-    rank or alpha patterns, DoRA or rsLoRA, or no metadata at all (diffusers then takes alpha ==
-    rank). None: anything else, which peft's own loader applies."""
+    (down/up pairs, `DIFFUSERS_PAIRS`, of one rank per component) of a component in `models` (the
+    pipeline's `_components`) and its scale is one number per component: diffusers'
+    `lora_adapter_metadata` (peft's LoraConfig of each component) without rank or alpha patterns,
+    DoRA or rsLoRA, or no metadata at all (diffusers then takes alpha == rank). None: anything else,
+    which peft's own loader applies."""
     import json
 
     ranks: dict[str, set[int]] = {}
@@ -298,7 +299,7 @@ def _plain_scales(
         return None
     scales = {}
     for component, found in ranks.items():
-        if len(found) != 1 or not isinstance(_components(pipe).get(component), torch.nn.Module):
+        if len(found) != 1 or not isinstance(models.get(component), torch.nn.Module):
             return None
         rank = found.pop()
         r, alpha = config.get(f"{component}.r", rank), config.get(f"{component}.lora_alpha", rank)

@@ -140,12 +140,17 @@ class BakedLoras:
     snapshot on every way out: a normal exit, and any error (CUDA OOM, a Celery soft time limit)
     raised while loading, fusing, unloading or refreshing the fused QKV projections, which
     diffusers' fuse/unfuse cannot promise. When the restore itself fails, WeightsNotRestored is
-    raised and every later BakedLoras in this process refuses to start."""
+    raised and every later BakedLoras in this process refuses to start.
 
-    def __init__(self, pipe, specs: list[LoraSpec]):
+    `direct`: bake the deltas of each file that allows it (`LoraFile.direct`). False: such files
+    go through peft's load-fuse-unload instead (files only baking applies, `LoraFile.bake`, are
+    still baked), the old path, for benches and tests to compare against."""
+
+    def __init__(self, pipe, specs: list[LoraSpec], *, direct: bool = True):
         ActiveLoras(pipe, specs)  # same validation
         self.pipe = pipe
         self.specs = specs
+        self.direct = direct
         self._saved: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
 
     def __enter__(self) -> BakedLoras:
@@ -163,11 +168,12 @@ class BakedLoras:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         checked = _check(self.pipe, self.specs)  # before anything changes
-        for spec, lora in zip(self.specs, checked, strict=True):
-            if lora.bake or lora.direct:  # deltas in place, snapshots in self._saved
+        baked = [lora.bake or (self.direct and lora.direct) for lora in checked]
+        for spec, lora, bake in zip(self.specs, checked, baked, strict=True):
+            if bake:  # deltas in place, snapshots in self._saved
                 _bake(self.pipe, spec, lora, self._saved)
         # peft only for what cannot be baked directly (diffusers files with rank/alpha patterns...)
-        adapters = [s for s, lora in zip(self.specs, checked, strict=True) if not (lora.bake or lora.direct)]
+        adapters = [spec for spec, bake in zip(self.specs, baked, strict=True) if not bake]
         if not adapters:
             _refresh_fused_projections(self.pipe)
             return

@@ -22,9 +22,13 @@ def channel(job_id: uuid.UUID | str) -> str:
     return f"job:{job_id}"
 
 
-def job_snapshot(job: Job, **extra: Any) -> dict[str, Any]:
-    data = {
-        "id": str(job.id),
+def job_values(job: Job) -> dict[str, Any]:
+    """What a job shows of itself, to the event stream (`job_snapshot`) and the API (the gateway's
+    `JobOut.of`), as the row holds it: `id` a UUID, the `*_at` times datetimes or None, `status` its
+    string, `progress` 0..1 rounded to 4 places (0.0 when unset). `job`: a Job, or a row with its
+    columns as attributes. Plain attribute reads: the gateway builds its most polled answer from it."""
+    return {
+        "id": job.id,
         "kind": job.kind,
         "status": str(job.status),
         "progress": round(job.progress or 0.0, 4),
@@ -34,10 +38,22 @@ def job_snapshot(job: Job, **extra: Any) -> dict[str, Any]:
         "error_code": job.error_code,
         "error_message": job.error_message,
         "result": job.result,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
     }
+
+
+_TIMES = ("created_at", "started_at", "finished_at")
+
+
+def job_snapshot(job: Job, **extra: Any) -> dict[str, Any]:
+    """`job_values` as JSON values (`id` a string, the times ISO 8601 strings or None), with `extra`,
+    if any, as its `detail`."""
+    data = job_values(job)
+    data["id"] = str(data["id"])
+    for name in _TIMES:
+        data[name] = data[name].isoformat() if data[name] else None
     if extra:
         data["detail"] = extra
     return data

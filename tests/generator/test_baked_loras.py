@@ -13,7 +13,7 @@ import torch
 from celery.exceptions import SoftTimeLimitExceeded
 
 from services.generator import loras
-from services.generator.lora_files import LoraFile, inspect_lora
+from services.generator.lora_files import inspect_lora
 from services.generator.loras import BakedLoras, LoraSpec, WeightsNotRestored
 from tests.generator.helpers import make_lora, make_lycoris
 
@@ -190,11 +190,8 @@ def test_a_process_that_cannot_restore_refuses_every_later_job(resident, spec, m
 def _baked_weights(pipe, specs, direct: bool) -> dict[str, torch.Tensor]:
     """The weights while `specs` are baked: directly from the files' tensors, or (direct off) as
     before, through peft's layers fused and removed."""
-    with pytest.MonkeyPatch.context() as patch:
-        if not direct:
-            patch.setattr(LoraFile, "direct", property(lambda self: False))
-        with BakedLoras(pipe, specs):
-            return weights(pipe)
+    with BakedLoras(pipe, specs, direct=direct):
+        return weights(pipe)
 
 
 FILES = {

@@ -75,19 +75,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
     catalogue, in the request's language; FastAPI's handler answers (no body for 204/304)."""
     assert isinstance(exc, StarletteHTTPException)
     locale = current_locale.get()
+    headers = exc.headers
     if exc.status_code == 404:
         detail = say("http.404", locale)
     elif exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
         detail = say("http.body_unreadable", locale)
     elif exc.status_code == 405:
-        allowed = allowed_methods(request) or (exc.headers or {}).get("Allow", "")
+        allowed = allowed_methods(request) or (headers or {}).get("Allow", "")
         detail = say("http.405", locale, method=request.method, allowed=allowed)
-        return await http_exception_handler(
-            request, StarletteHTTPException(405, detail, headers={**(exc.headers or {}), "Allow": allowed})
-        )
+        headers = {**(headers or {}), "Allow": allowed}
     else:
         detail = say("http.other", locale, status=exc.status_code)
-    localized = StarletteHTTPException(exc.status_code, detail, headers=exc.headers)
+    localized = StarletteHTTPException(exc.status_code, detail, headers=headers)
     return await http_exception_handler(request, localized)
 
 

@@ -8,6 +8,7 @@ import email_validator
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
 from shared.i18n import Sentence, by_code, current_locale, job_error_message, stage_text
+from shared.jobs.events import job_values
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
 
 
@@ -138,15 +139,9 @@ class JobOut(BaseModel):
     def of(cls, job: Job) -> "JobOut":
         """The job as the API shows it: `error_message` in the request's language. `job`: a Job, or a
         row with its columns (services/gateway/api/reads.py). The values of shared.jobs.events's
-        `job_snapshot`, but the row's own (a UUID, datetimes): its strings, parsed back here, cost as
-        much again on the most polled read."""
-        shown = {name: getattr(job, name) for name in _JOB_COLUMNS}
-        shown["status"] = str(job.status)
-        shown["progress"] = round(job.progress or 0.0, 4)
-        return cls.model_validate(in_language(shown))
-
-
-_JOB_COLUMNS = [name for name in JobOut.model_fields if name != "stage_text"]
+        `job_snapshot`, but the row's own (`job_values`: a UUID, datetimes): its strings, parsed back
+        here, cost as much again on the most polled read."""
+        return cls.model_validate(in_language(job_values(job)))
 
 
 def in_language(snapshot: dict[str, Any], locale: str | None = None) -> dict[str, Any]:
