@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 from sqlalchemy import event
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session, SessionTransaction, object_session
 
 from shared.config import get_settings
 from shared.models import Job
@@ -96,9 +96,11 @@ def _send_committed(session: Session) -> None:
     _send(session.info.pop(_PENDING, []))
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_rolled_back(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+@event.listens_for(Session, "after_transaction_end")
+def _drop_uncommitted(session: Session, transaction: SessionTransaction) -> None:
+    # After a commit (its events already sent), a rollback, or a close without either.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 def reset_clients() -> None:

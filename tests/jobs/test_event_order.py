@@ -9,9 +9,10 @@ import time
 import uuid
 
 import redis
+from sqlalchemy import select
 
 from shared.config import get_settings
-from shared.db import session_scope
+from shared.db import get_sessionmaker, session_scope
 from shared.jobs import events
 from shared.jobs.state import transition
 from shared.models import Job, JobStatus
@@ -75,6 +76,19 @@ def test_an_event_of_a_rolled_back_change_is_never_sent(stack) -> None:
     heard = _next_message(pubsub, 5)
     assert heard is not None and heard["status"] == "queued" and heard["stage"] == "waiting"
     assert _next_message(pubsub, 0.5) is None
+
+
+def test_an_event_of_a_session_closed_without_commit_is_never_sent(stack) -> None:
+    job_id = _queued_job()
+    pubsub = _subscribed(job_id)
+    session = get_sessionmaker()()
+    job = session.get(Job, job_id)
+    events.publish(job)
+    session.close()  # neither commit nor rollback: nothing was written
+    session.execute(select(1))
+    session.commit()  # the same session's next commit does not carry it
+    assert _next_message(pubsub, 1) is None
+    session.close()
 
 
 def test_an_object_outside_a_transaction_is_published_at_once(stack) -> None:
