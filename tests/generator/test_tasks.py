@@ -2,6 +2,7 @@
 S3 in and out, Portrait rows, the mail follow-up, a retried attempt, the daily quota."""
 
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
@@ -13,6 +14,7 @@ from shared.config import get_settings
 from shared.contracts import GeneratePortraits
 from shared.db import session_scope
 from shared.jobs import enqueue, run_job
+from shared.jobs.state import transition
 from shared.ml.loading import base_model_id
 from shared.models import Job, JobStatus, Likeness, PendingObject, Portrait, PosePhoto, User
 from tests.generator.test_service import _ready_likeness
@@ -25,6 +27,22 @@ def _new_user() -> uuid.UUID:
     return uid
 
 
+_made: list[uuid.UUID] = []  # the jobs the running test enqueued
+
+
+@pytest.fixture(autouse=True)
+def _leave_no_runnable_job() -> Iterator[None]:
+    """Cancel what a test left queued (the retried attempt of the unrestored-weights test).
+    `enqueue` writes an outbox row, and while the session's platform is up its relay puts every job
+    on the `generate` queue: a job left queued is run for real by the next generate worker a test
+    starts (test_warm_up's, then photos/test_erasure_in_flight's), ahead of that test's own job."""
+    _made.clear()
+    yield
+    with session_scope() as session:
+        for job_id in _made:
+            transition(session, job_id, JobStatus.queued, JobStatus.canceled, stage="canceled")
+
+
 def _job(uid: uuid.UUID, likeness_id: uuid.UUID, styles: list[str], count: int, **extra) -> uuid.UUID:
     with session_scope() as session:
         # model_construct: also rows the contract would refuse, as an older client may have queued
@@ -32,6 +50,7 @@ def _job(uid: uuid.UUID, likeness_id: uuid.UUID, styles: list[str], count: int, 
             likeness_id=likeness_id, styles=styles, count=count, **extra
         )
         job = enqueue(session, job_input, user_id=uid)
+        _made.append(job.id)
         return job.id
 
 

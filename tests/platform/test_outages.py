@@ -372,6 +372,17 @@ def test_smtp_down_longer_than_a_few_retries_each_mail_sent_once(api: Api, platf
     assert _mails_to(platform.stack, email) == 1
 
 
+def _blocked_by(pid: int) -> int:
+    """How many database backends wait for a lock that backend `pid` holds."""
+    from sqlalchemy import text
+
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE CAST(:pid AS int) = ANY(pg_blocking_pids(pid))"
+    )
+    with session_scope() as session:
+        return int(session.scalar(waiting, {"pid": pid}))
+
+
 def test_a_full_connection_pool_is_503_not_500(api: Api, procs: Processes) -> None:
     """A gateway whose one pooled connection is busy (a request waiting for a row lock, here held by
     the test) answers the next request that needs the database with the 503 of an outage, after
@@ -395,7 +406,10 @@ def test_a_full_connection_pool_is_503_not_500(api: Api, procs: Processes) -> No
         first.execute(text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": _user_id(api, user)})
         waiting = threading.Thread(target=start_training)
         waiting.start()
-        time.sleep(1.5)
+        # Until the request holds the gateway's one connection and waits for the row (it is this new
+        # gateway's first request), not a fixed 1.5 s: the 503 below is only due once it does.
+        holder = first.scalar(text("SELECT pg_backend_pid()"))
+        wait_until(lambda: _blocked_by(holder), timeout=30, interval=0.05, what="the request to wait")
         # a route on the SQLAlchemy pool (the signed-in reads have their own, shared/db_async.py)
         r, took = _timed(lambda: httpx.get(f"{url}/v1/jobs", headers=user.auth, timeout=30))
         assert r.status_code == 503, r.text
