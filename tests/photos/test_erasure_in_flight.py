@@ -4,6 +4,9 @@ Afterwards no row and no object of the user is left (the bucket is listed), noth
 by the stopped workers, the goodbye mail is delivered, and the address is gone from every job input
 once it was sent."""
 
+import contextlib
+import os
+import signal
 import time
 import uuid
 
@@ -12,7 +15,7 @@ from sqlalchemy import func, select, text, update
 
 from shared import storage
 from shared.db import session_scope
-from shared.models import Portrait, User
+from shared.models import Job, JobStatus, Portrait, User
 from tests.conftest import Api, Platform, Processes, wait_until
 from tests.generator.test_service import WORKER_ENV, _ready_likeness
 from tests.jobs.test_worker_lifecycle import _job
@@ -34,6 +37,13 @@ def _rows(uid: uuid.UUID) -> int:
             ).scalar()
             for t in TABLES
         )
+
+
+def _ended(job_ids: list[str]) -> bool:
+    """Every job of `job_ids` canceled, or its row already deleted."""
+    with session_scope() as session:
+        rows = session.scalars(select(Job).where(Job.id.in_([uuid.UUID(j) for j in job_ids]))).all()
+        return all(row.status is JobStatus.canceled for row in rows)
 
 
 def _portraits(uid: uuid.UUID) -> int:
@@ -72,9 +82,21 @@ def test_erasure_while_training_and_generating_leaves_nothing(
         timeout=240,
         what="a first training checkpoint",
     )
-    assert [_job(j).status for j in jobs] == ["running", "running"], "work ended before the erasure"
-
-    assert api.delete("/v1/me", headers=user.auth).status_code == 202
+    # Both workers are paused while the erasure is asked for and cancels their jobs: on a machine
+    # where one of them runs faster, its job could end first (a tiny training has seconds to go after
+    # its first checkpoint). Paused for less than JOB_STALE_SECONDS (10 s), so no reaper hands a job on.
+    for worker in (train, generate):
+        os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        assert [_job(j).status for j in jobs] == ["running", "running"], "work ended before the erasure"
+        assert api.delete("/v1/me", headers=user.auth).status_code == 202
+        # A worker paused inside a transaction (a progress write) holds its job's row: then the
+        # erasure cancels it once the worker goes on.
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: _ended(jobs), timeout=6, what="both jobs canceled by the erasure")
+    finally:
+        for worker in (train, generate):
+            os.killpg(worker.pid, signal.SIGCONT)
     wait_until(lambda: _rows(uid) == 0, timeout=120, what="every row of the user deleted")
     wait_until(lambda: storage.list_keys(storage.user_prefix(uid)) == [], timeout=60, what="no object")
     for worker in (train, generate):  # both workers noticed and stopped
