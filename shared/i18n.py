@@ -195,6 +195,7 @@ EN: Catalog = {
     "validation.json_at": " (at character {at})",
     # Outages (503)
     "outage.database": "The database is not answering; try again in a minute.",
+    "outage.busy": "The service is busy right now; try again in a few seconds.",
     "outage.redis": "The job queue is not answering; try again in a minute.",
     "outage.storage": "Storage is not answering; try again in a minute.",
     "outage.store_failing": "Storage is failing to save or read files right now; try again in a minute.",
@@ -317,6 +318,7 @@ KO: Catalog = {
     "validation.json": "요청 본문이 올바른 JSON이 아닙니다{at}.",
     "validation.json_at": "({at}번째 문자)",
     "outage.database": "데이터베이스가 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",
+    "outage.busy": "지금 요청이 많습니다. 몇 초 뒤에 다시 시도해 주세요.",
     "outage.redis": "작업 대기열이 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",
     "outage.storage": "저장소가 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",
     "outage.store_failing": "지금 저장소가 파일을 저장하거나 읽지 못합니다. 1분 뒤에 다시 시도해 주세요.",

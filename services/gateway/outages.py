@@ -11,6 +11,7 @@ import logging
 
 import botocore.exceptions
 import psycopg
+import psycopg_pool
 import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
@@ -22,11 +23,21 @@ from shared.i18n import current_locale, say
 
 log = logging.getLogger(__name__)
 
+BUSY = "outage.busy"  # the catalogue key of "busy", answered with Retry-After: BUSY_RETRY_AFTER_SECONDS
+BUSY_RETRY_AFTER_SECONDS = 5  # connections are held for milliseconds: soon, not in a minute
+
 # (exception types, the dependency's name, the catalogue key of the sentence a person reads)
 OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
     (
+        # No free pooled connection within DATABASE_POOL_TIMEOUT: Postgres answers, this process has
+        # every connection in use. Before the outages (psycopg's PoolTimeout is an OperationalError).
+        (sqlalchemy.exc.TimeoutError, psycopg_pool.PoolTimeout),
+        "database",
+        BUSY,
+    ),
+    (
         # psycopg's own: the signed-in reads' async pool (shared/db_async.py; PoolTimeout is one)
-        (sqlalchemy.exc.OperationalError, sqlalchemy.exc.TimeoutError, psycopg.OperationalError),
+        (sqlalchemy.exc.OperationalError, psycopg.OperationalError),
         "database",
         "outage.database",
     ),
@@ -61,16 +72,20 @@ def outage_of(exc: BaseException) -> tuple[str, str] | None:
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = tuple(t for types, _, _ in OUTAGES for t in types)
 
 
-def unavailable(dependency: str, sentence: str) -> JSONResponse:
-    """The 503 answer: `{"detail": sentence, "dependency": name}` with `Retry-After` (RFC 9110 10.2.3)."""
+def unavailable(dependency: str, sentence: str, retry_after: int | None = None) -> JSONResponse:
+    """The 503 answer: `{"detail": sentence, "dependency": name}` with `Retry-After` (RFC 9110 10.2.3):
+    `retry_after` seconds, by default RETRY_AFTER_SECONDS."""
+    seconds = retry_after if retry_after is not None else get_settings().retry_after_seconds
     return JSONResponse(
         {"detail": sentence, "dependency": dependency},
         status_code=503,
-        headers={"Retry-After": str(get_settings().retry_after_seconds)},
+        headers={"Retry-After": str(seconds)},
     )
 
 
-def _answer(request: Request, exc: Exception, dependency: str, sentence: str) -> JSONResponse:
+def _answer(
+    request: Request, exc: Exception, dependency: str, sentence: str, retry_after: int | None = None
+) -> JSONResponse:
     log.warning(
         "%s unavailable on %s %s: %s: %s",
         dependency,
@@ -79,7 +94,7 @@ def _answer(request: Request, exc: Exception, dependency: str, sentence: str) ->
         type(exc).__name__,
         str(exc).splitlines()[0][:200] if str(exc) else "",
     )
-    return unavailable(dependency, sentence)
+    return unavailable(dependency, sentence, retry_after)
 
 
 def install_outage_handlers(app: FastAPI) -> None:
@@ -87,7 +102,8 @@ def install_outage_handlers(app: FastAPI) -> None:
     for types, dependency, key in OUTAGES:
 
         async def handler(request: Request, exc: Exception, dependency=dependency, key=key):  # type: ignore[no-untyped-def]
-            return _answer(request, exc, dependency, say(key, current_locale.get()))
+            retry_after = BUSY_RETRY_AFTER_SECONDS if key == BUSY else None
+            return _answer(request, exc, dependency, say(key, current_locale.get()), retry_after)
 
         for exc_type in types:
             app.add_exception_handler(exc_type, handler)

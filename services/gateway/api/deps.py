@@ -31,6 +31,16 @@ async def get_db() -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def release_connection(session: Session) -> None:
+    """End the session's read-only transaction so its connection goes back to the pool; the session
+    takes one again when next used (its objects stay loaded: expire_on_commit is off). For a route
+    that waits on the client after its checks: an upload whose body came slowly held a connection
+    for up to the body timeout, and a few such uploads took the pool from every other user."""
+    session.commit()
+
+
 bearer = HTTPBearer(auto_error=False)
 
 U = TypeVar("U")

@@ -5,11 +5,18 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deletion import deleted_files
-from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
+from services.gateway.api.deps import (
+    ConsentedUser,
+    CurrentUser,
+    IdempotencyKey,
+    SessionDep,
+    owned,
+    release_connection,
+)
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
@@ -25,6 +32,7 @@ from shared.models import Photo, PhotoStatus
 
 router = APIRouter(prefix="/photos", tags=["photos"])
 DUPLICATE = "You already uploaded this photo; it counts once toward your good photos."
+UPLOAD_LOCK_CLASS = 0x5055  # pg_advisory_xact_lock(class, key): the class of the users' upload locks
 
 
 def photo_out(photo: Photo) -> PhotoOut:
@@ -52,16 +60,26 @@ async def upload_photos(
     The body (multipart/form-data, field `files`) is read only after the sign-in, the consent and
     the rate limit passed; each file is refused (413) as soon as it passes the per-photo cap.
     """
+    await run_in_threadpool(release_connection, session)
     async with uploaded_files(request, "files", get_settings().upload_max_files) as files:
         cleaned = [await read_clean(upload) for upload in files]
     # The database and S3 calls block: run them off the event loop too.
     return await run_in_threadpool(_store_upload, session, user.id, cleaned, idempotency_key)
 
 
+def lock_uploads(session: Session, user_id: uuid.UUID) -> None:
+    """Take the user's upload lock until the transaction ends (a Postgres transaction-level advisory
+    lock, not the user's row: PATCH /v1/me and the photo checks need not wait): two uploads of the
+    same user at once store one after the other, so each sees the other's photos as duplicates."""
+    key = user_id.int & 0x7FFFFFFF  # a collision only makes two users' uploads take turns
+    session.execute(select(func.pg_advisory_xact_lock(UPLOAD_LOCK_CLASS, key)))
+
+
 def _store_upload(
     session: Session, user_id: uuid.UUID, cleaned: list[CleanImage], idempotency_key: str | None
 ) -> UploadOut:
     fingerprint = request_fingerprint(CheckPhotos.kind, [c.sha256 for c in cleaned])
+    lock_uploads(session, user_id)
     first = replay(session, user_id, idempotency_key, CheckPhotos, fingerprint)
     if first is not None:  # a retried request: answer as the first time, store nothing
         ids = first.input.photo_ids
