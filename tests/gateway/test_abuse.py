@@ -346,3 +346,21 @@ def test_uploads_meet_the_configured_pixel_limit(stack, procs) -> None:  # noqa:
             ), path
             r = api.post(path, files={field: ("fits.png", png(fits), "image/png")}, headers=user.auth)
             assert r.status_code == 201, (path, r.text)
+
+
+def test_the_same_photo_in_parallel_uploads_counts_once(api: Api) -> None:
+    """Each upload checked for duplicates among the photos stored before it: 8 uploads of one JPEG at
+    once stored 7 as new photos (the training count then disagreed with the list)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    user = api.new_user()
+    photo = jpeg(astronaut())
+
+    def upload(_: int) -> httpx.Response:
+        return api.post("/v1/photos", headers=user.auth, files=[("files", ("me.jpg", photo, "image/jpeg"))])
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(upload, range(8)))
+    assert all(r.status_code == 201 for r in answers), [r.text for r in answers if r.status_code != 201]
+    reasons = [r.json()["photos"][0]["reason_code"] for r in answers]
+    assert sorted(reasons, key=str) == [None] + ["duplicate"] * 7, reasons
