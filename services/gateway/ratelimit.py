@@ -6,7 +6,11 @@ again. `swallow_errors` keeps a limiter that fails in any other way from failing
 limit must never turn a Redis hiccup into an outage (issue #16).
 """
 
+import logging
+import uuid
+
 from fastapi import Request
+from limits import parse
 from slowapi import Limiter
 from slowapi.util import get_remote_address
 
@@ -34,3 +38,18 @@ def _limiter() -> Limiter:
 
 
 limiter = _limiter()
+
+
+log = logging.getLogger(__name__)
+
+
+def mail_allowed(user_id: uuid.UUID) -> bool:
+    """Whether the account `user_id` may be sent one more account mail (ACCOUNT_MAIL_RATE_LIMIT,
+    counted whoever asks: the per-client limits let many clients flood one inbox); counts it. A
+    limiter that cannot count (Redis down, no fallback yet) allows it: such a mail may be wanted."""
+    try:
+        limit = parse(get_settings().account_mail_rate_limit)
+        return limiter.limiter.hit(limit, "account-mail", str(user_id))
+    except Exception:  # noqa: BLE001 - a rate limit must not turn a Redis hiccup into an outage
+        log.warning("the account mail limit could not be counted; the mail goes out")
+        return True

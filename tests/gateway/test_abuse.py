@@ -364,3 +364,24 @@ def test_the_same_photo_in_parallel_uploads_counts_once(api: Api) -> None:
     assert all(r.status_code == 201 for r in answers), [r.text for r in answers if r.status_code != 201]
     reasons = [r.json()["photos"][0]["reason_code"] for r in answers]
     assert sorted(reasons, key=str) == [None] + ["duplicate"] * 7, reasons
+
+
+def test_one_address_receives_a_bounded_number_of_account_mails(api: Api) -> None:
+    """Password resets and sign-ups in someone's name, each from another client address, mailed
+    every time: the per-client limit let anyone flood an inbox. Now ACCOUNT_MAIL_RATE_LIMIT (5 an
+    hour) bounds them per address, and the answers do not change (they must not tell the limit)."""
+    user = api.new_user()
+    answers = []
+    for n in range(6):
+        client = {"X-Forwarded-For": f"203.0.113.{n}"}
+        answers.append(api.post("/v1/auth/password-reset", json={"email": user.email}, headers=client))
+        body = {"email": user.email, "password": "another long password"}
+        answers.append(api.post("/v1/auth/signup", json=body, headers=client))
+    for same_route in (answers[0::2], answers[1::2]):
+        first = same_route[0].json()["detail"]
+        assert {(r.status_code, r.json()["detail"]) for r in same_route} == {(202, first)}
+    user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    with session_scope() as session:
+        mails = session.scalars(select(Job).where(Job.user_id == user_id, Job.kind == "send_email")).all()
+        templates = sorted(m.input["template"] for m in mails if m.input["template"] != "verify_email")
+    assert templates == ["reset_password"] * 3 + ["signup_existing"] * 2, templates

@@ -24,7 +24,7 @@ from services.gateway.api.schemas import (
     TokenIn,
     TokenOut,
 )
-from services.gateway.ratelimit import limiter
+from services.gateway.ratelimit import limiter, mail_allowed
 from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.config import get_settings
 from shared.contracts import SendEmail, Template
@@ -74,6 +74,13 @@ def _mail(session: Session, user_id: uuid.UUID, template: Template) -> None:
     enqueue(session, SendEmail.account(template), user_id=user_id)
 
 
+def _mail_if_allowed(session: Session, user_id: uuid.UUID, template: Template) -> None:
+    """`_mail` for mails anyone may ask for in someone's name (ACCOUNT_MAIL_RATE_LIMIT). Over the
+    limit nothing is sent and the answer stays the same: it must not tell whether the address exists."""
+    if mail_allowed(user_id):
+        _mail(session, user_id, template)
+
+
 @router.post("/signup", status_code=202, response_model=Message)
 @limiter.limit(AUTH_LIMIT)
 def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
@@ -81,7 +88,7 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
     existing = session.scalar(select(User).where(User.email == email))
     if existing is not None:
         hash_password(body.password)  # same work as a new account, so timing tells nothing
-        _mail(session, existing.id, Template.signup_existing)
+        _mail_if_allowed(session, existing.id, Template.signup_existing)
     else:
         # The mails' language: `locale` if sent, else the request's (Accept-Language, as the answer).
         locale = body.locale or current_locale.get()
@@ -186,7 +193,7 @@ def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Messag
 def request_password_reset(request: Request, body: ResetRequestIn, session: SessionDep) -> Message:
     user = session.scalar(select(User).where(User.email == body.email.lower()))
     if user is not None and not user.deleting:
-        _mail(session, user.id, Template.reset_password)
+        _mail_if_allowed(session, user.id, Template.reset_password)
         session.commit()
     return _message("auth.reset_accepted")
 
