@@ -14,6 +14,7 @@ from services.gateway.api.language import install_languages
 from services.gateway.api.router import api_router
 from services.gateway.api.routes.system import GET_HEAD, probes
 from services.gateway.body_limits import RequestBodyLimits
+from services.gateway.head_requests import HeadAsGet
 from services.gateway.metrics import RequestMetrics
 from services.gateway.outages import install_outage_handlers
 from services.gateway.ratelimit import limiter
@@ -78,6 +79,7 @@ def create_app() -> FastAPI:
 
     app.add_middleware(RequestBodyLimits)  # 413 / 408 with a sentence
     app.add_middleware(RequestMetrics)
+    app.add_middleware(HeadAsGet)  # outermost: every route that takes GET takes HEAD
 
     @app.get("/metrics", include_in_schema=False)
     def no_public_metrics() -> JSONResponse:

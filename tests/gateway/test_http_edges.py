@@ -53,6 +53,14 @@ def test_head_answers_like_get_without_a_body(api: Api, platform: Platform) -> N
         assert head.content == b"", path
         for header in ("content-type", "content-length"):
             assert head.headers[header] == get.headers[header], (path, header)
+    user = api.new_user()
+    for path in ("/v1/me", "/v1/jobs", "/v1/styles", "/v1/photos"):  # every route that takes GET
+        get, head = api.get(path, headers=user.auth), api.head(path, headers=user.auth)
+        assert (head.status_code, get.status_code) == (200, 200), (path, head.status_code)
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"], path
+    assert api.head("/v1/me").status_code == 401  # the same checks as GET
+    r = api.head("/v1/auth/login")  # POST only: 405, and Allow says so
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.content == b""
     for path in ("/healthz", "/readyz", "/metrics"):  # the health port (Prometheus, probes)
         head = httpx.head(f"{platform.health_url}{path}", timeout=10)
         assert head.status_code == 200 and head.content == b"", path
