@@ -81,6 +81,19 @@ def test_password_reset_revokes_every_refresh_token_and_its_link_works_once(
     assert _login(api, user.email, "a brand new password") == 200
 
 
+def test_a_confirmation_link_opened_again_says_the_address_is_confirmed(api: Api, platform: Platform) -> None:
+    """A second click on the link that worked answered "This link is invalid or has expired"."""
+    email = f"twice-{uuid.uuid4().hex[:8]}@example.com"
+    signup = {"email": email, "password": "correct horse battery"}
+    assert api.post("/v1/auth/signup", json=signup).status_code == 202
+    verify = _token(_mail(platform, email, "Confirm your email address"), "verify")
+    first = api.post("/v1/auth/verify-email", json={"token": verify})
+    again = api.post("/v1/auth/verify-email", json={"token": verify})
+    assert first.status_code == again.status_code == 200 and again.json() == first.json(), again.text
+    forged = api.post("/v1/auth/verify-email", json={"token": verify[:-2] + "xx"})
+    assert forged.status_code == 400 and forged.json() == BAD_LINK
+
+
 def test_mailed_links_expire_on_time(api: Api, platform: Platform) -> None:
     email = f"late-{uuid.uuid4().hex[:8]}@example.com"
     assert (

@@ -182,6 +182,20 @@ def _use_email_token(session: Session, raw: str, purpose: str) -> User:
 @router.post("/verify-email", response_model=Message)
 @limiter.limit(AUTH_LIMIT)
 def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Message:
+    """Confirm the address. A link opened again once it worked (a second click, another device)
+    hears that the address is confirmed, not that the link is invalid."""
+    used = session.scalar(
+        select(User)
+        .join(EmailToken, EmailToken.user_id == User.id)
+        .where(
+            EmailToken.token_hash == token_hash(body.token),
+            EmailToken.purpose == "verify_email",
+            EmailToken.used_at.is_not(None),
+            User.email_verified_at.is_not(None),
+        )
+    )
+    if used is not None:
+        return _message("auth.email_confirmed")
     user = _use_email_token(session, body.token, "verify_email")
     user.email_verified_at = user.email_verified_at or _now()
     session.commit()
