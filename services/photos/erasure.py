@@ -7,7 +7,7 @@ from sqlalchemy import select
 from shared import storage
 from shared.contracts import EraseUser, SendEmail, UserErased
 from shared.db import session_scope
-from shared.jobs import JobContext, enqueue, job_task, transition
+from shared.jobs import JobContext, enqueue, events, job_task, transition
 from shared.models import AuditEvent, Job, JobStatus, User
 from shared.security import subject_hash
 
@@ -30,13 +30,15 @@ def erase_user(ctx: JobContext[EraseUser]) -> UserErased:
                 Job.status.in_([JobStatus.queued, JobStatus.running]),
             )
         ):
-            transition(
+            canceled = transition(
                 session,
                 job.id,
                 {JobStatus.queued, JobStatus.running},
                 JobStatus.canceled,
                 stage="account deleted",
             )
+            if canceled is not None:  # a page following the job hears how it ended (at commit)
+                events.publish(canceled)
     ctx.progress(0.1, "deleting files")
     deleted_objects = storage.delete_prefix(storage.user_prefix(user_id))
     ctx.progress(0.7, "deleting records")

@@ -18,6 +18,7 @@ from shared.db import session_scope
 from shared.models import Job, JobStatus, Portrait, User
 from tests.conftest import Api, Platform, Processes, wait_until
 from tests.generator.test_service import WORKER_ENV, _ready_likeness
+from tests.jobs.test_event_order import _next_message, _subscribed
 from tests.jobs.test_worker_lifecycle import _job
 from tests.notifier.test_notify_worker import mails_to
 from tests.pictures import astronaut, jpeg
@@ -154,6 +155,10 @@ def test_erasure_cancels_the_users_jobs_before_it_deletes_a_file(stack, monkeypa
         return delete_prefix(prefix)
 
     monkeypatch.setattr(storage, "delete_prefix", statuses_then_delete)
+    streams = {job_id: _subscribed(job_id) for job_id in (running.id, queued.id)}
     run_job(erase_id, erase_user)
     assert at_delete == {"train_likeness": "canceled", "generate_portraits": "canceled"}
+    for pubsub in streams.values():  # a page following the job hears how it ended, then the stream ends
+        heard = _next_message(pubsub, 5)
+        assert heard is not None and (heard["status"], heard["stage"]) == ("canceled", "account deleted")
     assert _rows(uid) == 0 and storage.list_keys(storage.user_prefix(uid)) == []
