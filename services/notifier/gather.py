@@ -137,7 +137,10 @@ def _portraits_ready(
         src = None
         if number <= content.INLINE_PICTURES:
             cid = new_cid(cid_domain)
-            picture = inline_thumbnail(storage.get_bytes(portrait.thumb_key or portrait.object_key))
+            stored = storage.get_bytes_or_none(portrait.thumb_key or portrait.object_key)
+            if stored is None:  # deleted since the rows were read: the account or the portraits
+                raise Skip("portraits_gone")  # are being erased; a retry would crash the same way
+            picture = inline_thumbnail(stored)
             images.append(InlineImage(cid, picture, filename=f"portrait-{number}.png"))
             src = f"cid:{cid}"
         style = content.style_name(portrait.style, user.locale)

@@ -169,6 +169,18 @@ def test_the_same_event_sends_one_mail(smtp):
     assert len(smtp.handler.messages) == 1
 
 
+def test_portraits_deleted_meanwhile_skip_the_mail_without_a_crash(smtp):
+    """An erasure deletes the files first, then the rows: a mail job between the two read rows
+    whose pictures were gone, crashed (NoSuchKey, an ERROR with its traceback) and was retried."""
+    ana = make_user()
+    job_id, _ = make_portraits(ana, 2, seed=6)
+    storage.delete_prefix(storage.user_prefix(ana.id))
+    job = send(ana.id, template="portraits_ready", job_id=str(job_id), event_key=f"gone:{job_id}")
+    assert (job.status, job.attempts) == (JobStatus.succeeded, 1)
+    assert job.result == {"sent": False, "template": "portraits_ready", "skipped": "portraits_gone"}
+    assert smtp.handler.messages == []
+
+
 @pytest.mark.parametrize(
     ("user_kwargs", "reason"),
     [({"email_results": False}, "email_results_off"), ({"verified": False}, "address_not_verified")],
