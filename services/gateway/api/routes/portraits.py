@@ -4,6 +4,7 @@ import tempfile
 import uuid
 import zipfile
 from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
@@ -94,7 +95,7 @@ def style_preview(style_id: str) -> FileResponse:
 
 class PortraitsIn(BodyIn):
     likeness_id: uuid.UUID
-    styles: list[str] = Field(min_length=1, max_length=16)
+    styles: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=16)
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
     pose_id: uuid.UUID | None = None  # one of the user's ready pose photos, in place of each style's pose
 
@@ -153,7 +154,7 @@ def start_generation(
     """Generate `count` portraits in each chosen style; follow the returned job for progress."""
     unknown = [s for s in body.styles if s not in load_styles()]
     if unknown:
-        raise Refusal(422, "style.unknown", styles=", ".join(unknown))
+        raise Refusal(422, "style.unknown", styles=", ".join(unknown), choices=", ".join(load_styles()))
     styles = list(dict.fromkeys(body.styles))  # each style once, in the order asked
     likeness = owned(session, Likeness, body.likeness_id, user, "Likeness")
     if likeness.status != "ready":
