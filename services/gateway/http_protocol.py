@@ -28,7 +28,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from shared.config import get_settings
 
 LINGER_SECONDS = 2.0
-REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+# httptools could not parse the request (a negative or huge Content-Length, both Content-Length and
+# Transfer-Encoding, TLS sent to the plain port): uvicorn answered it in plain text.
+NOT_HTTP = "The request is not valid HTTP/1.1 and could not be read; please check how it is sent."
 
 
 def _size(limit: int) -> str:
@@ -162,6 +165,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.logger.warning("%s: %s", status, sentence)
         self.transport.write(b"".join(head) + body)
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools cannot parse, as JSON `{"detail": sentence}`
+        like every other error of the API (uvicorn's own is `text/plain`)."""
+        self._refuse(400, NOT_HTTP)
 
     def eof_received(self) -> None:
         if self.refused:  # the client stopped sending: nothing more to drop

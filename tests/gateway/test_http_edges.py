@@ -386,3 +386,24 @@ def test_an_unknown_style_hears_the_styles_and_a_long_name_is_not_echoed(api: Ap
     r = api.post("/v1/portraits", json={**body, "styles": ["😀" * 1000]}, headers=user.auth)
     assert r.status_code == 422 and "😀" not in r.text and len(r.text) < 1000, r.text
     assert "styles[0]" in r.json()["detail"]
+
+
+def test_a_request_that_is_not_http_gets_a_json_400(api: Api, platform: Platform) -> None:
+    """What httptools cannot parse was answered by uvicorn in plain text ("Invalid HTTP request
+    received."), unlike every other error of the API."""
+    port = _port(platform.url)
+    broken = (
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32),  # a TLS ClientHello
+    )
+    for request in broken:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            _send_quietly(sock, request)
+            status, body = _answer(sock)
+        assert status == 400, (request[:40], status, body)
+        assert json.loads(body) == {
+            "detail": "The request is not valid HTTP/1.1 and could not be read; please check how it is sent."
+        }
+    assert api.get("/v1/system").status_code == 200
