@@ -72,6 +72,7 @@ EN: Catalog = {
     "request.rate_limited": "Too many requests; please wait a minute and try again.",
     "request.key_reused": "This Idempotency-Key was already used for a different request; use a new key.",
     "request.key_in_progress": "A request with this Idempotency-Key is still in progress; try again shortly.",
+    "upload.in_progress": "Another upload of yours is still being stored; send this one again in a moment.",
     "job.already_ended": "This job already ended ({status}).",
     # Job failures (Job.error_message), by error code where the sentence has no values
     "job.too_few_photos": {
@@ -275,6 +276,7 @@ KO: Catalog = {
     ),
     "request.rate_limited": "요청이 너무 많습니다. 1분 뒤에 다시 시도해 주세요.",
     "request.key_reused": "이 Idempotency-Key는 다른 요청에 이미 쓰였습니다. 새 키를 쓰세요.",
+    "upload.in_progress": "다른 업로드를 아직 저장하고 있습니다. 잠시 뒤에 다시 보내 주세요.",
     "request.key_in_progress": (
         "이 Idempotency-Key로 보낸 요청을 아직 처리하고 있습니다. 잠시 후 다시 시도하세요."
     ),

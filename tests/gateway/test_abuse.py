@@ -385,3 +385,22 @@ def test_one_address_receives_a_bounded_number_of_account_mails(api: Api) -> Non
         mails = session.scalars(select(Job).where(Job.user_id == user_id, Job.kind == "send_email")).all()
         templates = sorted(m.input["template"] for m in mails if m.input["template"] != "verify_email")
     assert templates == ["reset_password"] * 3 + ["signup_existing"] * 2, templates
+
+
+def test_an_upload_waiting_too_long_for_another_hears_409_and_when_to_retry(api: Api) -> None:
+    """Uploads of one user take turns; one that waits past DATABASE_LOCK_TIMEOUT_MS (another still
+    storing large photos) is told so, not "the database is not answering" (a lock timeout is an
+    OperationalError, the outage's 503)."""
+    from services.gateway.api.routes.photos import UPLOAD_LOCK_CLASS
+
+    user = api.new_user()
+    user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    files = [("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))]
+    with session_scope() as other_upload:  # holds the user's upload lock, as a slow upload does
+        other_upload.execute(select(func.pg_advisory_xact_lock(UPLOAD_LOCK_CLASS, user_id.int & 0x7FFFFFFF)))
+        r = api.post("/v1/photos", headers=user.auth, files=files)
+    assert r.status_code == 409 and r.headers["Retry-After"] == "1", r.text
+    wanted = "Another upload of yours is still being stored; send this one again in a moment."
+    assert r.json()["detail"] == wanted
+    assert api.post("/v1/photos", headers=user.auth, files=files).status_code == 201
+    assert len(api.get("/v1/photos", headers=user.auth).json()["photos"]) == 1  # the refused one left nothing

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from services.gateway.api.deletion import deleted_files
@@ -17,6 +18,7 @@ from services.gateway.api.deps import (
     owned,
     release_connection,
 )
+from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
@@ -24,6 +26,7 @@ from services.gateway.uploads import image_columns, read_clean, upload_body, upl
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import CheckPhotos
+from shared.db import lock_not_available
 from shared.identity import lock_photo_set, recheck_photos
 from shared.images import CleanImage
 from shared.jobs import enqueue
@@ -70,9 +73,17 @@ async def upload_photos(
 def lock_uploads(session: Session, user_id: uuid.UUID) -> None:
     """Take the user's upload lock until the transaction ends (a Postgres transaction-level advisory
     lock, not the user's row: PATCH /v1/me and the photo checks need not wait): two uploads of the
-    same user at once store one after the other, so each sees the other's photos as duplicates."""
+    same user at once store one after the other, so each sees the other's photos as duplicates.
+    Raises Refusal 409 (Retry-After: 1) when the other still stores after the lock timeout."""
     key = user_id.int & 0x7FFFFFFF  # a collision only makes two users' uploads take turns
-    session.execute(select(func.pg_advisory_xact_lock(UPLOAD_LOCK_CLASS, key)))
+    try:
+        session.execute(select(func.pg_advisory_xact_lock(UPLOAD_LOCK_CLASS, key)))
+    except OperationalError as e:
+        if not lock_not_available(e):
+            raise
+        # Another upload of the user's was still storing after DATABASE_LOCK_TIMEOUT_MS (large
+        # photos): a wait longer than that would read as a hung database (shared/db.py).
+        raise Refusal(409, "upload.in_progress", headers={"Retry-After": "1"}) from e
 
 
 def _store_upload(
