@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from shared import storage
 from shared.config import get_settings
+from shared.db import lock_not_available
 from shared.i18n import current_locale, say
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
     (
         # No free pooled connection within DATABASE_POOL_TIMEOUT: Postgres answers, this process has
         # every connection in use. Before the outages (psycopg's PoolTimeout is an OperationalError).
+        # A lock wait past lock_timeout (an OperationalError, LockNotAvailable) is "busy" too.
         (sqlalchemy.exc.TimeoutError, psycopg_pool.PoolTimeout),
         "database",
         BUSY,
@@ -63,7 +65,7 @@ def outage_of(exc: BaseException) -> tuple[str, str] | None:
     failing, else None."""
     for types, dependency, key in OUTAGES:
         if isinstance(exc, types):
-            return dependency, say(key, current_locale.get())
+            return dependency, say(BUSY if lock_not_available(exc) else key, current_locale.get())
     if isinstance(exc, botocore.exceptions.ClientError) and storage.store_failed(exc):
         return STORE_FAILING[0], say(STORE_FAILING[1], current_locale.get())
     return None
@@ -102,6 +104,8 @@ def install_outage_handlers(app: FastAPI) -> None:
     for types, dependency, key in OUTAGES:
 
         async def handler(request: Request, exc: Exception, dependency=dependency, key=key):  # type: ignore[no-untyped-def]
+            if lock_not_available(exc):  # a row or advisory lock waited past lock_timeout: busy
+                key = BUSY
             retry_after = BUSY_RETRY_AFTER_SECONDS if key == BUSY else None
             return _answer(request, exc, dependency, say(key, current_locale.get()), retry_after)
 

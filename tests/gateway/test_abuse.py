@@ -404,3 +404,18 @@ def test_an_upload_waiting_too_long_for_another_hears_409_and_when_to_retry(api:
     assert r.json()["detail"] == wanted
     assert api.post("/v1/photos", headers=user.auth, files=files).status_code == 201
     assert len(api.get("/v1/photos", headers=user.auth).json()["photos"]) == 1  # the refused one left nothing
+
+
+def test_a_lock_held_too_long_is_busy_not_a_database_outage(api: Api) -> None:
+    """A request whose row lock waits past DATABASE_LOCK_TIMEOUT_MS (another writer of the same set
+    still at work) heard "The database is not answering; try again in a minute." (Retry-After 60)."""
+    user = api.new_user()
+    files = [("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
+    photo_id = api.post("/v1/photos", headers=user.auth, files=files).json()["photos"][0]["id"]
+    user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    with session_scope() as writer:  # the user's photo set, locked as a photo check locks it
+        writer.execute(text("SELECT id FROM users WHERE id = :id FOR UPDATE"), {"id": user_id})
+        r = api.delete(f"/v1/photos/{photo_id}", headers=user.auth)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "5", r.text
+    assert r.json()["detail"] == "The service is busy right now; try again in a few seconds."
+    assert api.delete(f"/v1/photos/{photo_id}", headers=user.auth).status_code == 204
