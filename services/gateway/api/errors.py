@@ -87,6 +87,8 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
         if kind == "extra_forbidden":
             return EXTRA_FIELD  # pydantic: "Extra inputs are not permitted"
         return _json_spelling(msg) if kind in ("literal_error", "enum") else msg
+    if kind == "value_error" and NOT_MAILABLE in str(error.get("msg", "")):
+        return _KO_NOT_MAILABLE
     if kind == "value_error" and "email" in str(error.get("msg", "")).lower():
         return _KO_EMAIL
     template = _KO_MESSAGES.get(kind, _KO_OTHER)
@@ -103,6 +105,15 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
 
 
 EMAIL_INVALID = "value is not a valid email address"
+# An address email-validator accepts but our mail cannot reach (SMTPUTF8: schemas.mailable).
+NOT_MAILABLE = (
+    "we cannot send mail to this address: the part before the @ may hold only ASCII letters, digits"
+    " and punctuation; please use another address"
+)
+_KO_NOT_MAILABLE = (
+    "이 주소로는 메일을 보낼 수 없습니다. "
+    "@ 앞부분에는 영문자, 숫자, 기호만 쓸 수 있으니 다른 주소를 써 주세요"
+)
 EXTRA_FIELD = "not a field of this request"
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import email_validator
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
 
+from services.gateway.api.errors import NOT_MAILABLE
 from shared.i18n import Sentence, by_code, current_locale, job_error_message, stage_text
 from shared.jobs.events import job_values
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
@@ -33,7 +34,8 @@ def mailable(address: str) -> str:
     try:
         parts = email_validator.validate_email(address, check_deliverability=False, allow_smtputf8=False)
     except email_validator.EmailNotValidError as exc:
-        raise ValueError(f"we cannot send mail to this address: {exc} Please use another address") from None
+        # Not email-validator's reason: it quotes the characters sent (README: never the values).
+        raise ValueError(NOT_MAILABLE) from exc
     return parts.ascii_email
 
 
