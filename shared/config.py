@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     refresh_token_days: int = 30
     auth_rate_limit: str = "10/minute"
     upload_rate_limit: str = "60/minute"
-    # account mails (sign-up attempts, password resets) one address receives, whoever asks for them
+    # account mails of one kind (sign-up attempts; password resets) one address receives, whoever asks
     account_mail_rate_limit: str = "5/hour"
     email_verify_hours: int = 48
     password_reset_minutes: int = 30

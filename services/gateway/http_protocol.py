@@ -168,7 +168,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request httptools cannot parse, as JSON `{"detail": sentence}`
-        like every other error of the API (uvicorn's own is `text/plain`)."""
+        like every other error of the API (uvicorn's own is `text/plain`). While an answer is still
+        under way on the connection (a broken chunk mid-body, a request pipelined behind a stream),
+        the connection is closed as uvicorn does: a 400 written there would land inside that answer."""
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+            return
         self._refuse(400, NOT_HTTP)
 
     def eof_received(self) -> None:

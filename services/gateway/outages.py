@@ -11,7 +11,6 @@ import logging
 
 import botocore.exceptions
 import psycopg
-import psycopg_pool
 import redis.exceptions
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
@@ -30,10 +29,11 @@ BUSY_RETRY_AFTER_SECONDS = 5  # connections are held for milliseconds: soon, not
 # (exception types, the dependency's name, the catalogue key of the sentence a person reads)
 OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
     (
-        # No free pooled connection within DATABASE_POOL_TIMEOUT: Postgres answers, this process has
-        # every connection in use. Before the outages (psycopg's PoolTimeout is an OperationalError).
-        # A lock wait past lock_timeout (an OperationalError, LockNotAvailable) is "busy" too.
-        (sqlalchemy.exc.TimeoutError, psycopg_pool.PoolTimeout),
+        # No free connection in SQLAlchemy's pool within DATABASE_POOL_TIMEOUT: this process has every
+        # connection in use (a refused connect raises at once). A lock wait past lock_timeout (an
+        # OperationalError, LockNotAvailable) is "busy" too. Not psycopg_pool's PoolTimeout: the
+        # async read pool raises it also when it cannot connect at all (Postgres down).
+        (sqlalchemy.exc.TimeoutError,),
         "database",
         BUSY,
     ),

@@ -43,13 +43,14 @@ limiter = _limiter()
 log = logging.getLogger(__name__)
 
 
-def mail_allowed(user_id: uuid.UUID) -> bool:
-    """Whether the account `user_id` may be sent one more account mail (ACCOUNT_MAIL_RATE_LIMIT,
-    counted whoever asks: the per-client limits let many clients flood one inbox); counts it. A
-    limiter that cannot count (Redis down, no fallback yet) allows it: such a mail may be wanted."""
+def mail_allowed(user_id: uuid.UUID, template: str) -> bool:
+    """Whether the account `user_id` may be sent one more `template` mail (ACCOUNT_MAIL_RATE_LIMIT a
+    template, counted whoever asks: the per-client limits let many clients flood one inbox); counts
+    it. A budget per template: sign-up attempts in someone's name cannot use up their password
+    resets. A limiter that cannot count (Redis down, no fallback yet) allows it: it may be wanted."""
     try:
         limit = parse(get_settings().account_mail_rate_limit)
-        return limiter.limiter.hit(limit, "account-mail", str(user_id))
+        return limiter.limiter.hit(limit, "account-mail", template, str(user_id))
     except Exception:  # noqa: BLE001 - a rate limit must not turn a Redis hiccup into an outage
         log.warning("the account mail limit could not be counted; the mail goes out")
         return True

@@ -124,27 +124,29 @@ def _portraits_ready(
     expires_at = datetime.now(UTC) + timedelta(days=content.DOWNLOAD_DAYS)
     items: list[content.PortraitItem] = []
     images: list[InlineImage] = []
-    for number, portrait in enumerate(portraits, start=1):
+    for portrait in portraits:
         for key in (portrait.object_key, portrait.thumb_key):
             if key is not None and not key.startswith(prefix):
                 raise JobError.of(ErrorCode.foreign_object, what=f"Portrait {portrait.id}")
+        number = len(items) + 1
+        src = None
+        if number <= content.INLINE_PICTURES:
+            stored = storage.get_bytes_or_none(portrait.thumb_key or portrait.object_key)
+            if stored is None:  # deleted since the rows were read (by its user, or an erasure)
+                continue
+            cid = new_cid(cid_domain)
+            images.append(InlineImage(cid, inline_thumbnail(stored), filename=f"portrait-{number}.png"))
+            src = f"cid:{cid}"
         suffix = PurePosixPath(portrait.object_key).suffix or ".png"
         url = storage.presign_get(
             portrait.object_key,
             content.DOWNLOAD_DAYS * 86400,
             filename=f"portrait-{number}{suffix}",
         )
-        src = None
-        if number <= content.INLINE_PICTURES:
-            cid = new_cid(cid_domain)
-            stored = storage.get_bytes_or_none(portrait.thumb_key or portrait.object_key)
-            if stored is None:  # deleted since the rows were read: the account or the portraits
-                raise Skip("portraits_gone")  # are being erased; a retry would crash the same way
-            picture = inline_thumbnail(stored)
-            images.append(InlineImage(cid, picture, filename=f"portrait-{number}.png"))
-            src = f"cid:{cid}"
         style = content.style_name(portrait.style, user.locale)
         items.append(content.PortraitItem(number, style, url, portrait.width, portrait.height, src))
+    if not any(item.src for item in items):  # every picture shown inline is gone: an erasure
+        raise Skip("portraits_gone")  # is under way (it deletes files before rows)
     data = content.portraits_ready_data(public_url, str(job_id), items, expires_at)
     return Draft(data, images)
 

@@ -93,6 +93,8 @@ def _send(messages: list[tuple[str, str]]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _send_committed(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released (enqueue uses one): not committed yet
+        return
     _send(session.info.pop(_PENDING, []))
 
 

@@ -91,6 +91,32 @@ def test_an_event_of_a_session_closed_without_commit_is_never_sent(stack) -> Non
     session.close()
 
 
+def test_a_savepoint_released_inside_the_transaction_sends_nothing_yet(stack) -> None:
+    """SQLAlchemy fires after_commit for a released savepoint too (enqueue makes one): an event
+    published before it went out before the commit, and even when the transaction then rolled back."""
+    job_id = _queued_job()
+    pubsub = _subscribed(job_id)
+    try:
+        with session_scope() as session:
+            job = transition(session, job_id, JobStatus.queued, JobStatus.canceled, stage="canceled")
+            events.publish(job)
+            with session.begin_nested():  # as enqueue() does for a follow-up job
+                session.execute(select(1))
+            assert _next_message(pubsub, 0.5) is None
+            raise RuntimeError("the transaction fails after the savepoint")
+    except RuntimeError:
+        pass
+    assert _next_message(pubsub, 1) is None
+    with session_scope() as session:
+        job = transition(session, job_id, JobStatus.queued, JobStatus.canceled, stage="canceled")
+        events.publish(job)
+        with session.begin_nested():
+            session.execute(select(1))
+    heard = _next_message(pubsub, 5)
+    assert heard is not None and heard["status"] == "canceled"
+    assert _next_message(pubsub, 0.5) is None  # once
+
+
 def test_an_object_outside_a_transaction_is_published_at_once(stack) -> None:
     job_id = _queued_job()
     pubsub = _subscribed(job_id)

@@ -181,6 +181,16 @@ def test_portraits_deleted_meanwhile_skip_the_mail_without_a_crash(smtp):
     assert smtp.handler.messages == []
 
 
+def test_a_portrait_deleted_meanwhile_leaves_the_others_in_the_mail(smtp):
+    """One picture its user deleted while the mail was being made does not cancel the whole mail."""
+    ana = make_user()
+    job_id, portraits = make_portraits(ana, 3, seed=7)
+    storage.delete_keys([k for k in (portraits[0].object_key, portraits[0].thumb_key) if k])
+    job = send(ana.id, template="portraits_ready", job_id=str(job_id), event_key=f"one-gone:{job_id}")
+    assert job.status == JobStatus.succeeded and job.result["sent"], job.result
+    assert job.result["inline_images"] == 2 and len(smtp.handler.messages) == 1
+
+
 @pytest.mark.parametrize(
     ("user_kwargs", "reason"),
     [({"email_results": False}, "email_results_off"), ({"verified": False}, "address_not_verified")],

@@ -96,9 +96,9 @@ def esrgan_upscale_tensors(
     `factor` x its input on the device (antialiased bicubic; A1111 resizes with PIL's Lanczos on
     the CPU, which cost ~0.3 s of CPU a 1024x1536 portrait while the GPU waited).
 
-    Returns one float32 tensor (3, round(h * factor), round(w * factor)) per image, in [0, 1] on
-    the model's device, rounded to 8-bit levels (what the image would hold as a PNG: the tiles
-    then start from the pixels A1111's Ultimate SD Upscale would crop). Raises ValueError for
+    Returns one uint8 tensor (3, round(h * factor), round(w * factor)) per image on the model's
+    device (8 bits, as a PNG holds it: the tiles start from the pixels A1111's Ultimate SD Upscale
+    would crop; a quarter of float32's memory while the tile pass runs). Raises ValueError for
     factor <= 0.
     """
     if factor <= 0:
@@ -118,31 +118,32 @@ def esrgan_upscale_tensors(
                 y = model(x).float()
                 if tuple(y.shape[-2:]) != target:
                     y = F.interpolate(y, size=target, mode="bicubic", antialias=True)
-                y = (y.clamp(0, 1) * 255.0).round() / 255.0
+                y = (y.clamp(0, 1) * 255.0).round().to(torch.uint8)
             for i, tensor in zip(chunk, y, strict=True):
                 out[i] = tensor.contiguous()
     return out  # type: ignore[return-value]
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
-    """A (3, H, W) float tensor in [0, 1] (any device) as an RGB PIL image, rounded to 8 bits."""
-    pixels = (image.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0)
-    return Image.fromarray(pixels.cpu().numpy())
+    """A (3, H, W) tensor (any device) as an RGB PIL image: uint8 as it is, a float tensor in
+    [0, 1] rounded to 8 bits."""
+    if image.dtype != torch.uint8:
+        image = (image.clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
 
 
 @lru_cache(maxsize=8)
 def _blend_weights(
-    size: tuple[int, int], tile: int, padding: int, mask_blur: int, multiple: int, device: torch.device
+    size: tuple[int, int], tile: int, padding: int, mask_blur: int, multiple: int
 ) -> list[tuple[Box, torch.Tensor]]:
-    """`plan_tiles` as (window, weight) pairs, each weight a (1, h, w) float32 tensor of its window
-    on `device`. Cached: the plan of a size is the same for every portrait (0.3 s of CPU to make)."""
-    return [
-        (
-            t.window,
-            torch.from_numpy(t.weight[t.window[1] : t.window[3], t.window[0] : t.window[2]])[None].to(device),
-        )
-        for t in plan_tiles(size, tile, padding, mask_blur, multiple)
-    ]
+    """`plan_tiles` as (window, weight) pairs, each weight a (1, h, w) float32 CPU tensor of its
+    window only (copied out: the plan's full-image arrays are not kept). Cached: the plan of a size
+    is the same for every portrait (0.3 s of CPU to make); a call moves it to its device."""
+    pairs = []
+    for t in plan_tiles(size, tile, padding, mask_blur, multiple):
+        x0, y0, x1, y1 = t.window
+        pairs.append((t.window, torch.from_numpy(np.ascontiguousarray(t.weight[y0:y1, x0:x1]))[None]))
+    return pairs
 
 
 class UpscaleStage:
@@ -177,15 +178,15 @@ class UpscaleStage:
             height, width = image.shape[-2:]
             if width % multiple or height % multiple:
                 raise ValueError(f"upscaled size {(width, height)} must be a multiple of {multiple}")
-            plan = _blend_weights(
-                (width, height), params.tile, params.padding, params.mask_blur, multiple, image.device
-            )
+            plan = _blend_weights((width, height), params.tile, params.padding, params.mask_blur, multiple)
             jobs += [
-                (index, window, weight, seeds[index] + 7919 * k) for k, (window, weight) in enumerate(plan)
+                (index, window, weight.to(image.device), seeds[index] + 7919 * k)
+                for k, (window, weight) in enumerate(plan)
             ]
-        sums = [torch.zeros_like(image) for image in big]
+        sums = [torch.zeros(image.shape, dtype=torch.float32, device=image.device) for image in big]
         for chunk in batched(jobs, self.batch_size):
             crops = torch.stack([big[index][:, y0:y1, x0:x1] for index, (x0, y0, x1, y1), _, _ in chunk])
+            crops = crops.float() / 255.0  # the 8-bit pixels in [0, 1], as diffusers takes a tensor
             result = pipe(
                 **repeat_embeds(embeds, len(chunk)),
                 image=crops,

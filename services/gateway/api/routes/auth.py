@@ -77,7 +77,7 @@ def _mail(session: Session, user_id: uuid.UUID, template: Template) -> None:
 def _mail_if_allowed(session: Session, user_id: uuid.UUID, template: Template) -> None:
     """`_mail` for mails anyone may ask for in someone's name (ACCOUNT_MAIL_RATE_LIMIT). Over the
     limit nothing is sent and the answer stays the same: it must not tell whether the address exists."""
-    if mail_allowed(user_id):
+    if mail_allowed(user_id, template):
         _mail(session, user_id, template)
 
 
