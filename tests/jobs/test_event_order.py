@@ -4,6 +4,7 @@ A page that hears "succeeded" reads the portraits and the mail job written in th
 published before the commit, it could read the rows as they were (seen in CI: no "portraits ready"
 mail job yet for a job whose stream said succeeded)."""
 
+import contextlib
 import json
 import time
 import uuid
@@ -35,6 +36,12 @@ def _next_message(pubsub: redis.client.PubSub, wait: float) -> dict | None:
     return None
 
 
+def _cancel_and_publish(session, job_id: uuid.UUID) -> None:  # noqa: ANN001
+    job = transition(session, job_id, JobStatus.queued, JobStatus.canceled, stage="canceled")
+    assert job is not None
+    events.publish(job)
+
+
 def _subscribed(job_id: uuid.UUID) -> redis.client.PubSub:
     pubsub = redis.Redis.from_url(get_settings().redis_url).pubsub()
     pubsub.subscribe(events.channel(job_id))
@@ -59,13 +66,9 @@ def test_an_event_waits_for_its_commit_and_the_row_is_there_when_it_arrives(stac
 def test_an_event_of_a_rolled_back_change_is_never_sent(stack) -> None:
     job_id = _queued_job()
     pubsub = _subscribed(job_id)
-    try:
-        with session_scope() as session:
-            job = transition(session, job_id, JobStatus.queued, JobStatus.canceled, stage="canceled")
-            events.publish(job)
-            raise RuntimeError("the request failed after the change")
-    except RuntimeError:
-        pass
+    with contextlib.suppress(RuntimeError), session_scope() as session:
+        _cancel_and_publish(session, job_id)
+        raise RuntimeError("the request failed after the change")
     assert _next_message(pubsub, 1) is None
     with session_scope() as session:  # the next commit of a session does not carry it either
         job = session.get(Job, job_id)
@@ -96,20 +99,15 @@ def test_a_savepoint_released_inside_the_transaction_sends_nothing_yet(stack) ->
     published before it went out before the commit, and even when the transaction then rolled back."""
     job_id = _queued_job()
     pubsub = _subscribed(job_id)
-    try:
-        with session_scope() as session:
-            job = transition(session, job_id, JobStatus.queued, JobStatus.canceled, stage="canceled")
-            events.publish(job)
-            with session.begin_nested():  # as enqueue() does for a follow-up job
-                session.execute(select(1))
-            assert _next_message(pubsub, 0.5) is None
-            raise RuntimeError("the transaction fails after the savepoint")
-    except RuntimeError:
-        pass
+    with contextlib.suppress(RuntimeError), session_scope() as session:
+        _cancel_and_publish(session, job_id)
+        with session.begin_nested():  # as enqueue() does for a follow-up job
+            session.execute(select(1))
+        assert _next_message(pubsub, 0.5) is None
+        raise RuntimeError("the transaction fails after the savepoint")
     assert _next_message(pubsub, 1) is None
     with session_scope() as session:
-        job = transition(session, job_id, JobStatus.queued, JobStatus.canceled, stage="canceled")
-        events.publish(job)
+        _cancel_and_publish(session, job_id)
         with session.begin_nested():
             session.execute(select(1))
     heard = _next_message(pubsub, 5)

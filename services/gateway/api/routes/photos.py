@@ -9,15 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from services.gateway.api import deps
 from services.gateway.api.deletion import deleted_files
-from services.gateway.api.deps import (
-    ConsentedUser,
-    CurrentUser,
-    IdempotencyKey,
-    SessionDep,
-    owned,
-    release_connection,
-)
+from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
@@ -63,7 +57,7 @@ async def upload_photos(
     The body (multipart/form-data, field `files`) is read only after the sign-in, the consent and
     the rate limit passed; each file is refused (413) as soon as it passes the per-photo cap.
     """
-    await run_in_threadpool(release_connection, session)
+    await run_in_threadpool(deps.release_connection, session)
     async with uploaded_files(request, "files", get_settings().upload_max_files) as files:
         cleaned = [await read_clean(upload) for upload in files]
     # The database and S3 calls block: run them off the event loop too.

@@ -13,15 +13,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.gateway.api import deps
 from services.gateway.api.deletion import delete_with_objects
-from services.gateway.api.deps import (
-    ConsentedUser,
-    CurrentUser,
-    IdempotencyKey,
-    SessionDep,
-    owned,
-    release_connection,
-)
+from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.schemas import JobOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
@@ -92,7 +86,7 @@ async def upload_pose(
 
     The body (multipart/form-data, field `file`) is read only after the sign-in, the consent and the
     rate limit passed, and refused (413) as soon as it passes the per-photo cap."""
-    await run_in_threadpool(release_connection, session)
+    await run_in_threadpool(deps.release_connection, session)
     async with uploaded_files(request, "file", 1) as files:
         clean = await read_clean(files[0])
     return await run_in_threadpool(_store, session, user, clean, idempotency_key)
