@@ -18,7 +18,7 @@ from email import message_from_bytes, policy
 import httpx
 import psutil
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from shared import storage
 from shared.contracts import TrainLikeness
@@ -444,3 +444,40 @@ def test_an_upload_whose_body_comes_slowly_holds_no_database_connection(api: Api
             time.sleep(2)  # the checks are done and the body is awaited (the drip goes on)
             r = httpx.get(f"{url}/v1/jobs", headers=other.auth, timeout=30)
             assert r.status_code == 200, (path, r.text)
+
+
+def test_an_upload_whose_body_ends_after_the_erasure_was_asked_for_stores_nothing(
+    api: Api, platform: Platform
+) -> None:
+    """An upload passed its checks, its body came slowly, the account's erasure was asked for
+    meanwhile: the upload stored its photos anyway (201), and if it committed after the erasure had
+    listed the bucket, they stayed behind with their rows gone. Now the store reads the account
+    under a share lock: an erasure already asked for ends the upload with 401 and nothing stored."""
+    user = api.new_user()
+    user_id = _user_id(api, user)
+    photo = jpeg(astronaut())
+    boundary = "XyZ"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + photo
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    port = int(platform.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as slow:
+        head = (
+            f"POST /v1/photos HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {user.auth['Authorization']}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        slow.sendall(head.encode() + body[:100])
+        time.sleep(1)  # the checks passed; the body is awaited
+        with session_scope() as session:  # DELETE /v1/me's first step, as its transaction writes it
+            session.execute(text("UPDATE users SET deleting = true WHERE id = :id"), {"id": user_id})
+        slow.sendall(body[100:])
+        answer = slow.recv(65536).decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 401"), answer[:300]
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(Photo).where(Photo.user_id == user_id)) == 0
+    assert storage.list_keys(storage.user_prefix(user_id)) == []

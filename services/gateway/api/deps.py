@@ -33,6 +33,17 @@ async def get_db() -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_db)]
 
 
+def hold_account(session: Session, user_id: uuid.UUID) -> None:
+    """Lock the user's row FOR SHARE until the transaction ends, for a write that stores files (an
+    upload, read after its slow body): an erasure asked for meanwhile (DELETE /v1/me sets `deleting`,
+    then its job lists and deletes the user's files) waits for this write to commit, so its files are
+    listed too; one asked for before is seen here, 401. Without it an upload that committed after the
+    erasure listed the bucket left its photos behind, their rows gone with the account."""
+    deleting = session.scalar(select(User.deleting).where(User.id == user_id).with_for_update(read=True))
+    if deleting is None or deleting:
+        raise UNAUTHORIZED
+
+
 def release_connection(session: Session) -> None:
     """End the session's read-only transaction so its connection goes back to the pool; the session
     takes one again when next used (its objects stay loaded: expire_on_commit is off). For a route

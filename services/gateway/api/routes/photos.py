@@ -85,6 +85,7 @@ def _store_upload(
 ) -> UploadOut:
     fingerprint = request_fingerprint(CheckPhotos.kind, [c.sha256 for c in cleaned])
     lock_uploads(session, user_id)
+    deps.hold_account(session, user_id)
     first = replay(session, user_id, idempotency_key, CheckPhotos, fingerprint)
     if first is not None:  # a retried request: answer as the first time, store nothing
         ids = first.input.photo_ids

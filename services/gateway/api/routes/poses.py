@@ -94,6 +94,7 @@ async def upload_pose(
 
 def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str | None) -> PoseUploaded:
     user_id = user.id
+    deps.hold_account(session, user_id)
     fingerprint = request_fingerprint(ExtractPose.kind, [clean.sha256])
     first = replay(session, user_id, idempotency_key, ExtractPose, fingerprint)
     if first is not None:  # a retried request: answer as the first time, store nothing
