@@ -60,12 +60,18 @@ OUTAGES: list[tuple[tuple[type[Exception], ...], str, str]] = [
 STORE_FAILING = ("storage", "outage.store_failing")
 
 
+def _sentence_key(exc: BaseException, key: str) -> str:
+    """`key` of the OUTAGES entry `exc` matched, or BUSY for a row or advisory lock that waited past
+    lock_timeout (an OperationalError like an outage's, but the database answers)."""
+    return BUSY if lock_not_available(exc) else key
+
+
 def outage_of(exc: BaseException) -> tuple[str, str] | None:
     """(dependency, sentence in the request's language) when `exc` says a dependency is down, hung or
     failing, else None."""
     for types, dependency, key in OUTAGES:
         if isinstance(exc, types):
-            return dependency, say(BUSY if lock_not_available(exc) else key, current_locale.get())
+            return dependency, say(_sentence_key(exc, key), current_locale.get())
     if isinstance(exc, botocore.exceptions.ClientError) and storage.store_failed(exc):
         return STORE_FAILING[0], say(STORE_FAILING[1], current_locale.get())
     return None
@@ -104,8 +110,7 @@ def install_outage_handlers(app: FastAPI) -> None:
     for types, dependency, key in OUTAGES:
 
         async def handler(request: Request, exc: Exception, dependency=dependency, key=key):  # type: ignore[no-untyped-def]
-            if lock_not_available(exc):  # a row or advisory lock waited past lock_timeout: busy
-                key = BUSY
+            key = _sentence_key(exc, key)
             retry_after = BUSY_RETRY_AFTER_SECONDS if key == BUSY else None
             return _answer(request, exc, dependency, say(key, current_locale.get()), retry_after)
 

@@ -145,8 +145,8 @@ def _portraits_ready(
         )
         style = content.style_name(portrait.style, user.locale)
         items.append(content.PortraitItem(number, style, url, portrait.width, portrait.height, src))
-    if not any(item.src for item in items):  # every picture shown inline is gone: an erasure
-        raise Skip("portraits_gone")  # is under way (it deletes files before rows)
+    if not items:  # every picture is gone: an erasure is under way (it deletes files before rows)
+        raise Skip("portraits_gone")
     data = content.portraits_ready_data(public_url, str(job_id), items, expires_at)
     return Draft(data, images)
 
