@@ -276,6 +276,46 @@ def same_pictures(pipeline: PortraitPipeline, style, likeness: Path) -> dict:
     }
 
 
+@torch.no_grad()
+def upscale_parts(pipeline: PortraitPipeline, style, count: int) -> dict:
+    """Seconds of two parts of the upscale stage for `count` txt2img-sized images: ESRGAN (with
+    its resize to the style's factor) and the VAE encode + decode of all their tiles in batches of
+    the pipeline's tile batch; the rest of the stage is the tile ControlNet + UNet steps."""
+    from PIL import Image
+
+    from services.generator.stages.common import batched, size_multiple
+    from services.generator.stages.upscale import _blend_weights, esrgan_upscale_tensors
+
+    if pipeline.scale is not None:
+        style = scale_style(style, pipeline.scale)
+    t2i, up = style.txt2img, style.upscale
+    images = [Image.effect_noise((t2i.width, t2i.height), 40 + k).convert("RGB") for k in range(count)]
+    upscale = pipeline.upscale
+    esrgan_upscale_tensors(upscale.upscaler, images[:1], up.factor)  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    big = esrgan_upscale_tensors(upscale.upscaler, images, up.factor, upscale.batch_size)
+    sync()
+    esrgan = time.perf_counter() - t0
+    size = (big[0].shape[-1], big[0].shape[-2])
+    plan = _blend_weights(size, up.tile, up.padding, up.mask_blur, size_multiple(pipeline.models.base))
+    crops = [b[:, y0:y1, x0:x1] for b in big for (x0, y0, x1, y1), _ in plan]
+    vae = pipeline.models.base.vae
+    dtype = next(vae.parameters()).dtype
+    seconds = 0.0
+    for warm in (True, False):
+        sync()
+        t0 = time.perf_counter()
+        for chunk in batched(crops, upscale.batch_size):
+            x = (torch.stack(list(chunk)).to(dtype) / 127.5 - 1).contiguous(memory_format=torch.channels_last)
+            vae.decode(vae.encode(x).latent_dist.mode())
+            if warm:
+                break
+        sync()
+        seconds = time.perf_counter() - t0
+    return {"esrgan": round(esrgan, 3), "tiles": len(crops), "tile_vae_encode_decode": round(seconds, 3)}
+
+
 def phase_result(name: str, total: float, count: int, stages: dict, **extra) -> dict:
     result = {
         "phase": name,
@@ -357,6 +397,7 @@ def main() -> None:
                 )
             latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
             extra["lora_seconds"] = lora_seconds(fast_pipe, likeness, fast)
+            extra["upscale_parts"] = upscale_parts(fast_pipe, fast, args.count)
             report["phases"].append(
                 phase_result(
                     "batched", total, args.count, stages, txt2img_steps=fast_steps,

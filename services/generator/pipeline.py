@@ -36,7 +36,7 @@ from services.generator.metadata import (
     a1111_parameters,
     adetailer_unit,
     controlnet_unit,
-    png_bytes,
+    png_bytes_many,
 )
 from services.generator.pose import load_pose
 from services.generator.prompts import PromptEmbeds, encode_prompt_pair
@@ -95,6 +95,19 @@ def scale_style(style: Style, scale: Scale) -> Style:
     return style.model_copy(
         update={"txt2img": t2i, "detailer": passes, "beautify": beautify, "upscale": upscale}
     )
+
+
+@dataclass
+class _Described:
+    """A finished image with its PNG's metadata, before encoding."""
+
+    image: Image.Image
+    seed: int
+    parameters: str  # A1111's infotext
+    meta: dict  # the product's JSON
+    comfyui_prompt: dict  # ComfyUI's API-format graph
+    identity_score: float | None
+    face_found: bool
 
 
 @dataclass
@@ -241,9 +254,15 @@ class PortraitPipeline:
             dtype_guard.check(self.placement, self.models.networks(), "during the job")
         report.done()
 
-        results = [
-            self._result(image, style, s, likeness, prompt, loras, skipped, [d1, d2], pose_name)
+        # Face scores one after another (dlib's networks are not thread-safe), PNGs in parallel.
+        described = [
+            self._describe(image, style, s, likeness, prompt, loras, skipped, [d1, d2], pose_name)
             for image, s, d1, d2 in zip(images, seeds, detail1, detail2, strict=True)
+        ]
+        pngs = png_bytes_many([(d.image, d.parameters, d.meta, d.comfyui_prompt) for d in described])
+        results = [
+            PortraitResult(d.image, png, style.id, d.seed, d.identity_score, d.face_found, d.meta)
+            for d, png in zip(described, pngs, strict=True)
         ]
         return sorted(results, key=lambda r: (r.identity_score is None, -(r.identity_score or 0.0), r.seed))
 
@@ -329,7 +348,7 @@ class PortraitPipeline:
             return f"likeness-{likeness.trigger_word}"
         return spec.path.stem
 
-    def _result(
+    def _describe(
         self,
         image: Image.Image,
         style: Style,
@@ -340,7 +359,9 @@ class PortraitPipeline:
         skipped: list[str],
         details: list[DetailReport],
         pose_name: str | None,
-    ) -> PortraitResult:
+    ) -> _Described:
+        """A finished image's identity score and the metadata its PNG carries (A1111's
+        `parameters`, the product's JSON, ComfyUI's `prompt` graph)."""
         faces = []
         if self.score_identity:
             from shared.faces import detect_faces
@@ -449,9 +470,7 @@ class PortraitPipeline:
             likeness_words=likeness.words,
             pose=bool(pose_name),
         )
-        return PortraitResult(
-            image, png_bytes(image, parameters, meta, graph), style.id, seed, score, bool(faces), meta
-        )
+        return _Described(image, seed, parameters, meta, graph, score, bool(faces))
 
     def _checkpoint_file(self) -> str:
         """The base checkpoint's file name as users have it (ComfyUI's `ckpt_name`)."""

@@ -221,3 +221,16 @@ def test_the_openpose_controlnet_sees_the_skeleton_unstretched(tiny, likeness_di
     control = seen[0][0].permute(1, 2, 0).numpy()  # the first image of the batch, HWC in [0, 1]
     assert control.shape == expected.shape == (SMALL.height, SMALL.width, 3)
     assert np.abs(control - expected).mean() < 0.01, np.abs(control - expected).mean()
+
+
+def test_pngs_encoded_in_parallel_are_the_ones_encoded_alone_in_order():
+    from PIL import Image
+
+    from services.generator.metadata import png_bytes, png_bytes_many
+
+    items = [
+        (Image.effect_noise((96, 64), 10 + k).convert("RGB"), f"seed {k}", {"seed": k}, {"1": {"k": k}})
+        for k in range(5)
+    ]
+    assert png_bytes_many(items) == [png_bytes(*item) for item in items]
+    assert [read_png_metadata(png)[1]["seed"] for png in png_bytes_many(items)] == list(range(5))
