@@ -3,19 +3,24 @@ signing up again changes nothing but sends a warning; a password reset ends ever
 links work once and expire when they say; an expired access token is refused."""
 
 import re
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 
 from shared.config import get_settings
 from shared.db import session_scope
+from shared.localstack import free_port, wait_for_port
 from shared.models import EmailToken, User
-from tests.conftest import Api, Platform, wait_until
+from shared.security import token_hash
+from tests.conftest import Api, Platform, Processes, wait_until
 from tests.notifier.test_notify_worker import mails_to
 
 BAD_LINK = {"detail": "This link is invalid or has expired."}
+CONFIRMED = {"detail": "Thanks, your email address is confirmed."}
 
 
 def _mail(platform: Platform, address: str, subject: str, count: int = 1):  # noqa: ANN202
@@ -92,6 +97,85 @@ def test_a_confirmation_link_opened_again_says_the_address_is_confirmed(api: Api
     assert first.status_code == again.status_code == 200 and again.json() == first.json(), again.text
     forged = api.post("/v1/auth/verify-email", json={"token": verify[:-2] + "xx"})
     assert forged.status_code == 400 and forged.json() == BAD_LINK
+
+
+def _waiting_for_a_link() -> int:
+    """How many database backends wait for a lock to read an emailed link's row. Counted by their
+    statement: the second of two waiters for a row waits on the first (its tuple lock), not on the
+    holder, so `pg_blocking_pids` of the holder would count one."""
+    with session_scope() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(text("pg_stat_activity"))
+                .where(text("wait_event_type = 'Lock' AND query LIKE '%FROM email_tokens%FOR UPDATE%'"))
+            )
+        )
+
+
+def _at_once(url: str, path: str, bodies: list[dict], link: str) -> list[httpx.Response]:
+    """POST each of `bodies` to `path` at the same instant: the test holds the link's row (FOR UPDATE)
+    until every request waits for it, then lets go, so they race for it as two clicks of the same
+    instant would, every run. `url`: a gateway whose lock_timeout outlasts the wait."""
+    answers: list[httpx.Response | None] = [None] * len(bodies)
+
+    def send(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            answers[i] = client.post(path, json=bodies[i])
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(bodies))]
+    with session_scope() as holder:
+        held = holder.scalar(
+            select(EmailToken.id).where(EmailToken.token_hash == token_hash(link)).with_for_update()
+        )
+        assert held is not None
+        for thread in threads:
+            thread.start()
+        wait_until(
+            lambda: _waiting_for_a_link() == len(bodies), timeout=30, interval=0.02, what="every request"
+        )
+        holder.rollback()  # lets go: they race for the row
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(answers), answers
+    return answers  # type: ignore[return-value]
+
+
+def test_two_clicks_at_once_on_a_confirmation_link_both_say_confirmed(
+    api: Api, platform: Platform, procs: Processes
+) -> None:
+    """The route read the link once to tell a spent one ("confirmed"), then again to spend it: a click
+    that read it unspent, then waited for a twin click's lock, found it spent by then and answered
+    "This link is invalid or has expired" though the address was confirmed. A reset link stays single
+    use: of two at once, one sets the password, the other hears the link is spent."""
+    port = free_port()  # a gateway that waits for row locks longer than the test holds one
+    patient = {"DATABASE_LOCK_TIMEOUT_MS": "20000", "DATABASE_READ_TIMEOUT": "30"}
+    procs.start("gateway-patient-locks", "gateway", "--port", str(port), env=patient)
+    email = f"at-once-{uuid.uuid4().hex[:8]}@example.com"
+    assert (
+        api.post("/v1/auth/signup", json={"email": email, "password": "correct horse battery"}).status_code
+        == 202
+    )
+    verify = _token(_mail(platform, email, "Confirm your email address"), "verify")
+    assert api.post("/v1/auth/password-reset", json={"email": email}).status_code == 202
+    reset = _token(_mail(platform, email, "Reset your password"), "reset")
+    wait_for_port(port, timeout=60)
+    url = f"http://127.0.0.1:{port}"
+
+    both = _at_once(url, "/v1/auth/verify-email", [{"token": verify}] * 2, verify)
+    assert [r.status_code for r in both] == [200, 200], [r.text for r in both]
+    assert both[0].json() == both[1].json() == CONFIRMED
+    with session_scope() as session:
+        assert session.scalar(select(User.email_verified_at).where(User.email == email)) is not None
+
+    passwords = ["the first new password", "the second new password"]
+    bodies = [{"token": reset, "password": p} for p in passwords]
+    answers = _at_once(url, "/v1/auth/password-reset/confirm", bodies, reset)
+    assert sorted(r.status_code for r in answers) == [200, 400], [r.text for r in answers]
+    won = next(i for i, r in enumerate(answers) if r.status_code == 200)
+    assert answers[1 - won].json() == BAD_LINK
+    assert _login(api, email, passwords[won]) == 200
+    assert _login(api, email, passwords[1 - won]) == 401
 
 
 def test_mailed_links_expire_on_time(api: Api, platform: Platform) -> None:

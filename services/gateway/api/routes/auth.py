@@ -5,6 +5,7 @@ Answers never reveal whether an address has an account: sign-up and reset reques
 """
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request, status
@@ -163,40 +164,48 @@ def logout(body: RefreshIn, session: SessionDep) -> None:
         session.commit()
 
 
-def _use_email_token(session: Session, raw: str, purpose: str) -> User:
-    """Spend a single-use emailed token; returns its user, or answers 400 for a bad or used link."""
+def _use_email_token(
+    session: Session, raw: str, purpose: str, *, spent_ok: Callable[[User], bool] | None = None
+) -> User:
+    """Spend a single-use emailed token; returns its user, or answers 400 (BAD_LINK) for an unknown,
+    expired or spent link. With `spent_ok`, a spent link whose user passes it returns the user too
+    (a use that is idempotent and already done), whatever its expiry.
+
+    The row is read once, FOR UPDATE: a twin use of the same link (two clicks at the same instant)
+    waits for this one's commit and then reads it spent. Deciding "spent" on an earlier, unlocked
+    read let that twin see it unspent, wait, and then refuse it as used.
+    """
     token = session.scalar(
         select(EmailToken)
         .where(EmailToken.token_hash == token_hash(raw), EmailToken.purpose == purpose)
         .with_for_update()
     )
-    if token is None or token.used_at is not None or token.expires_at < _now():
+    if token is None:
         raise BAD_LINK
-    token.used_at = _now()
+    # Read after the lock (its own statement, so a fresh snapshot): a twin's commit is seen.
     user = session.get(User, token.user_id)
     if user is None:
         raise BAD_LINK
+    if token.used_at is not None:
+        if spent_ok is not None and spent_ok(user):
+            return user
+        raise BAD_LINK
+    if token.expires_at < _now():
+        raise BAD_LINK
+    token.used_at = _now()
     return user
+
+
+def _email_confirmed(user: User) -> bool:
+    return user.email_verified_at is not None
 
 
 @router.post("/verify-email", response_model=Message)
 @limiter.limit(AUTH_LIMIT)
 def verify_email(request: Request, body: TokenIn, session: SessionDep) -> Message:
-    """Confirm the address. A link opened again once it worked (a second click, another device)
-    hears that the address is confirmed, not that the link is invalid."""
-    used = session.scalar(
-        select(User)
-        .join(EmailToken, EmailToken.user_id == User.id)
-        .where(
-            EmailToken.token_hash == token_hash(body.token),
-            EmailToken.purpose == "verify_email",
-            EmailToken.used_at.is_not(None),
-            User.email_verified_at.is_not(None),
-        )
-    )
-    if used is not None:
-        return _message("auth.email_confirmed")
-    user = _use_email_token(session, body.token, "verify_email")
+    """Confirm the address. A link opened again once it worked (a second click, another device, two
+    clicks at once) hears that the address is confirmed, not that the link is invalid."""
+    user = _use_email_token(session, body.token, "verify_email", spent_ok=_email_confirmed)
     user.email_verified_at = user.email_verified_at or _now()
     session.commit()
     return _message("auth.email_confirmed")
