@@ -51,7 +51,6 @@ EN: Catalog = {
     "training.busy": "Your likeness is still training; wait until it finishes before you start another.",
     "likeness.not_downloadable": "This likeness is not ready to download (it is {status}).",
     # Portraits
-    "style.unknown": "Unknown style: {styles}. The styles are: {choices}.",
     "portraits.likeness_not_ready": "This likeness is not ready yet (it is {status}).",
     "portraits.pose_not_ready": "This pose photo cannot be used (it is {status}).",
     "portraits.busy": "You already have {count} portrait jobs under way; wait until one finishes.",
@@ -259,7 +258,6 @@ KO: Catalog = {
     "training.photos_short": "통과한 사진이 {count}장입니다. 학습하려면 {more}장 더 올려 주세요.",
     "training.busy": "닮은꼴 모델이 아직 학습 중입니다. 학습이 끝난 뒤에 새로 시작해 주세요.",
     "likeness.not_downloadable": "이 닮은꼴 모델은 아직 내려받을 수 없습니다.",
-    "style.unknown": "없는 스타일입니다: {styles}. 고를 수 있는 스타일: {choices}.",
     "portraits.likeness_not_ready": "이 닮은꼴 모델은 아직 준비되지 않았습니다.",
     "portraits.pose_not_ready": "이 자세 사진은 쓸 수 없습니다.",
     "portraits.busy": "이미 만들고 있는 사진 작업이 {count}개 있습니다. 하나가 끝난 뒤에 다시 시도해 주세요.",

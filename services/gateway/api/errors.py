@@ -32,12 +32,12 @@ _KO_MESSAGES = {
     "too_long": "{max_length}개 이하여야 합니다",
     "string_type": "문자열이어야 합니다",
     "int_parsing": "정수여야 합니다",
-    "int_type": "정수여야 합니다",
+    "int_type": "따옴표 없이 2처럼 쓴 정수여야 합니다",
     "int_from_float": "정수여야 합니다",
     "float_parsing": "숫자여야 합니다",
-    "float_type": "숫자여야 합니다",
+    "float_type": "따옴표 없이 2.5처럼 쓴 숫자여야 합니다",
     "bool_parsing": "true 또는 false여야 합니다",
-    "bool_type": "true 또는 false여야 합니다",
+    "bool_type": "따옴표 없이 true 또는 false여야 합니다",
     "greater_than": "{gt}보다 커야 합니다",
     "greater_than_equal": "{ge} 이상이어야 합니다",
     "less_than": "{lt}보다 작아야 합니다",
@@ -55,6 +55,8 @@ _KO_MESSAGES = {
     "string_pattern_mismatch": "형식이 올바르지 않습니다",
     "datetime_parsing": "올바른 날짜와 시간이 아닙니다",
     "url_parsing": "올바른 URL이 아닙니다",
+    "null_forbidden": "값을 비울 수 없습니다. 바꾸지 않으려면 이 항목을 빼 주세요",
+    "style_unknown": "없는 스타일입니다. 고를 수 있는 스타일: {choices}",
 }
 _KO_OTHER = "값이 올바르지 않습니다"
 _KO_EMAIL = "올바른 이메일 주소가 아닙니다"
@@ -84,8 +86,8 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
         msg = str(error.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
         if kind == "value_error" and "email address" in msg:
             return EMAIL_INVALID  # email-validator's reasons quote the address ("found `x`")
-        if kind == "extra_forbidden":
-            return EXTRA_FIELD  # pydantic: "Extra inputs are not permitted"
+        if kind in _EN_MESSAGES:
+            return _EN_MESSAGES[kind]
         return _json_spelling(msg) if kind in ("literal_error", "enum") else msg
     if kind == "value_error" and NOT_MAILABLE in str(error.get("msg", "")):
         return _KO_NOT_MAILABLE
@@ -97,7 +99,8 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
         for name, value in (error.get("ctx") or {}).items()
     }
     if kind in ("literal_error", "enum") and isinstance(ctx.get("expected"), str):
-        ctx["expected"] = _json_spelling(ctx["expected"])
+        # pydantic's list ends in English: "'en' or 'ko'"
+        ctx["expected"] = _json_spelling(ctx["expected"]).replace(" or ", ", ")
     try:
         return template.format(**ctx)
     except (KeyError, IndexError, ValueError):
@@ -115,6 +118,16 @@ _KO_NOT_MAILABLE = (
     "@ 앞부분에는 영문자, 숫자, 기호만 쓸 수 있으니 다른 주소를 써 주세요"
 )
 EXTRA_FIELD = "not a field of this request"
+NULL_FIELD = "may not be null; leave the field out to keep its value"  # schemas.not_null
+# pydantic's English where a JSON client needs other words, by error `type` (the `errors` list keeps
+# pydantic's `msg`). Request bodies are strict (schemas.BodyIn): the `*_type` errors there mean a
+# value of another JSON type, mostly a number or boolean sent as a string.
+_EN_MESSAGES = {
+    "extra_forbidden": EXTRA_FIELD,  # pydantic: "Extra inputs are not permitted"
+    "bool_type": "must be true or false, without quotes",
+    "int_type": "must be a whole number like 2, without quotes",
+    "float_type": "must be a number like 2.5, without quotes",
+}
 
 
 def _json_spelling(text: str) -> str:

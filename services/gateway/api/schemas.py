@@ -2,12 +2,13 @@
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import email_validator
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, Strict
+from pydantic_core import PydanticCustomError
 
-from services.gateway.api.errors import NOT_MAILABLE
+from services.gateway.api.errors import NOT_MAILABLE, NULL_FIELD
 from shared.i18n import Sentence, by_code, current_locale, job_error_message, stage_text
 from shared.jobs.events import job_values
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
@@ -19,9 +20,45 @@ class Message(BaseModel):
 
 class BodyIn(BaseModel):
     """A request body. A field it does not have is a 422 that names it: a typo (`local` for
-    `locale`) or a field of another endpoint would otherwise be dropped while the answer says 200."""
+    `locale`) or a field of another endpoint would otherwise be dropped while the answer says 200.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: a field takes JSON's own type (`true`/`false` for a bool, a number for an int), not
+    `"yes"` or `"2"`. FastAPI validates the body after `json.loads` in pydantic's Python mode, where
+    strict also refuses the strings JSON carries UUIDs, datetimes and enums in: give such a field a
+    type that takes them (`JsonUUID`). tests/gateway/test_request_bodies.py sends every body.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# A UUID as JSON carries it, a string (or a uuid.UUID from Python).
+JsonUUID = Annotated[uuid.UUID, Strict(False)]
+
+
+def json_bool(value: object) -> object:
+    """`value` if it is JSON's true or false, else a 422 `bool_type`: a `Literal[True]` field takes
+    1 as well, strict or not (1 == True in Python)."""
+    if not isinstance(value, bool):
+        raise PydanticCustomError("bool_type", "Input should be a valid boolean")
+    return value
+
+
+def not_null(value: object) -> object:
+    """A PATCH field's value, never null: left out, the field keeps its value; a null for a field
+    that cannot be null was dropped while the answer said 200."""
+    if value is None:
+        raise PydanticCustomError("null_forbidden", NULL_FIELD)
+    return value
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # `null` is no value the field takes
+
+
+T = TypeVar("T")
+# A field of a PATCH body: `X` or left out (None on the model: read it with `exclude_unset`); null is
+# a 422 naming it. Its OpenAPI schema is X's alone.
+Patch = Annotated[T, BeforeValidator(not_null), Field(json_schema_extra=_no_default)]
 
 
 def mailable(address: str) -> str:
@@ -111,12 +148,14 @@ class UserOut(BaseModel):
 
 
 class UserPatch(BodyIn):
-    locale: Literal["en", "ko"] | None = None
-    email_results: bool | None = None
+    """The account settings to change; a field left out keeps its value (null is a 422)."""
+
+    locale: Patch[Literal["en", "ko"]] = None
+    email_results: Patch[bool] = None
 
 
 class ConsentIn(BodyIn):
-    accept: Literal[True]
+    accept: Annotated[Literal[True], BeforeValidator(json_bool)]
 
 
 class JobOut(BaseModel):

@@ -26,7 +26,8 @@ async def read_me(claims: Claims) -> Response:
 
 @router.patch("", response_model=UserOut)
 def update_me(body: UserPatch, user: CurrentUser, session: SessionDep) -> UserOut:
-    for field, value in body.model_dump(exclude_none=True).items():
+    """Change the fields sent; the others keep their values (a null is a 422: schemas.Patch)."""
+    for field, value in body.model_dump(exclude_unset=True).items():
         setattr(user, field, value)
     session.commit()
     return UserOut.of(user)

@@ -8,7 +8,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -23,7 +24,7 @@ from services.gateway.api.deps import (
     owned,
 )
 from services.gateway.api.language import Refusal
-from services.gateway.api.schemas import BodyIn, JobOut, Message
+from services.gateway.api.schemas import BodyIn, JobOut, JsonUUID, Message
 from services.gateway.idempotency import replay
 from shared import storage
 from shared.config import get_settings
@@ -93,11 +94,26 @@ def style_preview(style_id: str) -> FileResponse:
 # -- portraits --------------------------------------------------------------------------------
 
 
+STYLE_UNKNOWN = "not one of the styles: {choices}"
+
+
+def known_style(style_id: str) -> str:
+    """`style_id` if the catalogue has it (shared/styles), else a 422 `style_unknown` at its place in
+    the list that names the styles, never the value sent (a typo, or 1,000 emoji, or a NUL byte)."""
+    styles = load_styles()
+    if style_id not in styles:
+        raise PydanticCustomError("style_unknown", STYLE_UNKNOWN, {"choices": ", ".join(styles)})
+    return style_id
+
+
+StyleId = Annotated[str, Field(max_length=64, examples=["studio-business"]), AfterValidator(known_style)]
+
+
 class PortraitsIn(BodyIn):
-    likeness_id: uuid.UUID
-    styles: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=16)
+    likeness_id: JsonUUID
+    styles: list[StyleId] = Field(min_length=1, max_length=16)
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
-    pose_id: uuid.UUID | None = None  # one of the user's ready pose photos, in place of each style's pose
+    pose_id: JsonUUID | None = None  # one of the user's ready pose photos, in place of each style's pose
 
 
 class PortraitsStarted(BaseModel):
@@ -152,9 +168,6 @@ def start_generation(
     body: PortraitsIn, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
 ) -> PortraitsStarted:
     """Generate `count` portraits in each chosen style; follow the returned job for progress."""
-    unknown = [s for s in body.styles if s not in load_styles()]
-    if unknown:
-        raise Refusal(422, "style.unknown", styles=", ".join(unknown), choices=", ".join(load_styles()))
     styles = list(dict.fromkeys(body.styles))  # each style once, in the order asked
     likeness = owned(session, Likeness, body.likeness_id, user, "Likeness")
     if likeness.status != "ready":
