@@ -16,6 +16,9 @@ Phases (same models, in this order; each reports seconds per portrait and portra
   peft adapters, the style's step counts.
 - batched: fp16 + channels_last + fused QKV, portraits batched (4 per txt2img/img2img call,
   8 crops/tiles per inpaint/tile call), LoRAs baked into the weights, txt2img 20 steps.
+- graphed: batched + CUDA graphs of the UNet and ControlNets (services/generator/graphed.py),
+  captured per shape by `warm_up` (seconds reported apart), the graphed-vs-eager latents check,
+  and the captures a later job and a second user's job make (none expected).
 - compiled: batched + the product's compiled networks (services/generator/compiled.py): static
   shape buckets of the style, compiled or loaded from the compile cache under MODEL_DIR by
   `warm_up` (its seconds and cache hits reported apart), and the compiled-vs-eager latents check.
@@ -26,6 +29,7 @@ Needs diffusers, peft and spandrel (pure-python wheels: carry them to the GPU ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -216,10 +221,20 @@ def lora_seconds(pipeline: PortraitPipeline, likeness: Path, style, repeats: int
 
 
 @torch.no_grad()
-def same_pictures(pipeline: PortraitPipeline, style, likeness: Path) -> dict:
-    """Max |compiled - eager| of the final latents, for a txt2img batch (UNet + OpenPose
+@contextlib.contextmanager
+def _force_eager_compile():
+    torch.compiler.set_stance("force_eager")
+    try:
+        yield
+    finally:
+        torch.compiler.set_stance("default")
+
+
+def same_pictures(pipeline: PortraitPipeline, style, likeness: Path, eager=None) -> dict:
+    """Max |fast - eager| of the final latents, for a txt2img batch (UNet + OpenPose
     ControlNet) and a partial batch of 3 upscale tiles (UNet + tile ControlNet), both through
-    the compiled networks and again with torch.compile's stance "force_eager"."""
+    the compiled (or graphed) networks and again within `eager()` (default: torch.compile's
+    stance "force_eager")."""
     from PIL import Image
 
     from services.generator.prompts import encode_prompt_pair
@@ -265,14 +280,11 @@ def same_pictures(pipeline: PortraitPipeline, style, likeness: Path) -> dict:
         return [a.float(), b.float()]  # fmt: skip
 
     fast = run()
-    torch.compiler.set_stance("force_eager")
-    try:
-        eager = run()
-    finally:
-        torch.compiler.set_stance("default")
+    with (eager or _force_eager_compile)():
+        reference = run()
     return {
         name: {"max_abs_diff": round((x - y).abs().max().item(), 5), "latent_std": round(y.std().item(), 4)}
-        for name, x, y in zip(("txt2img", "tiles"), fast, eager, strict=True)
+        for name, x, y in zip(("txt2img", "tiles"), fast, reference, strict=True)
     }
 
 
@@ -380,7 +392,7 @@ def main() -> None:
             extra["profile"] = gpu_stats.gpu_busy(lambda: naive(likeness, style, seed=2, count=2))
         report["phases"].append(phase_result("baseline", total, args.count, stages, **extra))
 
-    if {"batched", "contiguous", "compiled"} & set(phases):
+    if {"batched", "contiguous", "graphed", "compiled"} & set(phases):
         from services.generator.acceleration import accelerate
 
         accelerate(models, channels_last=not args.tiny, fuse_qkv=True)
@@ -420,6 +432,58 @@ def main() -> None:
             report["phases"].append(
                 phase_result("contiguous", total, args.count, stages, txt2img_steps=fast_steps, **extra)
             )
+        if "graphed" in phases:
+            # CUDA graphs of the eager networks (services/generator/graphed.py): captured per
+            # shape by warm_up (the style's full batch and one portrait), no compiler.
+            from services.generator import graphed
+
+            began = time.perf_counter()
+            buckets = fast_pipe.graph([fast])
+            warm = fast_pipe.warm_up(freeze=False)
+            warm_up_seconds = time.perf_counter() - began
+            forwards = {
+                n: net.forward
+                for n, net in models.networks().items()
+                if isinstance(getattr(net, "forward", None), graphed.GraphedForward)
+            }
+
+            def captures() -> dict[str, int]:
+                return {n: f.captures for n, f in forwards.items()}
+
+            at_warm_up = captures()
+            same = same_pictures(fast_pipe, fast, likeness, eager=graphed.eager)
+            timed(fast_pipe, likeness, fast, args.count, seed=0)  # partial batches get captured
+            after_first = captures()
+            total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
+            extra = {"peak_gpu_memory_gib": gpu_stats.peak_memory_gib()}
+            if args.profile and device == "cuda":
+                extra["profile"] = gpu_stats.gpu_busy(
+                    lambda: fast_pipe(likeness, fast, seed=2, count=args.count)
+                )
+            latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
+            # a second user (another LoRA, rank 8): no new capture, and the graphs see its weights
+            other = make_likeness(models.base, workdir / "likeness-b", max(1, args.lora_rank // 2))
+            timed(fast_pipe, other, fast, args.count, seed=4)
+            mine = np.asarray(fast_pipe(other, fast, seed=6, count=1)[0].image, dtype=np.int16)
+            with graphed.eager():
+                reference = np.asarray(fast_pipe(other, fast, seed=6, count=1)[0].image, dtype=np.int16)
+            report["phases"].append(
+                phase_result(
+                    "graphed", total, args.count, stages, txt2img_steps=fast_steps,
+                    buckets=len(buckets), warm_up_seconds=round(warm_up_seconds, 1),
+                    bucket_seconds=warm, same_pictures=same,
+                    second_user_pixels_max_diff=int(np.abs(mine - reference).max()),
+                    graphs={n: len(f.graphs) for n, f in forwards.items()},
+                    captures={"warm_up": at_warm_up,
+                              "first_set": {n: after_first[n] - at_warm_up[n] for n in forwards},
+                              "later_jobs": {n: c - after_first[n] for n, c in captures().items()}},
+                    network_calls={n: f.calls for n, f in forwards.items()},
+                    one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
+                )
+            )  # fmt: skip
+            for net in models.networks().values():  # eager again for the phases after this one
+                if net is not None and "forward" in vars(net):
+                    del net.forward
         if "compiled" in phases:
             # The product's path (services/generator/compiled.py): static shape buckets of the
             # style, compiled (or loaded from the compile cache under MODEL_DIR) by warm_up.
@@ -466,18 +530,19 @@ def main() -> None:
 
     by_name = {p["phase"]: p for p in report["phases"]}
     if "baseline" in by_name:
-        for name in ("batched", "compiled"):
+        for name in ("batched", "graphed", "compiled"):
             if name in by_name:
                 report[f"speedup_{name}"] = round(
                     by_name["baseline"]["seconds"] / by_name[name]["seconds"], 2
                 )
-    if "batched" in by_name and "compiled" in by_name:  # the same-run eager baseline of the product
-        b, c = by_name["batched"], by_name["compiled"]
-        report["compiled_vs_eager"] = {
-            "seconds_per_portrait": [b["seconds_per_portrait"], c["seconds_per_portrait"]],
-            "one_portrait_seconds": [b.get("one_portrait_seconds"), c.get("one_portrait_seconds")],
-            "speedup": round(b["seconds"] / c["seconds"], 2),
-        }
+    for fast_name in ("graphed", "compiled"):  # against the same-run eager baseline of the product
+        if "batched" in by_name and fast_name in by_name:
+            b, c = by_name["batched"], by_name[fast_name]
+            report[f"{fast_name}_vs_eager"] = {
+                "seconds_per_portrait": [b["seconds_per_portrait"], c["seconds_per_portrait"]],
+                "one_portrait_seconds": [b.get("one_portrait_seconds"), c.get("one_portrait_seconds")],
+                "speedup": round(b["seconds"] / c["seconds"], 2),
+            }
     text = json.dumps(report, indent=2)
     print(text)
     out = args.out or (Path(os.environ["OUT"]) / "generate_bench.json" if os.environ.get("OUT") else None)

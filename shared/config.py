@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     # The compiled kernels are cached under model_dir/compile-cache (a volume in Kubernetes).
     compile_networks: Literal["auto", "on", "off"] = "auto"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
+    # CUDA graphs of the same networks instead (services/generator/graphed.py): captured per
+    # shape in seconds at warm-up, no compiler; used on CUDA when the networks are not compiled.
+    cuda_graphs: Literal["on", "off"] = "on"
 
     log_json: bool = True
     # /healthz, /readyz, /metrics of every process (the gateway's /metrics only here, never public); 0 = off

@@ -120,9 +120,14 @@ class StaticForward:
         self.kind = kind  # "unet" | "controlnet"
         self.batches = {hw: sorted(set(b)) for hw, b in batches.items()}
         self.eager = type(module).forward.__get__(module)
-        self.compiled = torch.compile(self._core, dynamic=False, **compile_kw)
+        self.compiled = self._runner(**compile_kw)
         self.calls = {"compiled": 0, "eager": 0}
         self._eager_shapes: set[tuple[int, ...]] = set()
+
+    def _runner(self, **compile_kw):
+        """What runs `_core` for a bucket: here torch.compile (services/generator/graphed.py
+        replays CUDA graphs instead)."""
+        return torch.compile(self._core, dynamic=False, **compile_kw)
 
     def _core(self, sample, timestep, hidden, extra, scale):
         if self.kind == "unet":
@@ -135,15 +140,19 @@ class StaticForward:
         down, mid = self.eager(sample, timestep, hidden, extra, conditioning_scale=scale, return_dict=False)
         return tuple(down), mid
 
-    def _rows(self, sample, hidden, args, kwargs) -> int | None:
-        """The bucket batch of this call, or None to run it eagerly."""
+    def _canonical(self, hidden, args, kwargs) -> bool:
+        """Whether the call has the canonical form `_core` runs (else it runs eagerly)."""
         allowed = {"return_dict", "down_block_additional_residuals", "mid_block_additional_residual"}
         if self.kind == "controlnet":
             allowed = {"return_dict", "controlnet_cond", "conditioning_scale"}
         for key, value in kwargs.items():
             if key not in allowed and not (key in self._NEUTRAL and value is self._NEUTRAL[key]):
-                return None
-        if args or hidden is None or (self.kind == "controlnet" and "controlnet_cond" not in kwargs):
+                return False
+        return not (args or hidden is None or (self.kind == "controlnet" and "controlnet_cond" not in kwargs))
+
+    def _rows(self, sample, hidden, args, kwargs) -> int | None:
+        """The bucket batch of this call, or None to run it eagerly."""
+        if not self._canonical(hidden, args, kwargs):
             return None
         sizes = self.batches.get(tuple(sample.shape[-2:]), [])
         return next((b for b in sizes if b >= sample.shape[0]), None)

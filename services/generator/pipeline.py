@@ -180,9 +180,14 @@ class PortraitPipeline:
             pipeline = cls(models, **kwargs)
             pipeline.compile()
             return pipeline
+        if cuda and graphs_wanted():
+            kwargs["lora_mode"] = "baked"  # CUDA graphs read the parameters where they were
+            pipeline = cls(models, **kwargs)
+            pipeline.graph()
+            return pipeline
         return cls(models, **kwargs)
 
-    # -- compiled networks (services/generator/compiled.py) ----------------------------------
+    # -- compiled networks (compiled.py) or CUDA graphs (graphed.py) --------------------------
 
     def compile(self, styles: list[Style] | None = None, mode: str | None = None, backend: str = "inductor"):
         """Compile the UNet and ControlNets for the shape buckets of `styles` (default: every
@@ -190,27 +195,47 @@ class PortraitPipeline:
         `warm_up`. Returns the buckets."""
         from services.generator import compiled
         from shared.config import get_settings
-        from shared.styles import load_styles
 
         if self._loras is not BakedLoras:
             raise ValueError("compiled networks need lora_mode='baked'")
-        styles = list(load_styles().values()) if styles is None else styles
-        if self.scale is not None:
-            styles = [scale_style(s, self.scale) for s in styles]
-        multiple = self.models.base.vae_scale_factor * 2 ** (
-            len(self.models.base.unet.config.block_out_channels) - 1
-        )
-        self.buckets = compiled.shape_buckets(
-            styles, self.batch_size, self.models.base.vae_scale_factor, multiple
-        )
+        self.buckets = self._buckets(styles, [self.batch_size])
         if backend == "inductor":
             compiled.use_compile_cache(get_settings().model_dir, self.models.base.device)
         compiled.compile_networks(self.models, self.buckets, mode or get_settings().compile_mode, backend)
         return self.buckets
 
+    def graph(self, styles: list[Style] | None = None) -> list:
+        """Replay the UNet and ControlNets from CUDA graphs (services/generator/graphed.py), the
+        alternative to `compile`. `warm_up` captures the shapes of `styles` (default: every style)
+        for a full batch and for one portrait; other shapes are captured when they first come.
+        Returns those shapes (compiled.Bucket)."""
+        from services.generator import graphed
+
+        if self._loras is not BakedLoras:
+            raise ValueError("CUDA graphs need lora_mode='baked'")
+        self.buckets = self._buckets(styles, sorted({1, self.batch_size}))
+        graphed.graph_networks(self.models, self.buckets)
+        return self.buckets
+
+    def _buckets(self, styles: list[Style] | None, batch_sizes: list[int]) -> list:
+        """compiled.shape_buckets of `styles` (default: every style) at this pipeline's scale."""
+        from services.generator import compiled
+        from shared.styles import load_styles
+
+        styles = list(load_styles().values()) if styles is None else styles
+        if self.scale is not None:
+            styles = [scale_style(s, self.scale) for s in styles]
+        base = self.models.base
+        multiple = base.vae_scale_factor * 2 ** (len(base.unet.config.block_out_channels) - 1)
+        found = set()
+        for size in batch_sizes:
+            found |= set(compiled.shape_buckets(styles, size, base.vae_scale_factor, multiple))
+        return sorted(found)
+
     def warm_up(self, freeze: bool = True) -> dict[str, float]:
-        """Compile (or load from the compile cache) every bucket; then, with `freeze`, allow no
-        further compiles in this process. Returns seconds per bucket."""
+        """Compile (or load from the compile cache), or capture as CUDA graphs, every bucket;
+        then, with `freeze`, allow no further compiles in this process. Returns seconds per
+        bucket."""
         from services.generator import compiled
 
         seconds = compiled.warm_up(self.models, self.buckets)
@@ -527,6 +552,13 @@ def compile_wanted(cuda: bool) -> bool:
 
     setting = get_settings().compile_networks
     return setting == "on" or (setting == "auto" and cuda)
+
+
+def graphs_wanted() -> bool:
+    """The CUDA_GRAPHS setting ("on" or "off"; used on CUDA when the networks are not compiled)."""
+    from shared.config import get_settings
+
+    return get_settings().cuda_graphs == "on"
 
 
 def _registry_lora(name: str) -> Path:

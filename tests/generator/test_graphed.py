@@ -1,0 +1,143 @@
+"""CUDA graphs of the generator's networks (services/generator/graphed.py), tiny preset on a GPU.
+
+Skipped where there is no CUDA device (CI, the 2-core machines): CUDA graphs exist only there.
+Run on a GPU machine with `python -m pytest --noconftest tests/generator/test_graphed.py` (this
+file builds its own models, so it needs none of the stack's fixtures).
+
+- The graphed latents equal the eager ones (same kernels, float32): txt2img under the OpenPose
+  ControlNet at a full batch, and a partial batch of 3 upscale tiles under the tile ControlNet.
+- A second user's job (another likeness LoRA, baked into the same weights) captures nothing new
+  and its portrait equals the eager one: the graphs read the baked weights.
+- A parameter whose storage changes makes its network capture again instead of replaying
+  against the old memory.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from services.generator import graphed
+from services.generator.pipeline import PortraitPipeline, Scale, scale_style
+from services.generator.prompts import encode_prompt_pair
+from services.generator.resident import ResidentModels
+from shared.styles import get_style
+from tests.generator.helpers import FixedDetector, make_lora
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+SMALL = Scale(width=64, height=96, steps=2, detail_size=64, tile=64, padding=16)
+STYLE = "film-outdoor"
+TOLERANCE = 1e-4  # max |graphed - eager| of the final latents (float32, the same kernels)
+
+
+@pytest.fixture
+def pipeline() -> PortraitPipeline:
+    """A graphed pipeline on fresh tiny models on the GPU (each test installs its own graphs)."""
+    from shared.ml import loading
+
+    torch.manual_seed(0)
+    models = ResidentModels(
+        base=loading.load_base_pipeline("tiny", "cuda"),
+        controlnet_openpose=loading.load_controlnet("openpose", "tiny", "cuda"),
+        controlnet_tile=loading.load_controlnet("tile", "tiny", "cuda"),
+        upscaler=loading.load_upscaler("tiny", "cuda"),
+        detectors={"face": FixedDetector([(26, 36, 38, 48)]), "hand": None},
+        preset="tiny",
+        base_name="tiny",
+        hashes={"base": "0123456789"},
+    )
+    models.base.set_progress_bar_config(disable=True)
+    pipe = PortraitPipeline(models, scale=SMALL, batch_size=2, lora_mode="baked", score_identity=False)
+    pipe.graph([get_style(STYLE)])
+    pipe.warm_up(freeze=False)
+    return pipe
+
+
+def _likeness(pipeline, folder, seed: int):
+    folder.mkdir()
+    make_lora(pipeline.models.base, folder / "pytorch_lora_weights.safetensors", seed=seed)
+    (folder / "likeness.json").write_text(json.dumps({"trigger_word": "sks", "class_word": "woman"}))
+    return folder
+
+
+def _captures(pipeline) -> dict[str, int]:
+    return {name: net.forward.captures for name, net in pipeline.models.networks().items() if net is not None
+            and isinstance(net.forward, graphed.GraphedForward)}  # fmt: skip
+
+
+def _pixels(result) -> np.ndarray:
+    return np.asarray(result.image, dtype=np.int16)
+
+
+def test_graphed_latents_equal_eager(pipeline):
+    style = scale_style(get_style(STYLE), SMALL)
+    base = pipeline.models.base
+    embeds = encode_prompt_pair(base.tokenizer, base.text_encoder, "portrait photo", "blurry")
+    pose = Image.new("RGB", (64, 96), (40, 80, 120))
+    tiles = [Image.effect_noise((96, 96), 40 + 10 * k).convert("RGB") for k in range(3)]
+
+    def latents():
+        t2i = pipeline.txt2img.posed(style.txt2img.sampler)(
+            prompt_embeds=embeds.prompt_embeds.repeat(2, 1, 1),
+            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(2, 1, 1),
+            image=pose, width=64, height=96, num_inference_steps=2, guidance_scale=5.0,
+            controlnet_conditioning_scale=0.8, output_type="latent",
+            generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+        ).images  # fmt: skip
+        tile = pipeline.upscale.derived("DPM++ 2M Karras")(
+            prompt_embeds=embeds.prompt_embeds.repeat(3, 1, 1),
+            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(3, 1, 1),
+            image=tiles, control_image=tiles, width=96, height=96, strength=0.5,
+            num_inference_steps=4, guidance_scale=5.0, controlnet_conditioning_scale=1.0,
+            output_type="latent", generator=[torch.Generator().manual_seed(s) for s in (3, 4, 5)],
+        ).images  # fmt: skip
+        return t2i, tile
+
+    with graphed.eager():
+        eager = latents()
+    before = {name: net.forward.calls["compiled"] for name, net in pipeline.models.networks().items()
+              if isinstance(getattr(net, "forward", None), graphed.GraphedForward)}  # fmt: skip
+    fast = latents()
+    nets = pipeline.models.networks()
+    for name in ("unet", "controlnet_openpose", "controlnet_tile"):
+        assert nets[name].forward.calls["compiled"] > before[name], f"{name} was not replayed"
+    for name, a, b in zip(("txt2img", "tiles"), eager, fast, strict=True):
+        assert a.shape == b.shape
+        diff = (a - b).abs().max().item()
+        assert diff <= TOLERANCE, f"{name}: graphed latents differ from eager by {diff}"
+
+
+def test_second_users_job_captures_nothing_and_sees_its_lora(pipeline, tmp_path):
+    style = get_style(STYLE)
+    first = pipeline(_likeness(pipeline, tmp_path / "a", 7), style, seed=1, count=2)
+    captured = _captures(pipeline)
+    second_user = _likeness(pipeline, tmp_path / "b", 8)
+    second = pipeline(second_user, style, seed=5, count=2)
+    assert _captures(pipeline) == captured, "the second user's job captured new graphs"
+    with graphed.eager():
+        reference = pipeline(second_user, style, seed=5, count=2)
+    assert np.abs(_pixels(first[0]) - _pixels(second[0])).max() > 0
+    for made, ref in zip(second, reference, strict=True):
+        assert np.abs(_pixels(made) - _pixels(ref)).max() <= 1, "the graphs did not use the baked LoRA"
+
+
+def test_moved_parameters_are_captured_again(pipeline):
+    unet = pipeline.models.base.unet
+    forward = unet.forward
+    sample = torch.randn(2, unet.config.in_channels, 12, 8, device="cuda")
+    hidden = torch.randn(2, 77, unet.config.cross_attention_dim, device="cuda")
+    t = torch.tensor(500, device="cuda")
+    forward(sample, t, encoder_hidden_states=hidden, return_dict=False)
+    captures = forward.captures
+    weight = unet.conv_in.weight
+    weight.data = weight.data.clone() * 1.5  # new storage, new values: the old graph is stale
+    (out,) = forward(sample, t, encoder_hidden_states=hidden, return_dict=False)
+    with graphed.eager():
+        (ref,) = forward(sample, t, encoder_hidden_states=hidden, return_dict=False)
+    assert forward.captures == captures + 1
+    assert (out - ref).abs().max().item() <= TOLERANCE
