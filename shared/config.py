@@ -147,14 +147,15 @@ class Settings(BaseSettings):
     # bench weights of bench/sd15_random.py (its own hashes). Production leaves it unset.
     model_manifest: Path | None = None
     device: str = "auto"
-    # torch.compile of the generator's UNet and ControlNets for the styles' fixed shape buckets
-    # (services/generator/compiled.py): "auto" = on for CUDA, off on the CPU (tiny preset, tests).
-    # The compiled kernels are cached under model_dir/compile-cache (a volume in Kubernetes).
-    compile_networks: Literal["auto", "on", "off"] = "auto"
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
-    # CUDA graphs of the same networks instead (services/generator/graphed.py): captured per
-    # shape in seconds at warm-up, no compiler; used on CUDA when the networks are not compiled.
+    # CUDA graphs of the generator's UNet and ControlNets (services/generator/graphed.py): captured
+    # per shape in seconds at warm-up, no compiler; used on CUDA unless the networks are compiled.
     cuda_graphs: Literal["on", "off"] = "on"
+    # torch.compile of the same networks for the styles' fixed shape buckets instead
+    # (services/generator/compiled.py): "auto" = on for CUDA, off on the CPU (tiny preset, tests).
+    # Off by default: minutes of compiling per worker start (a minute with the compile cache under
+    # model_dir/compile-cache) for no faster set than CUDA graphs (bench/results/, issue 21).
+    compile_networks: Literal["auto", "on", "off"] = "off"
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
 
     log_json: bool = True
     # /healthz, /readyz, /metrics of every process (the gateway's /metrics only here, never public); 0 = off

@@ -108,8 +108,9 @@ def warmup_cmd(
     preset: str | None = typer.Option(None, "--preset", help="tiny | sd15 (default: settings)"),
     device: str | None = typer.Option(None, "--device", help="cpu | cuda (default: settings)"),
 ) -> None:
-    """Compile the UNet and ControlNets for every style's shape buckets, or load them from the
-    compile cache under MODEL_DIR; prints seconds per bucket. Run it once per GPU type and torch
+    """For COMPILE_NETWORKS=on (CUDA graphs, the default, need no cache): compile the UNet and
+    ControlNets for every style's shape buckets, or load them from the compile cache under
+    MODEL_DIR; prints seconds per bucket. Run it once per GPU type and torch
     version (e.g. as a Kubernetes Job or initContainer on the model volume) so workers start warm."""
     import json
     import os
