@@ -463,6 +463,10 @@ def main() -> None:
                 )
             timed(fast_pipe, likeness, fast, 1, seed=0)  # warm-up of the one-portrait shapes
             latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
+            if args.profile and device == "cuda":
+                extra["one_portrait_profile"] = gpu_stats.gpu_busy(
+                    lambda: fast_pipe(likeness, fast, seed=3, count=1)
+                )
             # a second user (another LoRA, rank 8): no new capture, and the graphs see its weights
             other = make_likeness(models.base, workdir / "likeness-b", max(1, args.lora_rank // 2))
             timed(fast_pipe, other, fast, args.count, seed=4)

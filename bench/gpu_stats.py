@@ -60,12 +60,23 @@ def gpu_busy(fn: Callable[[], object], top: int = 8) -> dict:
         if e.device_type == torch.autograd.DeviceType.CUDA:
             kernels[e.name] = kernels.get(e.name, 0.0) + (e.time_range.end - e.time_range.start)
     total = sum(kernels.values()) or 1.0
+    # the aten operators whose kernels took the GPU time (aten::copy_ = layout or dtype copies)
+    ops = {
+        a.key: getattr(a, "self_device_time_total", 0.0) or getattr(a, "self_cuda_time_total", 0.0)
+        for a in prof.key_averages()
+    }
+    ops_total = sum(ops.values()) or 1.0
     return {
         "wall_seconds": round(wall, 3),
         "gpu_busy_share": round(busy_us / 1e6 / wall, 3),
         "top_kernels": [
-            {"name": name[:90], "share": round(t / total, 3)}
+            {"name": name[:200], "share": round(t / total, 3)}
             for name, t in sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
+        ],
+        "top_ops": [
+            {"op": key, "share": round(t / ops_total, 3)}
+            for key, t in sorted(ops.items(), key=lambda kv: -kv[1])[:top]
+            if t > 0
         ],
     }
 
