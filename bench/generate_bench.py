@@ -18,7 +18,7 @@ Phases (same models, in this order; each reports seconds per portrait and portra
   8 crops/tiles per inpaint/tile call), LoRAs baked into the weights, txt2img 20 steps.
 - graphed: batched + CUDA graphs of the UNet and ControlNets (services/generator/graphed.py),
   captured per shape by `warm_up` (seconds reported apart), the graphed-vs-eager latents check,
-  and the captures a later job and a second user's job make (none expected).
+  and the captures later jobs make (a new partial batch size only; a second user's job none).
 - compiled: batched + the product's compiled networks (services/generator/compiled.py): static
   shape buckets of the style, compiled or loaded from the compile cache under MODEL_DIR by
   `warm_up` (its seconds and cache hits reported apart), and the compiled-vs-eager latents check.
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import sys
@@ -220,7 +221,6 @@ def lora_seconds(pipeline: PortraitPipeline, likeness: Path, style, repeats: int
             "baseline_peft_fuse": peft_fuse, "baseline_peft_restore": peft_restore}  # fmt: skip
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def _force_eager_compile():
     torch.compiler.set_stance("force_eager")
@@ -230,6 +230,7 @@ def _force_eager_compile():
         torch.compiler.set_stance("default")
 
 
+@torch.no_grad()
 def same_pictures(pipeline: PortraitPipeline, style, likeness: Path, eager=None) -> dict:
     """Max |fast - eager| of the final latents, for a txt2img batch (UNet + OpenPose
     ControlNet) and a partial batch of 3 upscale tiles (UNet + tile ControlNet), both through
@@ -490,6 +491,9 @@ def main() -> None:
             for net in models.networks().values():  # eager again for the phases after this one
                 if net is not None and "forward" in vars(net):
                     del net.forward
+            del forwards  # the graphs, their buffers and the pool go before the next phase
+            gc.collect()
+            torch.cuda.empty_cache()
         if "compiled" in phases:
             # The product's path (services/generator/compiled.py): static shape buckets of the
             # style, compiled (or loaded from the compile cache under MODEL_DIR) by warm_up.

@@ -13,8 +13,11 @@ How it works:
   same eager fallback for calls outside it. Instead of a compiled function it keeps one
   `torch.cuda.CUDAGraph` per distinct set of input shapes, dtypes and strides, captured on the
   first call of that set (`warm_up` makes those calls for the styles' buckets ahead of any job;
-  a partial batch is captured when it first comes, up to `max_graphs` per network). Batches are
-  not padded: a graph per batch size costs only its capture.
+  another batch size of a bucket's spatial size, a partial batch, is captured when it first comes,
+  up to `max_graphs` per network). Batches are not padded: a graph per batch size costs only its
+  capture. Spatial sizes outside the buckets (a detailer crop that is not square) run eagerly: each
+  graph keeps its static inputs and outputs (the UNet's 13 ControlNet residuals among them) for the
+  life of the process. Calls with autograd on run eagerly too (the pipelines run under no_grad).
 - A call copies its tensors into the graph's static inputs, replays, and returns clones of the
   static outputs (the next replay overwrites them; schedulers keep model outputs between steps).
 - All graphs of the process share one memory pool: they replay one after another on one stream,
@@ -95,6 +98,7 @@ class GraphedForward(StaticForward):
         self.max_graphs = max_graphs
         self.graphs: dict[tuple, _Graph] = {}
         self.captures = 0  # every capture of this network, recaptures after a storage change too
+        self.replays = 0
         self._overflow: set[tuple] = set()
         self._uncapturable: set[tuple] = set()
         super().__init__(module, kind, batches)
@@ -107,17 +111,21 @@ class GraphedForward(StaticForward):
         return [p.data_ptr() for p in self.module.parameters()]
 
     def _rows(self, sample, hidden, args, kwargs) -> int | None:
-        """Every canonical CUDA call is graphed at its own batch size (no padding, no bucket
-        needed); None: run it eagerly."""
-        if getattr(_state, "eager", False) or sample.device.type != "cuda":
+        """A canonical CUDA call of a bucket's spatial size is graphed at its own batch size (no
+        padding); None: run it eagerly."""
+        if getattr(_state, "eager", False) or sample.device.type != "cuda" or torch.is_grad_enabled():
             return None
-        return sample.shape[0] if self._canonical(hidden, args, kwargs) else None
+        if tuple(sample.shape[-2:]) not in self.batches or not self._canonical(hidden, args, kwargs):
+            return None
+        return sample.shape[0]
 
     def _replay(self, *args):
         flat, spec = pytree.tree_flatten(args)
         if self._parameter_addresses() != self._addresses:
             log.warning("%s parameters moved: dropping %d CUDA graphs", self.kind, len(self.graphs))
             self.graphs.clear()
+            self._overflow.clear()
+            self._uncapturable.clear()
             self._addresses = self._parameter_addresses()
         key = _key(flat)
         entry = self.graphs.get(key)
@@ -132,6 +140,9 @@ class GraphedForward(StaticForward):
                 return self._core(*args)
             try:
                 entry = self._capture(flat, spec)
+            except torch.cuda.OutOfMemoryError:  # this time only: eager needs less memory
+                log.warning("%s: no memory to capture input %s; it runs eagerly", self.kind, key[0])
+                return self._core(*args)
             except RuntimeError:  # an op that cannot be captured: this shape stays eager
                 log.exception("%s: capture failed for input %s; it runs eagerly", self.kind, key[0])
                 self._uncapturable.add(key)
@@ -140,6 +151,7 @@ class GraphedForward(StaticForward):
         for buffer, x in zip(entry.inputs, (x for x in flat if isinstance(x, torch.Tensor)), strict=True):
             buffer.copy_(x)
         entry.graph.replay()
+        self.replays += 1
         return pytree.tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, entry.outputs)
 
     def _capture(self, flat: list, spec) -> _Graph:
@@ -153,9 +165,16 @@ class GraphedForward(StaticForward):
                 self._core(*args)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: CUDA calls of other threads (the warm-up thread) stay legal
-        with torch.cuda.graph(graph, pool=_pool(), capture_error_mode="thread_local"):
-            outputs = self._core(*args)
+        before = torch.cuda.current_stream()
+        try:
+            # thread_local: CUDA calls of other threads during a capture stay legal
+            with torch.cuda.graph(graph, pool=_pool(), capture_error_mode="thread_local"):
+                outputs = self._core(*args)
+        except BaseException:
+            # torch.cuda.graph's exit ends the capture before it restores the stream: when ending
+            # fails, this thread would go on on the capture stream
+            torch.cuda.set_stream(before)
+            raise
         self.captures += 1
         return _Graph(graph, [x for x in static if isinstance(x, torch.Tensor)], outputs)
 

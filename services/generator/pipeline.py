@@ -234,8 +234,9 @@ class PortraitPipeline:
 
     def warm_up(self, freeze: bool = True) -> dict[str, float]:
         """Compile (or load from the compile cache), or capture as CUDA graphs, every bucket;
-        then, with `freeze`, allow no further compiles in this process. Returns seconds per
-        bucket."""
+        then, with `freeze`, allow no further compiles in this process (CUDA graphs still capture
+        a new batch size of a bucket's spatial size, in a fraction of a second). Returns seconds
+        per bucket."""
         from services.generator import compiled
 
         seconds = compiled.warm_up(self.models, self.buckets)

@@ -55,9 +55,9 @@ def _resident():
 
     began = time.monotonic()
     pipeline = PortraitPipeline.from_preset()
-    if pipeline.buckets:  # compiled: build or load every bucket before the first job
+    if pipeline.buckets:  # CUDA graphs or compiled: capture or compile every bucket before the first job
         seconds = pipeline.warm_up()
-        log.info("compiled %d shape buckets: %s", len(seconds), seconds)
+        log.info("warmed up %d shape buckets: %s", len(seconds), seconds)
     warm.mark_warm(f"generator ready in {time.monotonic() - began:.1f} s")
     return pipeline
 
