@@ -35,6 +35,8 @@ from pathlib import Path
 
 import torch
 
+from shared.ml.cuda_graphs import timestep_rows
+
 log = logging.getLogger(__name__)
 # Networks compiled by name (ResidentModels.networks()); the VAE and ESRGAN run once per image and
 # the text encoder once per prompt, so they stay eager.
@@ -95,12 +97,8 @@ def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 def _timesteps(timestep, rows: int, device: torch.device) -> torch.Tensor:
-    """The timestep as a float32 vector of `rows` values (the UNet broadcasts it the same way;
-    its sinusoidal projection works in float32 anyway)."""
-    t = torch.as_tensor(timestep, device=device).to(torch.float32).reshape(-1)
-    if t.numel() == 1:
-        return t.expand(rows).contiguous()
-    return _pad_rows(t, rows).contiguous()
+    """The timestep as a float32 vector of `rows` values, a vector padded like the batch."""
+    return _pad_rows(timestep_rows(timestep, rows, device), rows).contiguous()
 
 
 class StaticForward:

@@ -9,6 +9,7 @@ one (random demo models), the last one is kept and the note says so.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import torch
 
 from services.trainer.lora import ADAPTER, load_lora_state
 from shared import faces
+from shared.ml.cuda_graphs import graphed_unet
 
 VALIDATION_SEEDS = (11, 22, 33)
 
@@ -99,6 +101,7 @@ def render_snapshots(
     steps: int,
     seeds=VALIDATION_SEEDS,
     batched: bool = False,
+    graphs: bool = True,
 ) -> list[list]:
     """Every snapshot's validation renders, in as few pipeline calls as possible: each snapshot
     is loaded as a peft adapter of its own and each row of one batch runs through its own
@@ -108,14 +111,18 @@ def render_snapshots(
     rendered one call each. `batched=False` (the default) renders one call per snapshot: on an
     H100 the mixed batch measured 6.09 s vs 5.07 s for 4 snapshots x 3 seeds at 512 px, 25 steps
     (peft gathers each adapter's rows in every LoRA layer; bench/results/train_h100_steady_selection.json).
+    With `graphs` (and CUDA), the one-call-per-snapshot way replays the UNet from CUDA graphs
+    (shared/ml/cuda_graphs.py): captured at the first step, then each snapshot's weights are
+    loaded in place and seen by the same graphs; a batch-6 step at 512 px is launch-bound eager.
     Returns one list of PIL images per snapshot, in order."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     if not batched or any(k.startswith("text_encoder.") for _, state in snapshots for k in state):
         out = []
-        for _, state in snapshots:
-            load_lora_state(pipe, state)
-            out.append(render_validation(pipe, prompt, size=size, steps=steps, seeds=seeds))
+        with graphed_unet(pipe.unet) if graphs else contextlib.nullcontext():
+            for _, state in snapshots:
+                load_lora_state(pipe, state)
+                out.append(render_validation(pipe, prompt, size=size, steps=steps, seeds=seeds))
         return out
     unet = pipe.unet
     names = [f"snapshot_{k}" for k in range(len(snapshots))]
