@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument(
         "--selection", type=int, default=0, help="also time checkpoint choice's renders of N snapshots"
     )
+    parser.add_argument("--selection-only", action="store_true", help="only the --selection renders")
     args = parser.parse_args()
     args.preset = "tiny" if args.tiny else "sd15"
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -159,6 +160,11 @@ def main() -> None:
     base_steps = min(args.baseline_steps or base_total, base_total)
 
     print(f"device={args.device} preset={args.preset} photos={args.photos}", file=sys.stderr)
+    if args.selection_only:
+        device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+        renders = selection_renders(args, config, args.selection or 4)
+        print(json.dumps({"device": device_name, "checkpoint_choice_renders": renders}, indent=2))
+        return
     base = baseline(args, images, config, base_steps)
     base["extrapolated_seconds"] = base["seconds"] / base_steps * base_total
     # The first step is warm-up (cuDNN autotune, allocator): count it once, not per step.
