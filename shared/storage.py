@@ -101,12 +101,48 @@ def get_bytes_or_none(key: str) -> bytes | None:
         raise
 
 
+# Per-key codes of a DeleteObjects answer that say the request was refused, not that the store
+# failed (the rest, InternalError, SlowDown, ServiceUnavailable or a code we do not know, count as
+# a store failure: the keys are tried again once it answers; NoSuchKey means the key is gone).
+_REFUSED_KEY_CODES = {"AccessDenied": 403, "InvalidArgument": 400, "InvalidRequest": 400}
+
+
+class DeleteIncomplete(ClientError):
+    """S3 answered a DeleteObjects request 200 but named keys it did not delete (`Errors`, as AWS
+    does under load: https://docs.aws.amazon.com/AmazonS3/latest/API/API_DeleteObjects.html).
+
+    A ClientError whose status is 5xx when any key failed for a store-side reason (so
+    `store_failed` is true and callers retry later) and 4xx when every key was refused."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = failed  # key -> S3 error code
+        codes = sorted(set(failed.values()), key=lambda c: -_REFUSED_KEY_CODES.get(c, 503))
+        status = _REFUSED_KEY_CODES.get(codes[0], 503)  # the worst: a store failure if any
+        message = f"S3 did not delete {len(failed)} objects ({', '.join(codes)})"
+        response: Any = {"Error": {"Code": codes[0], "Message": message}}
+        response["ResponseMetadata"] = {"HTTPStatusCode": status}
+        super().__init__(response, "DeleteObjects")
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, str]]]:  # pickled the way it is built
+        return (DeleteIncomplete, (self.failed,))
+
+
 def delete_keys(keys: list[str]) -> None:
-    for start in range(0, len(keys), 1000):  # S3 takes at most 1000 keys a request
+    """Delete `keys` (missing ones are no error), 1000 a request as S3 allows.
+
+    Raises DeleteIncomplete when S3 answered but listed keys it did not delete (after trying every
+    chunk), botocore errors when it did not answer: a caller that forgets keys must not on errors."""
+    failed: dict[str, str] = {}
+    for start in range(0, len(keys), 1000):
         chunk = keys[start : start + 1000]
-        client().delete_objects(
+        answer = client().delete_objects(
             Bucket=bucket(), Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True}
         )
+        for error in answer.get("Errors", []):
+            if error.get("Code") != "NoSuchKey":
+                failed[error.get("Key", "?")] = error.get("Code") or "InternalError"
+    if failed:
+        raise DeleteIncomplete(failed)
 
 
 def store_failed(error: BaseException) -> bool:

@@ -1,9 +1,13 @@
 """A real HTTP proxy in front of the test SeaweedFS that makes S3 answer 5xx on demand (like toxiproxy,
 but at the HTTP layer): it forwards every request unchanged (the Host header too, so SigV4 signatures
 still verify at SeaweedFS) and, while a fault is set, answers PUTs itself with an S3 error document
-(503 SlowDown, 500 InternalError ...) after reading their body, as a store whose disk is full does."""
+(503 SlowDown, 500 InternalError ...) after reading their body, as a store whose disk is full does;
+or answers multi-object deletes 200 with every key listed under <Error> and nothing deleted, as AWS
+S3 does under load (DeleteObjects never fails as a whole for per-key problems)."""
 
 import http.client
+import os
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -11,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection", "te", "upgrade"}
 
@@ -31,6 +36,8 @@ class FaultyS3:
         self.fault: Fault | None = None
         self.puts_forwarded = 0
         self.puts_failed = 0
+        self.delete_code: str | None = None  # set: multi-object deletes delete nothing, per-key errors
+        self.deletes_refused = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -55,6 +62,26 @@ class FaultyS3:
             with self._lock:
                 self.fault = None
 
+    @contextmanager
+    def failing_deletes(self, code: str = "InternalError") -> Iterator[None]:
+        """Multi-object deletes inside the block answer 200 listing every key under <Error> with
+        S3 error `code` (InternalError, SlowDown, AccessDenied ...) and delete nothing."""
+        with self._lock:
+            self.delete_code, self.deletes_refused = code, 0
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.delete_code = None
+
+    def _refused_delete(self, method: str, query: str, body: bytes) -> tuple[str, list[bytes]] | None:
+        with self._lock:
+            if self.delete_code is None or method != "POST" or not re.search(r"(^|&)delete(=|&|$)", query):
+                return None
+            keys = re.findall(rb"<Key>(.*?)</Key>", body)
+            self.deletes_refused += len(keys)
+            return self.delete_code, keys
+
     def _should_fail(self, method: str) -> Fault | None:
         with self._lock:
             if method != "PUT" or self.fault is None:
@@ -77,6 +104,10 @@ class FaultyS3:
                 fault = proxy._should_fail(self.command)
                 if fault is not None:
                     self._error(fault)
+                    return
+                refused = proxy._refused_delete(self.command, urlsplit(self.path).query, body)
+                if refused is not None:
+                    self._delete_result(*refused)
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
                 upstream = http.client.HTTPConnection(*proxy.upstream, timeout=30)
@@ -107,9 +138,43 @@ class FaultyS3:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _delete_result(self, code: str, keys: list[bytes]) -> None:
+                errors = "".join(
+                    f"<Error><Key>{escape(k.decode())}</Key><Code>{code}</Code>"
+                    "<Message>injected by the test proxy</Message></Error>"
+                    for k in keys
+                )
+                body = (
+                    '<?xml version="1.0" encoding="UTF-8"?>\n'
+                    f'<DeleteResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{errors}</DeleteResult>'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay  # noqa: N815 - http.server's naming
 
             def log_message(self, *args: object) -> None:
                 pass
 
         return Handler
+
+
+@contextmanager
+def storage_through(url: str) -> Iterator[None]:
+    """This process's `shared.storage` talks to `url` (a FaultyS3) inside the block."""
+    from shared import storage
+    from shared.config import get_settings
+
+    saved = os.environ["S3_ENDPOINT_URL"]
+    os.environ["S3_ENDPOINT_URL"] = url
+    get_settings.cache_clear()
+    storage.client.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ["S3_ENDPOINT_URL"] = saved
+        get_settings.cache_clear()
+        storage.client.cache_clear()

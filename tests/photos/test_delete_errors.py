@@ -1,0 +1,129 @@
+"""Erasure and deletes when S3 answers a multi-object delete 200 but lists keys it did not delete.
+
+AWS S3 (and S3-compatible stores under load) never fail DeleteObjects as a whole for per-key problems:
+the answer is 200 with the keys it could not delete under `Errors` (InternalError, SlowDown ...).
+Every path that forgets keys after a delete (the erasure, a deleted photo's condemned keys, the
+scheduler's clean-up) must keep them until S3 has really deleted them.
+
+In-process, on the real stack (Postgres, Redis, SeaweedFS behind tests/s3_faults.FaultyS3)."""
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from services.photos.erasure import erase_user
+from shared import pending_objects, storage
+from shared.db import session_scope
+from shared.jobs import run_job
+from shared.models import Job, JobStatus, PendingObject, User
+from tests.s3_faults import FaultyS3, storage_through
+
+
+def _user_with_objects(n: int = 3) -> tuple[uuid.UUID, list[str]]:
+    uid = uuid.uuid4()
+    with session_scope() as session:
+        user = User(id=uid, email=f"{uid.hex}@example.com", password_hash="x", face_consent_at=func.now())
+        session.add(user)
+    keys = [storage.user_key(uid, "photos", f"{uuid.uuid4()}.jpg") for _ in range(n)]
+    for key in keys:
+        storage.put_bytes(key, b"\xff\xd8 a face photo", "image/jpeg")
+    return uid, keys
+
+
+def _listed(key: str) -> int:
+    with session_scope() as session:
+        count = select(func.count()).select_from(PendingObject).where(PendingObject.key == key)
+        return session.scalar(count) or 0
+
+
+def _forget(keys: list[str]) -> None:
+    storage.delete_keys(keys)
+    with session_scope() as session:
+        pending_objects.settle(session, keys)
+
+
+def test_delete_keys_raises_a_store_failure_for_the_keys_s3_did_not_delete(stack) -> None:
+    storage.ensure_bucket()
+    _, keys = _user_with_objects(2)
+    with FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3, storage_through(s3.url):
+        with s3.failing_deletes("SlowDown"), pytest.raises(storage.DeleteIncomplete) as failed:
+            storage.delete_keys(keys)
+        assert failed.value.failed == dict.fromkeys(keys, "SlowDown")
+        assert storage.store_failed(failed.value)  # retried later, no attempt spent
+        with s3.failing_deletes("AccessDenied"), pytest.raises(storage.DeleteIncomplete) as refused:
+            storage.delete_keys(keys)
+        assert not storage.store_failed(refused.value)  # refused, not failing: raised as an error
+        storage.delete_keys(keys)  # S3 well again
+    assert not any(storage.exists(k) for k in keys)
+
+
+def test_an_erasure_whose_deletes_s3_reported_failed_waits_and_then_completes(stack) -> None:
+    """The erasure keeps the account (`deleting`) and the job queued, without spending an attempt,
+    until S3 really deleted every object; then it erases the row."""
+    storage.ensure_bucket()
+    uid, keys = _user_with_objects(3)
+    with session_scope() as session:
+        user = session.get(User, uid)
+        user.deleting, user.deleting_since = True, func.now()
+        job = Job(kind="erase_user", user_id=uid, status=JobStatus.queued, input={}, max_attempts=10)
+        session.add(job)  # no outbox row: this process runs the attempts
+        session.flush()
+        job_id = job.id
+    with FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3, storage_through(s3.url), s3.failing_deletes():
+        run_job(job_id, erase_user)
+        assert s3.deletes_refused == 3
+    with session_scope() as session:
+        assert session.get(User, uid) is not None, "the account was erased while S3 kept its photos"
+        job_row = session.get(Job, job_id)
+        assert job_row is not None and job_row.status is JobStatus.queued
+        assert job_row.attempts == 0  # a storage outage spends no attempt
+    run_job(job_id, erase_user)  # the retry, S3 well again
+    with session_scope() as session:
+        assert session.get(User, uid) is None
+    assert storage.list_keys(storage.user_prefix(uid)) == []
+
+
+def test_a_deleted_photos_key_stays_listed_while_s3_reports_it_undeleted(stack) -> None:
+    """DELETE /v1/photos/{id} (services/gateway/api/deletion.py) condemns the key with the row's
+    delete, then `delete_now`: a key S3 did not delete stays listed (the API answers 202 and the
+    scheduler's clean-up retries), and is forgotten once deleted."""
+    storage.ensure_bucket()
+    _, [key] = _user_with_objects(1)
+    with session_scope() as session:  # what delete_with_objects commits: the row gone, the key condemned
+        pending_objects.condemn(session, [key])
+    try:
+        with (
+            FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3,
+            storage_through(s3.url),
+            s3.failing_deletes("SlowDown"),
+        ):
+            assert pending_objects.delete_now([key]) is False
+        assert storage.exists(key) and _listed(key) == 1
+        assert pending_objects.delete_now([key]) is True
+        assert not storage.exists(key) and _listed(key) == 0
+    finally:
+        _forget([key])
+
+
+def test_the_clean_up_keeps_keys_s3_reported_undeleted_for_its_next_run(stack) -> None:
+    """`pending_objects.sweep` (the scheduler's clean-up) forgets a batch's keys only once S3 deleted
+    them; a batch S3 answered with per-key errors stays for the next run."""
+    storage.ensure_bucket()
+    _, [key] = _user_with_objects(1)
+    with session_scope() as session:
+        pending_objects.condemn(session, [key])
+    try:
+        with (
+            FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3,
+            storage_through(s3.url),
+            s3.failing_deletes(),
+            pytest.raises(storage.DeleteIncomplete),
+        ):
+            pending_objects.sweep(grace_seconds=0)
+        assert storage.exists(key) and _listed(key) == 1
+        pending_objects.sweep(grace_seconds=0)
+        assert not storage.exists(key) and _listed(key) == 0
+    finally:
+        _forget([key])
