@@ -51,7 +51,10 @@ def gateway(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
         workers=workers,
         # applied again in each worker process (spawned: it has none of this process's handlers)
         log_config=logging_config("gateway"),
-        proxy_headers=True,
+        # X-Forwarded-For only where a proxy in front is named (FORWARDED_ALLOW_IPS, uvicorn's own
+        # setting: the ingress pods in deploy/k8s). uvicorn would otherwise trust it from 127.0.0.1,
+        # and on one host every local client could pick its address and dodge the rate limits.
+        proxy_headers=bool(os.environ.get("FORWARDED_ALLOW_IPS")),
         timeout_graceful_shutdown=10,
         # httptools with bounds on the request head (431 / 408): uvicorn has none for it
         http="services.gateway.http_protocol:BoundedHttpToolsProtocol",

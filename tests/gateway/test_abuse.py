@@ -16,7 +16,7 @@ from shared import storage
 from shared.db import session_scope
 from shared.localstack import free_port, wait_for_port
 from shared.models import AuditEvent, Job, Likeness, Portrait, PosePhoto
-from tests.conftest import Api, wait_until
+from tests.conftest import Api, Processes, wait_until
 from tests.pictures import astronaut, jpeg, png
 
 
@@ -420,3 +420,23 @@ def test_a_lock_held_too_long_is_busy_not_a_database_outage(api: Api) -> None:
     assert r.status_code == 503 and r.headers["Retry-After"] == "5", r.text
     assert r.json()["detail"] == "The service is busy right now; try again in a few seconds."
     assert api.delete(f"/v1/photos/{photo_id}", headers=user.auth).status_code == 204
+
+
+@pytest.mark.parametrize("proxy", [None, "127.0.0.1"])
+def test_a_client_cannot_pick_its_address_to_dodge_the_login_limit(procs: Processes, proxy: str | None):
+    """Without a proxy named in FORWARDED_ALLOW_IPS (`make run`, one host), X-Forwarded-For is
+    ignored: uvicorn trusts it from 127.0.0.1 by default, so any local client could name a fresh
+    address per login try and never meet the limit. With one named (the ingress pods in k8s), the
+    header it sends picks the client, as it must behind a proxy."""
+    port = free_port()
+    env = {"AUTH_RATE_LIMIT": "3/minute", "HEALTH_PORT": str(free_port())}
+    if proxy:
+        env["FORWARDED_ALLOW_IPS"] = proxy
+    procs.start("gateway-login-limit", "gateway", "--port", str(port), env=env)
+    wait_for_port(port, timeout=60)
+    with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as gateway:
+        wrong = {"email": "nobody@example.com", "password": "not the password"}
+        clients = [{"X-Forwarded-For": f"198.51.100.{n}"} for n in range(5)]
+        statuses = [gateway.post("/v1/auth/login", json=wrong, headers=h).status_code for h in clients]
+    expected = [401] * 5 if proxy else [401] * 3 + [429] * 2
+    assert statuses == expected
