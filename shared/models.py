@@ -248,7 +248,8 @@ class Portrait(Timestamped, Base):
 
 
 class EmailDelivery(Timestamped, Base):
-    """One row per mail sent: the unique key makes a re-run task send nothing twice."""
+    """One row per mail event (services/notifier/delivery.py): committed `sending` before the SMTP
+    server is asked, `sent` after its 250; the unique key makes a re-run task send nothing twice."""
 
     __tablename__ = "email_deliveries"
     __table_args__ = (UniqueConstraint("event_key", name="uq_email_deliveries_event"),)
@@ -257,8 +258,12 @@ class EmailDelivery(Timestamped, Base):
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     event_key: Mapped[str] = mapped_column(String(255))  # e.g. "job:<id>:portraits_ready"
     template: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="sending")  # sending|sent|failed
+    status: Mapped[str] = mapped_column(String(16), default="sending")  # sending|sent|failed|skipped
     message_id: Mapped[str | None] = mapped_column(String(255))
+    # The job attempt that is sending it (`Job.id`, `Job.worker`): while that attempt runs, another
+    # run of the event waits; once it is over, a row still `sending` has no known outcome.
+    sender_job_id: Mapped[uuid.UUID | None] = mapped_column()
+    sender_worker: Mapped[str | None] = mapped_column(String(255))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
 
