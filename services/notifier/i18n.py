@@ -91,8 +91,8 @@ EN: Strings = {
     ),
     "verify_email.cta": "Confirm my address",
     "verify_email.expiry": {
-        "one": "The link works once, for the next hour.",
-        "other": "The link works once, for the next {count} hours.",
+        "one": "The link works for the next hour.",
+        "other": "The link works for the next {count} hours.",
     },
     "verify_email.ignore": "If you did not create an account, ignore this email; nothing happens.",
     # Reset password
@@ -191,7 +191,7 @@ KO: Strings = {
         "주소인지 확인해 주세요."
     ),
     "verify_email.cta": "이메일 주소 확인",
-    "verify_email.expiry": "이 링크는 앞으로 {count}시간 동안 한 번만 사용할 수 있습니다.",
+    "verify_email.expiry": "이 링크는 앞으로 {count}시간 동안 사용할 수 있습니다.",
     "verify_email.ignore": ("계정을 만든 적이 없다면 이 메일을 무시하세요. 아무 일도 일어나지 않습니다."),
     "reset_password.subject": "비밀번호를 재설정하세요",
     "reset_password.preheader": "Portrait Studio의 새 비밀번호를 정하세요.",
