@@ -27,12 +27,13 @@ from sqlalchemy.exc import IntegrityError
 from services.generator.likeness import Likeness
 from services.generator.metadata import thumbnail_jpeg
 from shared import pending_objects, storage
+from shared.accounts import hold_account
 from shared.contracts import ErrorCode, GeneratePortraits, PortraitsMade, SendEmail
 from shared.contracts.likeness_files import DIFFUSERS_FILE, LikenessFiles
 from shared.contracts.stages import DONE, JobStep
 from shared.db import session_scope
 from shared.images import open_upright
-from shared.jobs import JobContext, JobError, job_task
+from shared.jobs import JobCanceled, JobContext, JobError, job_task
 from shared.jobs.celery_app import stop_consuming
 from shared.ml.loading import base_model_id
 from shared.models import Likeness as LikenessRow
@@ -273,23 +274,33 @@ def _photos(keys: list[str]) -> Iterator[Image.Image]:
 
 def _store(ctx: JobContext[GeneratePortraits], request: dict, result) -> str:
     """Upload one portrait and insert its row; the id comes from (job, style, seed), so a retry
-    overwrites the same objects and finds the row already there."""
+    overwrites the same objects and finds the row already there.
+
+    Raises JobCanceled when the account is being erased (its objects deleted, or left announced for
+    the sweep), JobError("likeness_deleted") when the likeness is gone (see _likeness_deleted)."""
     portrait_id = uuid.uuid5(ctx.job_id, f"{result.style}:{result.seed}")
     prefix = storage.user_key(ctx.owner, "portraits", str(ctx.job_id))
     key, thumb = f"{prefix}/{portrait_id}.png", f"{prefix}/{portrait_id}_thumb.jpg"
     with session_scope() as session:
+        if not hold_account(session, ctx.owner):  # erasure under way: store nothing more
+            raise JobCanceled()
         if session.get(LikenessRow, request["id"]) is None:
             _likeness_deleted(ctx, prefix)
     pending_objects.announce([key, thumb])  # no orphans if this worker dies before the row
     storage.put_bytes(key, result.png, "image/png")
     storage.put_bytes(thumb, thumbnail_jpeg(result.image), "image/jpeg")
     try:
-        _insert_portrait(ctx, request, result, portrait_id, key, thumb)
+        stored = _insert_portrait(ctx, request, result, portrait_id, key, thumb)
     except IntegrityError as exc:
         if "portraits_likeness_id_fkey" not in str(exc.orig):
             raise
         # The likeness was deleted between the check above and the insert.
         _likeness_deleted(ctx, prefix, exc)
+    if not stored:
+        # The erasure began after the check above and may have listed the prefix before these
+        # writes: delete them now; if S3 fails, their announcement leads the sweep to them.
+        pending_objects.delete_now([key, thumb])
+        raise JobCanceled()
     return str(portrait_id)
 
 
@@ -312,8 +323,12 @@ def _likeness_deleted(
 
 def _insert_portrait(
     ctx: JobContext[GeneratePortraits], request: dict, result, portrait_id: uuid.UUID, key: str, thumb: str
-) -> None:
+) -> bool:
+    """Commit the Portrait row and settle its objects under the account hold (shared/accounts.py);
+    False, committing nothing, when the account is being erased."""
     with session_scope() as session:
+        if not hold_account(session, ctx.owner):
+            return False
         if session.get(Portrait, portrait_id) is None:
             session.add(
                 Portrait(
@@ -333,3 +348,4 @@ def _insert_portrait(
                 )
             )
         pending_objects.settle(session, [key, thumb])  # with the row (or on a retry, found)
+    return True

@@ -4,7 +4,7 @@ import logging
 
 from sqlalchemy import select
 
-from shared import storage
+from shared import pending_objects, storage
 from shared.contracts import EraseUser, SendEmail, UserErased
 from shared.db import session_scope
 from shared.jobs import JobContext, enqueue, events, job_task, transition
@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 def erase_user(ctx: JobContext[EraseUser]) -> UserErased:
     """Delete every object and row of a user, then the user (which deletes this job too).
 
-    Safe to run again after a crash: objects are listed and deleted afresh, rows cascade.
+    Safe to run again after a crash: objects are listed and deleted afresh, rows cascade. A writer
+    that stores under the user's prefix meanwhile either committed before `deleting` was set (its
+    objects are listed here) or sees it and leaves its objects to the sweep (shared/accounts.py).
     """
     user_id = ctx.user_id
     assert user_id is not None
@@ -58,5 +60,10 @@ def erase_user(ctx: JobContext[EraseUser]) -> UserErased:
             )
         )
         session.delete(user)  # cascades: photos, jobs (this one too), likenesses, portraits, tokens
+        # Every writer under the prefix holds the account (shared/accounts.py), so nothing it names
+        # was written after the listing above. The prefix is listed once more by the scheduler's
+        # next clean-up, committed with the delete and retried until S3 answers: one LIST of an
+        # empty folder, which catches a writer of an older release still running in a deploy.
+        pending_objects.condemn(session, [storage.user_prefix(user_id) + "*"])
     log.info("user erased", extra={"subject": subject_hash(user_id), "objects": deleted_objects})
     return UserErased(objects=deleted_objects)

@@ -13,7 +13,8 @@ import uuid
 
 from sqlalchemy import select
 
-from shared import storage
+from shared import pending_objects, storage
+from shared.accounts import hold_account
 from shared.blazepose import PoseRejected, find_pose
 from shared.contracts import ErrorCode, ExtractPose, PoseExtracted
 from shared.contracts.pose_extract import POSE_FILES
@@ -69,16 +70,22 @@ def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
     note = Sentence("pose.several_people", {"count": found.people}) if found.people > 1 else None
     keypoints = pose.to_openpose_json(photo.width, photo.height)
     ctx.progress(0.7, "drawing the skeleton")
+    written = [keys["keypoints"], keys["skeleton"], keys["preview"]]
+    pending_objects.announce(written)  # no orphans if this worker dies before the row
     storage.put_bytes(keys["keypoints"], json.dumps(keypoints).encode(), "application/json")
     skeleton = draw_pose(pose, photo.width, photo.height)
     storage.put_bytes(keys["skeleton"], _encode(skeleton, "PNG"), "image/png")
     storage.put_bytes(keys["preview"], _encode(draw_over(photo, pose), "JPEG"), "image/jpeg")
     with session_scope() as session:
-        row = session.get(PosePhoto, pose_id)
-        if row is None:  # deleted meanwhile: leave nothing behind
-            storage.delete_keys(list(keys.values()))
-            return PoseExtracted(pose_id=pose_id, status="deleted")
-        row.status, row.keypoints, row.preview_key = "ready", keypoints, keys["preview"]
-        if note is not None:
-            row.reason_code, row.reason = "several_people", note.render()
+        # Under the account hold (shared/accounts.py): an erasure that began meanwhile may have
+        # listed the user's files before these writes.
+        row = session.get(PosePhoto, pose_id) if hold_account(session, ctx.owner) else None
+        if row is not None:
+            row.status, row.keypoints, row.preview_key = "ready", keypoints, keys["preview"]
+            if note is not None:
+                row.reason_code, row.reason = "several_people", note.render()
+            pending_objects.settle(session, written)
+    if row is None:  # deleted meanwhile: leave nothing behind (the sweep, if S3 fails now)
+        pending_objects.delete_now(list(keys.values()))
+        return PoseExtracted(pose_id=pose_id, status="deleted")
     return PoseExtracted(pose_id=pose_id, status="ready", people=max(found.people, 1))

@@ -9,7 +9,13 @@ from __future__ import annotations
 import re
 import uuid
 
-from shared import storage
+from sqlalchemy import select
+
+from shared import pending_objects, storage
+from shared.accounts import hold_account
+from shared.db import session_scope
+from shared.jobs import JobCanceled
+from shared.models import Likeness
 
 _STEP = re.compile(r"step-(\d+)\.pt$")
 
@@ -20,6 +26,8 @@ class S3CheckpointStore:
     def __init__(self, user_id: uuid.UUID | str, likeness_id: uuid.UUID | str, keep: int = 2):
         if keep < 1:
             raise ValueError("keep at least one checkpoint")
+        self.user_id = uuid.UUID(str(user_id))
+        self.likeness_id = uuid.UUID(str(likeness_id))
         self.prefix = storage.user_key(user_id, "likenesses", str(likeness_id), "checkpoints") + "/"
         self.keep = keep
 
@@ -36,11 +44,35 @@ class S3CheckpointStore:
         return found
 
     def save(self, step: int, state: bytes) -> None:
+        """Store the checkpoint of `step` and delete all but the last `keep`.
+
+        Announced before the write and settled only while the likeness and the account stand
+        (shared/accounts.py), so neither a likeness delete nor an erasure that listed the folder
+        before this write leaves it behind: raises JobCanceled then (the object deleted, or left
+        to the sweep when S3 fails)."""
+        key = self.key(step)
+        pending_objects.announce([key])
         # A PUT is atomic in S3: a reader sees the whole object or none, never a torn checkpoint.
-        storage.put_bytes(self.key(step), state, "application/octet-stream")
+        storage.put_bytes(key, state, "application/octet-stream")
+        if not self._settle(key):
+            pending_objects.delete_now([key])
+            raise JobCanceled()
         saved = self.steps()
         stale = sorted(saved)[: -self.keep]
         storage.delete_keys([saved[s] for s in stale])
+
+    def _settle(self, key: str) -> bool:
+        """Settle `key` while the likeness exists and its account is not being erased; else False."""
+        with session_scope() as session:
+            if not hold_account(session, self.user_id):
+                return False
+            found = session.scalar(
+                select(Likeness.id).where(Likeness.id == self.likeness_id).with_for_update(read=True)
+            )
+            if found is None:
+                return False
+            pending_objects.settle(session, [key])
+        return True
 
     def latest(self) -> tuple[int, bytes] | None:
         saved = self.steps()

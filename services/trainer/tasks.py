@@ -19,7 +19,8 @@ from sqlalchemy import select
 
 from services.trainer import train
 from services.trainer.checkpoints import S3CheckpointStore
-from shared import storage
+from shared import pending_objects, storage
+from shared.accounts import hold_account
 from shared.config import get_settings
 from shared.contracts import ErrorCode, LikenessTrained, SendEmail, TrainLikeness
 from shared.contracts.likeness_files import DIFFUSERS_DIR, DIFFUSERS_FILE, LikenessFiles
@@ -78,15 +79,13 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
                 raise  # an outage or a bug: the runner retries it
             _mark_failed(likeness_id, error.code, error.message)
             raise error from e
+        ctx.check_canceled()  # canceled (or the account erased) since the last step: upload nothing
         began = time.monotonic()
-        files = _upload(ctx.owner, likeness_id, result)
+        found = _store_likeness(ctx.owner, likeness_id, result)
         uploaded = time.monotonic() - began
-    found = _mark_ready(likeness_id, result, files)
-    if found in (None, LikenessStatus.canceled):  # deleted or canceled meanwhile: leave nothing behind
-        storage.delete_prefix(_prefix(ctx.owner, likeness_id))
-        store.clear()
-        if found is None:
-            raise JobError.of(ErrorCode.likeness_deleted)
+    if found is None:
+        raise JobError.of(ErrorCode.likeness_deleted)
+    if found == LikenessStatus.canceled:
         raise JobCanceled()
     store.clear()
     ctx.follow_up(SendEmail.training_finished(ctx.job_id, likeness_id), user_id=ctx.user_id)
@@ -176,34 +175,67 @@ def _prefix(user_id: uuid.UUID, likeness_id: uuid.UUID) -> str:
     return storage.user_key(user_id, "likenesses", str(likeness_id)) + "/"
 
 
+def _store_likeness(user_id: uuid.UUID, likeness_id: uuid.UUID, result: train.LikenessResult) -> str | None:
+    """Upload the LoRA files and mark the likeness ready; returns the status the likeness had (None:
+    deleted, or the account is being erased). A likeness gone or canceled meanwhile keeps nothing:
+    its folder is deleted (checkpoints included), and what S3 fails to delete now stays announced
+    for the sweep (shared/pending_objects.py). Raises storage and database errors (the runner
+    retries): the files written so far stay announced."""
+    files = _upload(user_id, likeness_id, result)
+    found = _mark_ready(user_id, likeness_id, result, files)
+    gone = found in (None, LikenessStatus.canceled)
+    if gone and not pending_objects.delete_now([*_keys(files), _prefix(user_id, likeness_id) + "*"]):
+        log.warning("S3 failed; the sweep deletes the files of likeness %s", likeness_id)
+    return found
+
+
 def _upload(user_id: uuid.UUID, likeness_id: uuid.UUID, result: train.LikenessResult) -> LikenessFiles:
-    """Both formats under the likeness prefix (shared/contracts/likeness_files.py); returns their keys."""
+    """Both formats under the likeness prefix (shared/contracts/likeness_files.py); returns their keys.
+
+    Announced before the first write (shared/pending_objects.py) and settled by `_mark_ready`: files
+    whose likeness or account is gone by then, or whose worker dies first, are deleted by the sweep."""
     prefix = _prefix(user_id, likeness_id)
     diffusers_dir = result.lora.diffusers_path
-    diffusers_files = []
-    for path in sorted(p for p in diffusers_dir.rglob("*") if p.is_file()):
-        key = f"{prefix}{DIFFUSERS_DIR}/{path.relative_to(diffusers_dir).as_posix()}"
-        storage.put_bytes(key, path.read_bytes(), _content_type(path))
-        diffusers_files.append(key)
+    writes = [
+        (f"{prefix}{DIFFUSERS_DIR}/{path.relative_to(diffusers_dir).as_posix()}", path, _content_type(path))
+        for path in sorted(p for p in diffusers_dir.rglob("*") if p.is_file())
+    ]
+    diffusers_files = [key for key, _, _ in writes]
     kohya = f"{prefix}{result.lora.kohya_path.name}"
-    storage.put_bytes(kohya, result.lora.kohya_path.read_bytes(), _content_type(result.lora.kohya_path))
-    weights = next(k for k in diffusers_files if k.endswith(f"/{DIFFUSERS_FILE}"))
     embeddings = f"{prefix}{result.embeddings_path.name}"
-    storage.put_bytes(embeddings, result.embeddings_path.read_bytes(), "application/octet-stream")
+    writes += [
+        (kohya, result.lora.kohya_path, _content_type(result.lora.kohya_path)),
+        (embeddings, result.embeddings_path, "application/octet-stream"),
+    ]
+    pending_objects.announce([key for key, _, _ in writes])
+    for key, path, content_type in writes:
+        storage.put_bytes(key, path.read_bytes(), content_type)
+    weights = next(k for k in diffusers_files if k.endswith(f"/{DIFFUSERS_FILE}"))
     return LikenessFiles(
         diffusers=weights, diffusers_files=diffusers_files, kohya=kohya, embeddings=embeddings
     )
+
+
+def _keys(files: LikenessFiles) -> list[str]:
+    """Every object key `_upload` wrote."""
+    return [*files.diffusers_files, *(k for k in (files.kohya, files.embeddings) if k)]
 
 
 def _content_type(path: Path) -> str:
     return "application/json" if path.suffix == ".json" else "application/octet-stream"
 
 
-def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: LikenessFiles) -> str | None:
-    """Record the trained LoRA on the likeness; returns the status the likeness had (None: deleted).
-    A likeness the user canceled meanwhile stays canceled."""
+def _mark_ready(
+    user_id: uuid.UUID, likeness_id: uuid.UUID, result: train.LikenessResult, files: LikenessFiles
+) -> str | None:
+    """Record the trained LoRA on the likeness and settle its files' announcement, under the account
+    hold (shared/accounts.py); returns the status the likeness had (None: deleted, or the account is
+    being erased). A likeness the user canceled meanwhile stays canceled. Settled only with "ready":
+    otherwise the files stay announced, and the sweep deletes what the caller's clean-up could not."""
     config = result.lora.metadata
     with session_scope() as session:
+        if not hold_account(session, user_id):  # the erasure may have listed the prefix already
+            return None
         likeness = session.get(Likeness, likeness_id, with_for_update=True)
         if likeness is None or likeness.status == LikenessStatus.canceled:
             return None if likeness is None else likeness.status
@@ -234,4 +266,5 @@ def _mark_ready(likeness_id: uuid.UUID, result: train.LikenessResult, files: Lik
             "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
             "files": files.model_dump(mode="json"),
         }
+        pending_objects.settle(session, _keys(files))
     return found

@@ -12,6 +12,7 @@ from sqlalchemy.sql import ColumnElement
 from starlette.concurrency import run_in_threadpool
 
 from services.gateway.api.language import Refusal
+from shared import accounts
 from shared.db import get_sessionmaker
 from shared.models import RefreshToken, User
 from shared.security import AccessToken, decode_access_token
@@ -38,9 +39,9 @@ def hold_account(session: Session, user_id: uuid.UUID) -> None:
     upload, read after its slow body): an erasure asked for meanwhile (DELETE /v1/me sets `deleting`,
     then its job lists and deletes the user's files) waits for this write to commit, so its files are
     listed too; one asked for before is seen here, 401. Without it an upload that committed after the
-    erasure listed the bucket left its photos behind, their rows gone with the account."""
-    deleting = session.scalar(select(User.deleting).where(User.id == user_id).with_for_update(read=True))
-    if deleting is None or deleting:
+    erasure listed the bucket left its photos behind, their rows gone with the account. The workers
+    that store files take the same hold (shared/accounts.py)."""
+    if not accounts.hold_account(session, user_id):
         raise UNAUTHORIZED
 
 
