@@ -64,6 +64,8 @@ EN: Catalog = {
         "is deleted, and we send a mail to this address when it is done."
     ),
     "photo.check_failed": "We could not check this photo; please upload it again.",
+    "pose.extract_failed": "We could not find the pose in this photo; delete it and upload it again.",
+    "pose.extract_canceled": "Finding the pose in this photo was canceled; delete it and upload it again.",
     "delete.pending": (
         "Deleted. Storage is not answering right now, so its files are removed in the next few "
         "minutes; nothing more to do."
@@ -72,6 +74,14 @@ EN: Catalog = {
     "request.key_reused": "This Idempotency-Key was already used for a different request; use a new key.",
     "request.key_in_progress": "A request with this Idempotency-Key is still in progress; try again shortly.",
     "upload.in_progress": "Another upload of yours is still being stored; send this one again in a moment.",
+    "upload.outcome_unknown": (
+        "The database stopped answering while saving your photos, so they may or may not be stored. "
+        "Look at your photos before sending them again (a photo sent twice counts once)."
+    ),
+    "pose.outcome_unknown": (
+        "The database stopped answering while saving your pose photo, so it may or may not be stored. "
+        "Look at your poses before sending it again."
+    ),
     "job.already_ended": "This job already ended ({status}).",
     # Job failures (Job.error_message), by error code where the sentence has no values
     "job.too_few_photos": {
@@ -275,6 +285,14 @@ KO: Catalog = {
     "request.rate_limited": "요청이 너무 많습니다. 1분 뒤에 다시 시도해 주세요.",
     "request.key_reused": "이 Idempotency-Key는 다른 요청에 이미 쓰였습니다. 새 키를 쓰세요.",
     "upload.in_progress": "다른 업로드를 아직 저장하고 있습니다. 잠시 뒤에 다시 보내 주세요.",
+    "upload.outcome_unknown": (
+        "사진을 저장하는 중에 데이터베이스가 응답하지 않아 저장되었는지 알 수 없습니다. "
+        "다시 보내기 전에 사진 목록을 확인해 주세요(같은 사진은 한 번만 셉니다)."
+    ),
+    "pose.outcome_unknown": (
+        "포즈 사진을 저장하는 중에 데이터베이스가 응답하지 않아 저장되었는지 알 수 없습니다. "
+        "다시 보내기 전에 포즈 목록을 확인해 주세요."
+    ),
     "request.key_in_progress": (
         "이 Idempotency-Key로 보낸 요청을 아직 처리하고 있습니다. 잠시 후 다시 시도하세요."
     ),
@@ -415,6 +433,8 @@ KO: Catalog = {
     ),
     "photo.duplicate": "이미 올린 사진과 같은 사진입니다. 한 장으로만 셉니다.",
     "photo.check_failed": "이 사진을 검사하지 못했습니다. 다시 올려 주세요.",
+    "pose.extract_failed": "이 사진에서 포즈를 찾지 못했습니다. 삭제하고 다시 올려 주세요.",
+    "pose.extract_canceled": "이 사진의 포즈 찾기가 취소되었습니다. 삭제하고 다시 올려 주세요.",
     "pose.no_person": "이 사진에서 사람을 찾지 못했습니다. 한 사람이 잘 보이는 사진을 골라 주세요.",
     "pose.too_little_body": "사람이 너무 조금 보입니다. 머리와 두 어깨가 모두 나온 사진이어야 합니다.",
     "pose.several_people": (

@@ -1,12 +1,12 @@
 """The state of a likeness whose training job ended without training it (canceled by the user, or
-failed after its last attempt): read by the likeness routes and the job cancel route."""
+failed after its last attempt): read by the likeness routes. A job ending now settles its likeness
+in the same transaction (shared/jobs/ended.py); this covers likenesses whose job ended before."""
 
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.contracts import TrainLikeness
 from shared.models import Job, JobStatus, Likeness, LikenessStatus
 
 # A training job that ended without training its likeness: what the likeness then is.
@@ -26,10 +26,3 @@ def settle(session: Session, likenesses: Sequence[Likeness]) -> None:
         training[job_id].status = ENDED[job_status]
     if ended:
         session.commit()
-
-
-def cancel_training(session: Session, job: Job) -> None:
-    """The user canceled `job`: if it trained a likeness, that likeness is `canceled` in the same
-    transaction (its photos stay; a new training may start at once)."""
-    if job.kind == TrainLikeness.kind:
-        settle(session, session.scalars(select(Likeness).where(Likeness.job_id == job.id)).all())

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import Request, status
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -137,3 +138,22 @@ def image_columns(clean: CleanImage) -> dict[str, Any]:
         "size_bytes": len(clean.data),
         "sha256": clean.sha256,
     }
+
+
+def commit_upload(session: Session, sentence_key: str) -> None:
+    """Commit an upload's rows, written after their objects and settling their announcements
+    (shared/pending_objects.py) in the same transaction.
+
+    A COMMIT that raised may still have landed: the connection can drop after the server ran it and
+    before its answer came back (a failover, a restart, a network blip). So its objects are not
+    deleted here: if the rows did commit they name them, and if not their announcements are still
+    there and the retention sweep deletes them after PENDING_OBJECT_GRACE_SECONDS.
+
+    Raises Refusal 503 (`sentence_key`: the upload may or may not be stored, look before sending it
+    again) with Retry-After when the commit raised."""
+    try:
+        session.commit()
+    except Exception as e:
+        session.rollback()
+        retry_after = str(get_settings().retry_after_seconds)
+        raise Refusal(503, sentence_key, headers={"Retry-After": retry_after}) from e

@@ -23,7 +23,7 @@ from shared.config import get_settings
 from shared.contracts import get_kind
 from shared.jobs.outbox import add_outbox, mail_failure
 from shared.jobs.state import now, transition
-from shared.models import Job, JobStatus, Photo, PhotoStatus
+from shared.models import Job, JobStatus
 
 DEPENDENCY_NAMES = {"database": "the database", "redis": "the job queue", "storage": "storage"}
 
@@ -55,7 +55,8 @@ def retry_or_fail(
 ) -> Job | None:
     """Hand a running job back to the queue (a new outbox row, due after `backoff`) while attempts
     remain or `outage` (a dependency's name: the attempt failed because it was down) is younger
-    than the outage window; else fail it, tell the user, and undo what the kind leaves half-done.
+    than the outage window; else fail it and tell the user (`transition` settles what the kind
+    left half-done: shared/jobs/ended.py).
     Returns the job as changed, or None if another process changed it first."""
     t = now()
     window = timedelta(seconds=get_settings().job_outage_window_seconds)
@@ -107,29 +108,4 @@ def retry_or_fail(
     )
     if moved is not None:
         mail_failure(session, moved)
-        undo_after_failure(session, moved)
     return moved
-
-
-def undo_after_failure(session: Session, job: Job) -> None:
-    """What a finally failed job of some kinds leaves half-done, set right in its transaction.
-
-    `photo_check`: photos it did not get to would read `checking` forever and, as originals, make
-    their re-upload a duplicate; they are rejected with reason_code `check_failed` instead (the
-    upload route does not count those as originals), so the user can upload them again."""
-    if job.kind == "photo_check" and job.user_id is not None:
-        ids = list((job.input or {}).get("photo_ids", []))
-        if ids:
-            from shared import i18n
-
-            session.query(Photo).filter(
-                Photo.id.in_(ids), Photo.user_id == job.user_id, Photo.status == PhotoStatus.checking
-            ).update(
-                {
-                    Photo.status: PhotoStatus.rejected,
-                    Photo.reason_code: "check_failed",
-                    Photo.reason: i18n.say("photo.check_failed"),
-                    Photo.checked_at: now(),
-                },
-                synchronize_session=False,
-            )

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from shared.jobs.ended import settle_subjects
 from shared.models import Job, JobStatus
 
 Q, R, S, F, C = (
@@ -67,4 +68,6 @@ def transition(
     job = session.execute(stmt).scalar_one_or_none()
     if job is not None:
         session.refresh(job)
+        if to in (F, C):  # nothing will move what it left transient: settle it in this transaction
+            settle_subjects(session, job)
     return job

@@ -18,7 +18,6 @@ from services.gateway.api.reads import Claims
 from services.gateway.api.schemas import JobList, JobOut, in_language
 from services.gateway.event_hub import hub
 from services.gateway.outages import DEPENDENCY_ERRORS, outage_of
-from services.gateway.training import cancel_training
 from shared.contracts import JobKindName
 from shared.db import get_sessionmaker
 from shared.i18n import current_locale
@@ -60,9 +59,7 @@ def cancel_job(job_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Job
     canceled = transition(
         session, job.id, {JobStatus.queued, JobStatus.running}, JobStatus.canceled, stage="canceled"
     )
-    if canceled is not None:
-        cancel_training(session, canceled)
-    session.commit()
+    session.commit()  # with what the job left transient, settled (shared/jobs/ended.py)
     if canceled is None:  # it had ended already, or finished meanwhile
         session.refresh(job)
         raise conflict("job.already_ended", status=job.status)

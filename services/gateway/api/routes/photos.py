@@ -16,7 +16,7 @@ from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
-from services.gateway.uploads import image_columns, read_clean, upload_body, uploaded_files
+from services.gateway.uploads import commit_upload, image_columns, read_clean, upload_body, uploaded_files
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import CheckPhotos
@@ -132,11 +132,11 @@ def _store_upload(
         job_input = CheckPhotos(photo_ids=[p.id for p in photos], fingerprint=fingerprint)
         job = enqueue(session, job_input, user_id=user_id, idempotency_key=idempotency_key)
         pending_objects.settle(session, [p.object_key for p in photos])
-        session.commit()
-    except BaseException as e:
+    except BaseException as e:  # nothing committed: no orphaned objects
         session.rollback()
-        storage.discard(stored, e)  # no orphaned objects (storage failing: 503 now, deleted later)
+        storage.discard(stored, e)  # (storage failing: 503 now, deleted later)
         raise
+    commit_upload(session, "upload.outcome_unknown")  # its objects stay if the commit fails
     return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(job))
 
 

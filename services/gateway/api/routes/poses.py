@@ -19,7 +19,7 @@ from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey
 from services.gateway.api.schemas import JobOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
-from services.gateway.uploads import image_columns, read_clean, upload_body, uploaded_files
+from services.gateway.uploads import commit_upload, image_columns, read_clean, upload_body, uploaded_files
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import ExtractPose
@@ -115,11 +115,11 @@ def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str
         job_input = ExtractPose(pose_id=pid, fingerprint=fingerprint)
         job: Job = enqueue(session, job_input, user_id=user_id, idempotency_key=idempotency_key)
         pending_objects.settle(session, [pose.object_key])
-        session.commit()
-    except BaseException as e:
+    except BaseException as e:  # nothing committed: no orphaned object
         session.rollback()
-        storage.discard([pose.object_key], e)  # no orphaned object
+        storage.discard([pose.object_key], e)
         raise
+    commit_upload(session, "pose.outcome_unknown")  # its object stays if the commit fails
     return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(job))
 
 
