@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     upload_max_bytes: int = 15 * 1024 * 1024
     upload_max_pixels: int = 40_000_000
     upload_max_files: int = 20
+    photos_per_user_max: int = 100  # every photo row a user has, rejected ones too (biometric data)
     presign_seconds: int = 300
     photo_retention_days: int = 30
     # An object written before its row committed (the writer was killed in between) is deleted by

@@ -74,6 +74,10 @@ EN: Catalog = {
     "request.key_reused": "This Idempotency-Key was already used for a different request; use a new key.",
     "request.key_in_progress": "A request with this Idempotency-Key is still in progress; try again shortly.",
     "upload.in_progress": "Another upload of yours is still being stored; send this one again in a moment.",
+    "upload.too_many_photos": (
+        "You have {have} photos and can keep at most {max}; delete some (rejected ones first) before "
+        "uploading {count} more."
+    ),
     "upload.outcome_unknown": (
         "The database stopped answering while saving your photos, so they may or may not be stored. "
         "Look at your photos before sending them again (a photo sent twice counts once)."
@@ -285,6 +289,10 @@ KO: Catalog = {
     "request.rate_limited": "요청이 너무 많습니다. 1분 뒤에 다시 시도해 주세요.",
     "request.key_reused": "이 Idempotency-Key는 다른 요청에 이미 쓰였습니다. 새 키를 쓰세요.",
     "upload.in_progress": "다른 업로드를 아직 저장하고 있습니다. 잠시 뒤에 다시 보내 주세요.",
+    "upload.too_many_photos": (
+        "사진이 {have}장 있으며 최대 {max}장까지 보관할 수 있습니다. {count}장을 더 올리려면 먼저 "
+        "사진을 지워 주세요(거절된 사진부터)."
+    ),
     "upload.outcome_unknown": (
         "사진을 저장하는 중에 데이터베이스가 응답하지 않아 저장되었는지 알 수 없습니다. "
         "다시 보내기 전에 사진 목록을 확인해 주세요(같은 사진은 한 번만 셉니다)."

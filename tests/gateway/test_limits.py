@@ -230,3 +230,28 @@ def test_uploads_are_rate_limited_per_user(platform: Platform, procs) -> None:
             client.post("/v1/photos", files=_files(1), headers=bob.auth).status_code == 201
         )  # his own budget
         assert _photo_rows(_uid(client, alice)) == 2
+
+
+def test_a_user_keeps_a_bounded_number_of_photos(api: Api) -> None:
+    """Every upload is stored (a re-sent photo too, as a rejected duplicate), so re-sending the
+    same picture in a loop grew a user's storage without bound: PHOTOS_PER_USER_MAX (100) photo rows,
+    then 409 with a sentence that says what to do, and nothing stored."""
+    user = api.new_user()
+    uid = _uid(api, user)
+    with session_scope() as session:  # 98 rows already (no objects needed: only rows are counted)
+        for _ in range(98):
+            pid = uuid.uuid4()
+            session.add(
+                Photo(id=pid, user_id=uid, object_key=storage.user_key(uid, "photos", f"{pid}.jpg"),
+                      content_type="image/jpeg", width=512, height=512, size_bytes=1, sha256=pid.hex * 2)
+            )  # fmt: skip
+    over = api.post("/v1/photos", files=_files(3), headers=user.auth)
+    assert over.status_code == 409, over.text
+    assert over.json()["detail"] == (
+        "You have 98 photos and can keep at most 100; delete some (rejected ones first) "
+        "before uploading 3 more."
+    )
+    assert _photo_rows(uid) == 98
+    assert len(storage.list_keys(storage.user_prefix(uid))) == 0
+    assert api.post("/v1/photos", files=_files(2), headers=user.auth).status_code == 201
+    assert _photo_rows(uid) == 100

@@ -92,6 +92,7 @@ def _store_upload(
         found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
         photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
         return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(first.job))
+    _check_room(session, user_id, len(cleaned))
 
     seen = set(
         session.scalars(
@@ -138,6 +139,16 @@ def _store_upload(
         raise
     commit_upload(session, "upload.outcome_unknown")  # its objects stay if the commit fails
     return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(job))
+
+
+def _check_room(session: Session, user_id: uuid.UUID, count: int) -> None:
+    """Refuse (409) an upload that would take the user past PHOTOS_PER_USER_MAX photo rows: each
+    stored photo is an object in S3, duplicates and rejected ones too, and re-sending the same
+    picture in a loop must not grow a user's storage without bound."""
+    have = session.scalar(select(func.count()).select_from(Photo).where(Photo.user_id == user_id)) or 0
+    most = get_settings().photos_per_user_max
+    if have + count > most:
+        raise Refusal(409, "upload.too_many_photos", have=have, max=most, count=count)
 
 
 @router.get("", response_model=PhotoList)
