@@ -134,7 +134,9 @@ def generate_portraits_job(ctx: JobContext[GeneratePortraits]) -> PortraitsMade:
                 # in the dtype they were loaded in: this worker stops taking jobs.
                 stop_consuming("generate", str(exc))
                 raise JobError.of(ErrorCode.worker_restarting, retryable=True) from exc
-            made += [_store(ctx, likeness_row, result) for result in results]
+            for result in results:
+                ctx.check_canceled()  # canceled while the style was drawn: store nothing more
+                made.append(_store(ctx, likeness_row, result))
     ctx.follow_up(SendEmail.portraits_ready(ctx.job_id), user_id=ctx.user_id)
     clock.enter(None)
     return PortraitsMade(

@@ -6,6 +6,7 @@ training is the trainer's test."""
 
 import io
 import tempfile
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from services.generator.metadata import read_png_metadata
 from shared import storage
 from shared.db import session_scope
 from shared.models import Job, Likeness, Photo, PhotoStatus, Portrait
-from tests.conftest import Api, Processes, UserSession
+from tests.conftest import Api, Processes, UserSession, wait_until
 from tests.generator.helpers import make_lora
 
 WORKER_ENV = {"OMP_NUM_THREADS": "1"}  # one torch thread: far faster on a shared 2-core box
@@ -127,3 +128,58 @@ def test_generate_list_zip_delete_and_nobody_else(api: Api, procs: Processes) ->
     assert [p["id"] for p in left["portraits"]] == [portraits[1]["id"]]
     prefix = storage.user_key(uid, "portraits", job["id"]) + "/"
     assert len(storage.list_keys(prefix)) == 2  # the other PNG and its thumbnail
+
+
+def _portrait_rows(job_id: str) -> list[Portrait]:
+    with session_scope() as session:
+        rows = session.scalars(select(Portrait).where(Portrait.job_id == uuid.UUID(job_id))).all()
+        session.expunge_all()
+        return list(rows)
+
+
+def _job_row(job_id: str) -> Job:
+    with session_scope() as session:
+        job = session.get(Job, uuid.UUID(job_id))
+        session.expunge(job)
+        return job
+
+
+def _stopped(worker, job_id: str) -> bool:
+    """The worker's runner logged that this attempt ended on a cancel."""
+    with open(worker.log_path, encoding="utf-8", errors="replace") as log:
+        return f"job {job_id} canceled during attempt 1" in log.read()
+
+
+def test_deleting_the_likeness_cancels_its_portrait_jobs(api: Api, procs: Processes) -> None:
+    """Deleting a likeness while its portraits are drawn cancels its portrait jobs, as it cancels
+    its training: the running one stops at its next stage and stores nothing more, the queued one
+    never runs, both end `canceled` (not `failed`, no mail) with a stage that says why. The
+    portraits the running job had stored stay, rows and objects alike (the user's pictures)."""
+    worker = procs.worker("generate", **WORKER_ENV)
+    user = api.new_user()
+    uid = _user_id(api, user)
+    likeness_id = _ready_likeness(uid)
+    body = {"likeness_id": str(likeness_id), "styles": ["studio-business", "black-white"], "count": 2}
+    running = api.post("/v1/portraits", json=body, headers=user.auth).json()["job"]["id"]
+    queued = api.post("/v1/portraits", json=body, headers=user.auth).json()["job"]["id"]
+    wait_until(lambda: len(_portrait_rows(running)) == 2, timeout=240, what="the first style's portraits")
+    assert _job_row(running).status == "running", "the job ended before the delete"
+
+    assert api.delete(f"/v1/likenesses/{likeness_id}", headers=user.auth).status_code == 204
+    wait_until(lambda: _stopped(worker, running), timeout=60, what="the worker to stop the job")
+    time.sleep(2)  # a worker that went on would store the second style's portraits by now
+    for job_id in (running, queued):
+        job = api.get(f"/v1/jobs/{job_id}", headers=user.auth).json()
+        assert (job["status"], job["stage"], job["error_code"]) == ("canceled", "likeness deleted", None), job
+        assert job["stage_text"] == "canceled: the likeness was deleted"
+    ko = api.get(f"/v1/jobs/{running}", headers={**user.auth, "Accept-Language": "ko"}).json()
+    assert ko["stage_text"] == "취소됨: 닮은꼴 모델이 삭제됨"
+    rows = _portrait_rows(running)
+    assert [r.style for r in rows] == ["studio-business"] * 2 and {r.likeness_id for r in rows} == {None}
+    kept = sorted(k for r in rows for k in (r.object_key, r.thumb_key))
+    assert sorted(storage.list_keys(storage.user_key(uid, "portraits", running) + "/")) == kept
+    assert _portrait_rows(queued) == []
+    with session_scope() as session:
+        mails = session.scalars(select(Job).where(Job.user_id == uid, Job.kind == "send_email")).all()
+        assert sorted(m.input["template"] for m in mails) == ["verify_email"]  # no failure mail
+    assert worker.poll() is None  # the worker lives on for the next job

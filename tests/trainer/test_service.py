@@ -194,6 +194,41 @@ def test_too_few_photos_is_refused_with_a_sentence_and_no_job(api: Api) -> None:
     assert start(api, api.new_user(consent=False)).status_code == 403
 
 
+def test_photos_still_being_checked_are_named_in_the_refusal(api: Api) -> None:
+    """Asking to train right after an upload whose check has not run yet: the refusal says the
+    photos are still being checked (and how many), not "you have no good photos"."""
+    user = api.new_user()
+    uid = uuid.UUID(user_id(api, user))
+    ids = [uuid.uuid4() for _ in range(10)]
+    with session_scope() as session:  # as the upload leaves them until the `photos` job checks them
+        for i, pid in enumerate(ids):
+            session.add(
+                Photo(
+                    id=pid, user_id=uid, object_key=storage.user_key(uid, "photos", f"{pid}.jpg"),
+                    content_type="image/jpeg", width=512, height=512, size_bytes=1000,
+                    sha256=f"{i:064x}", status=PhotoStatus.checking,
+                )
+            )  # fmt: skip
+    r = start(api, user)
+    assert r.status_code == 409
+    assert r.json()["detail"] == "10 of your photos are still being checked; try again in a minute."
+    korean = start(api, user, **{"Accept-Language": "ko"}).json()["detail"]
+    assert korean == "사진 10장을 아직 확인하고 있습니다. 1분쯤 뒤에 다시 시도해 주세요."
+
+    def set_status(status: PhotoStatus, photo_ids: list[uuid.UUID]) -> None:
+        with session_scope() as session:
+            for pid in photo_ids:
+                session.get(Photo, pid).status = status
+
+    set_status(PhotoStatus.rejected, ids[1:])
+    assert (
+        start(api, user).json()["detail"] == "1 of your photos is still being checked; try again in a minute."
+    )
+    set_status(PhotoStatus.rejected, ids[:1])
+    assert start(api, user).json()["detail"] == "You have no good photos yet; upload 8 to train."
+    assert api.get("/v1/jobs?kind=train_likeness", headers=user.auth).json()["jobs"] == []
+
+
 @pytest.mark.slow  # ~55 s: two worker starts, the stale timeout, and a wait that nothing re-runs it
 def test_a_killed_training_resumes_from_its_s3_checkpoint(api: Api, procs: Processes) -> None:
     worker = procs.worker("train", **TRAIN_WORKER_ENV)

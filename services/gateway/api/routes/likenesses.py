@@ -3,7 +3,8 @@
 import uuid
 
 from fastapi import APIRouter, Response
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
 from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
@@ -20,7 +21,7 @@ from services.gateway.idempotency import replay
 from services.gateway.training import settle
 from shared import pending_objects, storage
 from shared.config import get_settings
-from shared.contracts import TrainLikeness
+from shared.contracts import GeneratePortraits, TrainLikeness
 from shared.contracts.likeness_files import DOWNLOAD_NAMES, DownloadFormat, LikenessFiles
 from shared.jobs import IdempotencyConflict, enqueue, events, transition
 from shared.jobs.outbox import request_fingerprint
@@ -32,9 +33,14 @@ router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 KIND = TrainLikeness.kind
 ACTIVE = (JobStatus.queued, JobStatus.running)
 KEY_REUSED = "request.key_reused"
+LIKENESS_DELETED = "likeness deleted"  # the stage of its jobs canceled by the delete (shared/i18n.py)
 
 
-def photos_short(have: int, need: int) -> Refusal:
+def photos_short(have: int, need: int, checking: int = 0) -> Refusal:
+    """The 409 for too few accepted photos: while some are still being checked, it says so (they
+    may be enough in a minute), else how many more to upload."""
+    if checking:
+        return conflict("training.photos_checking", count=checking)
     if have == 0:
         return conflict("training.no_photos", need=need)
     return conflict("training.photos_short", count=have, more=need - have)
@@ -72,7 +78,10 @@ def start_training(
     photo_ids = list(first.values())
     need = get_settings().min_training_photos
     if len(photo_ids) < need:
-        raise photos_short(len(photo_ids), need)
+        checking = session.scalar(
+            select(func.count()).where(Photo.user_id == user.id, Photo.status == PhotoStatus.checking)
+        )
+        raise photos_short(len(photo_ids), need, checking or 0)
 
     likeness_id = uuid.uuid4()
     try:
@@ -113,20 +122,42 @@ def read_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep
 
 @router.delete("/{likeness_id}", status_code=204, responses={202: {"description": "files deleted later"}})
 def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
-    """Delete the likeness and its files; a training still under way is canceled. 204, or 202
+    """Delete the likeness and its files. Its jobs still queued or running (its training, portrait
+    jobs of it) are canceled: their workers stop at their next step and store nothing more. Portraits
+    already made from it stay (they are the user's pictures; delete them on their own). 204, or 202
     with a sentence while S3 is down (the files are deleted once it answers)."""
     likeness = owned(session, Likeness, likeness_id, user, "Likeness")
-    canceled = None
-    if likeness.job_id is not None:
-        canceled = transition(session, likeness.job_id, set(ACTIVE), JobStatus.canceled, stage="canceled")
+    canceled = _cancel_jobs_of(session, likeness)
     # Checkpoints included; a worker that uploads after this sees the row gone and cleans up.
     folder = storage.user_key(user.id, "likenesses", str(likeness_id)) + "/*"
     session.delete(likeness)
     pending_objects.condemn(session, [folder])
     session.commit()
-    if canceled is not None:
-        events.publish(canceled)
+    for job in canceled:
+        events.publish(job)
     return deleted_files([folder])
+
+
+def _cancel_jobs_of(session: Session, likeness: Likeness) -> list[Job]:
+    """Cancel the likeness's queued or running jobs, in the caller's transaction: the training that
+    makes it and the portrait jobs that draw with it (a worker notices at its next progress report or
+    heartbeat). Their stage says why, `likeness deleted`. Returns the jobs canceled, to publish once
+    committed."""
+    ids = session.scalars(
+        select(Job.id).where(
+            Job.user_id == likeness.user_id,
+            Job.status.in_(ACTIVE),
+            or_(
+                Job.id == likeness.job_id,
+                (Job.kind == GeneratePortraits.kind)
+                & (Job.input["likeness_id"].as_string() == str(likeness.id)),
+            ),
+        )
+    ).all()
+    moved = (
+        transition(session, job_id, set(ACTIVE), JobStatus.canceled, stage=LIKENESS_DELETED) for job_id in ids
+    )
+    return [job for job in moved if job is not None]  # None: it ended meanwhile
 
 
 @router.get("/{likeness_id}/download", response_model=DownloadOut)
