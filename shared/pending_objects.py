@@ -24,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -67,26 +67,39 @@ def condemn(session: Session, keys: Sequence[str]) -> None:
 
 
 def delete_now(keys: Sequence[str]) -> bool:
-    """Delete condemned `keys` (prefixes too) and forget them; False, leaving them for the
-    scheduler, when storage is down or failing (shared.storage.store_failed); other errors raise."""
+    """Delete condemned `keys` (prefixes too) and forget those S3 deleted; False, leaving the rest
+    for the scheduler, when storage is down or failing (shared.storage.store_failed) or S3 did not
+    delete some of them (DeleteObjects' `Errors`, refusals too); other errors raise."""
     try:
-        _delete(list(keys))
+        failed = _delete(list(keys))
     except Exception as e:
         if storage.store_failed(e):
             return False
         raise
+    gone = [k for k in keys if k not in failed]
     try:
         with session_scope() as session:
-            settle(session, keys)
+            settle(session, gone)
     except Exception:  # the objects are gone; the next clean-up deletes nothing and forgets them
-        log.warning("could not forget %d deleted keys; the clean-up will", len(keys), exc_info=True)
-    return True
+        log.warning("could not forget %d deleted keys; the clean-up will", len(gone), exc_info=True)
+    return not failed
 
 
-def _delete(keys: list[str]) -> None:
-    storage.delete_keys([k for k in keys if not k.endswith("*")])
-    for prefix in (k[:-1] for k in keys if k.endswith("*")):
-        storage.delete_prefix(prefix)
+def _delete(keys: list[str]) -> dict[str, str]:
+    """Delete the objects of announcement `keys` (a key ending in "*" is a prefix); returns the
+    announcement keys S3 answered but did not delete, with an S3 error code. Raises botocore errors
+    when S3 did not answer."""
+    failed: dict[str, str] = {}
+    try:
+        storage.delete_keys([k for k in keys if not k.endswith("*")])
+    except storage.DeleteIncomplete as e:
+        failed |= e.failed
+    for key in (k for k in keys if k.endswith("*")):  # one by one: a refused prefix holds up no other
+        try:
+            storage.delete_prefix(key[:-1])
+        except storage.DeleteIncomplete as e:
+            failed[key] = e.response["Error"]["Code"]
+    return failed
 
 
 def sweep(grace_seconds: float, batch: int = 1000) -> int:
@@ -95,7 +108,10 @@ def sweep(grace_seconds: float, batch: int = 1000) -> int:
     LOCKED: sweeps on several workers share the work) until the objects are deleted, so a writer
     re-announcing one of them waits and then writes after the delete.
 
-    Raises botocore/SQLAlchemy errors on an outage: the announcements stay for the next sweep."""
+    A key S3 answered but did not delete (DeleteObjects' `Errors`: a refusal such as an object
+    lock, or a store failure) keeps its announcement, dated now: it is tried again after the grace
+    period and holds up no other key. Raises botocore/SQLAlchemy errors on an outage: the
+    announcements stay for the next sweep."""
     swept = 0
     cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
     while True:
@@ -111,6 +127,17 @@ def sweep(grace_seconds: float, batch: int = 1000) -> int:
             )
             if not keys:
                 return swept
-            _delete(keys)
-            session.execute(delete(PendingObject).where(PendingObject.key.in_(keys)))
-        swept += len(keys)
+            failed = _delete(keys)
+            gone = [k for k in keys if k not in failed]
+            session.execute(delete(PendingObject).where(PendingObject.key.in_(gone)))
+            if failed:
+                log.warning(
+                    "S3 did not delete %d objects (%s); trying again later",
+                    len(failed), ", ".join(sorted(set(failed.values()))),
+                )  # fmt: skip
+                session.execute(
+                    update(PendingObject)
+                    .where(PendingObject.key.in_(list(failed)))
+                    .values(created_at=datetime.now(UTC))
+                )
+        swept += len(gone)

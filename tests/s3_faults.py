@@ -37,6 +37,7 @@ class FaultyS3:
         self.puts_forwarded = 0
         self.puts_failed = 0
         self.delete_code: str | None = None  # set: multi-object deletes delete nothing, per-key errors
+        self.delete_only: str | None = None
         self.deletes_refused = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -63,24 +64,30 @@ class FaultyS3:
                 self.fault = None
 
     @contextmanager
-    def failing_deletes(self, code: str = "InternalError") -> Iterator[None]:
+    def failing_deletes(self, code: str = "InternalError", only: str | None = None) -> Iterator[None]:
         """Multi-object deletes inside the block answer 200 listing every key under <Error> with
-        S3 error `code` (InternalError, SlowDown, AccessDenied ...) and delete nothing."""
+        S3 error `code` (InternalError, SlowDown, AccessDenied ...) and delete nothing. With `only`,
+        the request goes to S3 (every key is deleted) and the answer lists under <Error> the keys
+        that contain `only`: what the client is told is what a partial failure tells it."""
         with self._lock:
-            self.delete_code, self.deletes_refused = code, 0
+            self.delete_code, self.delete_only, self.deletes_refused = code, only, 0
         try:
             yield
         finally:
             with self._lock:
                 self.delete_code = None
 
-    def _refused_delete(self, method: str, query: str, body: bytes) -> tuple[str, list[bytes]] | None:
+    def _refused_delete(self, method: str, query: str, body: bytes) -> tuple[str, list[bytes], bool] | None:
+        """(code, keys to report undeleted, forward the request first) for a multi-object delete."""
         with self._lock:
             if self.delete_code is None or method != "POST" or not re.search(r"(^|&)delete(=|&|$)", query):
                 return None
             keys = re.findall(rb"<Key>(.*?)</Key>", body)
+            only = self.delete_only
+            if only is not None:
+                keys = [k for k in keys if only.encode() in k]
             self.deletes_refused += len(keys)
-            return self.delete_code, keys
+            return self.delete_code, keys, only is not None
 
     def _should_fail(self, method: str) -> Fault | None:
         with self._lock:
@@ -107,16 +114,12 @@ class FaultyS3:
                     return
                 refused = proxy._refused_delete(self.command, urlsplit(self.path).query, body)
                 if refused is not None:
-                    self._delete_result(*refused)
+                    code, keys, forward = refused
+                    if forward:
+                        self._forward(body)
+                    self._delete_result(code, keys)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-                upstream = http.client.HTTPConnection(*proxy.upstream, timeout=30)
-                try:
-                    upstream.request(self.command, self.path, body=body or None, headers=headers)
-                    response = upstream.getresponse()
-                    data = response.read()
-                finally:
-                    upstream.close()
+                response, data = self._forward(body)
                 self.send_response(response.status, response.reason)
                 for key, value in response.getheaders():
                     if key.lower() not in HOP_BY_HOP and key.lower() != "content-length":
@@ -125,6 +128,16 @@ class FaultyS3:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+
+            def _forward(self, body: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+                upstream = http.client.HTTPConnection(*proxy.upstream, timeout=30)
+                try:
+                    upstream.request(self.command, self.path, body=body or None, headers=headers)
+                    response = upstream.getresponse()
+                    return response, response.read()
+                finally:
+                    upstream.close()
 
             def _error(self, fault: Fault) -> None:
                 body = (

@@ -115,21 +115,79 @@ def test_a_deleted_photos_key_stays_listed_while_s3_reports_it_undeleted(stack) 
 
 
 def test_the_clean_up_keeps_keys_s3_reported_undeleted_for_its_next_run(stack) -> None:
-    """`pending_objects.sweep` (the scheduler's clean-up) forgets a batch's keys only once S3 deleted
-    them; a batch S3 answered with per-key errors stays for the next run."""
+    """`pending_objects.sweep` (the scheduler's clean-up) forgets a key only once S3 deleted it; a
+    key S3 answered with a per-key error stays listed, dated now (tried again after the grace)."""
     storage.ensure_bucket()
     _, [key] = _user_with_objects(1)
     pending_objects.announce([key])  # due for a sweep with no grace, not for the platform's (1 h)
     try:
-        with (
-            FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3,
-            storage_through(s3.url),
-            s3.failing_deletes(),
-            pytest.raises(storage.DeleteIncomplete),
-        ):
+        with FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3, storage_through(s3.url), s3.failing_deletes():
             pending_objects.sweep(grace_seconds=0)
+            assert s3.deletes_refused >= 1
         assert storage.exists(key) and _listed(key) == 1
         pending_objects.sweep(grace_seconds=0)
         assert not storage.exists(key) and _listed(key) == 0
     finally:
         _forget([key])
+
+
+def test_a_key_s3_keeps_refusing_holds_up_no_other_delete(stack) -> None:
+    """One key S3 refuses for good (AccessDenied: an object lock, a legal hold) must not stop the
+    clean-up, the deletes of other rows or the retention of other photos: the clean-up forgets the
+    keys S3 deleted in the same batch and keeps the refused one; `delete_now` settles the deleted
+    ones and answers False (202: the rest is deleted later)."""
+    storage.ensure_bucket()
+    _, keys = _user_with_objects(3)
+    refused = keys[0]
+    only = refused.rsplit("/", 1)[1]
+    pending_objects.announce(keys)
+    try:
+        with (
+            FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3,
+            storage_through(s3.url),
+            s3.failing_deletes("AccessDenied", only=only),
+        ):
+            pending_objects.sweep(grace_seconds=0)
+        assert [_listed(k) for k in keys] == [1, 0, 0]
+        with session_scope() as session:  # condemned again, as a deleted row's keys are
+            pending_objects.condemn(session, keys)
+        with (
+            FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3,
+            storage_through(s3.url),
+            s3.failing_deletes("AccessDenied", only=only),
+        ):
+            assert pending_objects.delete_now(keys) is False
+        assert [_listed(k) for k in keys] == [1, 0, 0]
+    finally:
+        _forget(keys)
+
+
+def test_retention_deletes_the_rows_whose_files_s3_deleted(stack) -> None:
+    """The retention sweep (photos past PHOTO_RETENTION_DAYS) deletes each expired photo's row with
+    its file; a file S3 did not delete keeps its row for the next hour's sweep, and no other."""
+    from datetime import UTC, datetime, timedelta
+
+    from services.photos.retention import sweep_expired_photos
+    from shared.models import Photo
+
+    storage.ensure_bucket()
+    uid, keys = _user_with_objects(2)
+    old = datetime.now(UTC) - timedelta(days=400)
+    with session_scope() as session:
+        for key in keys:
+            session.add(Photo(id=uuid.UUID(key.rsplit("/", 1)[1][:-4]), user_id=uid, object_key=key,
+                              content_type="image/jpeg", width=1, height=1, size_bytes=1,
+                              sha256=key[-64:].rjust(64, "0"), created_at=old))  # fmt: skip
+    only = keys[0].rsplit("/", 1)[1]
+    with (
+        FaultyS3(os.environ["S3_ENDPOINT_URL"]) as s3,
+        storage_through(s3.url),
+        s3.failing_deletes("SlowDown", only=only),
+    ):
+        sweep_expired_photos()
+    with session_scope() as session:
+        left = set(session.scalars(select(Photo.object_key).where(Photo.user_id == uid)))
+    assert left == {keys[0]}
+    sweep_expired_photos()
+    with session_scope() as session:
+        assert session.scalars(select(Photo.object_key).where(Photo.user_id == uid)).all() == []
