@@ -288,6 +288,10 @@ def _store(ctx: JobContext[GeneratePortraits], request: dict, result) -> str:
             raise JobCanceled()
         if session.get(LikenessRow, request["id"]) is None:
             _likeness_deleted(ctx, prefix)
+        if session.get(Portrait, portrait_id) is not None:
+            # stored by an earlier attempt: announcing its keys again would hand the objects of a
+            # committed row to the sweep if this attempt died before its own insert
+            return str(portrait_id)
     pending_objects.announce([key, thumb])  # no orphans if this worker dies before the row
     storage.put_bytes(key, result.png, "image/png")
     storage.put_bytes(thumb, thumbnail_jpeg(result.image), "image/jpeg")

@@ -62,7 +62,7 @@ def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
     except PoseRejected as rejected:
         with session_scope() as session:
             row = session.get(PosePhoto, pose_id)
-            if row is not None:
+            if row is not None and row.status == "extracting":  # not one its job's end settled
                 row.status, row.reason_code, row.reason = "rejected", rejected.code, rejected.reason
         return PoseExtracted(pose_id=pose_id, status="rejected", reason_code=rejected.code)
     pose = found.pose
@@ -80,12 +80,14 @@ def extract_pose_job(ctx: JobContext[ExtractPose]) -> PoseExtracted:
         # Under the account hold (shared/accounts.py): an erasure that began meanwhile may have
         # listed the user's files before these writes.
         row = session.get(PosePhoto, pose_id) if hold_account(session, ctx.owner) else None
+        if row is not None and row.status != "extracting":  # settled when its job ended (canceled)
+            row = None
         if row is not None:
             row.status, row.keypoints, row.preview_key = "ready", keypoints, keys["preview"]
             if note is not None:
                 row.reason_code, row.reason = "several_people", note.render()
             pending_objects.settle(session, written)
-    if row is None:  # deleted meanwhile: leave nothing behind (the sweep, if S3 fails now)
+    if row is None:  # deleted or settled meanwhile: leave nothing behind (the sweep, if S3 fails now)
         pending_objects.delete_now(list(keys.values()))
         return PoseExtracted(pose_id=pose_id, status="deleted")
     return PoseExtracted(pose_id=pose_id, status="ready", people=max(found.people, 1))

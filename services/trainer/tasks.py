@@ -70,7 +70,7 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
             )
         except JobCanceled:
             if _canceled(ctx.job_id):  # by the user (or the likeness was deleted): nothing to resume
-                store.clear()
+                _clear_checkpoints(store)
             raise  # else handed to another worker: it resumes from the checkpoints
         except Exception as e:
             error = _user_error(e, missing)
@@ -87,7 +87,7 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
         raise JobError.of(ErrorCode.likeness_deleted)
     if found == LikenessStatus.canceled:
         raise JobCanceled()
-    store.clear()
+    _clear_checkpoints(store)
     ctx.follow_up(SendEmail.training_finished(ctx.job_id, likeness_id), user_id=ctx.user_id)
     return LikenessTrained(
         likeness_id=likeness_id,
@@ -101,6 +101,16 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
             for k, v in {"download": downloaded, **result.seconds, "load": loaded, "upload": uploaded}.items()
         },
     )
+
+
+def _clear_checkpoints(store: S3CheckpointStore) -> None:
+    """Delete the training's checkpoints once the job's outcome is recorded, best effort: a failure
+    here must not retry (and retrain) a finished job. What is left lies in the likeness's folder,
+    deleted with the likeness or the account."""
+    try:
+        store.clear()
+    except Exception:  # noqa: BLE001 - an S3 hiccup after the outcome is recorded
+        log.warning("could not delete the training checkpoints; they go with the likeness", exc_info=True)
 
 
 def _canceled(job_id: uuid.UUID) -> bool:

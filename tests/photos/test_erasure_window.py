@@ -96,7 +96,8 @@ def test_a_portrait_stored_during_the_erasures_delete_window_is_erased_too(stack
     with session_scope() as session:
         assert session.get(User, uid) is None  # the erasure finished
     assert storage.list_keys(storage.user_prefix(uid)) == [], "the account is erased but its files stay"
-    # Nothing for the sweep but the erasure's own second look at the prefix.
-    assert _announced(uid) == [f"users/{uid}/*"]
-    pending_objects.sweep(grace_seconds=0)
+    # Nothing for the sweep but the erasure's own second look at the prefix (which the suite's
+    # platform scheduler, when one runs, may have taken already).
+    assert _announced(uid) in ([f"users/{uid}/*"], [])
+    pending_objects.delete_now([f"users/{uid}/*"])
     assert _announced(uid) == []
