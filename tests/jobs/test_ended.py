@@ -17,16 +17,8 @@ from shared.i18n import current_locale
 from shared.jobs.reaper import reap_stale_jobs
 from shared.jobs.state import transition
 from shared.localstack import LocalStack
-from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus, PosePhoto, User
-
-
-def _user() -> uuid.UUID:
-    uid = uuid.uuid4()
-    with session_scope() as session:
-        session.add(
-            User(id=uid, email=f"{uid.hex}@example.com", password_hash="x", face_consent_at=func.now())
-        )
-    return uid
+from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus, PosePhoto
+from tests import rows
 
 
 def _pose(uid: uuid.UUID) -> uuid.UUID:
@@ -56,7 +48,7 @@ def _job(uid: uuid.UUID, kind: str, job_input: dict, *, dead_worker: bool = Fals
 
 
 def test_a_pose_whose_job_failed_for_good_is_rejected_with_a_sentence(stack: LocalStack) -> None:
-    uid = _user()
+    uid = rows.user()
     pose_id = _pose(uid)
     job_id = _job(uid, "pose_extract", {"pose_id": str(pose_id)}, dead_worker=True)
 
@@ -82,7 +74,7 @@ def test_a_pose_whose_job_failed_for_good_is_rejected_with_a_sentence(stack: Loc
 
 
 def test_a_canceled_pose_job_leaves_the_pose_rejected_as_canceled(stack: LocalStack) -> None:
-    uid = _user()
+    uid = rows.user()
     pose_id = _pose(uid)
     job_id = _job(uid, "pose_extract", {"pose_id": str(pose_id)})
     with session_scope() as session:  # what POST /v1/jobs/{id}/cancel does
@@ -95,7 +87,7 @@ def test_a_canceled_pose_job_leaves_the_pose_rejected_as_canceled(stack: LocalSt
 def test_a_photo_check_failed_at_once_rejects_its_unchecked_photos(stack: LocalStack) -> None:
     """A non-retryable error fails the job from the runner (not through the retries): the photos it
     did not get to are rejected `check_failed` too, so they can be uploaded again."""
-    uid = _user()
+    uid = rows.user()
     ids = [uuid.uuid4(), uuid.uuid4()]
     with session_scope() as session:
         for i, pid in enumerate(ids):
@@ -119,7 +111,7 @@ def test_a_photo_check_failed_at_once_rejects_its_unchecked_photos(stack: LocalS
 
 
 def test_a_training_failed_by_the_reaper_fails_its_likeness_at_once(stack: LocalStack) -> None:
-    uid = _user()
+    uid = rows.user()
     likeness_id = uuid.uuid4()
     job_id = _job(uid, "train_likeness", {"likeness_id": str(likeness_id)}, dead_worker=True)
     with session_scope() as session:

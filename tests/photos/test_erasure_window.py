@@ -7,10 +7,8 @@ In-process on the real stack: the erasure runs as the photos worker runs it; the
 real `_store` runs at the moment S3 finished the erasure's delete (a hook that calls the real
 `storage.delete_prefix` first), as a slow S3 lets it happen."""
 
-import io
 import threading
 import uuid
-from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -22,7 +20,8 @@ from shared import pending_objects, storage
 from shared.contracts import GeneratePortraits
 from shared.db import session_scope
 from shared.jobs import JobCanceled, JobContext, run_job
-from shared.models import Job, JobStatus, Likeness, PendingObject, User
+from shared.models import PendingObject, User
+from tests import rows
 
 
 def _announced(uid: uuid.UUID) -> list[str]:
@@ -34,34 +33,14 @@ def _announced(uid: uuid.UUID) -> list[str]:
 
 def test_a_portrait_stored_during_the_erasures_delete_window_is_erased_too(stack, monkeypatch) -> None:
     storage.ensure_bucket()
-    uid = uuid.uuid4()
-    with session_scope() as session:
-        session.add(
-            User(id=uid, email=f"{uid.hex}@example.com", password_hash="x", face_consent_at=func.now())
-        )
-        session.flush()
-        likeness = Likeness(
-            user_id=uid, status="ready", class_word="woman", trigger_word="ohwx", base_model="b"
-        )
-        session.add(likeness)
-        gen = Job(
-            kind="generate_portraits", user_id=uid, status=JobStatus.running, worker="gpu:1:x",
-            input={"likeness_id": "x", "styles": ["soft-beauty"], "count": 2}, heartbeat_at=func.now(),
-        )  # fmt: skip
-        session.add(gen)
-        erase = Job(kind="erase_user", user_id=uid, status=JobStatus.queued, input={}, max_attempts=10)
-        session.add(erase)
-        session.flush()
-        likeness_id, gen_id, erase_id = likeness.id, gen.id, erase.id
+    uid = rows.user()
+    likeness_id = rows.likeness(uid)
+    job_input = {"likeness_id": "x", "styles": ["soft-beauty"], "count": 2}
+    gen_id = rows.job(uid, "generate_portraits", job_input, running_on="gpu:1:x")
+    erase_id = rows.job(uid, "erase_user")
     storage.put_bytes(storage.user_key(uid, "photos", "a.jpg"), b"face", "image/jpeg")
 
-    image = Image.new("RGB", (64, 64), (200, 120, 90))
-    png = io.BytesIO()
-    image.save(png, format="PNG")
-    result = SimpleNamespace(  # what the pipeline hands `_store`: one portrait
-        style="soft-beauty", seed=7, png=png.getvalue(), image=image, width=64, height=64,
-        identity_score=0.9, face_found=True, meta={},
-    )  # fmt: skip
+    result = rows.portrait_result()
     ctx = JobContext(gen_id, uid, "generate_portraits",
                      GeneratePortraits.model_construct(likeness_id=likeness_id), 1, 3, "gpu:1:x")  # fmt: skip
     request = {"id": likeness_id}

@@ -4,10 +4,8 @@ before they are written and settled only under the account hold (shared/accounts
 that listed the user's files before a write, an S3 that then fails the trainer's own clean-up, or a
 worker killed in between leave nothing behind once the sweep ran."""
 
-import os
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -19,28 +17,17 @@ from services.trainer.checkpoints import S3CheckpointStore
 from services.trainer.export import ExportedLora
 from services.trainer.train import LikenessResult
 from shared import pending_objects, storage
-from shared.config import get_settings
 from shared.db import session_scope
 from shared.jobs import JobCanceled, run_job
-from shared.models import Job, JobStatus, Likeness, PendingObject, User
+from shared.models import PendingObject, User
+from tests import rows
+from tests.s3_faults import storage_through
 
 
 def _user_training() -> tuple[uuid.UUID, uuid.UUID, uuid.UUID]:
     """A user with a likeness in training and a queued erasure: (user, likeness, erase job)."""
-    uid = uuid.uuid4()
-    with session_scope() as session:
-        session.add(
-            User(id=uid, email=f"{uid.hex}@example.com", password_hash="x", face_consent_at=func.now())
-        )
-        session.flush()
-        likeness = Likeness(
-            user_id=uid, status="training", class_word="woman", trigger_word="ohwx", base_model="b"
-        )
-        session.add(likeness)
-        erase = Job(kind="erase_user", user_id=uid, status=JobStatus.queued, input={}, max_attempts=10)
-        session.add(erase)
-        session.flush()
-        return uid, likeness.id, erase.id
+    uid = rows.user()
+    return uid, rows.likeness(uid, "training"), rows.job(uid, "erase_user")
 
 
 def _erase(uid: uuid.UUID, erase_id: uuid.UUID) -> None:
@@ -60,19 +47,9 @@ def _announced(uid: uuid.UUID) -> set[str]:
         return set(keys)
 
 
-@contextmanager
-def _s3_down() -> Iterator[None]:
+def _s3_down() -> AbstractContextManager[None]:
     """This process's S3 client talks to a port nobody listens on (connection refused)."""
-    saved = os.environ["S3_ENDPOINT_URL"]
-    os.environ["S3_ENDPOINT_URL"] = "http://127.0.0.1:9"
-    get_settings.cache_clear()
-    storage.client.cache_clear()
-    try:
-        yield
-    finally:
-        os.environ["S3_ENDPOINT_URL"] = saved
-        get_settings.cache_clear()
-        storage.client.cache_clear()
+    return storage_through("http://127.0.0.1:9")
 
 
 def _result(folder: Path) -> LikenessResult:
