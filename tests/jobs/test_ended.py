@@ -125,3 +125,33 @@ def test_a_training_failed_by_the_reaper_fails_its_likeness_at_once(stack: Local
         reap_stale_jobs(session)
     with session_scope() as session:  # no read of the likeness route needed to settle it
         assert session.get(Likeness, likeness_id).status == LikenessStatus.failed
+
+
+def test_a_pose_settled_while_its_worker_ran_stays_settled(stack: LocalStack, monkeypatch) -> None:
+    """The user cancels a pose extraction while the worker draws the skeleton: the job's end settles
+    the pose `rejected` (extract_canceled), and the worker, past its last progress report, must not make it
+    `ready` again nor leave its drawings behind."""
+    from services.photos import poses
+    from services.photos.poses import extract_pose_job, pose_keys
+    from shared.jobs import run_job
+    from tests.pictures import astronaut, jpeg
+
+    storage.ensure_bucket()
+    uid = rows.user()
+    pose_id = _pose(uid)
+    storage.put_bytes(storage.user_key(uid, "poses", f"{pose_id}.jpg"), jpeg(astronaut()), "image/jpeg")
+    job_id = _job(uid, "pose_extract", {"pose_id": str(pose_id)})
+    real_draw_pose = poses.draw_pose
+
+    def canceled_meanwhile(*args):  # POST /v1/jobs/{id}/cancel after its last progress report
+        with session_scope() as session:
+            assert transition(session, job_id, JobStatus.running, JobStatus.canceled) is not None
+        return real_draw_pose(*args)
+
+    monkeypatch.setattr(poses, "draw_pose", canceled_meanwhile)
+    run_job(job_id, extract_pose_job)
+    with session_scope() as session:
+        pose = session.get(PosePhoto, pose_id)
+        assert (pose.status, pose.reason_code) == ("rejected", "extract_canceled")
+    drawings = [k for role, k in pose_keys(uid, pose_id).items() if role != "photo"]
+    assert not any(storage.exists(k) for k in drawings)
