@@ -57,7 +57,11 @@ def test_studio_run_serves_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         tree = psutil.Process(run.pid).children(recursive=True)
         assert len(tree) >= 10  # servers, gateway, four workers (and their pools), relay, scheduler
         os.killpg(run.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
-        out, _ = run.communicate(timeout=120)
+        try:  # seconds alone; twice over 120 s late in a full suite run (2026-12-07), cause not found
+            out, _ = run.communicate(timeout=300)
+        except subprocess.TimeoutExpired as e:
+            tail = (e.output or b"")[-4000:]
+            pytest.fail(f"studio run did not stop within 300 s of Ctrl-C; its output ends:\n{tail!r}")
         assert run.returncode == 0, out[-3000:]
         assert "stopped." in out
         wait_until(lambda: not [p for p in tree if _alive(p)], timeout=30, what="every child gone")
