@@ -14,8 +14,11 @@ face + hand detailer at 512 px (twice), beautify at denoise 0.35, 2x upscale wit
 Phases (same models, in this order; each reports seconds per portrait and portraits per minute):
 - baseline: what a plain diffusers script does: fp16, eager, one portrait at a time, LoRAs as
   peft adapters, the style's step counts.
-- batched: fp16 + channels_last + fused QKV, portraits batched (4 per txt2img/img2img call,
-  8 crops/tiles per inpaint/tile call), LoRAs baked into the weights, txt2img 20 steps.
+- batched: fp16 + channels_last (GroupNorms that keep it: shared/ml/channels_last_norm.py) + fused
+  QKV, portraits batched (4 per txt2img/img2img call, 8 crops/tiles per inpaint/tile call), LoRAs
+  baked into the weights, txt2img 20 steps.
+- native-norms: batched with PyTorch's own GroupNorm (copies channels_last to NCHW and back).
+- contiguous: batched with NCHW networks (no channels_last at all).
 - graphed: batched + CUDA graphs of the UNet and ControlNets (services/generator/graphed.py),
   captured per shape by `warm_up` (seconds reported apart), the graphed-vs-eager latents check,
   and the captures later jobs make (a new partial batch size only; a second user's job none).
@@ -353,6 +356,7 @@ def main() -> None:
     parser.add_argument("--fast-steps", type=int, default=20, help="txt2img steps, optimized")
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--profile", action="store_true", help="GPU-busy share (torch profiler)")
+    parser.add_argument("--lean", action="store_true", help="batched: no LoRA-fuse or upscale-part timings")
     parser.add_argument("--out", default=None, help="JSON report (default: $OUT or stdout only)")
     args = parser.parse_args()
     phases = args.phases.split(",")
@@ -393,10 +397,21 @@ def main() -> None:
             extra["profile"] = gpu_stats.gpu_busy(lambda: naive(likeness, style, seed=2, count=2))
         report["phases"].append(phase_result("baseline", total, args.count, stages, **extra))
 
-    if {"batched", "contiguous", "graphed", "compiled"} & set(phases):
+    if {"batched", "native-norms", "contiguous", "graphed", "compiled"} & set(phases):
         from services.generator.acceleration import accelerate
+        from shared.ml.channels_last_norm import use_channels_last_norms
 
         accelerate(models, channels_last=not args.tiny, fuse_qkv=True)
+        layout_nets = [models.base.unet, models.controlnet_openpose, models.controlnet_tile, models.base.vae]
+
+        def set_norms(enable: bool) -> None:
+            for net in layout_nets:
+                use_channels_last_norms(net, enable=enable and device == "cuda")
+
+        def set_layout(memory_format: torch.memory_format) -> None:
+            for net in layout_nets:
+                net.to(memory_format=memory_format if not args.tiny else torch.contiguous_format)
+
         fast_pipe = PortraitPipeline(models, batch_size=4, lora_mode="baked", **common)
         if "batched" in phases:
             timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up
@@ -410,20 +425,27 @@ def main() -> None:
                 )
             timed(fast_pipe, likeness, fast, 1, seed=0)  # warm-up of the one-portrait shapes
             latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
-            extra["lora_seconds"] = lora_seconds(fast_pipe, likeness, fast)
-            extra["upscale_parts"] = upscale_parts(fast_pipe, fast, args.count)
+            if not args.lean:
+                extra["lora_seconds"] = lora_seconds(fast_pipe, likeness, fast)
+                extra["upscale_parts"] = upscale_parts(fast_pipe, fast, args.count)
             report["phases"].append(
                 phase_result(
                     "batched", total, args.count, stages, txt2img_steps=fast_steps,
                     one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
                 )
             )  # fmt: skip
-        if "contiguous" in phases:
-            # channels_last off again: GroupNorm's CUDA kernel wants NCHW, so in eager mode a
-            # channels_last UNet may pay a layout copy around every norm.
-            nets = [models.base.unet, models.controlnet_openpose, models.controlnet_tile, models.base.vae]
-            for net in nets:
-                net.to(memory_format=torch.contiguous_format)
+        layouts = {  # (change, undo) of the product's layout: channels_last + NHWC GroupNorms
+            # PyTorch's own GroupNorm: on CUDA it copies channels_last input to NCHW and back
+            "native-norms": (lambda: set_norms(False), lambda: set_norms(True)),
+            # NCHW networks: no norm copies, but cuDNN converts around half convolutions
+            "contiguous": (
+                lambda: set_layout(torch.contiguous_format),
+                lambda: set_layout(torch.channels_last),
+            ),
+        }
+        for name in [p for p in phases if p in layouts]:
+            change, undo = layouts[name]
+            change()
             timed(fast_pipe, likeness, fast, args.count, seed=0)  # warm-up
             total, stages = timed(fast_pipe, likeness, fast, args.count, seed=2)
             extra = {}
@@ -435,12 +457,11 @@ def main() -> None:
             latency, latency_stages = timed(fast_pipe, likeness, fast, 1, seed=3)
             report["phases"].append(
                 phase_result(
-                    "contiguous", total, args.count, stages, txt2img_steps=fast_steps,
+                    name, total, args.count, stages, txt2img_steps=fast_steps,
                     one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
                 )
             )  # fmt: skip
-            for net in nets:  # the product's layout again for the phases after this one
-                net.to(memory_format=torch.channels_last if not args.tiny else torch.contiguous_format)
+            undo()
         if "graphed" in phases:
             # CUDA graphs of the eager networks (services/generator/graphed.py): captured per
             # shape by warm_up (the style's full batch and one portrait), no compiler.

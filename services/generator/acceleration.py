@@ -1,5 +1,6 @@
 """GPU speed-ups of the resident models that keep their results (see FIELD_NOTES' timings):
-channels_last memory format and fused QKV projections. Compiling is services/generator/compiled.py
+channels_last memory format (with GroupNorms that keep it, shared/ml/channels_last_norm.py) and
+fused QKV projections. Compiling is services/generator/compiled.py
 (static shape buckets; compiling the whole pipeline with dynamic shapes never finished, issue 21).
 Fused projections need `lora_mode="baked"` in PortraitPipeline (LoRAs fused in place, never new
 modules)."""
@@ -9,12 +10,19 @@ from __future__ import annotations
 import torch
 
 from services.generator.resident import ResidentModels
+from shared.ml.channels_last_norm import use_channels_last_norms
 
 
 def accelerate(
-    models: ResidentModels, *, channels_last: bool = True, fuse_qkv: bool = True
+    models: ResidentModels,
+    *,
+    channels_last: bool = True,
+    channels_last_norms: bool = True,
+    fuse_qkv: bool = True,
 ) -> ResidentModels:
-    """Apply the speed-ups in place to the UNet, the ControlNets, the VAE and ESRGAN; returns `models`."""
+    """Apply the speed-ups in place to the UNet, the ControlNets, the VAE and ESRGAN; returns
+    `models`. `channels_last_norms` (CUDA only, with `channels_last`) swaps the networks'
+    GroupNorms for ones that do not copy channels_last tensors to NCHW and back."""
     nets = [models.base.unet, models.controlnet_openpose, models.controlnet_tile]
     nets = [n for n in nets if n is not None]
     if channels_last:
@@ -25,6 +33,10 @@ def accelerate(
         for net in [*nets, models.base.vae, upscaler]:
             if net is not None:
                 net.to(memory_format=torch.channels_last)
+        if channels_last_norms:
+            for net in [*nets, models.base.vae]:
+                if next(net.parameters()).is_cuda:
+                    use_channels_last_norms(net)
     if fuse_qkv:
         for net in nets:
             net.fuse_qkv_projections()

@@ -23,14 +23,15 @@ def make_lora(base, path, seed: int = 0, rank: int = 4, alpha: float | None = No
     """A random LoRA for the tiny UNet and text encoder, saved as diffusers safetensors. With
     `alpha`, each component's peft LoraConfig goes into the file's metadata (as the trainer's
     export writes it), so the file's scale is alpha / rank; without, diffusers takes alpha == rank."""
-    import copy
-
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
 
+    # New modules of the same configs, not copies: a copy of a graphed network cannot be made
+    # (its forward holds CUDA graphs), and the file holds only the LoRA's own weights.
+    unet = type(base.unet).from_config(base.unet.config)
+    text_encoder = type(base.text_encoder)(base.text_encoder.config)
     torch.manual_seed(seed)
-    unet, text_encoder = copy.deepcopy(base.unet), copy.deepcopy(base.text_encoder)
     configs = {
         name: LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights=False, target_modules=targets)
         for name, targets in (

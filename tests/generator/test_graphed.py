@@ -47,15 +47,21 @@ def _full_float32():
 
 @pytest.fixture
 def pipeline() -> PortraitPipeline:
-    """A graphed pipeline on fresh tiny models on the GPU (each test installs its own graphs)."""
+    """A graphed pipeline on fresh float32 tiny models on the GPU (each test installs its own
+    graphs). Not the resident loaders: those are cached and load fp16 on CUDA, whose rounding
+    differs between a capture's and an eager call's kernel choices."""
     from shared.ml import loading
 
     torch.manual_seed(0)
+    f32 = {"device": "cuda", "dtype": torch.float32}
+    upscaler = loading.load_upscaler_from(loading.model_path("upscaler", "tiny"), device="cuda")
+    upscaler.model.float()
+    openpose, tile = (loading.model_path(f"controlnet_{kind}", "tiny") for kind in ("openpose", "tile"))
     models = ResidentModels(
-        base=loading.load_base_pipeline("tiny", "cuda"),
-        controlnet_openpose=loading.load_controlnet("openpose", "tiny", "cuda"),
-        controlnet_tile=loading.load_controlnet("tile", "tiny", "cuda"),
-        upscaler=loading.load_upscaler("tiny", "cuda"),
+        base=loading.load_pipeline("tiny", **f32),
+        controlnet_openpose=loading.load_controlnet_from(openpose, **f32),
+        controlnet_tile=loading.load_controlnet_from(tile, **f32),
+        upscaler=upscaler,
         detectors={"face": FixedDetector([(26, 36, 38, 48)]), "hand": None},
         preset="tiny",
         base_name="tiny",
