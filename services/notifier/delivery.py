@@ -12,9 +12,12 @@ No transaction stays open while the SMTP server is talked to (that can take minu
 
 Two runs of one event (a redelivered task, a second job with the same key) take turns: while the
 attempt that claimed the row still runs (its job `running` with that worker), the other gets
-`Claim.busy` and waits. A row left `sending` by an attempt that is over (its process died, or the
-database failed it, between the 250 and the record) has no known outcome: it is sent again, with
-the same Message-ID, so the receiving side can tell the copy (`Claim.outcome_unknown`).
+`Claim.busy` and waits. `look_up_delivery` gives the same answer without claiming or locking, so a
+waiting run learns it before doing the work the mail needs (S3 reads, a sign-in token).
+
+A row left `sending` by an attempt that is over (its process died, or the database failed it,
+between the 250 and the record) has no known outcome: it is sent again, with the same Message-ID,
+so the receiving side can tell the copy (`Claim.outcome_unknown`).
 """
 
 import uuid
@@ -52,6 +55,15 @@ class Claim:
     outcome_unknown: bool = False  # a `sending` row of an attempt that is over: this is a resend
 
 
+def look_up_delivery(session: Session, event_key: str, sender: Sender) -> Claim | None:
+    """What `claim_delivery` would answer `sender` now if it is not this attempt's to send: `sent`
+    or `busy`; None when the row is free to claim (none yet, `failed`, `skipped`, or left `sending`
+    by an attempt that is over). Reads without a lock and claims nothing: `claim_delivery` decides
+    again under the row lock (another attempt may claim it in between)."""
+    delivery = session.scalar(select(EmailDelivery).where(EmailDelivery.event_key == event_key))
+    return None if delivery is None else _taken(session, delivery, sender)
+
+
 def claim_delivery(
     session: Session,
     *,
@@ -81,15 +93,16 @@ def claim_delivery(
         .returning(EmailDelivery.id)
     ).scalar_one_or_none()
     delivery = session.scalars(
-        select(EmailDelivery).where(EmailDelivery.event_key == event_key).with_for_update()
+        select(EmailDelivery)
+        .where(EmailDelivery.event_key == event_key)
+        .with_for_update()
+        .execution_options(populate_existing=True)  # the locked row, not one `look_up_delivery` read
     ).one()
     if inserted is not None:
         return Claim(SENDING, message_id)
-    if delivery.status == SENT:
-        return Claim(SENT, delivery.message_id)
-    unknown = delivery.status == SENDING and delivery.sender_worker != sender.worker
-    if unknown and _still_running(session, delivery):
-        return Claim(BUSY, delivery.message_id)
+    if (taken := _taken(session, delivery, sender)) is not None:
+        return taken
+    unknown = _left_by_another(delivery, sender)  # and that attempt is over (else `busy` above)
     delivery.status = SENDING
     delivery.message_id = message_id
     delivery.sender_job_id = sender.job_id
@@ -98,12 +111,27 @@ def claim_delivery(
     return Claim(SENDING, message_id, outcome_unknown=unknown)
 
 
+def _taken(session: Session, delivery: EmailDelivery, sender: Sender) -> Claim | None:
+    """`sent`, or `busy` while another attempt that still runs is sending it; else None (free)."""
+    if delivery.status == SENT:
+        return Claim(SENT, delivery.message_id)
+    if _left_by_another(delivery, sender) and _still_running(session, delivery):
+        return Claim(BUSY, delivery.message_id)
+    return None
+
+
+def _left_by_another(delivery: EmailDelivery, sender: Sender) -> bool:
+    """Whether another attempt stamped `delivery` `sending` (sent or not: this one cannot know)."""
+    return delivery.status == SENDING and delivery.sender_worker != sender.worker
+
+
 def _still_running(session: Session, delivery: EmailDelivery) -> bool:
     """Whether the attempt that stamped `delivery` is still running (the job runner's own record:
     the reaper or a take-over ends a dead worker's attempt within a few heartbeats)."""
     if delivery.sender_job_id is None or delivery.sender_worker is None:
         return False
-    job = session.get(Job, delivery.sender_job_id)
+    # Read again: the session may hold this job from an earlier look (a retry has a new worker since).
+    job = session.get(Job, delivery.sender_job_id, populate_existing=True)
     return job is not None and job.status is JobStatus.running and job.worker == delivery.sender_worker
 
 

@@ -3,9 +3,9 @@
 Input and result: shared/contracts/send_email.py (the template's ids: see gather.py). Three short
 transactions, none open while the SMTP server is talked to (services/notifier/delivery.py):
 
-1. check the user, gather the data of this user only, claim the event's delivery row (`sending`,
-   with the event's Message-ID) and commit; skip if it was sent, wait while another live attempt
-   sends it;
+1. check the user; skip if the event's mail was sent, wait while another live attempt sends it
+   (both learnt before anything is gathered); gather the data of this user only, claim the
+   event's delivery row (`sending`, with the event's Message-ID) and commit;
 2. render and send (with retries);
 3. record `sent` (or the failure), retried through a database outage: a mail the SMTP server
    accepted is never sent again because Postgres was away when it was to be recorded.
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from email.errors import HeaderParseError, MessageDefect
 from email.message import EmailMessage
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.notifier.compose import compose_message, message_id_for, sender_domain
@@ -33,6 +32,7 @@ from services.notifier.delivery import (
     Claim,
     Sender,
     claim_delivery,
+    look_up_delivery,
     mark_sent,
     release_delivery,
 )
@@ -45,7 +45,7 @@ from shared.contracts.send_email import RESULT_TEMPLATES
 from shared.db import session_scope
 from shared.jobs import JobContext, JobError, job_task
 from shared.jobs.runner import outlasting_database_outages
-from shared.models import EmailDelivery, Job, User
+from shared.models import Job, User
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,8 @@ def _claim(
     """In one short transaction: the user's checks, the mail's data and the delivery's claim.
 
     Returns what to send, or the job's result when there is nothing to send, or None while another
-    attempt that still runs is sending the event's mail (nothing is kept then)."""
+    attempt that still runs is sending the event's mail (nothing gathered then, or kept if that
+    attempt claimed the row while this one gathered)."""
     template = ctx.input.template
     with session_scope() as session:
         user = session.get(User, ctx.user_id) if ctx.user_id else None
@@ -148,14 +149,10 @@ def _claim(
                 if user.email_verified_at is None:
                     return _skipped(template, "address_not_verified")
         to, locale = _recipient(template, user, ctx.input)
-        sent = session.scalar(
-            select(EmailDelivery.message_id).where(
-                EmailDelivery.event_key == event_key, EmailDelivery.status == SENT
-            )
-        )
-        if sent is not None:  # before gathering: a duplicate run costs no S3 read and no token
-            _forget_address(session, ctx)
-            return EmailSent(sent=False, skipped="already_sent", message_id=sent)
+        # Before gathering: a duplicate run, or a pass of one waiting for another attempt (every
+        # BUSY_POLL_SECONDS for as long as that one sends), costs no S3 read and no token.
+        if (taken := look_up_delivery(session, event_key, sender)) is not None:
+            return _not_ours(session, ctx, taken)
         try:
             draft: Draft | None = gather(session, template, user, ctx.input, settings, domain)
             skip = None
@@ -177,10 +174,15 @@ def _claim(
             assert draft is not None
             return _Claimed(draft, to, locale, claim)
         session.rollback()  # what gather wrote (a sign-in token) is for a mail that is not sent
-        if claim.status == BUSY:
-            return None
-        _forget_address(session, ctx)
-        return EmailSent(sent=False, skipped="already_sent", message_id=claim.message_id)
+        return _not_ours(session, ctx, claim)
+
+
+def _not_ours(session: Session, ctx: JobContext[SendEmail], claim: Claim) -> EmailSent | None:
+    """The job's result when `claim` says the mail was sent; None while another attempt sends it."""
+    if claim.status == BUSY:
+        return None
+    _forget_address(session, ctx)
+    return EmailSent(sent=False, skipped="already_sent", message_id=claim.message_id)
 
 
 @outlasting_database_outages

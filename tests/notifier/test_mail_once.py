@@ -16,12 +16,13 @@ from sqlalchemy import select, update
 
 from services.notifier.compose import message_id_for
 from services.notifier.tasks import send_email
+from shared import storage
 from shared.db import session_scope
 from shared.jobs import run_job
 from shared.localstack import LocalStack
 from shared.models import EmailDelivery, Job, JobStatus
 from tests.conftest import wait_until
-from tests.notifier.test_notify_jobs import make_job, make_user, smtp  # noqa: F401 - the fixture
+from tests.notifier.test_notify_jobs import make_job, make_portraits, make_user, smtp  # noqa: F401 - the fixture
 
 OUTAGE_SECONDS = 3.0
 
@@ -121,3 +122,42 @@ def test_a_run_waits_while_another_live_attempt_is_sending_the_same_event(smtp) 
         runner.join(timeout=30)
     assert len(smtp.handler.messages) == 1
     assert _delivery("busy").status == "sent"
+
+
+def test_a_run_waiting_for_another_attempt_reads_nothing_from_s3_until_it_can_claim(smtp) -> None:  # noqa: F811
+    """A portraits_ready mail another live attempt is sending: the waiting run, which looks again
+    every BUSY_POLL_SECONDS, reads no picture from S3 while it waits, and reads each inline one once
+    when it claims the row after that attempt is over.
+
+    Before: every look gathered the mail first (the thumbnails read from S3, then dropped), for as
+    long as the other attempt talked to a slow SMTP server."""
+    ana = make_user()
+    pictures_job, portraits = make_portraits(ana, 2, seed=3)
+    mail = {"template": "portraits_ready", "job_id": str(pictures_job), "event_key": "busy-pictures"}
+    other = make_job(ana.id, "send_email", mail, status=JobStatus.running, worker="other-host:3:live")
+    _left_sending("busy-pictures", other, "other-host:3:live")
+    job_id = make_job(ana.id, "send_email", mail)
+    reads: list[str] = []
+
+    def count_read(params: dict, **kwargs: object) -> None:  # every GetObject this process asks S3
+        reads.append(params["Key"])
+
+    events = storage.client().meta.events
+    events.register("before-parameter-build.s3.GetObject", count_read)
+    runner = threading.Thread(target=run_job, args=(job_id, send_email))
+    runner.start()
+    try:
+        time.sleep(2.5)  # the waiting run looks three times
+        with session_scope() as session:
+            assert session.get(Job, job_id).status is JobStatus.running  # it is waiting, not ended
+        assert smtp.handler.messages == []
+        assert reads == [], f"{len(reads)} S3 reads while another attempt was sending the mail"
+    finally:  # that attempt ends (the reaper's verdict on a dead worker): the waiting run goes on
+        with session_scope() as session:
+            session.execute(update(Job).where(Job.id == other).values(status=JobStatus.failed))
+        runner.join(timeout=30)
+        events.unregister("before-parameter-build.s3.GetObject", count_read)
+    assert sorted(reads) == sorted(p.thumb_key for p in portraits)  # gathered once, to send it
+    [received] = smtp.handler.messages
+    assert received.rcpt_tos == [ana.email]
+    assert _delivery("busy-pictures").status == "sent"
