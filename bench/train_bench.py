@@ -247,6 +247,14 @@ def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
         selection.render_validation(pipe, CAPTION, **kw)
     sync(args.device)
     loop = time.perf_counter() - began
+    # before 2026-12-07: 25 steps of the base's own scheduler (PNDM), one call per snapshot, eager
+    began = time.perf_counter()
+    for _, state in states:
+        lora.load_lora_state(pipe, state)
+        pipe(CAPTION, height=kw["size"], width=kw["size"], num_inference_steps=25, num_images_per_prompt=3,
+             generator=[torch.Generator().manual_seed(s) for s in selection.VALIDATION_SEEDS])  # fmt: skip
+    sync(args.device)
+    before = time.perf_counter() - began
     began = time.perf_counter()
     selection.render_snapshots(pipe, states, CAPTION, batched=True, **kw)
     sync(args.device)
@@ -265,7 +273,9 @@ def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
     )
     return {
         "snapshots": snapshots, "seeds": len(selection.VALIDATION_SEEDS), "size": config.resolution,
-        "steps": steps, "one_call_per_snapshot_seconds": round(loop, 2), "batched_seconds": round(batched, 2),
+        "steps": steps, "sampler": selection.VALIDATION_SAMPLER,
+        "before_25_steps_base_scheduler_seconds": round(before, 2),
+        "one_call_per_snapshot_seconds": round(loop, 2), "batched_seconds": round(batched, 2),
         "graphed_seconds": round(graphed_seconds, 2), "graphed_vs_eager_pixels_max_diff": diff,
     }  # fmt: skip
 

@@ -27,7 +27,8 @@ from shared.trigger_word import make_trigger_word
 
 StageFn = Callable[[float, str], None]  # fraction 0..1, stage label (JobContext.progress)
 
-VALIDATION_STEPS = {"tiny": 4, "sd15": 25}
+# checkpoint choice renders at selection.VALIDATION_SAMPLER (was 25 steps of the base's PNDM)
+VALIDATION_STEPS = {"tiny": 4, "sd15": 15}
 # Fractions of the whole job each stage ends at (training dominates).
 PREPROCESSED, TRAINED, SELECTED = 0.05, 0.85, 0.97
 

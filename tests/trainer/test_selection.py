@@ -30,16 +30,18 @@ def test_validation_renders_in_one_batch_equal_one_call_per_seed() -> None:
     import torch
 
     from services.trainer import train
-    from services.trainer.selection import render_validation
+    from services.trainer.selection import render_validation, validation_sampler
 
     pipe = train.load_training_pipeline("tiny", "cpu")
+    own = pipe.scheduler
     seeds = (11, 22, 33)
     batched = render_validation(pipe, "a portrait photo", size=64, steps=3, seeds=seeds)
-    one_by_one = [
-        pipe("a portrait photo", height=64, width=64, num_inference_steps=3,
-             generator=torch.Generator().manual_seed(seed)).images[0]
-        for seed in seeds
-    ]  # fmt: skip
+    assert pipe.scheduler is own  # training reads the pipe's own scheduler's config
+    one_by_one = []
+    for seed in seeds:
+        with validation_sampler(pipe):
+            one_by_one += pipe("a portrait photo", height=64, width=64, num_inference_steps=3,
+                               generator=torch.Generator().manual_seed(seed)).images  # fmt: skip
     assert len(batched) == len(seeds)
     for a, b in zip(batched, one_by_one, strict=True):
         assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # 8-bit rounding

@@ -1,4 +1,5 @@
-"""Helpers every stage uses: samplers by A1111 name, derived pipelines, seeded generators, batching."""
+"""Helpers every stage uses: derived pipelines, seeded generators, batching (samplers by A1111
+name: shared/ml/samplers.py)."""
 
 from __future__ import annotations
 
@@ -9,33 +10,9 @@ from typing import TypeVar
 import torch
 
 from services.generator.prompts import PromptEmbeds
+from shared.ml.samplers import make_scheduler
 
 T = TypeVar("T")
-
-
-def make_scheduler(name: str, config):
-    """The diffusers scheduler for an A1111 sampler name (a fresh object: schedulers hold state)."""
-    from diffusers import (
-        DDIMScheduler,
-        DPMSolverMultistepScheduler,
-        EulerAncestralDiscreteScheduler,
-        EulerDiscreteScheduler,
-        UniPCMultistepScheduler,
-    )
-
-    if name == "DPM++ 2M Karras":
-        return DPMSolverMultistepScheduler.from_config(
-            config, algorithm_type="dpmsolver++", solver_order=2, use_karras_sigmas=True
-        )
-    table = {
-        "Euler a": EulerAncestralDiscreteScheduler,
-        "Euler": EulerDiscreteScheduler,
-        "DDIM": DDIMScheduler,
-        "UniPC": UniPCMultistepScheduler,
-    }
-    if name not in table:
-        raise ValueError(f"unknown sampler {name!r}")
-    return table[name].from_config(config)
 
 
 class DerivedPipe:
