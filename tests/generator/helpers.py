@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 
 from shared.styles import DetailerPass, Style, get_style
+
+if TYPE_CHECKING:
+    from services.generator.pipeline import PortraitPipeline
 
 
 def small_style(style_id: str = "studio-business", steps: int = 2) -> Style:
@@ -51,6 +57,43 @@ def make_lora(base, path, seed: int = 0, rank: int = 4, alpha: float | None = No
         weight_name=path.name,
         **metadata,
     )
+
+
+def controlnet_latents(
+    pipeline: PortraitPipeline, style: Style
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """A call that returns the final latents of the pipeline's two ControlNet paths: txt2img at
+    64x96 under the OpenPose ControlNet (a full batch of 2, with `style`'s sampler; `style` is
+    scaled to 64x96 by the caller) and a partial batch of 3 upscale tiles of 96 px under the tile
+    ControlNet. The inputs (prompt embeddings, pose, tiles) are made here, once, so every call
+    (eager, then compiled or graphed) sees the same ones; each call seeds its own generators."""
+    from PIL import Image
+
+    from services.generator.prompts import encode_prompt_pair
+
+    base = pipeline.models.base
+    embeds = encode_prompt_pair(base.tokenizer, base.text_encoder, "portrait photo", "blurry")
+    pose = Image.new("RGB", (64, 96), (40, 80, 120))
+    tiles = [Image.effect_noise((96, 96), 40 + 10 * k).convert("RGB") for k in range(3)]
+
+    def latents() -> tuple[torch.Tensor, torch.Tensor]:
+        t2i = pipeline.txt2img.posed(style.txt2img.sampler)(
+            prompt_embeds=embeds.prompt_embeds.repeat(2, 1, 1),
+            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(2, 1, 1),
+            image=pose, width=64, height=96, num_inference_steps=2, guidance_scale=5.0,
+            controlnet_conditioning_scale=0.8, output_type="latent",
+            generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+        ).images  # fmt: skip
+        tile = pipeline.upscale.derived("DPM++ 2M Karras")(
+            prompt_embeds=embeds.prompt_embeds.repeat(3, 1, 1),
+            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(3, 1, 1),
+            image=tiles, control_image=tiles, width=96, height=96, strength=0.5,
+            num_inference_steps=4, guidance_scale=5.0, controlnet_conditioning_scale=1.0,
+            output_type="latent", generator=[torch.Generator().manual_seed(s) for s in (3, 4, 5)],
+        ).images  # fmt: skip
+        return t2i, tile
+
+    return latents
 
 
 class FixedDetector:

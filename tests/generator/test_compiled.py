@@ -17,14 +17,12 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
 from services.generator import compiled
 from services.generator.pipeline import PortraitPipeline, Scale, scale_style
-from services.generator.prompts import encode_prompt_pair
 from services.generator.resident import ResidentModels
 from shared.styles import get_style
-from tests.generator.helpers import FixedDetector, make_lora
+from tests.generator.helpers import FixedDetector, controlnet_latents, make_lora
 
 SMALL = Scale(width=64, height=96, steps=2, detail_size=64, tile=64, padding=16)
 STYLE = "film-outdoor"
@@ -96,28 +94,7 @@ def test_compiled_latents_equal_eager(tiny):
     models = _models(tiny)
     pipeline = PortraitPipeline(models, scale=SMALL, batch_size=2, lora_mode="baked", score_identity=False)
     style = scale_style(get_style(STYLE), SMALL)
-    base = models.base
-    embeds = encode_prompt_pair(base.tokenizer, base.text_encoder, "portrait photo", "blurry")
-    pose = Image.new("RGB", (64, 96), (40, 80, 120))
-    tiles = [Image.effect_noise((96, 96), 40 + 10 * k).convert("RGB") for k in range(3)]
-
-    def latents():
-        t2i = pipeline.txt2img.posed(style.txt2img.sampler)(
-            prompt_embeds=embeds.prompt_embeds.repeat(2, 1, 1),
-            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(2, 1, 1),
-            image=pose, width=64, height=96, num_inference_steps=2, guidance_scale=5.0,
-            controlnet_conditioning_scale=0.8, output_type="latent",
-            generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
-        ).images  # fmt: skip
-        tile = pipeline.upscale.derived("DPM++ 2M Karras")(
-            prompt_embeds=embeds.prompt_embeds.repeat(3, 1, 1),
-            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(3, 1, 1),
-            image=tiles, control_image=tiles, width=96, height=96, strength=0.5,
-            num_inference_steps=4, guidance_scale=5.0, controlnet_conditioning_scale=1.0,
-            output_type="latent", generator=[torch.Generator().manual_seed(s) for s in (3, 4, 5)],
-        ).images  # fmt: skip
-        return t2i, tile
-
+    latents = controlnet_latents(pipeline, style)
     eager = latents()
     buckets = pipeline.compile([get_style(STYLE)])  # graphs are built on first use only
     assert compiled.Bucket("unet", 8, 12, 12, residuals=True) in buckets  # 4 tiles x CFG, 96 px

@@ -19,14 +19,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from services.generator import graphed
 from services.generator.pipeline import PortraitPipeline, Scale, scale_style
-from services.generator.prompts import encode_prompt_pair
 from services.generator.resident import ResidentModels
 from shared.styles import get_style
-from tests.generator.helpers import FixedDetector, make_lora
+from tests.generator.helpers import FixedDetector, controlnet_latents, make_lora
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 
@@ -121,28 +119,7 @@ def test_graphed_forwards_equal_eager(pipeline):
 
 def test_graphed_latents_equal_eager(pipeline):
     style = scale_style(get_style(STYLE), SMALL)
-    base = pipeline.models.base
-    embeds = encode_prompt_pair(base.tokenizer, base.text_encoder, "portrait photo", "blurry")
-    pose = Image.new("RGB", (64, 96), (40, 80, 120))
-    tiles = [Image.effect_noise((96, 96), 40 + 10 * k).convert("RGB") for k in range(3)]
-
-    def latents():
-        t2i = pipeline.txt2img.posed(style.txt2img.sampler)(
-            prompt_embeds=embeds.prompt_embeds.repeat(2, 1, 1),
-            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(2, 1, 1),
-            image=pose, width=64, height=96, num_inference_steps=2, guidance_scale=5.0,
-            controlnet_conditioning_scale=0.8, output_type="latent",
-            generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
-        ).images  # fmt: skip
-        tile = pipeline.upscale.derived("DPM++ 2M Karras")(
-            prompt_embeds=embeds.prompt_embeds.repeat(3, 1, 1),
-            negative_prompt_embeds=embeds.negative_prompt_embeds.repeat(3, 1, 1),
-            image=tiles, control_image=tiles, width=96, height=96, strength=0.5,
-            num_inference_steps=4, guidance_scale=5.0, controlnet_conditioning_scale=1.0,
-            output_type="latent", generator=[torch.Generator().manual_seed(s) for s in (3, 4, 5)],
-        ).images  # fmt: skip
-        return t2i, tile
-
+    latents = controlnet_latents(pipeline, style)
     nets = pipeline.models.networks()
     names = ("unet", "controlnet_openpose", "controlnet_tile")
     with graphed.eager():

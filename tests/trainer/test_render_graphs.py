@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from shared.ml import cuda_graphs
+from tests.trainer.trainer_snapshots import random_snapshots
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
 
@@ -37,11 +38,7 @@ def test_graphed_snapshot_renders_equal_eager_with_one_capture() -> None:
     pipe = loading.load_pipeline("tiny", "cuda", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     lora.add_lora(pipe, lora.PRESETS["tiny"], seed=0)
-    snapshots = []
-    for k in range(3):
-        torch.manual_seed(k)
-        state = {key: torch.randn_like(v) * 0.5 for key, v in lora.lora_state(pipe).items()}
-        snapshots.append((10 * (k + 1), state))
+    snapshots = random_snapshots(pipe)
     seeds, steps = (11, 22), 3
     kw = {"size": 64, "steps": steps, "seeds": seeds}
     eager = render_snapshots(pipe, snapshots, "a portrait photo", graphs=False, **kw)

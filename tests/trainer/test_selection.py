@@ -3,6 +3,7 @@
 from services.trainer.selection import NO_FACE_SIMILARITY, identity_score
 from shared import faces
 from tests.pictures import astronaut, astronaut_variants, cat
+from tests.trainer.trainer_snapshots import random_snapshots
 
 
 def test_a_render_without_a_face_counts_as_the_worst_score() -> None:
@@ -53,18 +54,13 @@ def test_all_snapshots_in_one_batch_equal_one_call_per_snapshot() -> None:
     """render_snapshots (every snapshot's seeds in one call, a peft adapter per snapshot) renders
     what loading each snapshot and rendering it alone did; the pipe keeps only its own adapter."""
     import numpy as np
-    import torch
 
     from services.trainer import lora, train
     from services.trainer.selection import render_snapshots, render_validation
 
     pipe = train.load_training_pipeline("tiny", "cpu")
     lora.add_lora(pipe, lora.PRESETS["tiny"], seed=0)
-    snapshots = []
-    for k in range(3):
-        torch.manual_seed(k)
-        state = {key: torch.randn_like(v) * 0.5 for key, v in lora.lora_state(pipe).items()}
-        snapshots.append((10 * (k + 1), state))
+    snapshots = random_snapshots(pipe)
     seeds = (11, 22)
     one_by_one = []
     for _, state in snapshots:
