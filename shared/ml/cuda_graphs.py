@@ -12,8 +12,9 @@ eager forwards; torch.compile's "reduce-overhead" does the same after minutes of
   inputs; every call copies its tensors into those static inputs, replays, and returns clones of
   the static outputs (the next replay overwrites them; schedulers keep model outputs between
   steps);
-- all graphs of the process share one memory pool: they replay one after another on one stream,
-  and each graph's static outputs stay referenced, so no capture reuses another's outputs;
+- all live graphs of the process share one memory pool: they replay one after another on one
+  stream, and each graph's static outputs stay referenced, so no capture reuses another's
+  outputs (once none is left, the next capture starts a new pool: see `_pool`);
 - a graph reads `module`'s parameters at the addresses they had at capture: values written in
   place (baked LoRAs, `load_state_dict`) are seen; if a parameter's storage changes (a `.to()`,
   a new adapter), every graph is dropped and captured again, never replayed against freed memory;
@@ -28,9 +29,9 @@ sharing a memory pool between captures), https://pytorch.org/docs/stable/notes/c
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -72,10 +73,19 @@ def timestep_rows(timestep, rows: int, device: torch.device) -> torch.Tensor:
     return t.contiguous()
 
 
-@functools.cache
-def _pool():
-    """The memory pool every graph of the process shares (made on the first capture)."""
-    return torch.cuda.graph_pool_handle()
+_users: weakref.WeakSet[ShapeGraphs] = weakref.WeakSet()  # every ShapeGraphs of the process
+_handle: tuple | None = None
+
+
+def _pool() -> tuple:
+    """The memory pool the live graphs of the process share, new when none of them is left:
+    PyTorch frees a pool once its graphs are gone, and a capture into the freed pool's handle
+    fails an allocator assertion (`use_count > 0`, CUDACachingAllocator.cpp, torch 2.11). That
+    was every capture of a process's second pipeline: the trainer's next job, a test's next one."""
+    global _handle
+    if _handle is None or not any(user.graphs for user in _users):
+        _handle = torch.cuda.graph_pool_handle()
+    return _handle
 
 
 @dataclass
@@ -112,6 +122,7 @@ class ShapeGraphs:
         self.replays = 0
         self._eager_keys: set[tuple] = set()  # uncapturable, or beyond max_graphs
         self._addresses = self._parameter_addresses()
+        _users.add(self)
 
     def _parameter_addresses(self) -> list[int]:
         return [p.data_ptr() for p in self.module.parameters()]
