@@ -102,7 +102,7 @@ def sharpness(rgb: np.ndarray, box: tuple[int, int, int, int]) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
-def _detect(rgb: np.ndarray, upsample: bool | None = None) -> list[Face]:
+def _detect(rgb: np.ndarray) -> list[Face]:
     import dlib
 
     detector, predictor, _ = _models()
@@ -113,10 +113,9 @@ def _detect(rgb: np.ndarray, upsample: bool | None = None) -> list[Face]:
         if scale == 1.0
         else cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
     )
-    if upsample is None:
-        upsample = max(small.shape[:2]) < UPSAMPLE_BELOW_SIDE
+    upsample = 1 if max(small.shape[:2]) < UPSAMPLE_BELOW_SIDE else 0
     faces = []
-    rects, _scores, _ = detector.run(small, int(upsample), DETECT_MIN_SCORE)
+    rects, _scores, _ = detector.run(small, upsample, DETECT_MIN_SCORE)
     for r in rects:
         rect = dlib.rectangle(
             round(r.left() / scale),
@@ -137,12 +136,9 @@ def _detect(rgb: np.ndarray, upsample: bool | None = None) -> list[Face]:
     return sorted(faces, key=lambda f: f.size_px, reverse=True)
 
 
-def detect_faces(image: Image.Image, *, upsample: bool | None = None) -> list[Face]:
-    """Every face in the image, largest first. The HOG detector finds faces of 80 px and more;
-    `upsample` (default: when the image's longer side is under UPSAMPLE_BELOW_SIDE) doubles the
-    image first, finding faces down to ~40 px at 4x the cost. Not from several threads at once:
-    dlib's models are shared, and concurrent calls crashed the process (segfault, 2026-12-07)."""
-    return _detect(_rgb(image), upsample)
+def detect_faces(image: Image.Image) -> list[Face]:
+    """Every face in the image, largest first."""
+    return _detect(_rgb(image))
 
 
 def face_embedding(image: Image.Image, face: Face) -> np.ndarray:

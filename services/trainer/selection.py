@@ -76,9 +76,7 @@ def identity_score(images, reference: np.ndarray) -> tuple[float | None, int]:
     (distance >= 1 is a stranger however far); an image without a face scores NO_FACE_SIMILARITY."""
     similarities, found = [], 0
     for image in images:
-        # A portrait render's face is far above the detector's 80 px: detect at the render's
-        # own size (93 -> 23 ms a 512 px render on one core), upsampled only where none is found.
-        detected = faces.detect_faces(image, upsample=False) or faces.detect_faces(image)
+        detected = faces.detect_faces(image)
         if detected:
             emb = faces.face_embedding(image, detected[0])
             similarities.append(float(np.clip(1.0 - faces.face_distance(emb, reference), 0.0, 1.0)))

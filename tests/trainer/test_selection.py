@@ -75,18 +75,3 @@ def test_all_snapshots_in_one_batch_equal_one_call_per_snapshot() -> None:
             assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() <= 2  # 8-bit rounding
     assert not np.array_equal(np.asarray(batched[0][0]), np.asarray(batched[1][0]))  # own weights
     assert list(pipe.unet.peft_config) == [lora.ADAPTER]
-
-
-def test_a_small_face_in_a_render_is_still_found() -> None:
-    """Renders are searched at their own size first (4x cheaper) and upsampled only when no face
-    is found there: a face under the detector's 80 px window still scores."""
-    from PIL import Image
-
-    person = astronaut()
-    reference = faces.face_embedding(person, faces.detect_faces(person)[0])
-    small = Image.new("RGB", (512, 512), (128, 128, 128))
-    small.paste(person.resize((256, 256)), (128, 128))  # the face is now ~50 px
-    assert faces.detect_faces(small, upsample=False) == []
-    assert faces.detect_faces(small)[0].size_px < 80
-    score, found = identity_score([small, person], reference)
-    assert found == 2 and score is not None and score > NO_FACE_SIMILARITY
