@@ -269,6 +269,9 @@ def run(
     ]
     supervisor = Supervisor(services, guardian=guardian)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops everything as Ctrl-C does
+    # Ctrl-C even where SIGINT came in ignored: a non-interactive shell's `studio run &` starts it
+    # so, and Python then installs no KeyboardInterrupt at all (it hung in the test suite's runs).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     failed = False
     try:
         subprocess.run([sys.executable, "-m", "shared.cli", "migrate"], env=env, check=True)
