@@ -14,11 +14,10 @@ face + hand detailer at 512 px (twice), beautify at denoise 0.35, 2x upscale wit
 Phases (same models, in this order; each reports seconds per portrait and portraits per minute):
 - baseline: what a plain diffusers script does: fp16, eager, one portrait at a time, LoRAs as
   peft adapters, the style's step counts.
-- batched: fp16 + channels_last (the VAE's GroupNorms keep it: shared/ml/channels_last_norm.py) +
-  fused QKV, portraits batched (4 per txt2img/img2img call, 8 crops/tiles per inpaint/tile call),
-  LoRAs baked into the weights, txt2img 20 steps.
-- native-norms: batched with PyTorch's own GroupNorm in the VAE (copies channels_last to NCHW and back).
-- all-norms: batched with the channels_last GroupNorms in the UNet and ControlNets too.
+- batched: fp16 + channels_last + fused QKV, portraits batched (4 per txt2img/img2img call, 8
+  crops/tiles per inpaint/tile call), LoRAs baked into the weights, txt2img 20 steps.
+- vae-norms / all-norms: batched with shared/ml/channels_last_norm.py's GroupNorm (no NCHW copies
+  of channels_last tensors) in the VAE / in every network.
 - contiguous: batched with NCHW networks (no channels_last at all).
 - graphed: batched + CUDA graphs of the UNet and ControlNets (services/generator/graphed.py),
   captured per shape by `warm_up` (seconds reported apart), the graphed-vs-eager latents check,
@@ -398,11 +397,11 @@ def main() -> None:
             extra["profile"] = gpu_stats.gpu_busy(lambda: naive(likeness, style, seed=2, count=2))
         report["phases"].append(phase_result("baseline", total, args.count, stages, **extra))
 
-    if {"batched", "native-norms", "all-norms", "contiguous", "graphed", "compiled"} & set(phases):
+    if {"batched", "vae-norms", "all-norms", "contiguous", "graphed", "compiled"} & set(phases):
         from services.generator.acceleration import accelerate
         from shared.ml.channels_last_norm import use_channels_last_norms
 
-        accelerate(models, channels_last=not args.tiny, fuse_qkv=True)
+        accelerate(models, channels_last=not args.tiny, fuse_qkv=True)  # the product's eager layout
         layout_nets = [models.base.unet, models.controlnet_openpose, models.controlnet_tile, models.base.vae]
 
         def set_norms(enable: bool, nets=(models.base.vae,)) -> None:
@@ -435,12 +434,11 @@ def main() -> None:
                     one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
                 )
             )  # fmt: skip
-        layouts = {  # (change, undo) of the product's layout: channels_last + NHWC GroupNorms
-            # PyTorch's own GroupNorm in the VAE too: on CUDA it copies channels_last input to
-            # NCHW and back
-            "native-norms": (lambda: set_norms(False), lambda: set_norms(True)),
-            # ChannelsLastGroupNorm in the UNet and ControlNets too (slower eager on an H200)
-            "all-norms": (lambda: set_norms(True, layout_nets), lambda: set_norms(False, layout_nets[:3])),
+        layouts = {  # (change, undo) of the product's layout: channels_last, PyTorch's GroupNorm
+            # ChannelsLastGroupNorm in the VAE (accelerate's channels_last_norms)
+            "vae-norms": (lambda: set_norms(True), lambda: set_norms(False)),
+            # ChannelsLastGroupNorm in every network (slower txt2img eager on an H200)
+            "all-norms": (lambda: set_norms(True, layout_nets), lambda: set_norms(False, layout_nets)),
             # NCHW networks: no norm copies, but cuDNN converts around half convolutions
             "contiguous": (
                 lambda: set_layout(torch.contiguous_format),
@@ -520,6 +518,8 @@ def main() -> None:
                     one_portrait_seconds=round(latency, 3), one_portrait_stages=latency_stages, **extra,
                 )
             )  # fmt: skip
+            for f in forwards.values():  # graphs dropped now, not at a later cycle collection
+                f.compiled.close()
             for net in models.networks().values():  # eager again for the phases after this one
                 if net is not None and "forward" in vars(net):
                     del net.forward

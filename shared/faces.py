@@ -137,7 +137,8 @@ def _detect(rgb: np.ndarray) -> list[Face]:
 
 
 def detect_faces(image: Image.Image) -> list[Face]:
-    """Every face in the image, largest first."""
+    """Every face in the image, largest first. Not from several threads at once: dlib's models are
+    shared, and concurrent calls crashed the process (segfault, 2026-12-07)."""
     return _detect(_rgb(image))
 
 

@@ -17,12 +17,14 @@ def accelerate(
     models: ResidentModels,
     *,
     channels_last: bool = True,
-    channels_last_norms: bool = True,
+    channels_last_norms: bool = False,
     fuse_qkv: bool = True,
 ) -> ResidentModels:
     """Apply the speed-ups in place to the UNet, the ControlNets, the VAE and ESRGAN; returns
-    `models`. `channels_last_norms` (CUDA only, with `channels_last`) swaps the VAE's GroupNorms
-    for ones that do not copy channels_last tensors to NCHW and back."""
+    `models`. `channels_last_norms` (CUDA only, with `channels_last`; off by default) swaps the
+    VAE's GroupNorms for ones that do not copy channels_last tensors to NCHW and back: a small gain
+    measured once, and a one-pass variance that loses precision where a group's mean is far above
+    its spread, which nobody has checked on real VAE activations."""
     nets = [models.base.unet, models.controlnet_openpose, models.controlnet_tile]
     nets = [n for n in nets if n is not None]
     if channels_last:
@@ -34,10 +36,9 @@ def accelerate(
             if net is not None:
                 net.to(memory_format=torch.channels_last)
         if channels_last_norms and next(models.base.vae.parameters()).is_cuda:
-            # The VAE only: its norms over 128-512 channels at full pixel size made copies that
-            # cost more than the extra reductions (upscale 5.47 -> 5.07 s, beautify 1.20 -> 1.05 s a
-            # set of 8 on an H200); in the UNet the reductions cost more (txt2img 2.90 -> 3.30 s),
-            # bench/results/generate_h200_channels_last_norms.json.
+            # The VAE only. Measured on an H200 with them in every network, eager, set of 8:
+            # upscale 5.47 -> 5.07 s and beautify 1.20 -> 1.05 s (VAE-heavy stages), txt2img
+            # 2.90 -> 3.30 s (UNet-heavy); bench/results/generate_h200_channels_last_norms.json.
             use_channels_last_norms(models.base.vae)
     if fuse_qkv:
         for net in nets:

@@ -81,7 +81,9 @@ def _pool() -> tuple:
     """The memory pool the live graphs of the process share, new when none of them is left:
     PyTorch frees a pool once its graphs are gone, and a capture into the freed pool's handle
     fails an allocator assertion (`use_count > 0`, CUDACachingAllocator.cpp, torch 2.11). That
-    was every capture of a process's second pipeline: the trainer's next job, a test's next one."""
+    was every capture of a process's second pipeline: the trainer's next job, a test's next one.
+    Graphs that are unreachable but not yet collected (a reference cycle) count as live here, so
+    owners drop theirs with `ShapeGraphs.close` when they are done."""
     global _handle
     if _handle is None or not any(user.graphs for user in _users):
         _handle = torch.cuda.graph_pool_handle()
@@ -123,6 +125,13 @@ class ShapeGraphs:
         self._eager_keys: set[tuple] = set()  # uncapturable, or beyond max_graphs
         self._addresses = self._parameter_addresses()
         _users.add(self)
+
+    def close(self) -> None:
+        """Drop every graph now (their memory goes back to the pool). `fn` is often a bound method
+        of an object that holds this one, a reference cycle that would keep the graphs alive until
+        the cycle collector runs; calls after this capture anew."""
+        self.graphs.clear()
+        self._eager_keys.clear()
 
     def _parameter_addresses(self) -> list[int]:
         return [p.data_ptr() for p in self.module.parameters()]
@@ -225,7 +234,8 @@ class GraphedUNet:
 @contextlib.contextmanager
 def graphed_unet(unet: torch.nn.Module, max_graphs: int = MAX_GRAPHS) -> Iterator[GraphedUNet | None]:
     """Within this block the UNet's plain calls replay CUDA graphs (`GraphedUNet`); yields it, or
-    None (and changes nothing) when the UNet is not on CUDA. The graphs go with the block."""
+    None (and changes nothing) when the UNet is not on CUDA. The graphs and their memory go when
+    the block ends (dropped there, not left to the cycle collector: `_pool` must not see them)."""
     if next(unet.parameters()).device.type != "cuda":
         yield None
         return
@@ -235,6 +245,7 @@ def graphed_unet(unet: torch.nn.Module, max_graphs: int = MAX_GRAPHS) -> Iterato
     try:
         yield graphed
     finally:
+        graphed.graphs.close()
         if installed:
             unet.forward = previous
         else:

@@ -41,6 +41,8 @@ def test_validation_renders_in_one_batch_equal_one_call_per_seed() -> None:
     one_by_one = []
     for seed in seeds:
         with validation_sampler(pipe):
+            assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+            assert pipe.scheduler.config.use_karras_sigmas
             one_by_one += pipe("a portrait photo", height=64, width=64, num_inference_steps=3,
                                generator=torch.Generator().manual_seed(seed)).images  # fmt: skip
     assert len(batched) == len(seeds)
