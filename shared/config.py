@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     upload_max_pixels: int = 40_000_000
     upload_max_files: int = 20
     photos_per_user_max: int = 100  # every photo row a user has, rejected ones too (biometric data)
+    poses_per_user_max: int = 50  # every pose photo row a user has, rejected ones too
     presign_seconds: int = 300
     photo_retention_days: int = 30
     # An object written before its row committed (the writer was killed in between) is deleted by

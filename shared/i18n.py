@@ -82,6 +82,10 @@ EN: Catalog = {
         "You have {have} photos and can keep at most {max}; delete some (rejected ones first) before "
         "uploading {count} more."
     ),
+    "upload.too_many_poses": (
+        "You have {have} pose photos and can keep at most {max}; delete some (rejected ones first) "
+        "before uploading another."
+    ),
     "upload.outcome_unknown": (
         "The database stopped answering while saving your photos, so they may or may not be stored. "
         "Look at your photos before sending them again (a photo sent twice counts once)."
@@ -298,6 +302,10 @@ KO: Catalog = {
     "upload.too_many_photos": (
         "사진이 {have}장 있으며 최대 {max}장까지 보관할 수 있습니다. {count}장을 더 올리려면 먼저 "
         "사진을 지워 주세요(거절된 사진부터)."
+    ),
+    "upload.too_many_poses": (
+        "자세 사진이 {have}장 있으며 최대 {max}장까지 보관할 수 있습니다. 더 올리려면 먼저 "
+        "자세 사진을 지워 주세요(거절된 사진부터)."
     ),
     "upload.outcome_unknown": (
         "사진을 저장하는 중에 데이터베이스가 응답하지 않아 저장되었는지 알 수 없습니다. "

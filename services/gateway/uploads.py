@@ -12,21 +12,26 @@ more than the route takes, and a form that is not one. The gateway's body limits
 Each file is then decoded defensively (shared/images.py) off the event loop (`read_clean`).
 """
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import InstrumentedAttribute, Session
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from services.gateway.api.language import Refusal
 from shared.config import get_settings
+from shared.db import lock_not_available
 from shared.images import CleanImage, ImageRejected, clean_upload
 
 MAX_FIELDS = 8  # an upload has no text fields; a client may add a few (filenames, a caption): 1 MB each
+UPLOAD_LOCK_CLASS = 0x5055  # pg_advisory_xact_lock(class, key): the class of the users' upload locks
 
 
 class CappedMultiPartParser(MultiPartParser):
@@ -157,3 +162,40 @@ def commit_upload(session: Session, sentence_key: str) -> None:
         session.rollback()
         retry_after = str(get_settings().retry_after_seconds)
         raise Refusal(503, sentence_key, headers={"Retry-After": retry_after}) from e
+
+
+def lock_uploads(session: Session, user_id: uuid.UUID) -> None:
+    """Take the user's upload lock until the transaction ends (a Postgres transaction-level advisory
+    lock, not the user's row: PATCH /v1/me and the photo checks need not wait): two uploads of the
+    same user at once (photos or pose photos) store one after the other, so each sees the other's
+    rows, as duplicates and in `check_room`'s count.
+    Raises Refusal 409 (Retry-After: 1) when the other still stores after the lock timeout."""
+    key = user_id.int & 0x7FFFFFFF  # a collision only makes two users' uploads take turns
+    try:
+        session.execute(select(func.pg_advisory_xact_lock(UPLOAD_LOCK_CLASS, key)))
+    except OperationalError as e:
+        if not lock_not_available(e):
+            raise
+        # Another upload of the user's was still storing after DATABASE_LOCK_TIMEOUT_MS (large
+        # photos): a wait longer than that would read as a hung database (shared/db.py).
+        raise Refusal(409, "upload.in_progress", headers={"Retry-After": "1"}) from e
+
+
+def check_room(
+    session: Session,
+    owner: InstrumentedAttribute[uuid.UUID],
+    user_id: uuid.UUID,
+    count: int,
+    most: int,
+    sentence_key: str,
+) -> None:
+    """Refuse an upload of `count` rows that would take the user past `most` rows whose `owner`
+    column (say `Photo.user_id`) is theirs: every stored upload is an object in S3 and a job,
+    rejected ones too, and re-sending a picture in a loop must not grow a user's storage without
+    bound. Call it under `lock_uploads`, so two uploads at once cannot both pass the count, and
+    after the Idempotency-Key replay, so a retry of an upload that was stored is answered as before.
+
+    Raises Refusal 409 (`sentence_key`, with `have`, `max` and `count`) when there is no room."""
+    have = session.scalar(select(func.count()).where(owner == user_id)) or 0
+    if have + count > most:
+        raise Refusal(409, sentence_key, have=have, max=most, count=count)

@@ -392,7 +392,7 @@ def test_an_upload_waiting_too_long_for_another_hears_409_and_when_to_retry(api:
     """Uploads of one user take turns; one that waits past DATABASE_LOCK_TIMEOUT_MS (another still
     storing large photos) is told so, not "the database is not answering" (a lock timeout is an
     OperationalError, the outage's 503)."""
-    from services.gateway.api.routes.photos import UPLOAD_LOCK_CLASS
+    from services.gateway.uploads import UPLOAD_LOCK_CLASS
 
     user = api.new_user()
     user_id = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])

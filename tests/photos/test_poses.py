@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from PIL import Image
 from skimage import data
-from sqlalchemy import text, update
+from sqlalchemy import func, select, text, update
 
 from services.photos.retention import sweep_expired_photos
 from shared import storage
 from shared.db import session_scope
-from shared.models import PosePhoto
+from shared.models import Job, PosePhoto
 from shared.pose import KEYPOINTS
 from tests.conftest import Api, UserSession, wait_until
 from tests.generator.test_service import _ready_likeness
@@ -88,6 +88,64 @@ def test_pose_of_a_photo_rejections_and_ownership(api: Api) -> None:
     assert api.delete(f"/v1/poses/{pose['id']}", headers=user.auth).status_code == 204
     assert storage.list_keys(prefix) == []
     assert api.get(f"/v1/poses/{pose['id']}", headers=user.auth).status_code == 404
+
+
+def test_a_user_keeps_a_bounded_number_of_pose_photos(api: Api) -> None:
+    """Every pose upload is stored (an S3 object and a `pose_extract` job), rejected ones too, and
+    there was no cap: one account could store pose photos without bound. POSES_PER_USER_MAX (50)
+    rows, then 409 with a sentence that says what to do and nothing stored; a retried upload that
+    was stored before is still answered as the first time."""
+    user = api.new_user()
+    uid = uuid.UUID(api.get("/v1/me", headers=user.auth).json()["id"])
+    retried = {"Idempotency-Key": "pose-before-the-cap", **user.auth}
+    photo = {"file": ("p.jpg", jpeg(Image.fromarray(data.astronaut())), "image/jpeg")}
+    first = api.post("/v1/poses", headers=retried, files=photo)
+    assert first.status_code == 201, first.text
+    api.wait_job(first.json()["job"]["id"], user)
+    with session_scope() as session:  # 49 more rows (no objects needed: only rows are counted)
+        for _ in range(49):
+            pid = uuid.uuid4()
+            session.add(
+                PosePhoto(id=pid, user_id=uid, object_key=storage.user_key(uid, "poses", f"{pid}.jpg"),
+                          content_type="image/jpeg", width=512, height=512, size_bytes=1,
+                          sha256=pid.hex * 2, status="rejected", reason_code="no_person")
+            )  # fmt: skip
+    keys = storage.list_keys(storage.user_prefix(uid))
+
+    def stored() -> tuple[int, int]:
+        with session_scope() as session:
+            rows = session.scalar(select(func.count()).where(PosePhoto.user_id == uid))
+            jobs = session.scalar(select(func.count()).where(Job.user_id == uid, Job.kind == "pose_extract"))
+        return rows or 0, jobs or 0
+
+    another = {"file": ("c.jpg", jpeg(Image.fromarray(data.chelsea())), "image/jpeg")}
+    over = api.post("/v1/poses", headers=user.auth, files=another)
+    assert over.status_code == 409, over.text
+    assert over.json()["detail"] == (
+        "You have 50 pose photos and can keep at most 50; delete some (rejected ones first) "
+        "before uploading another."
+    )
+    korean = api.post("/v1/poses", headers={**user.auth, "Accept-Language": "ko"}, files=another)
+    assert korean.status_code == 409 and korean.json()["detail"] == (
+        "자세 사진이 50장 있으며 최대 50장까지 보관할 수 있습니다. 더 올리려면 먼저 "
+        "자세 사진을 지워 주세요(거절된 사진부터)."
+    )
+    assert stored() == (50, 1) and storage.list_keys(storage.user_prefix(uid)) == keys
+
+    again = api.post("/v1/poses", headers=retried, files=photo)  # stored before the cap: as the first time
+    assert again.status_code == 201, again.text
+    assert again.json()["pose"]["id"] == first.json()["pose"]["id"]
+    assert again.json()["job"]["id"] == first.json()["job"]["id"]
+    assert stored() == (50, 1)
+
+    rejected = next(
+        p for p in api.get("/v1/poses", headers=user.auth).json()["poses"] if p["status"] == "rejected"
+    )
+    assert api.delete(f"/v1/poses/{rejected['id']}", headers=user.auth).status_code == 204
+    room = api.post("/v1/poses", headers=user.auth, files=another)  # room again
+    assert room.status_code == 201, room.text
+    api.wait_job(room.json()["job"]["id"], user)
+    assert stored() == (50, 2)
 
 
 def test_erasure_and_retention_cover_pose_photos(api: Api) -> None:

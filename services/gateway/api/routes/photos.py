@@ -5,22 +5,27 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api import deps
 from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
-from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
-from services.gateway.uploads import commit_upload, image_columns, read_clean, upload_body, uploaded_files
+from services.gateway.uploads import (
+    check_room,
+    commit_upload,
+    image_columns,
+    lock_uploads,
+    read_clean,
+    upload_body,
+    uploaded_files,
+)
 from shared import pending_objects, storage
 from shared.config import get_settings
 from shared.contracts import CheckPhotos
-from shared.db import lock_not_available
 from shared.identity import lock_photo_set, recheck_photos
 from shared.images import CleanImage
 from shared.jobs import enqueue
@@ -29,7 +34,6 @@ from shared.models import Photo, PhotoStatus
 
 router = APIRouter(prefix="/photos", tags=["photos"])
 DUPLICATE = "You already uploaded this photo; it counts once toward your good photos."
-UPLOAD_LOCK_CLASS = 0x5055  # pg_advisory_xact_lock(class, key): the class of the users' upload locks
 
 
 def photo_out(photo: Photo) -> PhotoOut:
@@ -64,22 +68,6 @@ async def upload_photos(
     return await run_in_threadpool(_store_upload, session, user.id, cleaned, idempotency_key)
 
 
-def lock_uploads(session: Session, user_id: uuid.UUID) -> None:
-    """Take the user's upload lock until the transaction ends (a Postgres transaction-level advisory
-    lock, not the user's row: PATCH /v1/me and the photo checks need not wait): two uploads of the
-    same user at once store one after the other, so each sees the other's photos as duplicates.
-    Raises Refusal 409 (Retry-After: 1) when the other still stores after the lock timeout."""
-    key = user_id.int & 0x7FFFFFFF  # a collision only makes two users' uploads take turns
-    try:
-        session.execute(select(func.pg_advisory_xact_lock(UPLOAD_LOCK_CLASS, key)))
-    except OperationalError as e:
-        if not lock_not_available(e):
-            raise
-        # Another upload of the user's was still storing after DATABASE_LOCK_TIMEOUT_MS (large
-        # photos): a wait longer than that would read as a hung database (shared/db.py).
-        raise Refusal(409, "upload.in_progress", headers={"Retry-After": "1"}) from e
-
-
 def _store_upload(
     session: Session, user_id: uuid.UUID, cleaned: list[CleanImage], idempotency_key: str | None
 ) -> UploadOut:
@@ -92,7 +80,8 @@ def _store_upload(
         found = {p.id: p for p in session.scalars(select(Photo).where(Photo.id.in_(ids)))}
         photos = [found[i] for i in ids if i in found]  # in upload order, as the first answer
         return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(first.job))
-    _check_room(session, user_id, len(cleaned))
+    most = get_settings().photos_per_user_max
+    check_room(session, Photo.user_id, user_id, len(cleaned), most, "upload.too_many_photos")
 
     seen = set(
         session.scalars(
@@ -139,16 +128,6 @@ def _store_upload(
         raise
     commit_upload(session, "upload.outcome_unknown")  # its objects stay if the commit fails
     return UploadOut(photos=[photo_out(p) for p in photos], job=JobOut.of(job))
-
-
-def _check_room(session: Session, user_id: uuid.UUID, count: int) -> None:
-    """Refuse (409) an upload that would take the user past PHOTOS_PER_USER_MAX photo rows: each
-    stored photo is an object in S3, duplicates and rejected ones too, and re-sending the same
-    picture in a loop must not grow a user's storage without bound."""
-    have = session.scalar(select(func.count()).select_from(Photo).where(Photo.user_id == user_id)) or 0
-    most = get_settings().photos_per_user_max
-    if have + count > most:
-        raise Refusal(409, "upload.too_many_photos", have=have, max=most, count=count)
 
 
 @router.get("", response_model=PhotoList)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.gateway import uploads
 from services.gateway.api import deps
 from services.gateway.api.deletion import delete_with_objects
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
@@ -82,7 +83,8 @@ async def upload_pose(
     request: Request, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
 ) -> PoseUploaded:
     """Upload one photo whose pose the portraits may take; follow the `pose_extract` job returned.
-    No person, or too little of one, ends with status `rejected` and a reason.
+    No person, or too little of one, ends with status `rejected` and a reason. An account keeps at
+    most POSES_PER_USER_MAX pose photos, rejected ones too: past it, 409 says to delete some.
 
     The body (multipart/form-data, field `file`) is read only after the sign-in, the consent and the
     rate limit passed, and refused (413) as soon as it passes the per-photo cap."""
@@ -94,12 +96,15 @@ async def upload_pose(
 
 def _store(session: Session, user: User, clean: CleanImage, idempotency_key: str | None) -> PoseUploaded:
     user_id = user.id
-    deps.hold_account(session, user_id)
     fingerprint = request_fingerprint(ExtractPose.kind, [clean.sha256])
+    uploads.lock_uploads(session, user_id)  # uploads at once take turns: each counts the others' rows
+    deps.hold_account(session, user_id)
     first = replay(session, user_id, idempotency_key, ExtractPose, fingerprint)
     if first is not None:  # a retried request: answer as the first time, store nothing
         pose = owned(session, PosePhoto, first.input.pose_id, user, "Pose")
         return PoseUploaded(pose=PoseOut.of(pose), job=JobOut.of(first.job))
+    most = get_settings().poses_per_user_max
+    uploads.check_room(session, PosePhoto.user_id, user_id, 1, most, "upload.too_many_poses")
     pose = PosePhoto(
         id=(pid := uuid.uuid4()),
         user_id=user_id,
