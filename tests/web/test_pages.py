@@ -34,6 +34,30 @@ def test_a_refused_file_shows_the_gateway_reason(web: Web, api: Api, shots: Shot
     assert len(api.get("/v1/photos", headers=user.auth).json()["photos"]) == 1
 
 
+def test_an_account_unread_at_the_start_is_read_again_not_asked_to_consent_again(
+    web: Web, api: Api, shots: Shots
+) -> None:
+    """The page's first read of the account fails (a slow or unreachable API): the photos page
+    reads it again and shows the upload board to a user who agreed long ago, not the consent form."""
+    user = api.new_user()  # has agreed to the face photo terms
+    page = web.page()
+    failed = []
+
+    def first_read_fails(route) -> None:
+        if route.request.method == "GET" and not failed:
+            failed.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/v1/me$"), first_read_fails)
+    sign_in(page, user, "#/photos")
+    expect(page.locator("#photo-input")).to_be_attached()
+    assert failed, "the first read of the account was made and failed"
+    expect(page.locator(".consent")).to_have_count(0)
+    shots(page, "account-read-again")
+
+
 def test_expired_access_token_is_refreshed_then_a_revoked_session_ends(
     web: Web, api: Api, shots: Shots
 ) -> None:

@@ -316,7 +316,17 @@ export async function render(root) {
     board = new PhotoBoard(body);
     await board.load();
   };
-  if (!state.me || !state.me.face_consent_at) {
+  if (!state.me) {
+    // The start of the page could not read the account (a slow or unreachable API): read it here,
+    // and say so if it still fails, rather than asking someone who agreed long ago to agree again.
+    try {
+      await loadMe();
+    } catch (error) {
+      body.append(notice("error", error.message));
+      return () => {};
+    }
+  }
+  if (!state.me.face_consent_at) {
     body.append(consentPanel(() => showBoard().then(() => body.querySelector("#photo-pick").focus())));
   } else {
     await showBoard();
