@@ -225,7 +225,7 @@ def main() -> None:
 def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
     """Checkpoint choice's rendering: every snapshot's validation seeds in batched calls
     (selection.render_snapshots) vs one call per snapshot (before 2026-12-06), same pipeline,
-    the train job's size and steps. Face detection (dlib, CPU) is not part of it."""
+    the train job's size and steps; then the whole choice with its face checks (dlib, CPU)."""
     from services.trainer import selection, train
 
     pipe = make_pipe(args, lora.train_dtype(args.device))
@@ -239,7 +239,8 @@ def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
         )
     steps = train.VALIDATION_STEPS[args.preset]
     kw = {"size": config.resolution, "steps": steps}
-    selection.render_snapshots(pipe, states[:1], CAPTION, **kw)  # warm-up (cuDNN, allocator)
+    warm = selection.render_snapshots(pipe, states[:1], CAPTION, **kw)  # warm-up (cuDNN, allocator)
+    selection.identity_score(warm[0], np.zeros(128, np.float32))  # dlib's models load (the job has)
     sync(args.device)
     began = time.perf_counter()
     for _, state in states:
@@ -271,7 +272,24 @@ def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
         for xs, ys in zip(graphed, eager, strict=True)
         for a, b in zip(xs, ys, strict=True)
     )
+    # the whole checkpoint choice as the train job runs it (graphed renders, each snapshot's face
+    # check beside the next render) against the same renders face-checked after the last one, the
+    # way before 2026-12-07. Random weights draw no face: dlib's detection runs, no embedding.
+    reference = np.zeros((1, 128), np.float32)
+    parts: dict[str, float] = {}
+    began = time.perf_counter()
+    selection.select_checkpoint(pipe, states, reference, CAPTION, seconds=parts, **kw)
+    sync(args.device)
+    choice = time.perf_counter() - began
+    began = time.perf_counter()
+    for renders in graphed:
+        selection.identity_score(renders, reference[0])
+    faces_after = time.perf_counter() - began
     return {
+        "checkpoint_choice_seconds": round(choice, 2),
+        "checkpoint_choice_parts": {k: round(v, 2) for k, v in parts.items()},
+        "before_faces_after_renders_seconds": round(graphed_seconds + faces_after, 2),
+        "face_checks_alone_seconds": round(faces_after, 2),
         "snapshots": snapshots, "seeds": len(selection.VALIDATION_SEEDS), "size": config.resolution,
         "steps": steps, "sampler": selection.VALIDATION_SAMPLER,
         "before_25_steps_base_scheduler_seconds": round(before, 2),

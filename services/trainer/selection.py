@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,8 +111,14 @@ def render_validation(pipe, prompt: str, *, size: int, steps: int, seeds=VALIDAT
 MAX_BATCH_IMAGES = 24  # images per batched validation call (x2 rows for CFG)
 
 
+def render_snapshots(pipe, snapshots, prompt: str, **kwargs) -> list[list]:
+    """Every snapshot's validation renders as one list of PIL images per snapshot, in order
+    (`iter_snapshot_renders`, gathered; same arguments)."""
+    return list(iter_snapshot_renders(pipe, snapshots, prompt, **kwargs))
+
+
 @torch.no_grad()
-def render_snapshots(
+def iter_snapshot_renders(
     pipe,
     snapshots: list[tuple[int, dict[str, torch.Tensor]]],
     prompt: str,
@@ -120,7 +128,7 @@ def render_snapshots(
     seeds=VALIDATION_SEEDS,
     batched: bool = False,
     graphs: bool = True,
-) -> list[list]:
+) -> Iterator[list]:
     """Every snapshot's validation renders, in as few pipeline calls as possible: each snapshot
     is loaded as a peft adapter of its own and each row of one batch runs through its own
     snapshot's adapter (peft's mixed-batch LoRA forward, `adapter_names`). Image j of snapshot k
@@ -132,16 +140,17 @@ def render_snapshots(
     With `graphs` (and CUDA), the one-call-per-snapshot way replays the UNet from CUDA graphs
     (shared/ml/cuda_graphs.py): captured at the first step, then each snapshot's weights are
     loaded in place and seen by the same graphs; a batch-6 step at 512 px is launch-bound eager.
-    Returns one list of PIL images per snapshot, in order."""
+    Yields one list of PIL images per snapshot, in order, each as soon as it is drawn (one call
+    per snapshot), so its face check can run while the next snapshot renders; the mixed batch
+    yields them all after its last call."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     if not batched or any(k.startswith("text_encoder.") for _, state in snapshots for k in state):
-        out = []
         with graphed_unet(pipe.unet) if graphs else contextlib.nullcontext():
             for _, state in snapshots:
                 load_lora_state(pipe, state)
-                out.append(render_validation(pipe, prompt, size=size, steps=steps, seeds=seeds))
-        return out
+                yield render_validation(pipe, prompt, size=size, steps=steps, seeds=seeds)
+        return
     unet = pipe.unet
     names = [f"snapshot_{k}" for k in range(len(snapshots))]
     config = unet.peft_config[ADAPTER]
@@ -181,7 +190,8 @@ def render_snapshots(
             unet.delete_adapters(present)
         unet.set_adapter(ADAPTER)
     n = len(seeds)
-    return [images[k * n : (k + 1) * n] for k in range(len(snapshots))]
+    for k in range(len(snapshots)):
+        yield images[k * n : (k + 1) * n]
 
 
 def select_checkpoint(
@@ -196,22 +206,30 @@ def select_checkpoint(
     seconds: dict[str, float] | None = None,
 ) -> tuple[Selection, dict[str, torch.Tensor]]:
     """Score every snapshot; return the selection and the chosen LoRA state (left loaded in pipe).
-    `seconds`, if given, receives "select_render" (all renders, batched) and "select_faces"
-    (face detection and embeddings)."""
+
+    Each snapshot's face check (dlib, CPU) runs on one worker thread while the GPU draws the next
+    snapshot: dlib releases the GIL, and one thread keeps its calls one at a time (concurrent
+    calls crash, see `faces.detect_faces`). `seconds`, if given, receives "select_render" (until
+    the last render is drawn, face checks running beside) and "select_faces" (the face checks
+    still left after it). Raises ValueError for no snapshots."""
     if not snapshots:
         raise ValueError("no checkpoints to select from")
     reference = np.median(reference_embeddings, axis=0)
     began = time.monotonic()
-    rendered = render_snapshots(pipe, snapshots, prompt, size=size, steps=steps, seeds=seeds)
-    faces_began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="identity-score") as checker:
+        checks = [
+            (len(renders), checker.submit(identity_score, renders, reference))
+            for renders in iter_snapshot_renders(pipe, snapshots, prompt, size=size, steps=steps, seeds=seeds)
+        ]
+        rendered = time.monotonic()
+        results = [(count, check.result()) for count, check in checks]
     scores = []
-    for (step, _), renders in zip(snapshots, rendered, strict=True):
-        score, found = identity_score(renders, reference)
+    for (step, _), (count, (score, found)) in zip(snapshots, results, strict=True):
         note = None if found else "no face in validation render"
-        scores.append(CheckpointScore(step, score, found, len(renders), note))
+        scores.append(CheckpointScore(step, score, found, count, note))
     if seconds is not None:
-        seconds["select_render"] = faces_began - began
-        seconds["select_faces"] = time.monotonic() - faces_began
+        seconds["select_render"] = rendered - began
+        seconds["select_faces"] = time.monotonic() - rendered
     scored = [s for s in scores if s.score is not None]
     if scored:
         best = max(scored, key=lambda s: (s.score, s.step))
