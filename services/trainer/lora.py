@@ -265,7 +265,8 @@ def train_lora(
     pipe.unet.train()
     if config.channels_last and device.type == "cuda":
         pipe.unet.to(memory_format=torch.channels_last)
-    unet = torch.compile(pipe.unet) if config.compile else pipe.unet
+    # Static shapes (one batch size, one resolution): one compile, no symbolic-shape guards.
+    unet = torch.compile(pipe.unet, dynamic=False) if config.compile else pipe.unet
 
     def step_fn(noisy: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Forward, loss, backward, clipping, AdamW: the part that may be a CUDA graph."""
@@ -322,11 +323,9 @@ def train_lora(
 
 
 def _use_cuda_graph(config: TrainConfig, device: torch.device) -> bool:
-    # A trained text encoder re-encodes the caption each step and torch.compile brings its own
-    # graphs: both stay eager.
-    return (
-        config.cuda_graph and device.type == "cuda" and not config.train_text_encoder and not config.compile
-    )
+    # A trained text encoder re-encodes the caption each step: it stays eager. A compiled UNet
+    # (inductor's default mode: Triton kernels, no graphs of its own) is captured with the rest.
+    return config.cuda_graph and device.type == "cuda" and not config.train_text_encoder
 
 
 class _GraphedStep:
