@@ -435,7 +435,7 @@ def main() -> None:
                 )
             )  # fmt: skip
         layouts = {  # (change, undo) of the product's layout: channels_last, PyTorch's GroupNorm
-            # ChannelsLastGroupNorm in the VAE (accelerate's channels_last_norms)
+            # ChannelsLastGroupNorm in the VAE only (an experiment: not in the product)
             "vae-norms": (lambda: set_norms(True), lambda: set_norms(False)),
             # ChannelsLastGroupNorm in every network (slower txt2img eager on an H200)
             "all-norms": (lambda: set_norms(True, layout_nets), lambda: set_norms(False, layout_nets)),
