@@ -1,9 +1,9 @@
 """GPU speed-ups of the resident models that keep their results (see FIELD_NOTES' timings):
-channels_last memory format and fused QKV projections (`shared/ml/channels_last_norm.py`, GroupNorms
-that keep channels_last, is a bench experiment: `bench/generate_bench.py --phases vae-norms`). Compiling is services/generator/compiled.py
+channels_last memory format and fused QKV projections. Compiling is services/generator/compiled.py
 (static shape buckets; compiling the whole pipeline with dynamic shapes never finished, issue 21).
 Fused projections need `lora_mode="baked"` in PortraitPipeline (LoRAs fused in place, never new
-modules)."""
+modules). GroupNorms that keep channels_last (`shared/ml/channels_last_norm.py`) are a bench
+experiment, not applied here (`bench/generate_bench.py --phases vae-norms`)."""
 
 from __future__ import annotations
 
