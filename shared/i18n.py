@@ -42,6 +42,10 @@ EN: Catalog = {
     ),
     "upload.one_photo": "Send one photo, in the form field {field}.",
     "upload.not_a_form": "Send the photos as a multipart/form-data form, in the field {field}.",
+    "upload.not_a_form_one": "Send the photo as a multipart/form-data form, in the field {field}.",
+    "upload.request_too_large": (
+        "This upload is larger than a request may be: at most {files} photos of up to {mb} MB each."
+    ),
     # Training
     "training.no_photos": "You have no good photos yet; upload {need} to train.",
     "training.photos_short": {
@@ -63,6 +67,7 @@ EN: Catalog = {
     "auth.bad_login": "Wrong email or password.",
     "auth.bad_link": "This link is invalid or has expired.",
     "auth.login_again": "Please log in again.",
+    "auth.sign_in": "Please log in first: this request needs your access token (Authorization: Bearer).",
     "auth.account_erasing": (
         "This account is being erased (asked for at {since} UTC): every photo, model and portrait "
         "is deleted, and we send a mail to this address when it is done."
@@ -277,6 +282,11 @@ KO: Catalog = {
     ),
     "upload.one_photo": "사진 한 장을 {field} 필드에 담아 보내 주세요.",
     "upload.not_a_form": "사진을 multipart/form-data 양식의 {field} 필드에 담아 보내 주세요.",
+    "upload.not_a_form_one": "사진 한 장을 multipart/form-data 양식의 {field} 필드에 담아 보내 주세요.",
+    "upload.request_too_large": (
+        "한 요청에 담을 수 있는 크기를 넘었습니다. "
+        "사진은 한 번에 {files}장까지, 장당 {mb}MB까지 보낼 수 있습니다."
+    ),
     "training.no_photos": "아직 통과한 사진이 없습니다. 학습하려면 {need}장을 올려 주세요.",
     "training.photos_short": "통과한 사진이 {count}장입니다. 학습하려면 {more}장 더 올려 주세요.",
     "training.photos_checking": "사진 {count}장을 아직 확인하고 있습니다. 1분쯤 뒤에 다시 시도해 주세요.",
@@ -289,6 +299,7 @@ KO: Catalog = {
     "auth.bad_login": "이메일 주소나 비밀번호가 맞지 않습니다.",
     "auth.bad_link": "링크가 잘못되었거나 만료되었습니다.",
     "auth.login_again": "다시 로그인해 주세요.",
+    "auth.sign_in": "먼저 로그인해 주세요. 이 요청에는 액세스 토큰(Authorization: Bearer)이 필요합니다.",
     "auth.account_erasing": (
         "이 계정을 지우는 중입니다({since} UTC에 요청). 모든 사진, 모델, 인물 사진을 지우고, "
         "끝나면 이 주소로 메일을 보냅니다."

@@ -32,11 +32,25 @@ from shared.security import decode_access_token
 
 CLOSE = {"Connection": "close"}
 NOT_SIGNED_IN = Refusal(401, "auth.login_again", headers={"WWW-Authenticate": "Bearer", **CLOSE})
+NO_TOKEN = Refusal(401, "auth.sign_in", headers={"WWW-Authenticate": "Bearer", **CLOSE})
 
 
 def too_large(limit: int) -> Refusal:
     size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit // 1024} KiB"
     return Refusal(413, "request.too_large", headers=CLOSE, size=size)
+
+
+def upload_too_large() -> Refusal:
+    """413 for an upload request over `upload_limit()`, in the limits a person chooses photos by
+    (the byte total would read like a cap of its own)."""
+    s = get_settings()
+    return Refusal(
+        413,
+        "upload.request_too_large",
+        headers=CLOSE,
+        files=s.upload_max_files,
+        mb=f"{s.upload_max_bytes / 2**20:.0f}",
+    )
 
 
 def upload_limit() -> int:
@@ -87,21 +101,23 @@ class RequestBodyLimits:
             return
         timeout = get_settings().request_body_timeout
         limit = 0  # set at the first read: only then has the router matched the route
+        over: Refusal | None = None  # the 413 for this route, set with `limit`
         received = 0
         complete = False
 
         async def limited() -> Message:
-            nonlocal received, complete, limit
+            nonlocal received, complete, limit, over
             if complete:  # the body is in: what follows is the disconnect, however late
                 return await receive()
             if received == 0:
                 files = takes_files(scope)
                 limit = upload_limit() if files else get_settings().json_body_max_bytes
+                over = upload_too_large() if files else too_large(limit)
                 if files and not signed_in(scope):  # nobody's 300 MB is read into a temp file
-                    raise NOT_SIGNED_IN
+                    raise NOT_SIGNED_IN if Headers(scope=scope).get("authorization") else NO_TOKEN
                 length = Headers(scope=scope).get("content-length", "")
                 if length.isdigit() and int(length) > limit:
-                    raise too_large(limit)
+                    raise over
             try:
                 message = await asyncio.wait_for(receive(), timeout)
             except TimeoutError:
@@ -111,8 +127,8 @@ class RequestBodyLimits:
                 return message
             received += len(message.get("body", b""))
             complete = not message.get("more_body", False)
-            if received > limit:
-                raise too_large(limit)
+            if received > limit and over is not None:
+                raise over
             return message
 
         headers = Headers(scope=scope)

@@ -64,14 +64,19 @@ async def uploaded_files(request: Request, field: str, max_files: int) -> AsyncI
 
     Raises Refusal: 413 `upload.too_large` for a file over `upload_max_bytes` (while it streams),
     400 `upload.none_in_field` for no file in `field`, `upload.count` for too many (`upload.one_photo`
-    for either when `max_files` is 1), 400 `upload.not_a_form` for a body that is not
-    `multipart/form-data`.
+    for either when `max_files` is 1), 400 `upload.not_a_form` (`upload.not_a_form_one`) for a body
+    that is not `multipart/form-data`.
     """
     count = Refusal(status.HTTP_400_BAD_REQUEST, "upload.count", max=max_files)
     if max_files == 1:
         count = Refusal(status.HTTP_400_BAD_REQUEST, "upload.one_photo", field=field)
+    not_a_form = Refusal(
+        status.HTTP_400_BAD_REQUEST,
+        "upload.not_a_form_one" if max_files == 1 else "upload.not_a_form",
+        field=field,
+    )
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.not_a_form", field=field)
+        raise not_a_form
     parser = CappedMultiPartParser(
         request.headers,
         request.stream(),
@@ -84,7 +89,7 @@ async def uploaded_files(request: Request, field: str, max_files: int) -> AsyncI
     except MultiPartException as e:
         if str(e).startswith("Too many files"):
             raise count from None
-        raise Refusal(status.HTTP_400_BAD_REQUEST, "upload.not_a_form", field=field) from None
+        raise not_a_form from None
     try:
         files = [f for f in form.getlist(field) if isinstance(f, UploadFile)]
         if not files and max_files > 1:  # another field's name, a text field, a cut-off body

@@ -182,6 +182,8 @@ def test_an_upload_is_refused_before_its_body_without_a_login_or_over_the_upload
             head = _post(path, multipart, "Content-Length: 200000000", *auth)
             status, headers, body, took = _exchange(port, head, [part])
             assert status == 401 and headers["connection"] == "close" and took < 3.0, (path, status, body)
+            # no token at all is not a sign-in to repeat
+            assert (b"log in first" in body) == (not auth) and (b"log in again" in body) == bool(auth), body
     user = api.new_user()
     limit = 20 * 15 * 2**20 + 2**20  # upload_max_files x upload_max_bytes + framing
 
@@ -192,7 +194,9 @@ def test_an_upload_is_refused_before_its_body_without_a_login_or_over_the_upload
         "/v1/photos", multipart, f"Content-Length: {limit + 1}", f"Authorization: Bearer {user.access_token}"
     )
     status, _, body, _ = _exchange(port, head, [part], timeout=120)
-    assert status == 413 and b"301 MiB" in body, (status, body)
+    # in the limits a person chooses photos by, not the byte total (301 MiB read like a cap of its own)
+    wanted = b"This upload is larger than a request may be: at most 20 photos of up to 15 MB each."
+    assert status == 413 and wanted in body, (status, body)
 
 
 def test_a_body_that_never_arrives_gets_408_and_frees_the_connection(stack, procs: Processes) -> None:
@@ -409,3 +413,31 @@ def test_a_request_that_is_not_http_gets_a_json_400(api: Api, platform: Platform
             "detail": "The request is not valid HTTP/1.1 and could not be read; please check how it is sent."
         }
     assert api.get("/v1/system").status_code == 200
+
+
+def test_refusals_say_what_to_fix_not_how_the_server_failed(api: Api) -> None:
+    """A newcomer's findings (2026-12-07): no token at all heard "Please log in again.", a bad job ID
+    pydantic's "expected an optional prefix of `urn:uuid:`...", the one-photo pose route asked for
+    "the photos", and its OpenAPI text left out HEIC, which it accepts."""
+    sign_in = "Please log in first: this request needs your access token (Authorization: Bearer)."
+    for path in ["/v1/me", "/v1/jobs", "/v1/photos"]:  # the ORM path, the fast signed-in read path
+        r = api.get(path)
+        assert r.status_code == 401 and r.json() == {"detail": sign_in}, (path, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+    r = api.get("/v1/me", headers={"Authorization": "Bearer not-a-token"})
+    assert r.status_code == 401 and r.json() == {"detail": "Please log in again."}
+
+    user = api.new_user()
+    r = api.get("/v1/jobs/not-a-job-id", headers=user.auth)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == (
+        "Please check this field: path parameter job_id "
+        "(must be an ID like 123e4567-e89b-42d3-a456-426614174000)."
+    )
+    r = api.post(
+        "/v1/poses", content=b"\xff\xd8 a photo", headers={**user.auth, "content-type": "image/jpeg"}
+    )
+    assert r.status_code == 400
+    assert r.json() == {"detail": "Send the photo as a multipart/form-data form, in the field file."}
+    pose_upload = api.get("/openapi.json").json()["paths"]["/v1/poses"]["post"]
+    assert "HEIC" in json.dumps(pose_upload["requestBody"])

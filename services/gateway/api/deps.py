@@ -59,6 +59,8 @@ U = TypeVar("U")
 UNAUTHORIZED = Refusal(
     status.HTTP_401_UNAUTHORIZED, "auth.login_again", headers={"WWW-Authenticate": "Bearer"}
 )
+# No access token at all (no `Authorization: Bearer` header): nobody to ask to log in *again*.
+NO_TOKEN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.sign_in", headers={"WWW-Authenticate": "Bearer"})
 
 
 def session_live(session_id: Any = None) -> ColumnElement[bool]:
@@ -100,7 +102,9 @@ class _Signed(NamedTuple):
 
 
 def _user_of(request: Request, session: Session, token: str | None, *, erasing: bool = False) -> User:
-    claims = decode_access_token(token) if token else None
+    if not token:
+        raise NO_TOKEN
+    claims = decode_access_token(token)
     if claims is None:
         raise UNAUTHORIZED
     row = session.execute(

@@ -127,6 +127,9 @@ _EN_MESSAGES = {
     "bool_type": "must be true or false, without quotes",
     "int_type": "must be a whole number like 2, without quotes",
     "float_type": "must be a number like 2.5, without quotes",
+    # pydantic: "Input should be a valid UUID, invalid character: expected an optional prefix of ..."
+    "uuid_parsing": "must be an ID like 123e4567-e89b-42d3-a456-426614174000",
+    "uuid_type": "must be an ID like 123e4567-e89b-42d3-a456-426614174000",
 }
 
 

@@ -18,7 +18,7 @@ from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import and_, bindparam, select
 
-from services.gateway.api.deps import UNAUTHORIZED, bearer, check_signed_in, not_found, session_live
+from services.gateway.api.deps import NO_TOKEN, UNAUTHORIZED, bearer, check_signed_in, not_found, session_live
 from services.gateway.api.schemas import JobOut, UserOut
 from shared.db_async import first_row
 from shared.models import Job, User
@@ -45,7 +45,9 @@ async def access_claims(
     """The claims of `Authorization: Bearer <access token>` (signature, expiry, type); 401 otherwise.
     Records the user for the per-account rate limits, as `get_current_user` does. Async on purpose:
     FastAPI runs a plain `def` dependency in a worker thread, a hop that costs more than the check."""
-    claims = decode_access_token(credentials.credentials) if credentials else None
+    if credentials is None or not credentials.credentials:
+        raise NO_TOKEN
+    claims = decode_access_token(credentials.credentials)
     if claims is None:
         raise UNAUTHORIZED
     request.state.user_id = claims.user_id

@@ -76,7 +76,7 @@ class PoseList(BaseModel):
     "",
     status_code=201,
     response_model=PoseUploaded,
-    openapi_extra=upload_body("file", 1, f"One JPEG, PNG or WebP photo. {USE}"),
+    openapi_extra=upload_body("file", 1, f"One JPEG, PNG, WebP or HEIC photo. {USE}"),
 )
 @limiter.limit(get_settings().upload_rate_limit, key_func=user_or_ip)
 async def upload_pose(
