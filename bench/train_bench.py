@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="override our step count")
     parser.add_argument("--batch", type=int, default=None, help="override our batch size")
     parser.add_argument("--resident", action="store_true", help="also train twice on one kept pipeline")
+    parser.add_argument("--contiguous", action="store_true", help="UNet in NCHW, not channels_last")
     parser.add_argument(
         "--check-steps", type=int, default=0,
         help="also run this many steps eagerly (no CUDA graph) and compare the losses",
@@ -152,7 +153,9 @@ def main() -> None:
     if args.device == "cpu":
         torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
 
-    overrides = {"batch_size": args.batch} if args.batch else {}
+    overrides: dict = {"batch_size": args.batch} if args.batch else {}
+    if args.contiguous:
+        overrides["channels_last"] = False
     config = lora.config_for(args.preset, compile=args.compile, checkpoint_every=10**9, **overrides)
     images = photos(args.photos, config.resolution)
     ours_steps = args.steps or config.total_steps(args.photos)
