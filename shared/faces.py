@@ -42,6 +42,13 @@ class Face:
     size_px: int  # the shorter side of the box
     sharpness: float  # variance of the Laplacian of the face crop resized to SHARPNESS_SIZE
 
+    @classmethod
+    def from_json(cls, data: dict) -> Face:
+        """The face `to_json` wrote (a photo row's `face`); KeyError/TypeError/ValueError if not."""
+        x0, y0, x1, y1 = (int(v) for v in data["box"])
+        landmarks = [(float(x), float(y)) for x, y in data["landmarks"]]
+        return cls((x0, y0, x1, y1), landmarks, int(data["size_px"]), float(data["sharpness"]))
+
     def to_json(self) -> dict:
         return {
             "box": list(self.box),

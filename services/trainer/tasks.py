@@ -14,23 +14,26 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from sqlalchemy import select
 
 from services.trainer import train
 from services.trainer.checkpoints import S3CheckpointStore
+from services.trainer.preprocess import StoredCheck
 from shared import pending_objects, storage
 from shared.accounts import hold_account
 from shared.config import get_settings
 from shared.contracts import ErrorCode, LikenessTrained, SendEmail, TrainLikeness
 from shared.contracts.likeness_files import DIFFUSERS_DIR, DIFFUSERS_FILE, LikenessFiles
 from shared.db import session_scope
+from shared.faces import Face
 from shared.i18n import Sentence
 from shared.images import open_upright
 from shared.jobs import JobCanceled, JobContext, JobError, job_task
 from shared.jobs.runner import public_error
 from shared.ml import loading
-from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo
+from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus
 from shared.trigger_word import make_trigger_word
 
 log = logging.getLogger(__name__)
@@ -42,12 +45,12 @@ DOWNLOADED = 0.02  # fraction of the job when the photos are in; the library rep
 def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
     """Train the likeness LoRA of `ctx.input.likeness_id` and record its files on the row."""
     likeness_id = ctx.input.likeness_id
-    class_word, keys = _load_request(ctx, likeness_id)
+    class_word, chosen = _load_request(ctx, likeness_id)
     ctx.progress(0.0, "downloading photos")
     began = time.monotonic()
-    images = _download(keys)
+    images, stored = _download(chosen)
     downloaded = time.monotonic() - began
-    missing = len(keys) - len(images)
+    missing = len(chosen) - len(images)
     store = S3CheckpointStore(ctx.owner, likeness_id)
     with tempfile.TemporaryDirectory(prefix="likeness-") as tmp:
         try:
@@ -67,6 +70,7 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
                 checkpoints=store,
                 seed=_seed(likeness_id),
                 trigger_word=make_trigger_word(str(likeness_id)),
+                stored=stored,
             )
         except JobCanceled:
             if _canceled(ctx.job_id):  # by the user (or the likeness was deleted): nothing to resume
@@ -119,32 +123,51 @@ def _canceled(job_id: uuid.UUID) -> bool:
         return job is None or job.status == JobStatus.canceled
 
 
-def _load_request(ctx: JobContext[TrainLikeness], likeness_id: uuid.UUID) -> tuple[str, list[str]]:
-    """The class word and the object keys of the photos chosen when training was requested."""
+def _load_request(
+    ctx: JobContext[TrainLikeness], likeness_id: uuid.UUID
+) -> tuple[str, list[tuple[str, StoredCheck | None]]]:
+    """The class word and, per photo chosen when training was requested, its object key and the
+    photos worker's stored face check when it accepted the photo (else None)."""
     with session_scope() as session:
         likeness = session.get(Likeness, likeness_id)
         if likeness is None or likeness.user_id != ctx.user_id:
             raise JobError.of(ErrorCode.likeness_deleted)
         ids = [uuid.UUID(p) for p in likeness.photo_ids or []]
         photos = session.execute(
-            select(Photo.id, Photo.object_key).where(Photo.id.in_(ids), Photo.user_id == ctx.user_id)
+            select(Photo.id, Photo.object_key, Photo.status, Photo.face, Photo.embedding).where(
+                Photo.id.in_(ids), Photo.user_id == ctx.user_id
+            )
         ).all()
         order = {pid: i for i, pid in enumerate(ids)}
-        keys = [row.object_key for row in sorted(photos, key=lambda r: order[r.id])]
-        keys += [""] * (len(ids) - len(photos))  # deleted since: counted as missing below
-        return likeness.class_word, keys
+        chosen = [(row.object_key, _stored_check(row)) for row in sorted(photos, key=lambda r: order[r.id])]
+        chosen += [("", None)] * (len(ids) - len(photos))  # deleted since: counted as missing below
+        return likeness.class_word, chosen
 
 
-def _download(keys: list[str]) -> list[Image.Image]:
-    images = []
-    for key in keys:
+def _stored_check(row) -> StoredCheck | None:
+    """The photo row's accepted face check, or None (not accepted, or not readable: checked again)."""
+    if row.status is not PhotoStatus.accepted or not row.face or not row.embedding:
+        return None
+    try:
+        return StoredCheck(Face.from_json(row.face), np.asarray(row.embedding, dtype=np.float32))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _download(
+    chosen: list[tuple[str, StoredCheck | None]],
+) -> tuple[list[Image.Image], list[StoredCheck | None]]:
+    """The photos still in storage, upright, each with its stored check (same order)."""
+    images, stored = [], []
+    for key, check in chosen:
         if not key:
             continue
         data = storage.get_bytes_or_none(key)
         if data is None:
             continue  # the photo was deleted (or expired) after training was requested
         images.append(open_upright(io.BytesIO(data)))
-    return images
+        stored.append(check)
+    return images, stored
 
 
 def _seed(likeness_id: uuid.UUID) -> int:

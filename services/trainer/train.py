@@ -105,13 +105,16 @@ def train_likeness(
     blur_min_variance: float | None = None,
     min_photos: int | None = None,
     pipe=None,
+    stored: list[preprocess.StoredCheck | None] | None = None,
 ) -> LikenessResult:
     """Raises preprocess.TooFewPhotos (with per-photo reasons) when fewer than `min_photos`
     (default: the MIN_TRAINING_PHOTOS setting, the one minimum the gateway and the page use too)
     photos are usable.
 
     `pipe`: a training pipeline of `preset` on `device` to reuse (a worker's resident one); it is
-    handed back without adapters, as it came. None loads a private one."""
+    handed back without adapters, as it came. None loads a private one.
+    `stored`: per image, the photos worker's stored face check or None (see
+    `preprocess.build_training_set`)."""
     settings = get_settings()
     preset = loading.current_preset(preset)
     device = loading.resolve_device(device)
@@ -134,6 +137,7 @@ def train_likeness(
         ),
         min_photos=min_photos if min_photos is not None else settings.min_training_photos,
         trigger_word=trigger,
+        stored=stored,
     )
     seconds["preprocess"] = time.monotonic() - began
 

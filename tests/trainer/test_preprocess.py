@@ -1,5 +1,8 @@
 """Photo sets: every rejected photo says why; a set with too few usable photos is refused."""
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 from skimage import data
@@ -10,7 +13,7 @@ from shared import faces, identity
 from shared.trigger_word import make_trigger_word
 
 
-def build(images, blur=40.0, min_photos=5):
+def build(images, blur=40.0, min_photos=5, stored=None):
     return preprocess.build_training_set(
         images,
         class_word="woman",
@@ -19,6 +22,7 @@ def build(images, blur=40.0, min_photos=5):
         blur_min_variance=blur,
         min_photos=min_photos,
         trigger_word="zuvek",
+        stored=stored,
     )
 
 
@@ -72,3 +76,54 @@ def test_trigger_words_are_stable_rare_and_distinct():
     a, b = make_trigger_word("likeness-1"), make_trigger_word("likeness-2")
     assert a == make_trigger_word("likeness-1") and a != b
     assert len(a) == 5 and a.isalpha()
+
+
+def stored_checks(images) -> list[preprocess.StoredCheck]:
+    """Each photo's check as the photos worker stores it (the row's JSON face, float32 embedding)."""
+    out = []
+    for image in images:
+        check = faces.check_photo(image, min_face_px=MIN_FACE_PX, blur_min_variance=40.0, embed=True)
+        assert check.accepted and check.face is not None and check.embedding is not None
+        out.append(preprocess.StoredCheck(faces.Face.from_json(check.face.to_json()), check.embedding))
+    return out
+
+
+def test_stored_checks_are_used_instead_of_detecting_the_faces_again(photos, monkeypatch):
+    """The photos worker already found each face and its embedding: the trainer aligns with what it
+    stored (no second detection), and gets the crops and embeddings a new detection gives."""
+    stored = stored_checks(photos[:5])
+    fresh = build(photos[:5])
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("a stored check was not used")
+
+    monkeypatch.setattr(preprocess.faces, "check_photo", no_detection)
+    reused = build(photos[:5], stored=stored)
+    assert np.array_equal(reused.embeddings, fresh.embeddings)
+    assert [v.to_json() for v in reused.verdicts] == [v.to_json() for v in fresh.verdicts]
+    for a, b in zip(reused.crops, fresh.crops, strict=True):  # landmarks stored to 0.01 px
+        assert np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).mean() < 1.0
+
+
+def test_a_stored_check_that_fails_today_s_thresholds_is_checked_again(photos, monkeypatch):
+    """A setting may have changed since the upload (or the row is odd): such a photo is checked as
+    if nothing were stored, and gets the reason a person can act on."""
+    blurred = astronaut().filter(ImageFilter.GaussianBlur(2))
+    good = stored_checks(photos[:5])
+    odd = replace(good[0].face, box=(0, 0, 10_000, 10_000))  # a box outside this photo
+    soft = faces.check_photo(blurred, min_face_px=MIN_FACE_PX, blur_min_variance=0.0, embed=True)
+    stored = [
+        *good[:4],
+        preprocess.StoredCheck(odd, good[0].embedding),
+        preprocess.StoredCheck(soft.face, soft.embedding),  # accepted with a lower blur limit
+    ]
+    checked = []
+    real = preprocess.faces.check_photo
+    monkeypatch.setattr(
+        preprocess.faces, "check_photo", lambda image, **kw: checked.append(image) or real(image, **kw)
+    )
+    result = build([*photos[:4], photos[0], blurred], stored=stored)
+    assert checked == [photos[0], blurred]
+    assert [v.reason_code for v in result.verdicts] == [None] * 5 + ["too_blurry"]
+    with pytest.raises(ValueError, match="5 stored checks for 6 photos"):
+        build([*photos[:5], blurred], stored=stored[:5])

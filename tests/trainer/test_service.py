@@ -331,3 +331,42 @@ def test_a_picture_uploaded_again_after_its_original_was_deleted_is_no_duplicate
     again = api.post("/v1/photos", files=[("files", ("a.jpg", me, "image/jpeg"))], headers=user.auth)
     assert again.status_code == 201, again.text
     assert again.json()["photos"][0]["reason_code"] is None  # checked like any new photo
+
+
+def test_the_trainer_reads_the_face_checks_the_photos_worker_stored(api: Api) -> None:
+    """Each accepted photo reaches the trainer with the face and embedding its photo check stored
+    (the trainer then detects no face again: tests/trainer/test_preprocess.py); a photo not
+    accepted (any more) comes without one, and is checked again."""
+    from types import SimpleNamespace
+
+    from services.trainer import tasks
+    from shared.faces import Face
+
+    user = api.new_user()
+    uid = uuid.UUID(user_id(api, user))
+    ids = upload_accepted(api, user, 3)
+    with session_scope() as session:
+        session.get(Photo, uuid.UUID(ids[2])).status = PhotoStatus.rejected
+        likeness = Likeness(
+            user_id=uid, class_word="woman", trigger_word="zuvek", base_model="tiny", photo_ids=ids
+        )
+        session.add(likeness)
+        session.flush()
+        likeness_id = likeness.id
+    try:
+        class_word, chosen = tasks._load_request(SimpleNamespace(user_id=uid), likeness_id)
+        images, stored = tasks._download(chosen)
+    finally:
+        with session_scope() as session:
+            session.delete(session.get(Likeness, likeness_id))
+    assert class_word == "woman" and len(images) == len(stored) == 3
+    with session_scope() as session:
+        rows = [session.get(Photo, uuid.UUID(i)) for i in ids]
+        for row, image, check in zip(rows, images, stored, strict=True):
+            if row.status is not PhotoStatus.accepted:
+                assert check is None
+                continue
+            assert check is not None and check.face == Face.from_json(row.face)
+            assert check.embedding.dtype == np.float32 and np.allclose(check.embedding, row.embedding)
+            x0, y0, x1, y1 = check.face.box
+            assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
