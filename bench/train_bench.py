@@ -147,6 +147,10 @@ def main() -> None:
         "--selection", type=int, default=0, help="also time checkpoint choice's renders of N snapshots"
     )
     parser.add_argument("--selection-only", action="store_true", help="only the --selection renders")
+    parser.add_argument(
+        "--preprocess-only", type=int, default=0, metavar="PX",
+        help="only the preprocessing of --photos real face photos of PX px: stored checks vs detecting",
+    )  # fmt: skip
     args = parser.parse_args()
     args.preset = "tiny" if args.tiny else "sd15"
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -163,6 +167,9 @@ def main() -> None:
     base_steps = min(args.baseline_steps or base_total, base_total)
 
     print(f"device={args.device} preset={args.preset} photos={args.photos}", file=sys.stderr)
+    if args.preprocess_only:
+        print(json.dumps({"preprocess": preprocess_seconds(args, config, args.preprocess_only)}, indent=2))
+        return
     if args.selection_only:
         device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
         renders = selection_renders(args, config, args.selection or 4)
@@ -223,6 +230,40 @@ def main() -> None:
     if args.selection:
         report["checkpoint_choice_renders"] = selection_renders(args, config, args.selection)
     print(json.dumps(report, indent=2))
+
+
+def preprocess_seconds(args, config: lora.TrainConfig, size: int) -> dict:
+    """The train job's photo preprocessing (services/trainer/preprocess.py) of `args.photos` real
+    face photos (skimage's astronaut, re-framed and mirrored, `size` px): each face detected and
+    embedded again (before 2026-12-07) vs aligned from the photos worker's stored checks (dlib, CPU)."""
+    from skimage import data
+
+    from services.trainer import preprocess
+    from shared import faces
+
+    base = Image.fromarray(data.astronaut())
+    images = []
+    for i in range(args.photos):
+        im = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else base
+        im = im.crop((4 * i, 3 * i, 480 + 4 * i, 480 + 3 * i)).resize((size, size), Image.LANCZOS)
+        images.append(im)
+    kw = {"class_word": "woman", "size": config.resolution, "min_face_px": 80, "blur_min_variance": 0.0,
+          "min_photos": 1, "trigger_word": "zuvek"}  # fmt: skip
+    stored = []
+    for image in images:  # what the photos worker stores at upload
+        check = faces.check_photo(image, min_face_px=80, blur_min_variance=0.0, embed=True)
+        stored.append(preprocess.StoredCheck(check.face, check.embedding) if check.accepted else None)
+    began = time.perf_counter()
+    again = preprocess.build_training_set(images, **kw)
+    detect_again = time.perf_counter() - began
+    began = time.perf_counter()
+    reused = preprocess.build_training_set(images, stored=stored, **kw)
+    from_stored = time.perf_counter() - began
+    return {
+        "photos": len(images), "size_px": size, "accepted": len(reused.crops),
+        "detect_again_seconds": round(detect_again, 3), "stored_checks_seconds": round(from_stored, 3),
+        "embeddings_equal": bool(np.array_equal(again.embeddings, reused.embeddings)),
+    }  # fmt: skip
 
 
 def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
