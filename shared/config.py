@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # An attempt that failed because Postgres, Redis or S3 was down is given back (not counted)
     # while the outage is younger than this: a 5-minute outage fails no job.
     job_outage_window_seconds: float = 900.0
+    # A mail server that does not answer (or answers 4xx) is waited out this long, as a mail server
+    # keeps a message it cannot deliver yet: RFC 5321 4.5.4.1, "the give-up time generally needs to
+    # be at least 4-5 days". Before, five attempts (about 20 minutes) and the mail was lost.
+    mail_outage_window_seconds: float = 4 * 86400.0
     job_retry_scale: float = 1.0  # multiplies every retry backoff (tests shorten it)
     # How often the scheduler deletes the objects of deleted rows (and orphans) and finishes
     # erasures a failed job left (seconds).

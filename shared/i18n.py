@@ -431,6 +431,7 @@ KO: Catalog = {
     "job.storage_unavailable": "저장소가 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
     "job.database_unavailable": "데이터베이스가 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
     "job.redis_unavailable": "작업 대기열이 응답하지 않습니다. 잠시 뒤에 자동으로 다시 시도합니다.",
+    "job.mail_unavailable": "메일 서버가 응답하지 않습니다. 잠시 뒤에 자동으로 다시 보냅니다.",
     # Why a photo or a pose photo was rejected (Photo.reason, PosePhoto.reason), by reason code
     "photo.no_face": "얼굴을 찾지 못했습니다. 얼굴이 잘 보이는 사진을 올려 주세요.",
     "photo.multiple_faces": "얼굴이 {count}개 있습니다. 나 혼자 나온 사진을 올려 주세요.",

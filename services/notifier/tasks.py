@@ -103,7 +103,9 @@ def send_email(ctx: JobContext[SendEmail]) -> EmailSent:
         )
     except SmtpSendError as exc:
         failure = exc
-    retry = failure is not None and failure.transient and not ctx.is_last_attempt
+    # A mail server that does not answer or answers 4xx is an outage: waited out for days
+    # (MAIL_OUTAGE_WINDOW_SECONDS, shared/jobs/retry.py), not five attempts and lost.
+    retry = failure is not None and failure.transient
     reason = None if failure is None else _without(str(failure), to)
     # not retry: the job ends here, so keep no address in it
     _record(ctx, event_key, sender, message_id, reason, forget_address=not retry)
@@ -111,7 +113,9 @@ def send_email(ctx: JobContext[SendEmail]) -> EmailSent:
         log.warning("email %s not sent: %s", template, reason, extra={"job_id": str(ctx.job_id)})
         # A mail server that is down or busy (no reply, 4xx) gets another job attempt later; a
         # permanent refusal (5xx, no SMTPUTF8, an address no header can carry) is final.
-        raise JobError("smtp_failed", f"The email could not be sent. {reason}", retryable=retry)
+        raise JobError(
+            "smtp_failed", f"The email could not be sent. {reason}", outage="mail" if retry else None
+        )
     log.info("email %s sent", template, extra={"job_id": str(ctx.job_id), "attempts": attempts})
     return EmailSent(
         sent=True,

@@ -99,6 +99,8 @@ KIND = JobKind(
     EmailSent,
     max_attempts=5,
     retry_base_seconds=30,  # the notifier already retries SMTP inside one attempt (about 3 minutes)
-    retry_max_seconds=600,
+    # A mail server down for days is retried about hourly at most, as Postfix does
+    # (maximal_backoff_time = 4000 s), for MAIL_OUTAGE_WINDOW_SECONDS (shared/jobs/retry.py).
+    retry_max_seconds=4000,
     promises=tuple(f"mail `{t}`" for t in Template),
 )

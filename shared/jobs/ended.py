@@ -8,8 +8,9 @@ So `shared.jobs.state.transition`, the one place a job's status changes, calls `
 every job it moves to `failed` or `canceled`, and the object takes a final state with a reason the
 user can read and act on (upload it again, delete it, train again).
 
-Kinds with no transient object: `generate_portraits` (a portrait row is written done), `send_email`
-(its delivery row is locked while sending), `erase_user`, `retention_sweep`.
+Kinds with no transient object: `generate_portraits` (a portrait row is written done), `erase_user`,
+`retention_sweep`. `send_email` (its delivery row is locked while sending) forgets the address its
+input may carry (the goodbye mail of an erased account, a job of no user).
 """
 
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, Photo
 def settle_subjects(session: Session, job: Job) -> None:
     """Move what `job` (just `failed` or `canceled`) left transient to a final state, in the
     caller's transaction. Objects already final (done by the job, deleted) are left as they are."""
-    if job.user_id is not None and job.status in (JobStatus.failed, JobStatus.canceled):
+    if job.status in (JobStatus.failed, JobStatus.canceled):  # a user's job, or one of no user's
         settle = SETTLERS.get(job.kind)
         if settle is not None:
             settle(session, job)
@@ -79,7 +80,15 @@ def _end_training(session: Session, job: Job) -> None:
     )
 
 
+def _forget_recipient(session: Session, job: Job) -> None:
+    """`send_email`: the address a mail travels with (the goodbye mail of an erased account) is not
+    kept once the job has ended without sending it (a mail server down for days)."""
+    if "to" in (job.input or {}):
+        job.input = {k: v for k, v in job.input.items() if k != "to"}
+
+
 SETTLERS: dict[str, Callable[[Session, Job], None]] = {
+    "send_email": _forget_recipient,
     "photo_check": _reject_unchecked_photos,
     "pose_extract": _reject_unextracted_pose,
     "train_likeness": _end_training,

@@ -9,8 +9,9 @@ together, and none comes sooner than half its step. The delay is a time on the o
 uses for in-process retries, has no API for a single delay that is stored and waited elsewhere.
 
 An attempt that failed because a dependency was down (shared/jobs/outage.py) does not count
-against `max_attempts` while the outage is younger than `JOB_OUTAGE_WINDOW_SECONDS` (15 min): its
-attempt is given back, and the wait grows with the outage (about as long as it lasted so far).
+against `max_attempts` while the outage is younger than `JOB_OUTAGE_WINDOW_SECONDS` (15 min), or
+`MAIL_OUTAGE_WINDOW_SECONDS` (4 days) for the mail server: its attempt is given back, and the wait
+grows with the outage (about as long as it lasted so far, within the kind's cap).
 """
 
 import random
@@ -25,7 +26,20 @@ from shared.jobs.outbox import add_outbox, mail_failure
 from shared.jobs.state import now, transition
 from shared.models import Job, JobStatus
 
-DEPENDENCY_NAMES = {"database": "the database", "redis": "the job queue", "storage": "storage"}
+DEPENDENCY_NAMES = {
+    "database": "the database",
+    "redis": "the job queue",
+    "storage": "storage",
+    "mail": "the mail server",
+}
+
+
+def outage_window(outage: str) -> timedelta:
+    """How long an outage of `outage` (a DEPENDENCY_NAMES key) is waited out before attempts count."""
+    s = get_settings()
+    return timedelta(
+        seconds=s.mail_outage_window_seconds if outage == "mail" else s.job_outage_window_seconds
+    )
 
 
 def backoff(kind: str, failures: int, *, outage_seconds: float | None = None) -> float:
@@ -59,9 +73,8 @@ def retry_or_fail(
     left half-done: shared/jobs/ended.py).
     Returns the job as changed, or None if another process changed it first."""
     t = now()
-    window = timedelta(seconds=get_settings().job_outage_window_seconds)
     since: datetime | None = (job.outage_since or t) if outage else None
-    if since is not None and t - since < window:
+    if outage is not None and since is not None and t - since < outage_window(outage):
         delay = backoff(job.kind, job.attempts, outage_seconds=(t - since).total_seconds())
         moved = transition(
             session,

@@ -45,12 +45,23 @@ class JobError(Exception):
     can show the message in the reader's language.
     """
 
-    def __init__(self, code: str, message: str | Sequence[Sentence], *, retryable: bool = False):
+    def __init__(
+        self,
+        code: str,
+        message: str | Sequence[Sentence],
+        *,
+        retryable: bool = False,
+        outage: str | None = None,
+    ):
+        """`retryable`: another attempt may succeed. `outage` (implies retryable): the dependency
+        that failed the attempt (a shared.jobs.retry.DEPENDENCY_NAMES key, e.g. "mail"): the
+        attempt is given back while that outage lasts less than its window (shared/jobs/retry.py)."""
         self.sentences = [] if isinstance(message, str) else list(message)
         self.message = message if isinstance(message, str) else i18n.join(self.sentences)
         super().__init__(self.message)
         self.code = code
-        self.retryable = retryable
+        self.retryable = retryable or outage is not None
+        self.outage = outage
 
     @classmethod
     def of(cls, code: ErrorCode, *, retryable: bool = False, **values: Any) -> "JobError":
@@ -336,7 +347,7 @@ def _attempt(ctx: JobContext[Any], handler: Handler) -> None:
         return
     except JobError as e:
         if e.retryable:
-            _retry_or_fail(ctx, e.code, e.message)
+            _retry_or_fail(ctx, e.code, e.message, outage=e.outage)
         else:
             kept = {"result": e.result()} if e.sentences else {}  # else the result stays as it was
             _finish(ctx, JobStatus.failed, error_code=e.code, error_message=e.message, **kept)

@@ -361,3 +361,39 @@ def test_the_training_mail_counts_the_photos_really_used(smtp):
     assert job.result["sent"], job.error_message
     text = smtp.handler.messages[0].parse().get_body(("plain",)).get_content()
     assert "We trained your likeness on 7 of your photos." in text
+
+
+def test_a_mail_server_down_past_the_last_attempt_is_waited_out_not_lost(smtp, monkeypatch):
+    """A mail server that does not answer or answers 4xx is an outage, waited out for days
+    (MAIL_OUTAGE_WINDOW_SECONDS, after RFC 5321 4.5.4.1): before, the job's five attempts (about 20
+    minutes) ran out and the mail was lost. Past the window the job fails and keeps no address."""
+    monkeypatch.setenv("SMTP_ATTEMPTS", "1")  # one SMTP try per job attempt: the test stays short
+    get_settings.cache_clear()
+    smtp.handler.refuse = 10**6  # "451 4.3.0 Mailbox busy" to every message
+    ana = make_user()
+    job_id = make_job(
+        ana.id, "send_email", {"template": "signup_existing", "event_key": "outage"}, attempts=4
+    )
+
+    run_job(job_id, send_email)  # attempt 5 of 5: the last one
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.queued and job.error_code == "mail_unavailable", job.error_message
+        assert job.attempts == 4 and job.outage_since is not None  # the attempt was given back
+        assert job.error_message.startswith("The mail server is not answering; we try again in")
+    smtp.handler.refuse = 0  # the server is back
+    run_job(job_id, send_email)
+    with session_scope() as session:
+        assert session.get(Job, job_id).status == JobStatus.succeeded
+    assert [m.rcpt_tos for m in smtp.handler.messages] == [[ana.email]]
+
+    monkeypatch.setenv("MAIL_OUTAGE_WINDOW_SECONDS", "0")  # an outage older than its window
+    get_settings.cache_clear()
+    smtp.handler.refuse = 10**6
+    goodbye = {"template": "data_erased", "event_key": "goodbye-outage", "to": "gone@example.com"}
+    job_id = make_job(None, "send_email", goodbye, attempts=4)
+    run_job(job_id, send_email)
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        assert job.status == JobStatus.failed and job.error_code == "smtp_failed"
+        assert "to" not in job.input  # the erased account's address is not kept
