@@ -244,3 +244,31 @@ def test_an_unknown_style_is_the_documented_422_listing_the_styles(api: Api) -> 
         r.json()["detail"]
         == f"다음 항목을 확인해 주세요: styles[1](없는 스타일입니다. 고를 수 있는 스타일: {styles})."
     ), r.text
+
+
+def test_a_style_asked_twice_is_a_422_that_points_to_count(api: Api) -> None:
+    """["black-white", "black-white"] was merged into one style without a word: the client got
+    half the portraits it asked for. `count` is how to ask for more of one style."""
+    user = api.new_user()
+    body = {"likeness_id": str(uuid.uuid4()), "styles": ["black-white", "studio-business", "black-white"]}
+    r = api.post("/v1/portraits", json=body, headers=user.auth)
+    assert r.status_code == 422, r.text
+    assert r.json() == {
+        "detail": "Please check this field: styles (black-white is listed more than once: choose each "
+        "style once, and set count for more of one).",
+        "errors": [
+            {
+                "loc": ["body", "styles"],
+                "msg": "black-white is listed more than once: choose each style once, and set count for "
+                "more of one",
+                "type": "styles_repeated",
+            }
+        ],
+    }
+    r = api.post("/v1/portraits", json=body, headers={**user.auth, **KOREAN})
+    assert r.json()["detail"] == (
+        "다음 항목을 확인해 주세요: styles(black-white이(가) 두 번 이상 있습니다. 스타일은 한 번씩만 "
+        "고르고, 한 스타일의 사진을 더 받으려면 count를 늘려 주세요)."
+    ), r.text
+    body["styles"] = ["black-white", "studio-business"]  # each once: on to the likeness (not there)
+    assert api.post("/v1/portraits", json=body, headers=user.auth).status_code == 404

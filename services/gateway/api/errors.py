@@ -57,6 +57,10 @@ _KO_MESSAGES = {
     "url_parsing": "올바른 URL이 아닙니다",
     "null_forbidden": "값을 비울 수 없습니다. 바꾸지 않으려면 이 항목을 빼 주세요",
     "style_unknown": "없는 스타일입니다. 고를 수 있는 스타일: {choices}",
+    "styles_repeated": (
+        "{style}이(가) 두 번 이상 있습니다. 스타일은 한 번씩만 고르고, "
+        "한 스타일의 사진을 더 받으려면 count를 늘려 주세요"
+    ),
 }
 _KO_OTHER = "값이 올바르지 않습니다"
 _KO_EMAIL = "올바른 이메일 주소가 아닙니다"

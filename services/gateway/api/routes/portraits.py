@@ -107,11 +107,23 @@ def known_style(style_id: str) -> str:
 
 
 StyleId = Annotated[str, Field(max_length=64, examples=["studio-business"]), AfterValidator(known_style)]
+STYLES_REPEATED = "{style} is listed more than once: choose each style once, and set count for more of one"
+
+
+def each_style_once(styles: list[str]) -> list[str]:
+    """`styles` if no style repeats, else a 422 `styles_repeated` naming it: a repeated style was
+    merged silently, and the client got fewer portraits than it asked for (`count` asks for more)."""
+    seen: set[str] = set()
+    for style in styles:
+        if style in seen:
+            raise PydanticCustomError("styles_repeated", STYLES_REPEATED, {"style": style})
+        seen.add(style)
+    return styles
 
 
 class PortraitsIn(BodyIn):
     likeness_id: JsonUUID
-    styles: list[StyleId] = Field(min_length=1, max_length=16)
+    styles: Annotated[list[StyleId], Field(min_length=1, max_length=16), AfterValidator(each_style_once)]
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
     pose_id: JsonUUID | None = None  # one of the user's ready pose photos, in place of each style's pose
 
@@ -168,7 +180,7 @@ def start_generation(
     body: PortraitsIn, user: ConsentedUser, session: SessionDep, idempotency_key: IdempotencyKey
 ) -> PortraitsStarted:
     """Generate `count` portraits in each chosen style; follow the returned job for progress."""
-    styles = list(dict.fromkeys(body.styles))  # each style once, in the order asked
+    styles = body.styles  # each once (PortraitsIn), in the order asked
     likeness = owned(session, Likeness, body.likeness_id, user, "Likeness")
     if likeness.status != "ready":
         raise conflict("portraits.likeness_not_ready", status=likeness.status)
