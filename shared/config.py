@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     access_token_minutes: int = 15
     refresh_token_days: int = 30
     auth_rate_limit: str = "10/minute"
+    # Wrong passwords one account may be tried with, whatever the clients' addresses (the per-client
+    # AUTH_RATE_LIMIT alone lets many addresses guess one password): past it, 429 until the window
+    # moves on (OWASP Authentication Cheat Sheet: throttle per account, not only per address).
+    login_failures_per_account: str = "10/15minutes"
     upload_rate_limit: str = "60/minute"
     # account mails of one kind (sign-up attempts; password resets) one address receives, whoever asks
     account_mail_rate_limit: str = "5/hour"

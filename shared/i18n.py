@@ -65,6 +65,10 @@ EN: Catalog = {
     "portraits.quota": "You can make {limit} portraits a day; {left} are left today.",
     # Accounts and requests
     "auth.bad_login": "Wrong email or password.",
+    "auth.too_many_failures": (
+        "This account was tried with too many wrong passwords; please try again in {minutes} minutes, "
+        "or reset your password."
+    ),
     "auth.bad_link": "This link is invalid or has expired.",
     "auth.login_again": "Please log in again.",
     "auth.sign_in": "Please log in first: this request needs your access token (Authorization: Bearer).",
@@ -297,6 +301,10 @@ KO: Catalog = {
     "portraits.busy": "이미 만들고 있는 사진 작업이 {count}개 있습니다. 하나가 끝난 뒤에 다시 시도해 주세요.",
     "portraits.quota": "사진은 하루에 {limit}장까지 만들 수 있습니다. 오늘은 {left}장 남았습니다.",
     "auth.bad_login": "이메일 주소나 비밀번호가 맞지 않습니다.",
+    "auth.too_many_failures": (
+        "이 계정에 틀린 비밀번호가 너무 많이 입력되었습니다. "
+        "{minutes}분 뒤에 다시 시도하거나 비밀번호를 재설정해 주세요."
+    ),
     "auth.bad_link": "링크가 잘못되었거나 만료되었습니다.",
     "auth.login_again": "다시 로그인해 주세요.",
     "auth.sign_in": "먼저 로그인해 주세요. 이 요청에는 액세스 토큰(Authorization: Bearer)이 필요합니다.",

@@ -6,7 +6,10 @@ again. `swallow_errors` keeps a limiter that fails in any other way from failing
 limit must never turn a Redis hiccup into an outage (issue #16).
 """
 
+import hashlib
 import logging
+import math
+import time
 import uuid
 
 from fastapi import Request
@@ -41,6 +44,38 @@ limiter = _limiter()
 
 
 log = logging.getLogger(__name__)
+
+
+def _account_key(email: str) -> str:
+    """The per-account counter's key: a hash, so no address is written in Redis."""
+    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+
+def login_wait_seconds(email: str) -> int:
+    """Seconds until the account `email` may be tried again (0: now): after
+    LOGIN_FAILURES_PER_ACCOUNT wrong passwords within its window, counted for any address, one that
+    has no account too (the answer must not tell which exist). A limiter that cannot count (Redis
+    down, no fallback yet) lets the login through: a rate limit must not lock everyone out."""
+    try:
+        limit = parse(get_settings().login_failures_per_account)
+        key = _account_key(email)
+        if limiter.limiter.test(limit, "login-failures", key):
+            return 0
+        reset_at, _ = limiter.limiter.get_window_stats(limit, "login-failures", key)
+        return max(1, math.ceil(reset_at - time.time()))
+    except Exception:  # noqa: BLE001 - a rate limit must not turn a Redis hiccup into an outage
+        log.warning("the per-account login limit could not be read; the login is checked")
+        return 0
+
+
+def count_login_failure(email: str) -> None:
+    """Count one wrong password for the account `email` (see `login_wait_seconds`)."""
+    try:
+        limiter.limiter.hit(
+            parse(get_settings().login_failures_per_account), "login-failures", _account_key(email)
+        )
+    except Exception:  # noqa: BLE001 - a rate limit must not turn a Redis hiccup into an outage
+        log.warning("a wrong password could not be counted")
 
 
 def mail_allowed(user_id: uuid.UUID, template: str) -> bool:

@@ -436,7 +436,8 @@ def test_a_client_cannot_pick_its_address_to_dodge_the_login_limit(procs: Proces
     procs.start("gateway-login-limit", "gateway", "--port", str(port), env=env)
     wait_for_port(port, timeout=60)
     with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as gateway:
-        wrong = {"email": "nobody@example.com", "password": "not the password"}
+        # an address of its own: the per-account limit of wrong passwords counts in the suite's Redis
+        wrong = {"email": f"nobody-{uuid.uuid4().hex[:10]}@example.com", "password": "not the password"}
         clients = [{"X-Forwarded-For": f"198.51.100.{n}"} for n in range(5)]
         statuses = [gateway.post("/v1/auth/login", json=wrong, headers=h).status_code for h in clients]
     expected = [401] * 5 if proxy else [401] * 4 + [429]

@@ -139,13 +139,14 @@ def test_auth_is_rate_limited(platform: Platform, procs) -> None:
     port = free_port()
     procs.start("gateway-limited", "gateway", "--port", str(port), env={"AUTH_RATE_LIMIT": "3/minute"})
     wait_for_port(port, timeout=60)
+    email = f"x-{uuid.uuid4().hex[:10]}@example.com"  # the per-account limit counts in the suite's Redis
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
         codes = [
-            client.post("/v1/auth/login", json={"email": "x@example.com", "password": "y"}).status_code
+            client.post("/v1/auth/login", json={"email": email, "password": "y"}).status_code
             for _ in range(5)
         ]
         assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429]
-        r = client.post("/v1/auth/login", json={"email": "x@example.com", "password": "y"})
+        r = client.post("/v1/auth/login", json={"email": email, "password": "y"})
         assert "Too many requests" in r.json()["detail"] and r.headers["Retry-After"]
 
 
@@ -264,3 +265,29 @@ def test_sign_up_takes_only_addresses_our_mail_can_reach(api: Api) -> None:
     for form in ("exämple.com", "xn--exmple-cua.com"):
         r = api.post("/v1/auth/login", json={"email": f"{local}@{form}", "password": "a long password"})
         assert r.status_code == 200, r.text
+
+
+def test_an_account_tried_with_too_many_wrong_passwords_waits_whoever_asks(api: Api) -> None:
+    """AUTH_RATE_LIMIT counts per client address: clients at many addresses could guess one
+    account's password without end. LOGIN_FAILURES_PER_ACCOUNT (10 in 15 minutes) counts the wrong
+    passwords of the account, from anywhere; an address with no account is counted the same way,
+    so the answer does not tell which addresses have one."""
+    user = api.new_user()
+    nobody = f"nobody-{uuid.uuid4().hex[:10]}@example.com"
+    for email in (user.email, nobody):
+        wrong = {"email": email, "password": "not the password"}
+        assert [api.post("/v1/auth/login", json=wrong).status_code for _ in range(10)] == [401] * 10
+        right = {"email": email, "password": user.password}
+        r = api.post("/v1/auth/login", json=right)
+        assert r.status_code == 429, r.text
+        assert 850 <= int(r.headers["Retry-After"]) <= 900
+        assert r.json()["detail"] == (
+            "This account was tried with too many wrong passwords; please try again in 15 minutes, "
+            "or reset your password."
+        )
+    r = api.post("/v1/auth/login", json=right, headers={"Accept-Language": "ko"})
+    assert r.json()["detail"].startswith("이 계정에 틀린 비밀번호가 너무 많이 입력되었습니다. 15분 뒤에")
+    other = api.new_user()  # another account, from the same client: signs in as ever
+    assert (
+        api.post("/v1/auth/login", json={"email": other.email, "password": other.password}).status_code == 200
+    )

@@ -4,6 +4,7 @@ Answers never reveal whether an address has an account: sign-up and reset reques
 202, and a failed login is one message whatever the reason.
 """
 
+import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from services.gateway.api.schemas import (
     TokenIn,
     TokenOut,
 )
-from services.gateway.ratelimit import limiter, mail_allowed
+from services.gateway.ratelimit import count_login_failure, limiter, login_wait_seconds, mail_allowed
 from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.config import get_settings
 from shared.contracts import SendEmail, Template
@@ -108,9 +109,19 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
 @router.post("/login", response_model=TokenOut)
 @limiter.limit(AUTH_LIMIT)
 def login(request: Request, body: LoginIn, session: SessionDep) -> TokenOut:
+    """Tokens for the right email and password; 401 otherwise, and 429 once the account was tried
+    with LOGIN_FAILURES_PER_ACCOUNT wrong passwords (from any address) within its window."""
+    if wait := login_wait_seconds(body.email):
+        raise Refusal(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "auth.too_many_failures",
+            headers={"Retry-After": str(wait)},
+            minutes=math.ceil(wait / 60),
+        )
     user = session.scalar(select(User).where(User.email == body.email.lower()))
     ok = verify_password(user.password_hash if user else None, body.password)
     if user is None or not ok:
+        count_login_failure(body.email)
         raise BAD_LOGIN
     if user.deleting:  # told only to who knows the password: the erasure is under way
         since = (user.deleting_since or datetime.now(UTC)).astimezone(UTC)
