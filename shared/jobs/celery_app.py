@@ -90,6 +90,8 @@ def make_celery() -> Celery:
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
+        # what a task prints (a library's stray line) is not a warning
+        worker_redirect_stdouts_level="INFO",
         worker_send_task_events=False,
     )
     return app

@@ -81,6 +81,17 @@ def load_pipeline(preset: str | None, device: str, *, dtype: torch.dtype) -> Sta
 # -- loaders: each takes a path, so real and tiny weights go through the same code ----------------
 
 
+def quiet_loading_bars() -> None:
+    """Turn off diffusers' "Loading pipeline components" and transformers' "Loading weights" bars:
+    in a worker they reach stderr, which Celery logs at WARNING, a bar per model load. (Downloads,
+    `studio models pull`, keep huggingface_hub's own bars.)"""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def load_pipeline_from(
     path: Path, *, device: str, dtype: torch.dtype, config: Path | None = None
 ) -> StableDiffusionPipeline:
@@ -88,6 +99,7 @@ def load_pipeline_from(
     layout) whose component configs come from `config` (a diffusers folder, weights not needed)."""
     from diffusers import StableDiffusionPipeline
 
+    quiet_loading_bars()
     common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if path.is_dir():
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -109,6 +121,7 @@ def load_controlnet_from(path: Path, *, device: str, dtype: torch.dtype) -> Cont
     them is the pinned download that shared/ml/convert.py turned into safetensors, weights-only)."""
     from diffusers import ControlNetModel
 
+    quiet_loading_bars()
     model = ControlNetModel.from_pretrained(
         path, dtype=dtype, local_files_only=True, variant=fp16_variant(path), use_safetensors=True
     )

@@ -70,3 +70,17 @@ def test_upscaler_loads_with_spandrel():
     with torch.no_grad():
         out = model(torch.rand(1, 3, 16, 16))
     assert out.shape == (1, 3, 64, 64)
+
+
+def test_loading_a_model_draws_no_progress_bars(capfd):
+    """diffusers' "Loading pipeline components" and transformers' "Loading weights" bars reached a
+    worker's stderr, which Celery logs at WARNING: a warning per model load (a newcomer's finding)."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.enable_progress_bar()  # as in a fresh process
+    transformers.utils.logging.enable_progress_bar()
+    capfd.readouterr()
+    loading.load_base_pipeline("tiny", "cpu")
+    err = capfd.readouterr().err
+    assert "Loading" not in err and "it/s" not in err, err
