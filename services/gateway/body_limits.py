@@ -60,12 +60,16 @@ def upload_limit() -> int:
     return s.upload_max_files * s.upload_max_bytes + 2**20
 
 
-def signed_in(scope: Scope) -> bool:
-    """A valid, unexpired access token in `Authorization: Bearer` (signature and expiry only: the
-    route's CurrentUser still checks the account). Lets an upload be refused before its body is
-    read: FastAPI reads a form before it resolves the dependencies that check the caller."""
+def not_signed_in(scope: Scope) -> Refusal | None:
+    """None for a valid, unexpired access token in `Authorization: Bearer` (signature and expiry
+    only: the route's CurrentUser still checks the account); else the 401 to answer, as the route's
+    would: `auth.sign_in` without a bearer token, `auth.login_again` for one that is not valid. Lets
+    an upload be refused before its body is read: FastAPI reads a form before it resolves the
+    dependencies that check the caller."""
     scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and decode_access_token(token.strip()) is not None
+    if scheme.lower() != "bearer" or not token.strip():
+        return NO_TOKEN
+    return None if decode_access_token(token.strip()) is not None else NOT_SIGNED_IN
 
 
 def too_slow(seconds: float) -> Refusal:
@@ -113,8 +117,8 @@ class RequestBodyLimits:
                 files = takes_files(scope)
                 limit = upload_limit() if files else get_settings().json_body_max_bytes
                 over = upload_too_large() if files else too_large(limit)
-                if files and not signed_in(scope):  # nobody's 300 MB is read into a temp file
-                    raise NOT_SIGNED_IN if Headers(scope=scope).get("authorization") else NO_TOKEN
+                if files and (refusal := not_signed_in(scope)):  # nobody's 300 MB is read into a temp file
+                    raise refusal
                 length = Headers(scope=scope).get("content-length", "")
                 if length.isdigit() and int(length) > limit:
                     raise over
