@@ -21,15 +21,14 @@ _STEP = re.compile(r"step-(\d+)\.pt$")
 
 
 class S3CheckpointStore:
-    """`users/<uid>/likenesses/<likeness_id>/checkpoints/step-<n>.pt`; keeps the last `keep`."""
+    """`users/<uid>/likenesses/<likeness_id>/checkpoints/step-<n>.pt`, every one until `clear()`
+    (after the export): a resumed training reads the LoRA state of each earlier checkpoint, the
+    snapshots its checkpoint choice weighs (lora.CheckpointStore)."""
 
-    def __init__(self, user_id: uuid.UUID | str, likeness_id: uuid.UUID | str, keep: int = 2):
-        if keep < 1:
-            raise ValueError("keep at least one checkpoint")
+    def __init__(self, user_id: uuid.UUID | str, likeness_id: uuid.UUID | str):
         self.user_id = uuid.UUID(str(user_id))
         self.likeness_id = uuid.UUID(str(likeness_id))
         self.prefix = storage.user_key(user_id, "likenesses", str(likeness_id), "checkpoints") + "/"
-        self.keep = keep
 
     def key(self, step: int) -> str:
         return f"{self.prefix}step-{step}.pt"
@@ -44,7 +43,7 @@ class S3CheckpointStore:
         return found
 
     def save(self, step: int, state: bytes) -> None:
-        """Store the checkpoint of `step` and delete all but the last `keep`.
+        """Store the checkpoint of `step`.
 
         Announced before the write and settled only while the likeness and the account stand
         (shared/accounts.py), so neither a likeness delete nor an erasure that listed the folder
@@ -57,9 +56,6 @@ class S3CheckpointStore:
         if not self._settle(key):
             pending_objects.delete_now([key])
             raise JobCanceled()
-        saved = self.steps()
-        stale = sorted(saved)[: -self.keep]
-        storage.delete_keys([saved[s] for s in stale])
 
     def _settle(self, key: str) -> bool:
         """Settle `key` while the likeness exists and its account is not being erased; else False."""
@@ -80,6 +76,11 @@ class S3CheckpointStore:
             return None
         step = max(saved)
         return step, storage.get_bytes(saved[step])
+
+    def earlier(self, step: int) -> list[tuple[int, bytes]]:
+        """Every checkpoint saved before `step`, in step order."""
+        saved = self.steps()
+        return [(s, storage.get_bytes(saved[s])) for s in sorted(saved) if s < step]
 
     def clear(self) -> int:
         """Delete every checkpoint (the likeness is exported; they are no longer needed)."""

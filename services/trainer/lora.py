@@ -81,34 +81,43 @@ def config_for(preset: str, **overrides) -> TrainConfig:
 
 
 class CheckpointStore(Protocol):
-    """Where training checkpoints go (a local folder, or S3 in the job handler)."""
+    """Where training checkpoints go (a local folder, or S3 in the job handler). Every checkpoint
+    is kept until the likeness is exported: a resumed training reads the LoRA state of each earlier
+    one, the snapshots its checkpoint choice weighs."""
 
     def save(self, step: int, state: bytes) -> None: ...
 
     def latest(self) -> tuple[int, bytes] | None: ...
 
+    def earlier(self, step: int) -> list[tuple[int, bytes]]:
+        """Every checkpoint saved before `step`, in step order."""
+        ...
+
 
 class LocalCheckpointStore:
-    def __init__(self, folder: Path, keep: int = 2):
-        self.folder, self.keep = Path(folder), keep
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def _files(self) -> list[Path]:
-        return sorted(self.folder.glob("step-*.ckpt"))
+    def _files(self) -> dict[int, Path]:
+        return {int(p.stem.removeprefix("step-")): p for p in sorted(self.folder.glob("step-*.ckpt"))}
 
     def save(self, step: int, state: bytes) -> None:
         path = self.folder / f"step-{step:08d}.ckpt"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(state)
         tmp.replace(path)
-        for old in self._files()[: -self.keep]:
-            old.unlink()
 
     def latest(self) -> tuple[int, bytes] | None:
         files = self._files()
         if not files:
             return None
-        return int(files[-1].stem.removeprefix("step-")), files[-1].read_bytes()
+        step = max(files)
+        return step, files[step].read_bytes()
+
+    def earlier(self, step: int) -> list[tuple[int, bytes]]:
+        files = self._files()
+        return [(s, files[s].read_bytes()) for s in sorted(files) if s < step]
 
 
 @dataclass
@@ -255,8 +264,11 @@ def train_lora(
     generator = torch.Generator().manual_seed(seed)  # every random draw of the loop
     start, losses, snapshots, resumed = 0, [], [], None
     if checkpoints and (saved := checkpoints.latest()):
-        start, losses = _restore(pipe, optimizer, generator, saved[1])
+        start, losses, state = _restore(pipe, optimizer, generator, saved[1])
         resumed = start
+        # The snapshots of the attempts before, so the checkpoint choice weighs the same snapshots
+        # as an uninterrupted training (an attempt cut after its last step trains nothing more).
+        snapshots = [(s, _lora_of(data)) for s, data in checkpoints.earlier(start)] + [(start, state)]
     unet_dtype = pipe.unet.dtype
     # A frozen text encoder gives the same embedding every step: computed (and cast) once.
     text = None if config.train_text_encoder else encode_prompt(pipe, caption).detach().to(unet_dtype)
@@ -401,12 +413,18 @@ def _serialize(state: dict[str, torch.Tensor], optimizer, generator, step: int, 
     return buffer.getvalue()
 
 
-def _restore(pipe, optimizer, generator, data: bytes) -> tuple[int, list[float]]:
+def _restore(pipe, optimizer, generator, data: bytes) -> tuple[int, list[float], dict[str, torch.Tensor]]:
+    """Load a checkpoint into `pipe`, `optimizer` and `generator`; (step, losses, LoRA state)."""
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     load_lora_state(pipe, state["lora"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["rng"])
-    return int(state["step"]), list(state["losses"])
+    return int(state["step"]), list(state["losses"]), state["lora"]
+
+
+def _lora_of(data: bytes) -> dict[str, torch.Tensor]:
+    """The LoRA state (CPU tensors) of a checkpoint written by `_serialize`."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)["lora"]
 
 
 def eta_text(seconds: float) -> str:

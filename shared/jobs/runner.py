@@ -329,7 +329,18 @@ def run_job(job_id: uuid.UUID, handler: Handler) -> None:
 def public_error(e: BaseException) -> str:
     """What a job shows of an unexpected exception (`result.last_error`): its class name only, a code
     such as `EndpointConnectionError` or `SoftTimeLimitExceeded`. The message is for the worker's log:
-    botocore's and psycopg's name the S3 endpoint, the bucket, object keys with a user's id, hosts."""
+    botocore's and psycopg's name the S3 endpoint, the bucket, object keys with a user's id, hosts.
+
+    A soft time limit that fired inside a library which wraps what it catches (transformers' and
+    diffusers' lazy imports raise ImportError "from" it) is named as the time limit: the operator
+    needs the cause, not the wrapper."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:  # the whole chain, a cycle ends it
+        if isinstance(cause, SoftTimeLimitExceeded):
+            return type(cause).__name__
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
     return type(e).__name__
 
 

@@ -37,6 +37,8 @@ NAMES = {
     "LoRA",
     "URL",
     "Idempotency-Key",
+    "Authorization",  # the header and its scheme, as a client writes them
+    "Bearer",
 }
 NAMES |= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "true", "false", "v", "me", "docs"}
 REPO = Path(__file__).resolve().parents[2]

@@ -71,16 +71,26 @@ def test_sigterm_lets_the_running_task_finish(api: Api, platform: Platform) -> N
         platform.procs.worker("photos")  # the platform's photos worker, fresh
 
 
-@pytest.mark.slow  # ~100 s: a train worker start, three short attempts
+@pytest.mark.slow  # ~100 s: a train worker start, two or three short attempts
 def test_the_soft_time_limit_leads_to_a_retry(api: Api, procs: Processes) -> None:
-    # TASK_TIME_LIMIT 62: the soft limit (60 s earlier) interrupts every training after 2 s.
+    """TASK_TIME_LIMIT 62: the soft limit (60 s earlier) stops an attempt after 2 s. The attempt is
+    recorded as cut by the time limit (`result.last_error`, also when the limit landed inside a
+    library's lazy import, which wraps it in an ImportError) and retried, from the last checkpoint.
+    Whether a later attempt ends within 2 s depends on the machine (a warm worker trains the rest of
+    a tiny likeness in about 1.5 s): the job succeeds then, else it fails after its 3 attempts and
+    its likeness fails with it."""
     procs.worker("train", TASK_TIME_LIMIT="62", **TRAIN_WORKER_ENV)
     user = api.new_user()
     upload_accepted(api, user, 8)
     body = start(api, user).json()
-    job = api.wait_job(body["job"]["id"], user, timeout=240)
-    assert job["status"] == "failed" and job["attempts"] == job["max_attempts"] == 3, json.dumps(job)[:3000]
-    assert job["error_code"] == "internal_error"
-    assert job["result"]["last_error"].startswith("SoftTimeLimitExceeded"), job["result"]
+    events = api.follow_events(body["job"]["id"], user, timeout=240)
+    errors = {(e.get("result") or {}).get("last_error") for e in events} - {None}
+    job = events[-1]
+    assert errors == {"SoftTimeLimitExceeded"}, json.dumps(events)[-3000:]  # every cut attempt, so named
+    assert job["attempts"] >= 2, job
     likeness = api.get(f"/v1/likenesses/{body['likeness']['id']}", headers=user.auth).json()
-    assert likeness["status"] == "failed"
+    if job["status"] == "failed":
+        assert job["attempts"] == job["max_attempts"] == 3 and job["error_code"] == "internal_error", job
+        assert likeness["status"] == "failed"
+    else:
+        assert job["status"] == "succeeded" and likeness["status"] == "ready", (job, likeness)

@@ -91,6 +91,29 @@ def test_resume_continues_the_same_trajectory(crops, tmp_path):
     final = dict(straight.snapshots)[12]
     for key, value in lora.lora_state(pipe).items():
         assert torch.equal(value, final[key]), key
+    same_snapshots(resumed, straight)  # those of the first attempt too: the choice weighs all
+
+
+def same_snapshots(a: lora.TrainResult, b: lora.TrainResult) -> None:
+    assert [step for step, _ in a.snapshots] == [step for step, _ in b.snapshots]
+    for (step, x), (_, y) in zip(a.snapshots, b.snapshots, strict=True):
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x), step
+
+
+def test_an_attempt_cut_after_its_last_step_resumes_to_the_same_snapshots(crops, tmp_path):
+    """An attempt that saved its last checkpoint and was then cut (the soft time limit during the
+    checkpoint choice) left the next attempt nothing to train and no snapshot to choose from: every
+    retry failed with "no checkpoints to select from" (a full run, 2026-12-07)."""
+    config = lora.config_for("tiny", checkpoint_every=5)
+    store = lora.LocalCheckpointStore(tmp_path)
+    first = lora.train_lora(
+        train.load_training_pipeline("tiny", "cpu"), crops, CAPTION, config, total_steps=12, checkpoints=store
+    )
+    again = lora.train_lora(
+        train.load_training_pipeline("tiny", "cpu"), crops, CAPTION, config, total_steps=12, checkpoints=store
+    )
+    assert again.resumed_from == 12 and again.losses == first.losses
+    same_snapshots(again, first)  # steps 5, 10 and 12, as the first attempt had them
 
 
 def test_result_and_progress(result):
