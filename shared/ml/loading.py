@@ -82,9 +82,9 @@ def load_pipeline(preset: str | None, device: str, *, dtype: torch.dtype) -> Sta
 
 
 def quiet_loading_bars() -> None:
-    """Turn off diffusers' "Loading pipeline components" and transformers' "Loading weights" bars:
-    in a worker they reach stderr, which Celery logs at WARNING, a bar per model load. (Downloads,
-    `studio models pull`, keep huggingface_hub's own bars.)"""
+    """Turn off diffusers' and transformers' bars ("Loading pipeline components", "Loading
+    weights", "Writing model shards"): in a worker they reach stderr, which Celery logs, a bar per
+    model load or save. (Downloads, `studio models pull`, keep huggingface_hub's own bars.)"""
     import diffusers.utils.logging
     import transformers.utils.logging
 

@@ -112,7 +112,18 @@ def test_validation_errors_are_one_sentence_naming_the_fields(api: Api) -> None:
         r = api.get(path, headers=user.auth)
         assert r.status_code == 422 and r.json()["detail"].startswith(words), r.text
     r = api.post("/v1/portraits", json={"likeness_id": str(uuid.uuid4()), "styles": []}, headers=user.auth)
-    assert r.status_code == 422 and "styles (List should have at least 1 item" in r.json()["detail"]
+    assert (
+        r.status_code == 422
+        and r.json()["detail"] == "Please check this field: styles (must have at least 1 item)."
+    )
+    # pydantic's "Input should be greater than or equal to 1" read as the sentence around it does (a newcomer)
+    body = {"likeness_id": str(uuid.uuid4()), "styles": ["black-white"], "count": 0}
+    r = api.post("/v1/portraits", json=body, headers=user.auth)
+    assert (
+        r.status_code == 422 and r.json()["detail"] == "Please check this field: count (must be at least 1)."
+    )
+    r = api.post("/v1/auth/signup", json={"email": "a@example.com", "password": "short"})
+    assert r.json()["detail"] == "Please check this field: password (must have at least 10 characters)."
 
 
 def test_a_query_token_is_taken_only_by_the_event_stream_and_never_logged(

@@ -112,7 +112,7 @@ def test_422_sentences_neither_quote_the_value_nor_speak_python(api: Api) -> Non
     assert r.json()["detail"] == "Please check this field: email (value is not a valid email address)."
     assert "zqx" not in r.text and "`" not in r.text
     user = api.new_user(consent=False)
-    for language, wanted in (("en", "Input should be true"), ("ko", "다음 중 하나여야 합니다: true")):
+    for language, wanted in (("en", "accept (must be true)"), ("ko", "다음 중 하나여야 합니다: true")):
         headers = {**user.auth, "Accept-Language": language}
         r = api.post("/v1/me/consent", json={"accept": False}, headers=headers)
         assert r.status_code == 422 and wanted in r.json()["detail"], r.text

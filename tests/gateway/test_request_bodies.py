@@ -272,3 +272,18 @@ def test_a_style_asked_twice_is_a_422_that_points_to_count(api: Api) -> None:
     ), r.text
     body["styles"] = ["black-white", "studio-business"]  # each once: on to the likeness (not there)
     assert api.post("/v1/portraits", json=body, headers=user.auth).status_code == 404
+
+
+def test_every_operation_has_its_own_operation_id() -> None:
+    """GET and HEAD /v1/system shared one operationId: FastAPI warned "Duplicate Operation ID" at the
+    first /openapi.json, and generated clients trip on it (a newcomer's finding)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        schema = create_app().openapi()
+    assert not [w for w in caught if "Duplicate Operation ID" in str(w.message)]
+    ids = [
+        op["operationId"] for item in schema["paths"].values() for op in item.values() if "operationId" in op
+    ]
+    assert len(ids) == len(set(ids))

@@ -72,15 +72,17 @@ def test_upscaler_loads_with_spandrel():
     assert out.shape == (1, 3, 64, 64)
 
 
-def test_loading_a_model_draws_no_progress_bars(capfd):
-    """diffusers' "Loading pipeline components" and transformers' "Loading weights" bars reached a
-    worker's stderr, which Celery logs at WARNING: a warning per model load (a newcomer's finding)."""
+def test_building_and_loading_a_model_draw_no_progress_bars(capfd, tmp_path):
+    """diffusers' "Loading pipeline components" and transformers' "Loading weights" and "Writing
+    model shards" bars reached a worker's stderr, which Celery logs: a log line per model load or
+    save (newcomers' findings)."""
     import diffusers.utils.logging
     import transformers.utils.logging
 
-    diffusers.utils.logging.enable_progress_bar()  # as in a fresh process
-    transformers.utils.logging.enable_progress_bar()
-    capfd.readouterr()
-    loading.load_base_pipeline("tiny", "cpu")
-    err = capfd.readouterr().err
-    assert "Loading" not in err and "it/s" not in err, err
+    for build in (lambda: tiny.ensure_built(tmp_path), lambda: loading.load_base_pipeline("tiny", "cpu")):
+        diffusers.utils.logging.enable_progress_bar()  # as in a fresh process
+        transformers.utils.logging.enable_progress_bar()
+        capfd.readouterr()
+        build()
+        out, err = capfd.readouterr()
+        assert "it/s" not in err + out and "shards" not in err + out, err + out

@@ -92,7 +92,7 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
             return EMAIL_INVALID  # email-validator's reasons quote the address ("found `x`")
         if kind in _EN_MESSAGES:
             return _EN_MESSAGES[kind]
-        return _json_spelling(msg) if kind in ("literal_error", "enum") else msg
+        return _plain(_json_spelling(msg) if kind in ("literal_error", "enum") else msg)
     if kind == "value_error" and NOT_MAILABLE in str(error.get("msg", "")):
         return _KO_NOT_MAILABLE
     if kind == "value_error" and "email" in str(error.get("msg", "")).lower():
@@ -135,6 +135,16 @@ _EN_MESSAGES = {
     "uuid_parsing": "must be an ID like 123e4567-e89b-42d3-a456-426614174000",
     "uuid_type": "must be an ID like 123e4567-e89b-42d3-a456-426614174000",
 }
+
+
+def _plain(msg: str) -> str:
+    """pydantic's English as the rest of the sentence reads: `count (must be at least 1)`, not
+    `count (Input should be greater than or equal to 1)`; `styles (must have at least 1 item)`, not
+    `(List should have at least 1 item after validation, not 0)`."""
+    msg = re.sub(r"^Input should be ", "must be ", msg)
+    msg = re.sub(r"^(?:List|String|Tuple|Set|Dictionary|Value) should have ", "must have ", msg)
+    msg = msg.replace("greater than or equal to", "at least").replace("less than or equal to", "at most")
+    return re.sub(r"( after validation)?, not \d+$", "", msg)
 
 
 def _json_spelling(text: str) -> str:
