@@ -149,3 +149,12 @@ def test_the_accepted_face_carries_its_embedding_when_asked(phone_photo):
     assert result.accepted and result.embedding.shape == (128,) and result.embedding.dtype == np.float32
     direct = faces.face_embedding(phone_photo, result.face)
     assert faces.face_distance(result.embedding, direct) == 0.0
+
+
+def test_upsampling_finds_faces_under_the_detection_window_and_can_be_turned_off(astronaut):
+    """dlib's HOG window is 80 px: a 56 px face is found only on the 2x upsampled image."""
+    small = astronaut.resize((320, 320))  # the ~90 px face becomes ~56 px
+    assert len(faces.detect_faces(small)) == 1  # under UPSAMPLE_BELOW_SIDE: upsampled by default
+    assert faces.detect_faces(small, upsample=False) == []
+    big = faces.detect_faces(astronaut, upsample=False)  # the 90 px face needs no upsampling
+    assert len(big) == 1 and abs(big[0].size_px - faces.detect_faces(astronaut)[0].size_px) <= 8

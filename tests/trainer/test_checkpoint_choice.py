@@ -19,7 +19,7 @@ from shared.faces import detect_faces, face_embedding
 
 def test_the_checkpoint_whose_renders_look_most_like_the_person_is_kept(monkeypatch):
     face = Image.fromarray(data.astronaut())
-    reference = face_embedding(face, detect_faces(face)[0])
+    reference = face_embedding(face, detect_faces(face, upsample=False)[0])
     renders = {  # step -> its validation renders, farther from the person as the edits grow
         100: [face.filter(ImageFilter.GaussianBlur(2))] * 2,
         200: [face, ImageEnhance.Brightness(face).enhance(0.5)],
@@ -47,13 +47,13 @@ def test_each_snapshot_is_face_checked_while_the_next_one_renders(monkeypatch):
     """The CPU face check of snapshot k runs beside the GPU render of snapshot k+1, not after all
     renders: the seam, asked for snapshot k+1, waits until snapshot k's detection has begun."""
     face = Image.fromarray(data.astronaut())
-    reference = face_embedding(face, detect_faces(face)[0])
+    reference = face_embedding(face, detect_faces(face, upsample=False)[0])
     detection_began = threading.Event()
     real_detect = selection.faces.detect_faces
 
-    def detect(image):
+    def detect(image, **kwargs):
         detection_began.set()
-        return real_detect(image)
+        return real_detect(image, **kwargs)
 
     overlapped = []
 
@@ -77,3 +77,21 @@ def test_each_snapshot_is_face_checked_while_the_next_one_renders(monkeypatch):
     assert overlapped == [True, True]
     assert [s.faces_found for s in chosen.scores] == [1, 1, 1]
     assert set(seconds) == {"select_render", "select_faces"}
+
+
+def test_validation_renders_are_face_checked_without_upsampling(monkeypatch):
+    """A render's face fills it; upsampling a 512 px render for HOG tripled the check's time."""
+    face = Image.fromarray(data.astronaut())
+    calls = []
+    real_detect = selection.faces.detect_faces
+
+    def detect(image, **kwargs):
+        calls.append(kwargs)
+        return real_detect(image, **kwargs)
+
+    monkeypatch.setattr(selection.faces, "detect_faces", detect)
+    reference = face_embedding(face, detect_faces(face, upsample=False)[0])
+
+    score, found = selection.identity_score([face], reference)
+
+    assert calls == [{"upsample": False}] and found == 1 and score == pytest.approx(1.0, abs=1e-6)
