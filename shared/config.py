@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRET = "dev-only-change-me"
+# 32+ bytes, as RFC 7518 3.2 asks of an HS256 key (PyJWT warns below that); public all the same.
+PLACEHOLDER_SECRET = "dev-only-change-me-this-is-public-not-a-secret"
 DEV_S3_ACCESS_KEY = "studio-dev-key"  # the local SeaweedFS's key (shared/localstack.py)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

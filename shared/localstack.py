@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.config import DEV_S3_ACCESS_KEY, PLACEHOLDER_SECRET
 from shared.supervisor import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,8 @@ def venv_bin(name: str) -> str:
 class LocalStack:
     root: Path
     base_port: int = 8330
-    s3_access_key: str = "studio-dev-key"
-    s3_secret_key: str = "dev-only-change-me"
+    s3_access_key: str = DEV_S3_ACCESS_KEY
+    s3_secret_key: str = PLACEHOLDER_SECRET
     processes: list[subprocess.Popen] = field(default_factory=list)
     # Told every server started, to stop them if the process holding this stack is killed
     # (shared/guardian.py); `studio run` passes one.

@@ -4,8 +4,10 @@ secrets at start, and the migrations build exactly the schema the models describ
 import subprocess
 import sys
 import uuid
+import warnings
 
 import httpx
+import jwt
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, pool, text
@@ -99,3 +101,11 @@ def test_migrations_match_the_models(stack: LocalStack):
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_the_development_secret_signs_tokens_without_a_key_length_warning() -> None:
+    """RFC 7518 3.2: an HS256 key has 32+ bytes; PyJWT warned on every token `make run` signed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning becomes an error here
+        jwt.encode({"sub": "x"}, PLACEHOLDER_SECRET, algorithm="HS256")
+    assert len(PLACEHOLDER_SECRET.encode()) >= 32
