@@ -44,6 +44,7 @@ from shared.contracts import EmailSent, SendEmail, Template
 from shared.contracts.send_email import RESULT_TEMPLATES
 from shared.db import session_scope
 from shared.jobs import JobContext, JobError, job_task
+from shared.jobs.ended import forget_recipient
 from shared.jobs.runner import outlasting_database_outages
 from shared.models import Job, User
 
@@ -242,8 +243,8 @@ def _forget_address(session: Session, ctx: JobContext[SendEmail]) -> None:
     if ctx.input.to is None:
         return
     job = session.get(Job, ctx.job_id)
-    if job is not None and "to" in (job.input or {}):
-        job.input = {k: v for k, v in job.input.items() if k != "to"}
+    if job is not None:
+        forget_recipient(session, job)
 
 
 def _skipped(template: Template, reason: str) -> EmailSent:

@@ -80,15 +80,16 @@ def _end_training(session: Session, job: Job) -> None:
     )
 
 
-def _forget_recipient(session: Session, job: Job) -> None:
+def forget_recipient(session: Session, job: Job) -> None:
     """`send_email`: the address a mail travels with (the goodbye mail of an erased account) is not
-    kept once the job has ended without sending it (a mail server down for days)."""
+    kept once it is no longer needed: the mail was sent, or the job ended without sending it (a mail
+    server down for days)."""
     if "to" in (job.input or {}):
         job.input = {k: v for k, v in job.input.items() if k != "to"}
 
 
 SETTLERS: dict[str, Callable[[Session, Job], None]] = {
-    "send_email": _forget_recipient,
+    "send_email": forget_recipient,
     "photo_check": _reject_unchecked_photos,
     "pose_extract": _reject_unextracted_pose,
     "train_likeness": _end_training,
