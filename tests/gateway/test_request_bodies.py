@@ -217,6 +217,10 @@ def test_a_count_as_a_string_is_refused_in_words(api: Api) -> None:
     assert r.json()["detail"] == "다음 항목을 확인해 주세요: count(따옴표 없이 2처럼 쓴 정수여야 합니다).", (
         r.text
     )
+    # The list a client shows field by field speaks the same language as the sentence.
+    assert r.json()["errors"] == [
+        {"loc": ["body", "count"], "msg": "따옴표 없이 2처럼 쓴 정수여야 합니다", "type": "int_type"}
+    ], r.text
     r = api.post("/v1/portraits", json={**body, "count": 2.0}, headers=user.auth)  # pydantic's strict int
     assert r.status_code == 422 and [e["type"] for e in r.json()["errors"]] == ["int_type"], r.text
     # UUIDs come as strings in JSON: a likeness that is not there is a 404, not a type error.

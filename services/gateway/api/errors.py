@@ -178,12 +178,16 @@ def validation_sentence(errors: list[dict[str, Any]], locale: str = DEFAULT_LOCA
 ERROR_KEYS = ("loc", "msg", "type")
 
 
-def public_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
-    """pydantic's errors reduced to `{"loc", "msg", "type"}` each, JSON-safe."""
+def public_errors(errors: Sequence[Any], locale: str = DEFAULT_LOCALE) -> list[dict[str, Any]]:
+    """pydantic's errors reduced to `{"loc", "msg", "type"}` each, JSON-safe. In English `msg` is
+    pydantic's own (a developer's field); in another locale it is `error_message` in that locale,
+    the words the sentence in `detail` quotes."""
     public = [{k: e[k] for k in ERROR_KEYS if k in e} for e in errors]
-    for e in public:  # email-validator's reasons quote the address
-        if e.get("type") == "value_error" and "email address" in str(e.get("msg", "")):
-            e["msg"] = EMAIL_INVALID
+    for raw, e in zip(errors, public, strict=True):
+        if locale != DEFAULT_LOCALE:
+            e["msg"] = error_message(raw, locale)
+        elif e.get("type") == "value_error" and "email address" in str(e.get("msg", "")):
+            e["msg"] = EMAIL_INVALID  # email-validator's reasons quote the address
     return jsonable_encoder(public)
 
 
@@ -191,14 +195,14 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     """422 `{"detail": sentence, "errors": [{"loc", "msg", "type"}, ...]}` (pydantic's errors
     without the values sent)."""
     raw = exc.errors()
-    errors = public_errors(raw)
     locale = current_locale.get()
+    errors = public_errors(raw, locale)
     sentence = validation_sentence(list(raw), locale)
     if _object_expected_but_not_json(raw, request.headers.get("content-type", "")):
         sentence = say("validation.not_json", locale)  # the body may be fine: its type is not
     return JSONResponse(
         {"detail": sentence, "errors": errors},
-        status_code=status.HTTP_422_UNPROCESSABLE_ENTITY,
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
     )
 
 
