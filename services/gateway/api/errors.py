@@ -56,6 +56,7 @@ _KO_MESSAGES = {
     "datetime_parsing": "올바른 날짜와 시간이 아닙니다",
     "url_parsing": "올바른 URL이 아닙니다",
     "null_forbidden": "값을 비울 수 없습니다. 바꾸지 않으려면 이 항목을 빼 주세요",
+    "consent_true": "동의하려면 따옴표 없이 true여야 합니다. 계정을 삭제하면 동의가 철회됩니다",
     "style_unknown": "없는 스타일입니다. 고를 수 있는 스타일: {choices}",
     "styles_repeated": (
         "{style}이(가) 두 번 이상 있습니다. 스타일은 한 번씩만 고르고, "
@@ -123,6 +124,9 @@ _KO_NOT_MAILABLE = (
 )
 EXTRA_FIELD = "not a field of this request"
 NULL_FIELD = "may not be null; leave the field out to keep its value"  # schemas.not_null
+# schemas.consent_given: whatever else was sent (false, "yes", 1), one hint that does not contradict
+# itself ("true or false" for "yes", then "must be true" for false).
+CONSENT_TRUE = "must be true, without quotes, to record your agreement; erasing your account withdraws it"
 # pydantic's English where a JSON client needs other words, by error `type` (the `errors` list keeps
 # pydantic's `msg`). Request bodies are strict (schemas.BodyIn): the `*_type` errors there mean a
 # value of another JSON type, mostly a number or boolean sent as a string.

@@ -8,7 +8,7 @@ import email_validator
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, Strict
 from pydantic_core import PydanticCustomError
 
-from services.gateway.api.errors import NOT_MAILABLE, NULL_FIELD
+from services.gateway.api.errors import CONSENT_TRUE, NOT_MAILABLE, NULL_FIELD
 from shared.i18n import Sentence, by_code, current_locale, job_error_message, stage_text
 from shared.jobs.events import job_values
 from shared.models import Job, Likeness, LikenessStatus, Photo, User
@@ -40,6 +40,13 @@ def json_bool(value: object) -> object:
     1 as well, strict or not (1 == True in Python)."""
     if not isinstance(value, bool):
         raise PydanticCustomError("bool_type", "Input should be a valid boolean")
+    return value
+
+
+def consent_given(value: object) -> object:
+    """JSON's true, else a 422 `consent_true` that says how to give consent and how it ends."""
+    if value is not True:
+        raise PydanticCustomError("consent_true", CONSENT_TRUE)
     return value
 
 
@@ -155,7 +162,7 @@ class UserPatch(BodyIn):
 
 
 class ConsentIn(BodyIn):
-    accept: Annotated[Literal[True], BeforeValidator(json_bool)]
+    accept: Annotated[Literal[True], BeforeValidator(consent_given)]
 
 
 class JobOut(BaseModel):
