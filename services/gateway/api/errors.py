@@ -224,6 +224,26 @@ def _object_expected_but_not_json(errors: Sequence[Any], content_type: str) -> b
 OBJECT_EXPECTED = {"model_attributes_type", "dict_type", "model_type"}
 
 
+# Every other refusal (401, 403, 404, 409, 413, 415, 429, 503 ...) answers this one shape; the
+# OpenAPI schema says so as each operation's `default` response.
+ERROR_SCHEMA = {
+    "title": "Error",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "type": "string",
+            "title": "Detail",
+            "description": "one sentence for a person, in the request's language (Accept-Language)",
+        }
+    },
+}
+ERROR_RESPONSE = {
+    "description": "Any other error status, with a sentence saying what went wrong",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+
+
 def install_validation_errors(app: FastAPI) -> None:
     """Answer validation errors with `validation_error`, and say so in the OpenAPI schema (/docs)."""
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
@@ -246,6 +266,13 @@ def install_validation_errors(app: FastAPI) -> None:
                     "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
                 },
             }
+            # What `public_errors` sends: never pydantic's `input` (the value sent) or `ctx`.
+            item = schemas["ValidationError"]
+            item["properties"] = {k: v for k, v in item["properties"].items() if k in ERROR_KEYS}
+        schemas["Error"] = ERROR_SCHEMA
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).setdefault("default", ERROR_RESPONSE)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
