@@ -106,7 +106,16 @@ def known_style(style_id: str) -> str:
     return style_id
 
 
-StyleId = Annotated[str, Field(max_length=64, examples=["studio-business"]), AfterValidator(known_style)]
+def _style_enum(schema: dict) -> None:
+    """The catalogue's style ids as the OpenAPI `enum` of a style (a generated client's choices)."""
+    schema["enum"] = list(load_styles())
+
+
+StyleId = Annotated[
+    str,
+    Field(max_length=64, examples=["studio-business"], json_schema_extra=_style_enum),
+    AfterValidator(known_style),
+]
 STYLES_REPEATED = "{style} is listed more than once: choose each style once, and set count for more of one"
 
 
