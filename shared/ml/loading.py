@@ -7,6 +7,8 @@ process. Nothing touches CUDA at import time, so a parent process can fork worke
 
 from __future__ import annotations
 
+import logging
+
 import threading
 from functools import cache
 from pathlib import Path
@@ -90,6 +92,15 @@ def quiet_loading_bars() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+    modeling = logging.getLogger("diffusers.models.modeling_utils")
+    if _empty_fp32_warning not in modeling.filters:
+        modeling.addFilter(_empty_fp32_warning)
+
+
+def _empty_fp32_warning(record: logging.LogRecord) -> bool:
+    """False for diffusers' "There are modules in X that should be kept in float32: []" (0.42), which
+    `ModelMixin.to(dtype)` logs at WARNING even when the list is empty: a line per network per job."""
+    return "should be kept in float32: []" not in record.getMessage()
 
 
 def load_pipeline_from(

@@ -1,5 +1,7 @@
 """The tiny preset builds once and loads through the same loaders as the real weights."""
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,23 @@ def test_building_and_loading_a_model_draw_no_progress_bars(capfd, tmp_path):
         build()
         out, err = capfd.readouterr()
         assert "it/s" not in err + out and "shards" not in err + out, err + out
+
+
+def test_casting_a_loaded_network_logs_no_empty_float32_warning(pipe):
+    """diffusers 0.42 warns "should be kept in float32: []" at every `.to(dtype)`, list empty or not:
+    a WARNING line per network per job in the workers' logs. The loaders drop that one message."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        pipe.unet.to(torch.float32)
+        logger.warning("There are modules in UNet that should be kept in float32: ['norm']. ...")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["There are modules in UNet that should be kept in float32: ['norm']. ..."]
