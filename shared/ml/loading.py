@@ -8,7 +8,6 @@ process. Nothing touches CUDA at import time, so a parent process can fork worke
 from __future__ import annotations
 
 import logging
-
 import threading
 from functools import cache
 from pathlib import Path
