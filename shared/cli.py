@@ -229,6 +229,10 @@ def run(
     from shared.localstack import LocalStack, ports_in_use
     from shared.supervisor import Service, Supervisor
 
+    # Plain text unless asked otherwise, for this process (the local servers' lines) as for its
+    # children: one terminal, one format.
+    os.environ.setdefault("LOG_JSON", "false")
+    get_settings.cache_clear()
     _setup("run")
     settings = get_settings()
     # The services' own ports: the gateway's, and each service's health port (HEALTH_PORT). A taken
@@ -252,7 +256,6 @@ def run(
         **os.environ,
         **stack.env(),
         "PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "LOG_JSON": os.environ.get("LOG_JSON", "false"),
     }
 
     def service(name: str, *args: str, health_port: int = 0) -> Service:

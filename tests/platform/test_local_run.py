@@ -43,6 +43,7 @@ class Run:
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
         env.update({**FAST_JOBS, "VAR_DIR": str(root), "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+        env.pop("LOG_JSON")  # `make run`'s own default
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "shared.cli", "run", "--port", str(self.port)]
             + ["--base-port", str(free_port_block(27))],
@@ -117,6 +118,9 @@ def test_run_restarts_a_crashed_worker_and_stops_when_a_server_dies(local_run: R
     except TimeoutError:
         pytest.fail(f"no banner; the output was:\n{local_run.output()[-4000:]}")
     assert local_run.ready_at_banner == 200, local_run.ready_at_banner  # printed when /readyz answers
+    # One terminal, one format: the local servers' lines were JSON among plain text.
+    json_lines = [line for line in local_run.output().splitlines() if line.startswith('{"')]
+    assert not json_lines, json_lines[:3]
     # Every process's health port (its /metrics too) listens on 127.0.0.1 only, like the public port.
     family = psutil.Process(local_run.proc.pid).children(recursive=True)
     listening = {c.laddr.ip for p in family for c in p.net_connections("inet") if c.status == "LISTEN"}
