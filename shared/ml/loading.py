@@ -7,7 +7,6 @@ process. Nothing touches CUDA at import time, so a parent process can fork worke
 
 from __future__ import annotations
 
-import logging
 import threading
 from functools import cache
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 from shared.config import get_settings
 from shared.ml import registry, tiny
+from shared.ml.quiet import quiet_model_logs
 
 if TYPE_CHECKING:
     import torch
@@ -82,26 +82,6 @@ def load_pipeline(preset: str | None, device: str, *, dtype: torch.dtype) -> Sta
 # -- loaders: each takes a path, so real and tiny weights go through the same code ----------------
 
 
-def quiet_loading_bars() -> None:
-    """Turn off diffusers' and transformers' bars ("Loading pipeline components", "Loading
-    weights", "Writing model shards"): in a worker they reach stderr, which Celery logs, a bar per
-    model load or save. (Downloads, `studio models pull`, keep huggingface_hub's own bars.)"""
-    import diffusers.utils.logging
-    import transformers.utils.logging
-
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
-    modeling = logging.getLogger("diffusers.models.modeling_utils")
-    if _empty_fp32_warning not in modeling.filters:
-        modeling.addFilter(_empty_fp32_warning)
-
-
-def _empty_fp32_warning(record: logging.LogRecord) -> bool:
-    """False for diffusers' "There are modules in X that should be kept in float32: []" (0.42), which
-    `ModelMixin.to(dtype)` logs at WARNING even when the list is empty: a line per network per job."""
-    return "should be kept in float32: []" not in record.getMessage()
-
-
 def load_pipeline_from(
     path: Path, *, device: str, dtype: torch.dtype, config: Path | None = None
 ) -> StableDiffusionPipeline:
@@ -109,7 +89,7 @@ def load_pipeline_from(
     layout) whose component configs come from `config` (a diffusers folder, weights not needed)."""
     from diffusers import StableDiffusionPipeline
 
-    quiet_loading_bars()
+    quiet_model_logs()
     common = {"dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
     if path.is_dir():
         pipe = StableDiffusionPipeline.from_pretrained(
@@ -131,7 +111,7 @@ def load_controlnet_from(path: Path, *, device: str, dtype: torch.dtype) -> Cont
     them is the pinned download that shared/ml/convert.py turned into safetensors, weights-only)."""
     from diffusers import ControlNetModel
 
-    quiet_loading_bars()
+    quiet_model_logs()
     model = ControlNetModel.from_pretrained(
         path, dtype=dtype, local_files_only=True, variant=fp16_variant(path), use_safetensors=True
     )

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from shared.ml.quiet import quiet_model_logs
+
 # Bump when a config below changes: the cache folder is rebuilt.
 VERSION = "2"
 SEED = 1234
@@ -62,9 +64,7 @@ def ensure_built(model_dir: Path | None = None) -> dict[str, Path]:
 def _build(out: Path) -> None:
     from diffusers import ControlNetModel, StableDiffusionPipeline
 
-    from shared.ml.loading import quiet_loading_bars  # here: loading imports this module
-
-    quiet_loading_bars()  # "Writing model shards" too: in a worker, a log line per save
+    quiet_model_logs()  # "Writing model shards" too: in a worker, a log line per save
     components = build_components(tokenizer_dir=out / "clip-tokenizer")
     pipe = StableDiffusionPipeline(
         **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
