@@ -78,6 +78,17 @@ def count_login_failure(email: str) -> None:
         log.warning("a wrong password could not be counted")
 
 
+def clear_login_failures(email: str) -> None:
+    """Forget the wrong passwords counted for the account `email`: its password was just reset
+    through the mailed link (the way out the 429 names), so the lock has no reason left."""
+    try:
+        limiter.limiter.clear(
+            parse(get_settings().login_failures_per_account), "login-failures", _account_key(email)
+        )
+    except Exception:  # noqa: BLE001 - a rate limit must not turn a Redis hiccup into an outage
+        log.warning("the wrong passwords counted for an account could not be cleared")
+
+
 def mail_allowed(user_id: uuid.UUID, template: str) -> bool:
     """Whether the account `user_id` may be sent one more `template` mail (ACCOUNT_MAIL_RATE_LIMIT a
     template, counted whoever asks: the per-client limits let many clients flood one inbox); counts

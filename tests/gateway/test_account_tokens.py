@@ -86,6 +86,22 @@ def test_password_reset_revokes_every_refresh_token_and_its_link_works_once(
     assert _login(api, user.email, "a brand new password") == 200
 
 
+def test_a_password_reset_ends_the_lock_of_too_many_wrong_passwords(api: Api, platform: Platform) -> None:
+    """The 429 of LOGIN_FAILURES_PER_ACCOUNT says "or reset your password"; after the reset the new
+    password still got 429 for the rest of the 15 minutes (a newcomer's finding): anyone could keep
+    an account locked with 10 guesses, and the way out the answer named did nothing."""
+    user = api.new_user(consent=False)
+    wrong = {"email": user.email, "password": "not the password"}
+    assert [api.post("/v1/auth/login", json=wrong).status_code for _ in range(10)] == [401] * 10
+    assert _login(api, user.email, user.password) == 429
+    assert api.post("/v1/auth/password-reset", json={"email": user.email}).status_code == 202
+    token = _token(_mail(platform, user.email, "Reset your password"), "reset")
+    new = {"token": token, "password": "a brand new password"}
+    assert api.post("/v1/auth/password-reset/confirm", json=new).status_code == 200
+    assert _login(api, user.email, "a brand new password") == 200
+    assert _login(api, user.email, user.password) == 401  # the old one is counted again from zero
+
+
 def test_a_confirmation_link_opened_again_says_the_address_is_confirmed(api: Api, platform: Platform) -> None:
     """A second click on the link that worked answered "This link is invalid or has expired"."""
     email = f"twice-{uuid.uuid4().hex[:8]}@example.com"

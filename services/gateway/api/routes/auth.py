@@ -26,7 +26,13 @@ from services.gateway.api.schemas import (
     TokenIn,
     TokenOut,
 )
-from services.gateway.ratelimit import count_login_failure, limiter, login_wait_seconds, mail_allowed
+from services.gateway.ratelimit import (
+    clear_login_failures,
+    count_login_failure,
+    limiter,
+    login_wait_seconds,
+    mail_allowed,
+)
 from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.config import get_settings
 from shared.contracts import SendEmail, Template
@@ -240,4 +246,5 @@ def confirm_password_reset(request: Request, body: ResetConfirmIn, session: Sess
     # Every existing session ends with the old password.
     revoke_refresh_tokens(session, RefreshToken.user_id == user.id)
     session.commit()
+    clear_login_failures(user.email)  # the lock of too many wrong passwords ends with the old password
     return _message("auth.password_changed")
