@@ -112,11 +112,23 @@ def test_422_sentences_neither_quote_the_value_nor_speak_python(api: Api) -> Non
     assert r.json()["detail"] == "Please check this field: email (value is not a valid email address)."
     assert "zqx" not in r.text and "`" not in r.text
     user = api.new_user(consent=False)
-    for language, wanted in (("en", "accept (must be true)"), ("ko", "다음 중 하나여야 합니다: true")):
+    for language, wanted in (("en", "accept (must be true, without quotes"), ("ko", "따옴표 없이 true여야")):
         headers = {**user.auth, "Accept-Language": language}
         r = api.post("/v1/me/consent", json={"accept": False}, headers=headers)
         assert r.status_code == 422 and wanted in r.json()["detail"], r.text
         assert "True" not in r.json()["detail"]
+    # Nor does the list under `errors`: pydantic's own msg of a UUID quoted a character sent.
+    body = {"likeness_id": "zzzzzzzz-SECRET", "styles": ["black-white"]}
+    r = api.post("/v1/portraits", json=body, headers=api.new_user().auth)
+    assert r.status_code == 422 and "`z`" not in r.text and "SECRET" not in r.text, r.text
+    assert r.json()["errors"][0]["msg"] == "must be an ID like 123e4567-e89b-42d3-a456-426614174000"
+    r = api.post("/v1/me/consent", json={}, headers=user.auth)  # pydantic: "Field required"
+    assert r.json()["detail"] == "Please check this field: accept (is missing).", r.text
+    r = api.get("/v1/jobs?limit=abc", headers=user.auth)  # a query parameter: as a body's number
+    assert (
+        r.json()["detail"]
+        == "Please check this field: query parameter limit (must be a whole number like 2)."
+    ), r.text
 
 
 def test_a_field_the_request_does_not_have_is_named_not_ignored(api: Api) -> None:

@@ -138,6 +138,9 @@ _EN_MESSAGES = {
     # pydantic: "Input should be a valid UUID, invalid character: expected an optional prefix of ..."
     "uuid_parsing": "must be an ID like 123e4567-e89b-42d3-a456-426614174000",
     "uuid_type": "must be an ID like 123e4567-e89b-42d3-a456-426614174000",
+    "missing": "is missing",  # pydantic: "Field required"
+    "int_parsing": "must be a whole number like 2",  # a query parameter: "unable to parse string as ..."
+    "float_parsing": "must be a number like 2.5",
 }
 
 
@@ -183,15 +186,12 @@ ERROR_KEYS = ("loc", "msg", "type")
 
 
 def public_errors(errors: Sequence[Any], locale: str = DEFAULT_LOCALE) -> list[dict[str, Any]]:
-    """pydantic's errors reduced to `{"loc", "msg", "type"}` each, JSON-safe. In English `msg` is
-    pydantic's own (a developer's field); in another locale it is `error_message` in that locale,
-    the words the sentence in `detail` quotes."""
+    """pydantic's errors reduced to `{"loc", "msg", "type"}` each, JSON-safe; `msg` is
+    `error_message` in `locale`, the words the sentence in `detail` quotes (pydantic's own can quote
+    what was sent: "invalid character: found `z` at 0" of a UUID, email-validator's reasons)."""
     public = [{k: e[k] for k in ERROR_KEYS if k in e} for e in errors]
     for raw, e in zip(errors, public, strict=True):
-        if locale != DEFAULT_LOCALE:
-            e["msg"] = error_message(raw, locale)
-        elif e.get("type") == "value_error" and "email address" in str(e.get("msg", "")):
-            e["msg"] = EMAIL_INVALID  # email-validator's reasons quote the address
+        e["msg"] = error_message(raw, locale)
     return jsonable_encoder(public)
 
 
