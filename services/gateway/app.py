@@ -46,7 +46,9 @@ def create_app() -> FastAPI:
             "Studio portraits from your own photos. Jobs follow one contract: `queued → running → "
             "succeeded | failed | canceled`, progress as server-sent events, `Idempotency-Key` on "
             "every request that creates a job. On the `tiny` model preset (demo and CI), images are "
-            "noise from small random-weight models; see GET /v1/system."
+            "noise from small random-weight models; see GET /v1/system. Errors answer "
+            '`{"detail": "a sentence"}` in English, or in Korean with `Accept-Language: ko` or '
+            "`?lang=ko` on any request."
         ),
     )
     app.state.limiter = limiter

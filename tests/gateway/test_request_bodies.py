@@ -315,7 +315,8 @@ def test_the_openapi_schema_describes_the_errors_as_they_are_sent(api: Api) -> N
     real refusals fit what the schema says."""
     schemas = OPENAPI["components"]["schemas"]
     assert set(schemas["ValidationError"]["properties"]) == {"loc", "msg", "type"}
-    assert schemas["PortraitsIn"]["properties"]["styles"]["items"]["enum"] == list(load_styles())
+    styles = schemas["PortraitsIn"]["properties"]["styles"]
+    assert styles["items"]["enum"] == list(load_styles()) and styles["uniqueItems"] is True
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     missing = [
         f"{method.upper()} {path}"

@@ -132,7 +132,11 @@ def each_style_once(styles: list[str]) -> list[str]:
 
 class PortraitsIn(BodyIn):
     likeness_id: JsonUUID
-    styles: Annotated[list[StyleId], Field(min_length=1, max_length=16), AfterValidator(each_style_once)]
+    styles: Annotated[
+        list[StyleId],
+        Field(min_length=1, max_length=16, json_schema_extra={"uniqueItems": True}),
+        AfterValidator(each_style_once),
+    ]
     count: int = Field(default=1, ge=1, le=MAX_COUNT)
     pose_id: JsonUUID | None = None  # one of the user's ready pose photos, in place of each style's pose
 
