@@ -195,12 +195,15 @@ MEDIAPIPE = {"face": MediaPipeFaceDetector, "hand": MediaPipeHandDetector}
 
 def load_detector(kind: Literal["face", "hand"], device: str | None = None) -> Detector:
     """ADetailer's YOLO model for `kind` from the model registry; without its weights, MediaPipe's
-    (logged as a warning naming the detector in use). Other registry errors propagate."""
+    (logged naming the detector in use: a WARNING, but INFO on the `tiny` preset, which has no YOLO
+    weights by design). Other registry errors propagate."""
+    from shared.config import get_settings
     from shared.ml.registry import MissingWeights, resolve
 
     try:
         return YoloDetector(resolve(REGISTRY_NAMES[kind]), device=device)
     except MissingWeights as exc:
         detector = MEDIAPIPE[kind]()
-        log.warning("%s; the %s detailer pass uses %s instead", exc, kind, detector.name)
+        level = logging.INFO if get_settings().model_preset == "tiny" else logging.WARNING
+        log.log(level, "%s; the %s detailer pass uses %s instead", exc, kind, detector.name)
         return detector

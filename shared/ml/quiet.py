@@ -9,18 +9,33 @@ def quiet_model_logs() -> None:
     """Turn off diffusers' and transformers' bars ("Loading pipeline components", "Loading
     weights", "Writing model shards"): in a worker they reach stderr, which Celery logs, a bar per
     model load or save. (Downloads, `studio models pull`, keep huggingface_hub's own bars.) Drops
-    diffusers' empty float32 warning too (`_empty_fp32_warning`). Idempotent."""
+    the WARNINGs of `_EXPECTED` too. Idempotent."""
     import diffusers.utils.logging
     import transformers.utils.logging
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
-    modeling = logging.getLogger("diffusers.models.modeling_utils")
-    if _empty_fp32_warning not in modeling.filters:
-        modeling.addFilter(_empty_fp32_warning)
+    for name, drop in _EXPECTED.items():
+        logger = logging.getLogger(name)
+        if drop not in logger.filters:
+            logger.addFilter(drop)
 
 
-def _empty_fp32_warning(record: logging.LogRecord) -> bool:
-    """False for diffusers' "There are modules in X that should be kept in float32: []" (0.42), which
-    `ModelMixin.to(dtype)` logs at WARNING even when the list is empty: a line per network per job."""
-    return "should be kept in float32: []" not in record.getMessage()
+class _Drop(logging.Filter):
+    """Drops the records of one logger whose message has `fragment`."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
+
+
+# WARNINGs of diffusers 0.42 that say nothing in this product, each a line per network or LoRA per job:
+# `ModelMixin.to(dtype)` lists the modules to keep in float32 even when there are none; a UNet-only
+# style LoRA (most are) has no text-encoder keys, which the loader warns of at every load.
+_EXPECTED = {
+    "diffusers.models.modeling_utils": _Drop("should be kept in float32: []"),
+    "diffusers.loaders.lora_base": _Drop("No LoRA keys associated to CLIPTextModel"),
+}

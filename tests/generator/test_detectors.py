@@ -140,17 +140,23 @@ def test_load_detector_uses_mediapipe_without_yolo_weights(tmp_path, monkeypatch
     from shared.config import get_settings
 
     monkeypatch.setenv("MODEL_DIR", str(tmp_path))
-    get_settings.cache_clear()
+    levels = {}
     try:
-        with caplog.at_level(logging.WARNING, logger="services.generator.detectors"):
-            assert isinstance(load_detector("face"), MediaPipeFaceDetector)
-            assert isinstance(load_detector("hand"), MediaPipeHandDetector)
+        for preset in ("tiny", "sd15"):  # tiny has no YOLO weights by design: said, not warned
+            monkeypatch.setenv("MODEL_PRESET", preset)
+            get_settings.cache_clear()
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="services.generator.detectors"):
+                assert isinstance(load_detector("face"), MediaPipeFaceDetector)
+                assert isinstance(load_detector("hand"), MediaPipeHandDetector)
+            said = " ".join(r.getMessage() for r in caplog.records)
+            assert "face detailer pass uses mediapipe_face_full" in said
+            assert "hand detailer pass uses mediapipe_hands" in said
+            levels[preset] = {r.levelname for r in caplog.records}
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
-    warnings = " ".join(r.getMessage() for r in caplog.records)
-    assert "face detailer pass uses mediapipe_face_full" in warnings
-    assert "hand detailer pass uses mediapipe_hands" in warnings
+    assert levels == {"tiny": {"INFO"}, "sd15": {"WARNING"}}
 
 
 def test_mediapipe_face_on_a_real_photo_and_the_detailer_records_it(tiny):

@@ -92,7 +92,8 @@ def test_building_and_loading_a_model_draw_no_progress_bars(capfd, tmp_path):
 
 def test_casting_a_loaded_network_logs_no_empty_float32_warning(pipe):
     """diffusers 0.42 warns "should be kept in float32: []" at every `.to(dtype)`, list empty or not:
-    a WARNING line per network per job in the workers' logs. The loaders drop that one message."""
+    a WARNING line per network per job in the workers' logs. The loaders drop that one message (and
+    the text-encoder one of a UNet-only LoRA, below), not the logger's others."""
     seen: list[str] = []
 
     class Keep(logging.Handler):
@@ -108,3 +109,28 @@ def test_casting_a_loaded_network_logs_no_empty_float32_warning(pipe):
     finally:
         logger.removeHandler(handler)
     assert seen == ["There are modules in UNet that should be kept in float32: ['norm']. ..."]
+
+
+def test_a_unet_only_lora_loads_without_the_text_encoder_warning(pipe):
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("diffusers.loaders.lora_base")
+    handler = Keep()
+    logger.addHandler(handler)
+    unet = pipe.unet
+    try:
+        unet.add_adapter(LoraConfig(r=2, target_modules=["to_q"]), adapter_name="probe")
+        state = {f"unet.{k}": v for k, v in get_peft_model_state_dict(unet, adapter_name="probe").items()}
+        unet.delete_adapters("probe")
+        pipe.load_lora_weights(state, adapter_name="unet_only")
+        logger.warning("No LoRA keys associated to T5 found")  # another model's: still logged
+    finally:
+        logger.removeHandler(handler)
+        pipe.delete_adapters("unet_only")
+    assert seen == ["No LoRA keys associated to T5 found"]
