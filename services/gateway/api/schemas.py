@@ -279,7 +279,10 @@ class LikenessOut(BaseModel):
     status: LikenessStatus  # canceled: the user stopped its training; failed: training went wrong
     class_word: str
     trigger_word: str
-    base_model: str
+    base_model: str = Field(
+        description="the model preset while training (e.g. `sd15`); once ready, the exact base weights it "
+        "was trained on (e.g. `tiny-v2`), which its portraits need"
+    )
     scores: dict[str, Any] | None
     job_id: uuid.UUID | None
     created_at: datetime
