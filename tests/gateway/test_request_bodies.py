@@ -207,13 +207,13 @@ def test_consent_refused_in_one_hint_that_says_how_it_ends(api: Api) -> None:
     """`"yes"` was told "true or false" and `false` then "must be true"; neither said how consent ends."""
     user = api.new_user()
     before = api.get("/v1/me", headers=user.auth).json()
-    hint = "must be true, without quotes, to record your agreement; erasing your account withdraws it"
+    hint = "must be true, without quotes, to record your agreement; DELETE /v1/me/consent withdraws it"
     for value in ("yes", False, 1, None):
         r = api.post("/v1/me/consent", json={"accept": value}, headers=user.auth)
         assert r.status_code == 422, r.text
         assert r.json()["detail"] == f"Please check this field: accept ({hint}).", r.text
     r = api.post("/v1/me/consent", json={"accept": False}, headers={**user.auth, **KOREAN})
-    assert "계정을 삭제하면 동의가 철회됩니다" in r.json()["detail"], r.text
+    assert "동의 철회는 DELETE /v1/me/consent입니다" in r.json()["detail"], r.text
     assert api.get("/v1/me", headers=user.auth).json() == before  # a refusal withdraws nothing
     r = api.post("/v1/me/consent", json={"accept": True}, headers=user.auth)
     assert r.status_code == 200 and r.json()["face_consent_at"] == before["face_consent_at"], r.text

@@ -40,9 +40,15 @@ def hold_account(session: Session, user_id: uuid.UUID) -> None:
     then its job lists and deletes the user's files) waits for this write to commit, so its files are
     listed too; one asked for before is seen here, 401. Without it an upload that committed after the
     erasure listed the bucket left its photos behind, their rows gone with the account. The workers
-    that store files take the same hold (shared/accounts.py)."""
+    that store files take the same hold (shared/accounts.py).
+
+    The consent is checked again under the hold (the uploads of face photos are its callers): a
+    withdrawal (DELETE /v1/me/consent) locks the row FOR UPDATE, so it either waits for this upload
+    and deletes its photos too, or came first: 403."""
     if not accounts.hold_account(session, user_id):
         raise UNAUTHORIZED
+    if session.scalar(select(User.face_consent_at).where(User.id == user_id)) is None:
+        raise Refusal(status.HTTP_403_FORBIDDEN, "consent.required")
 
 
 def release_connection(session: Session) -> None:

@@ -56,7 +56,7 @@ _KO_MESSAGES = {
     "datetime_parsing": "올바른 날짜와 시간이 아닙니다",
     "url_parsing": "올바른 URL이 아닙니다",
     "null_forbidden": "값을 비울 수 없습니다. 바꾸지 않으려면 이 항목을 빼 주세요",
-    "consent_true": "동의하려면 따옴표 없이 true여야 합니다. 계정을 삭제하면 동의가 철회됩니다",
+    "consent_true": "동의하려면 따옴표 없이 true여야 합니다. 동의 철회는 DELETE /v1/me/consent입니다",
     "style_unknown": "없는 스타일입니다. 고를 수 있는 스타일: {choices}",
     "styles_repeated": (
         "{style}이(가) 두 번 이상 있습니다. 스타일은 한 번씩만 고르고, "
@@ -126,7 +126,7 @@ EXTRA_FIELD = "not a field of this request"
 NULL_FIELD = "may not be null; leave the field out to keep its value"  # schemas.not_null
 # schemas.consent_given: whatever else was sent (false, "yes", 1), one hint that does not contradict
 # itself ("true or false" for "yes", then "must be true" for false).
-CONSENT_TRUE = "must be true, without quotes, to record your agreement; erasing your account withdraws it"
+CONSENT_TRUE = "must be true, without quotes, to record your agreement; DELETE /v1/me/consent withdraws it"
 # pydantic's English where a JSON client needs other words, by error `type` (the `errors` list keeps
 # pydantic's `msg`). Request bodies are strict (schemas.BodyIn): the `*_type` errors there mean a
 # value of another JSON type, mostly a number or boolean sent as a string.
@@ -226,18 +226,14 @@ OBJECT_EXPECTED = {"model_attributes_type", "dict_type", "model_type"}
 
 # Every other refusal (401, 403, 404, 409, 413, 415, 429, 503 ...) answers this one shape; the
 # OpenAPI schema says so as each operation's `default` response.
-ERROR_SCHEMA = {
-    "title": "Error",
-    "type": "object",
-    "required": ["detail"],
-    "properties": {
-        "detail": {
-            "type": "string",
-            "title": "Detail",
-            "description": "one sentence for a person, in the request's language (Accept-Language)",
-        }
-    },
-}
+def _detail_schema(title: str, detail: str, **more: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema of `{"detail": "a sentence", **more}`; `detail` describes the sentence."""
+    sentence = {"type": "string", "title": "Detail", "description": detail}
+    properties = {"detail": sentence, **more}
+    return {"title": title, "type": "object", "required": ["detail"], "properties": properties}
+
+
+ERROR_SCHEMA = _detail_schema("Error", "one sentence for a person, in the request's language")
 ERROR_RESPONSE = {
     "description": "Any other error status, with a sentence saying what went wrong",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -253,19 +249,11 @@ def install_validation_errors(app: FastAPI) -> None:
         schema = build()
         schemas = schema.get("components", {}).get("schemas", {})
         if "HTTPValidationError" in schemas:
-            schemas["HTTPValidationError"] = {
-                "title": "HTTPValidationError",
-                "type": "object",
-                "required": ["detail"],
-                "properties": {
-                    "detail": {
-                        "type": "string",
-                        "title": "Detail",
-                        "description": "one sentence naming the fields",
-                    },
-                    "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
-                },
-            }
+            schemas["HTTPValidationError"] = _detail_schema(
+                "HTTPValidationError",
+                "one sentence naming the fields",
+                errors={"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+            )
             # What `public_errors` sends: never pydantic's `input` (the value sent) or `ctx`.
             item = schemas["ValidationError"]
             item["properties"] = {k: v for k, v in item["properties"].items() if k in ERROR_KEYS}

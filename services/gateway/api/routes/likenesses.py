@@ -3,11 +3,11 @@
 import uuid
 
 from fastapi import APIRouter, Response
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
 
 from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
+from services.gateway.api.face_data import cancel_jobs_of, likeness_files
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import (
     DownloadOut,
@@ -21,9 +21,9 @@ from services.gateway.idempotency import replay
 from services.gateway.training import settle
 from shared import pending_objects, storage
 from shared.config import get_settings
-from shared.contracts import GeneratePortraits, TrainLikeness
+from shared.contracts import TrainLikeness
 from shared.contracts.likeness_files import DOWNLOAD_NAMES, DownloadFormat, LikenessFiles
-from shared.jobs import IdempotencyConflict, enqueue, events, transition
+from shared.jobs import IdempotencyConflict, enqueue, events
 from shared.jobs.outbox import request_fingerprint
 from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus, User
 from shared.trigger_word import make_trigger_word
@@ -33,7 +33,6 @@ router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 KIND = TrainLikeness.kind
 ACTIVE = (JobStatus.queued, JobStatus.running)
 KEY_REUSED = "request.key_reused"
-LIKENESS_DELETED = "likeness deleted"  # the stage of its jobs canceled by the delete (shared/i18n.py)
 
 
 def photos_short(have: int, need: int, checking: int = 0) -> Refusal:
@@ -127,37 +126,15 @@ def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionD
     already made from it stay (they are the user's pictures; delete them on their own). 204, or 202
     with a sentence while S3 is down (the files are deleted once it answers)."""
     likeness = owned(session, Likeness, likeness_id, user, "Likeness")
-    canceled = _cancel_jobs_of(session, likeness)
+    canceled = cancel_jobs_of(session, likeness)
     # Checkpoints included; a worker that uploads after this sees the row gone and cleans up.
-    folder = storage.user_key(user.id, "likenesses", str(likeness_id)) + "/*"
+    folder = likeness_files(likeness)
     session.delete(likeness)
     pending_objects.condemn(session, [folder])
     session.commit()
     for job in canceled:
         events.publish(job)
     return deleted_files([folder])
-
-
-def _cancel_jobs_of(session: Session, likeness: Likeness) -> list[Job]:
-    """Cancel the likeness's queued or running jobs, in the caller's transaction: the training that
-    makes it and the portrait jobs that draw with it (a worker notices at its next progress report or
-    heartbeat). Their stage says why, `likeness deleted`. Returns the jobs canceled, to publish once
-    committed."""
-    ids = session.scalars(
-        select(Job.id).where(
-            Job.user_id == likeness.user_id,
-            Job.status.in_(ACTIVE),
-            or_(
-                Job.id == likeness.job_id,
-                (Job.kind == GeneratePortraits.kind)
-                & (Job.input["likeness_id"].as_string() == str(likeness.id)),
-            ),
-        )
-    ).all()
-    moved = (
-        transition(session, job_id, set(ACTIVE), JobStatus.canceled, stage=LIKENESS_DELETED) for job_id in ids
-    )
-    return [job for job in moved if job is not None]  # None: it ended meanwhile
 
 
 @router.get("/{likeness_id}/download", response_model=DownloadOut)

@@ -1,17 +1,18 @@
-"""The current account: profile, settings, consent, and erasure of everything."""
+"""The current account: profile, settings, consent (given and withdrawn), and erasure of everything."""
 
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
 
-from services.gateway.api import reads
+from services.gateway.api import face_data, reads
+from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import AccountUser, CurrentUser, SessionDep
 from services.gateway.api.reads import Claims
 from services.gateway.api.schemas import ConsentIn, ErasureOut, UserOut, UserPatch
 from services.gateway.refresh_tokens import revoke_refresh_tokens
 from shared.contracts import EraseUser
 from shared.i18n import current_locale, say
-from shared.jobs import enqueue
+from shared.jobs import enqueue, events
 from shared.models import RefreshToken
 
 router = APIRouter(prefix="/me", tags=["account"])
@@ -39,6 +40,20 @@ def give_consent(body: ConsentIn, user: CurrentUser, session: SessionDep) -> Use
     user.face_consent_at = user.face_consent_at or datetime.now(UTC)
     session.commit()
     return UserOut.of(user)
+
+
+@router.delete("/consent", status_code=204, responses={202: {"description": "files deleted later"}})
+def withdraw_consent(user: CurrentUser, session: SessionDep) -> Response:
+    """Withdraw the consent to process face photos (GDPR Art. 7(3): as easy as giving it). Every
+    photo, pose photo and likeness of the account is deleted with its files, and their trainings and
+    portrait jobs still under way are canceled; portraits already made stay (delete them on their
+    own), as does the account. Uploads need the consent again. 204, or 202 with a sentence while S3
+    is down (the files are deleted once it answers). Idempotent."""
+    keys, canceled = face_data.withdraw_consent(session, user.id)
+    session.commit()
+    for job in canceled:
+        events.publish(job)
+    return deleted_files(keys)
 
 
 @router.delete("", status_code=202, response_model=ErasureOut)

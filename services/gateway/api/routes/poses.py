@@ -17,6 +17,7 @@ from services.gateway import uploads
 from services.gateway.api import deps
 from services.gateway.api.deletion import delete_with_objects
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
+from services.gateway.api.face_data import pose_files
 from services.gateway.api.schemas import JobOut
 from services.gateway.idempotency import replay
 from services.gateway.ratelimit import limiter, user_or_ip
@@ -146,4 +147,4 @@ def delete_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> R
     """Delete the pose photo, its keypoints and drawings: 204, or 202 with a sentence while S3 is
     down (the files are deleted once it answers)."""
     pose = owned(session, PosePhoto, pose_id, user, "Pose")
-    return delete_with_objects(session, pose, [storage.user_key(user.id, "poses", str(pose_id)) + "*"])
+    return delete_with_objects(session, pose, [pose_files(pose)])

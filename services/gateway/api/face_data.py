@@ -1,0 +1,78 @@
+"""A user's face data (biometric data: the photos, the pose photos, the likenesses made from them)
+deleted with their files, for one likeness or, when the consent is withdrawn, all of it."""
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from shared import pending_objects, storage
+from shared.contracts import GeneratePortraits
+from shared.identity import lock_photo_set
+from shared.jobs import transition
+from shared.models import Job, JobStatus, Likeness, Photo, PosePhoto, User
+
+ACTIVE = (JobStatus.queued, JobStatus.running)
+LIKENESS_DELETED = "likeness deleted"  # the stage of its jobs canceled by the delete (shared/i18n.py)
+
+
+def likeness_files(likeness: Likeness) -> str:
+    """The prefix (ending in "*") of every object of the likeness: its LoRA files and checkpoints."""
+    return storage.user_key(likeness.user_id, "likenesses", str(likeness.id)) + "/*"
+
+
+def pose_files(pose: PosePhoto) -> str:
+    """The prefix (ending in "*") of the pose photo's objects: the photo, its keypoints and drawings."""
+    return storage.user_key(pose.user_id, "poses", str(pose.id)) + "*"
+
+
+def cancel_jobs_of(session: Session, likeness: Likeness) -> list[Job]:
+    """Cancel the likeness's queued or running jobs, in the caller's transaction: the training that
+    makes it and the portrait jobs that draw with it (a worker notices at its next progress report or
+    heartbeat). Their stage says why, `likeness deleted`. Returns the jobs canceled, to publish once
+    committed."""
+    ids = session.scalars(
+        select(Job.id).where(
+            Job.user_id == likeness.user_id,
+            Job.status.in_(ACTIVE),
+            or_(
+                Job.id == likeness.job_id,
+                (Job.kind == GeneratePortraits.kind)
+                & (Job.input["likeness_id"].as_string() == str(likeness.id)),
+            ),
+        )
+    ).all()
+    moved = (
+        transition(session, job_id, set(ACTIVE), JobStatus.canceled, stage=LIKENESS_DELETED) for job_id in ids
+    )
+    return [job for job in moved if job is not None]  # None: it ended meanwhile
+
+
+def withdraw_consent(session: Session, user_id: uuid.UUID) -> tuple[list[str], list[Job]]:
+    """Withdraw the user's consent to process face photos, in the caller's transaction: every photo,
+    pose photo and likeness is deleted, their objects condemned (shared/pending_objects.py), the
+    likenesses' queued or running jobs canceled, and `face_consent_at` cleared. Portraits stay.
+
+    The user's row is locked FOR UPDATE first (`lock_photo_set`, as every writer of the photo set
+    does before its rows): an upload holds it FOR SHARE from its consent check (`deps.hold_account`)
+    to its commit, so an upload under way is waited for and its photos are deleted too, and a later
+    one sees no consent (403). Returns (the keys to delete once committed, the jobs canceled, to
+    publish once committed)."""
+    lock_photo_set(session, user_id)
+    photos = session.scalars(select(Photo).where(Photo.user_id == user_id)).all()
+    poses = session.scalars(select(PosePhoto).where(PosePhoto.user_id == user_id)).all()
+    likenesses = session.scalars(select(Likeness).where(Likeness.user_id == user_id)).all()
+    canceled = [job for likeness in likenesses for job in cancel_jobs_of(session, likeness)]
+    keys: list[str] = [p.object_key for p in photos]
+    keys += [key for pose in poses for key in (pose.object_key, pose_files(pose))]
+    keys += [likeness_files(likeness) for likeness in likenesses]
+    rows: Sequence[object] = [*photos, *poses, *likenesses]
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    pending_objects.condemn(session, keys)
+    user = session.get(User, user_id)
+    if user is not None:
+        user.face_consent_at = None
+    return keys, canceled
