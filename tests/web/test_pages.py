@@ -201,3 +201,25 @@ def test_a_canceled_training_says_canceled_and_offers_a_new_start(web: Web, api:
     button.click()
     expect(page.locator("main")).to_contain_text("Training your likeness")  # a new job, queued
     assert api.get("/v1/likenesses", headers=user.auth).json()["likenesses"][0]["status"] == "training"
+
+
+def test_withdrawing_consent_on_the_account_page(web: Web, api: Api, shots: Shots) -> None:
+    """The page offered deleting photos, the model or everything, but no way to take the consent
+    back (DELETE /v1/me/consent): after a confirmation the face data goes, the account stays."""
+    user = api.new_user()
+    upload = api.post(
+        "/v1/photos", headers=user.auth, files=[("files", ("me.jpg", jpeg(astronaut()), "image/jpeg"))]
+    )
+    assert upload.status_code == 201, upload.text
+    page = web.page()
+    sign_in(page, user, "#/account")
+    page.get_by_role("button", name="Withdraw my consent").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Your portraits and account stay")
+    shots(page, "withdraw-consent-dialog")
+    dialog.get_by_role("button", name="Withdraw").click()
+    expect(page.get_by_role("status").last).to_contain_text("Your consent is withdrawn")
+    expect(page.locator("#acct-consent")).to_have_text("Not given")
+    expect(page.get_by_role("button", name="Withdraw my consent")).to_be_hidden()
+    me = api.get("/v1/me", headers=user.auth).json()
+    assert me["face_consent_at"] is None and api.get("/v1/photos", headers=user.auth).json()["photos"] == []

@@ -222,6 +222,12 @@ export default {
   "account.delete_model": "Delete my likeness model",
   "account.delete_model_body": "The model learned from your photos is deleted. You can train a new one later.",
   "account.models_deleted": "{n} likeness model(s) deleted.",
+  "account.withdraw_consent": "Withdraw my consent",
+  "account.withdraw_consent_title": "Withdraw your consent to the processing of your face photos?",
+  "account.withdraw_consent_body":
+    "Your photos, pose photos and likeness model are deleted, and a training under way stops. Your portraits and account stay. To upload photos again, you will be asked for your consent.",
+  "account.withdraw_consent_confirm": "Withdraw",
+  "account.consent_withdrawn": "Your consent is withdrawn: your photos and likeness model are deleted.",
   "account.delete_all_intro":
     "Delete your account and everything in it: photos, likeness model, portraits and this email address.",
   "account.delete_all": "Delete everything",

@@ -226,6 +226,12 @@ export default {
   "account.delete_model": "닮은꼴 모델 삭제",
   "account.delete_model_body": "사진으로 학습한 모델이 삭제됩니다. 나중에 다시 학습할 수 있습니다.",
   "account.models_deleted": "닮은꼴 모델 {n}개를 삭제했습니다.",
+  "account.withdraw_consent": "동의 철회",
+  "account.withdraw_consent_title": "얼굴 사진 처리 동의를 철회할까요?",
+  "account.withdraw_consent_body":
+    "사진, 포즈 사진, 닮은꼴 모델이 삭제되고 진행 중인 학습이 멈춥니다. 완성된 사진과 계정은 남습니다. 사진을 다시 올리려면 동의가 필요합니다.",
+  "account.withdraw_consent_confirm": "철회",
+  "account.consent_withdrawn": "동의를 철회했습니다. 사진과 닮은꼴 모델을 삭제했습니다.",
   "account.delete_all_intro": "계정과 그 안의 모든 것(사진, 닮은꼴 모델, 완성된 사진, 이메일 주소)을 삭제합니다.",
   "account.delete_all": "모두 삭제",
   "account.delete_all_title": "계정과 모든 데이터를 삭제할까요?",

@@ -27,7 +27,7 @@ export async function render(root) {
         h("dt", {}, t("account.verified")),
         h("dd", {}, me.email_verified ? t("common.yes") : t("account.not_verified")),
         h("dt", {}, t("account.consent")),
-        h("dd", {}, me.face_consent_at ? formatDate(me.face_consent_at) : t("account.no_consent")),
+        h("dd", { id: "acct-consent" }, me.face_consent_at ? formatDate(me.face_consent_at) : t("account.no_consent")),
         h("dt", {}, t("account.since")), h("dd", {}, formatDate(me.created_at))),
       h("p", {}, h("a", { href: "#/reset" }, t("account.change_password"))),
     ),
@@ -91,6 +91,27 @@ export async function render(root) {
   deleteEach(delModel, { title: "account.delete_model", body: "account.delete_model_body", path: "/v1/likenesses", key: "likenesses",
     done: "account.models_deleted" });
 
+  // Withdrawing the consent deletes the face data (photos, pose photos, likeness models); the rest stays.
+  const withdraw = h("button", { type: "button", class: "btn btn-quiet", id: "withdraw-consent" }, t("account.withdraw_consent"));
+  withdraw.hidden = !me.face_consent_at;
+  withdraw.addEventListener("click", async () => {
+    const ok = await confirmDialog({
+      title: t("account.withdraw_consent_title"),
+      body: t("account.withdraw_consent_body"),
+      confirmLabel: t("account.withdraw_consent_confirm"),
+    });
+    if (!ok) return;
+    try {
+      await busy(withdraw, () => api("/v1/me/consent", { method: "DELETE" }));
+      state.me = { ...state.me, face_consent_at: null };
+      fill(root.querySelector("#acct-consent"), t("account.no_consent"));
+      withdraw.hidden = true;
+      fill(status, notice("ok", t("account.consent_withdrawn")));
+    } catch (error) {
+      fill(status, notice("error", error.message));
+    }
+  });
+
   delAll.addEventListener("click", async () => {
     const ok = await confirmDialog({
       title: t("account.delete_all_title"),
@@ -114,7 +135,7 @@ export async function render(root) {
     h("section", { class: "card stack", "aria-labelledby": "acct-data" },
       h("h2", { id: "acct-data" }, t("account.data")),
       h("p", {}, t("account.data_intro")),
-      h("div", { class: "actions" }, delPhotos, delModel),
+      h("div", { class: "actions" }, delPhotos, delModel, withdraw),
       h("hr"),
       h("p", {}, t("account.delete_all_intro")),
       h("div", { class: "actions" }, delAll),
