@@ -195,6 +195,10 @@ EN: Catalog = {
     "auth.email_confirmed": "Thanks, your email address is confirmed.",
     "auth.password_changed": "Your password was changed. Please log in with the new one.",
     "me.erasing": "Your account and all your photos, models and portraits are being deleted.",
+    "consent.withdrawn": (
+        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, and "
+        "their trainings stopped. Your portraits and account stay."
+    ),
     "consent.required": "Please agree to the processing of your face photos first.",
     # Not found (404) by what was asked for; another user's object is not found too
     "not_found.job": "Job not found.",
@@ -252,6 +256,7 @@ EN: Catalog = {
     "stage.drawing the skeleton": "drawing the pose",
     "stage.account deleted": "account deleted",
     "stage.likeness deleted": "canceled: the likeness was deleted",
+    "stage.consent withdrawn": "canceled: the consent to process face photos was withdrawn",
     "stage.deleting files": "deleting files",
     "stage.deleting records": "deleting records",
     "stage.loading likeness": "loading your likeness",
@@ -353,6 +358,10 @@ KO: Catalog = {
     "auth.email_confirmed": "감사합니다. 이메일 주소가 확인되었습니다.",
     "auth.password_changed": "비밀번호가 바뀌었습니다. 새 비밀번호로 로그인해 주세요.",
     "me.erasing": "계정과 모든 사진, 모델, 인물 사진을 삭제하고 있습니다.",
+    "consent.withdrawn": (
+        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제하고 학습을 멈췄습니다. "
+        "완성된 사진과 계정은 남습니다."
+    ),
     "consent.required": "먼저 얼굴 사진 처리에 동의해 주세요.",
     "not_found.job": "작업을 찾을 수 없습니다.",
     "not_found.pose": "자세 사진을 찾을 수 없습니다.",
@@ -401,6 +410,7 @@ KO: Catalog = {
     "stage.drawing the skeleton": "자세 그리는 중",
     "stage.account deleted": "계정 삭제됨",
     "stage.likeness deleted": "취소됨: 닮은꼴 모델이 삭제됨",
+    "stage.consent withdrawn": "취소됨: 얼굴 사진 처리 동의가 철회됨",
     "stage.deleting files": "파일 삭제 중",
     "stage.deleting records": "기록 삭제 중",
     "stage.loading likeness": "닮은꼴 모델 불러오는 중",

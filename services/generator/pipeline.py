@@ -351,7 +351,8 @@ class PortraitPipeline:
                 # The tiny preset has random models; real style LoRAs cannot apply to them.
                 skipped.append(name)
         if skipped:
-            log.warning("tiny preset: style LoRAs not applied: %s", ", ".join(skipped))
+            # By design on the tiny preset (and recorded in each PNG's metadata): not a warning.
+            log.info("tiny preset: style LoRAs not applied: %s", ", ".join(skipped))
         if likeness.lora_path is not None:
             specs.append(LoraSpec(LIKENESS_ADAPTER, likeness.lora_path, likeness.weight))
         return specs, skipped

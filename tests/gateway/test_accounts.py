@@ -148,17 +148,26 @@ def test_auth_is_rate_limited(platform: Platform, procs) -> None:
     from shared.localstack import free_port, wait_for_port
 
     port = free_port()
-    procs.start("gateway-limited", "gateway", "--port", str(port), env={"AUTH_RATE_LIMIT": "3/minute"})
+    # The per-address and the per-account limits trip at the same try here, as by default (10 each).
+    limits = {"AUTH_RATE_LIMIT": "3/minute", "LOGIN_FAILURES_PER_ACCOUNT": "3/15minutes"}
+    procs.start("gateway-limited", "gateway", "--port", str(port), env=limits)
     wait_for_port(port, timeout=60)
-    email = f"x-{uuid.uuid4().hex[:10]}@example.com"  # the per-account limit counts in the suite's Redis
+    email, other = (
+        f"x-{uuid.uuid4().hex[:10]}@example.com" for _ in range(2)
+    )  # counted in the suite's Redis
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
         codes = [
             client.post("/v1/auth/login", json={"email": email, "password": "y"}).status_code
             for _ in range(5)
         ]
         assert codes[:3] == [401, 401, 401] and codes[3:] == [429, 429]
+        # The locked account's own wait, not the address's "wait a minute" (the account waits 15).
         r = client.post("/v1/auth/login", json={"email": email, "password": "y"})
-        assert "Too many requests" in r.json()["detail"] and r.headers["Retry-After"]
+        assert "tried with too many wrong passwords" in r.json()["detail"], r.text
+        assert int(r.headers["Retry-After"]) > 60
+        # Another account from this address: the address's limit, in its own words.
+        r = client.post("/v1/auth/login", json={"email": other, "password": "y"})
+        assert r.status_code == 429 and "Too many requests" in r.json()["detail"] and r.headers["Retry-After"]
 
 
 def test_retention_sweep_deletes_old_photos_and_their_objects(api: Api) -> None:

@@ -68,7 +68,12 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
 
     r = api.delete("/v1/me/consent", headers=user.auth)
 
-    assert r.status_code == 204, r.text
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "detail": "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, "
+        "and their trainings stopped. Your portraits and account stay.",
+        "photos": 1, "poses": 1, "likenesses": 1, "jobs_canceled": 1,
+    }  # fmt: skip
     for listing, field in (
         ("/v1/photos", "photos"),
         ("/v1/likenesses", "likenesses"),
@@ -77,7 +82,9 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
         assert api.get(listing, headers=user.auth).json()[field] == [], listing
     assert len(api.get("/v1/portraits", headers=user.auth).json()["portraits"]) == 1
     assert storage.list_keys(storage.user_prefix(uuid.UUID(ids["user_id"]))) == [ids["portrait_key"]]
-    assert api.get(f"/v1/jobs/{ids['training']}", headers=user.auth).json()["status"] == "canceled"
+    training = api.get(f"/v1/jobs/{ids['training']}", headers=user.auth).json()
+    assert training["status"] == "canceled" and training["stage"] == "consent withdrawn", training
+    assert training["stage_text"] == "canceled: the consent to process face photos was withdrawn"
     me = api.get("/v1/me", headers=user.auth)
     assert me.status_code == 200 and me.json()["face_consent_at"] is None, me.text
     # Uploads need the consent again, and store nothing without it.
@@ -86,7 +93,8 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
     )
     assert again.status_code == 403, again.text
     assert again.json()["detail"] == "Please agree to the processing of your face photos first."
-    assert api.delete("/v1/me/consent", headers=user.auth).status_code == 204  # idempotent
+    again = api.delete("/v1/me/consent", headers=user.auth)  # idempotent: nothing left to delete
+    assert again.status_code == 200 and again.json()["photos"] == again.json()["likenesses"] == 0
     assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
     up = api.post(
         "/v1/photos", headers=user.auth, files=[("files", ("c.jpg", jpeg(astronaut()), "image/jpeg"))]
@@ -97,7 +105,7 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
 def test_withdrawing_consent_touches_no_other_account(api: Api) -> None:
     alice, bob = api.new_user(), api.new_user()
     ids = _face_data(api, bob)
-    assert api.delete("/v1/me/consent", headers=alice.auth).status_code == 204
+    assert api.delete("/v1/me/consent", headers=alice.auth).status_code == 200
     assert len(storage.list_keys(storage.user_prefix(uuid.UUID(ids["user_id"])))) == 4
     assert len(api.get("/v1/photos", headers=bob.auth).json()["photos"]) == 1
     assert api.get("/v1/me", headers=bob.auth).json()["face_consent_at"] is not None

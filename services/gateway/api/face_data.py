@@ -3,6 +3,7 @@ deleted with their files, for one likeness or, when the consent is withdrawn, al
 
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -14,7 +15,9 @@ from shared.jobs import transition
 from shared.models import Job, JobStatus, Likeness, Photo, PosePhoto, User
 
 ACTIVE = (JobStatus.queued, JobStatus.running)
-LIKENESS_DELETED = "likeness deleted"  # the stage of its jobs canceled by the delete (shared/i18n.py)
+# The stage of the jobs canceled with their likeness, saying why (shared/i18n.py `stage.*`).
+LIKENESS_DELETED = "likeness deleted"
+CONSENT_WITHDRAWN = "consent withdrawn"
 
 
 def likeness_files(likeness: Likeness) -> str:
@@ -27,11 +30,10 @@ def pose_files(pose: PosePhoto) -> str:
     return storage.user_key(pose.user_id, "poses", str(pose.id)) + "*"
 
 
-def cancel_jobs_of(session: Session, likeness: Likeness) -> list[Job]:
+def cancel_jobs_of(session: Session, likeness: Likeness, stage: str = LIKENESS_DELETED) -> list[Job]:
     """Cancel the likeness's queued or running jobs, in the caller's transaction: the training that
     makes it and the portrait jobs that draw with it (a worker notices at its next progress report or
-    heartbeat). Their stage says why, `likeness deleted`. Returns the jobs canceled, to publish once
-    committed."""
+    heartbeat). Their stage says why: `stage`. Returns the jobs canceled, to publish once committed."""
     ids = session.scalars(
         select(Job.id).where(
             Job.user_id == likeness.user_id,
@@ -43,13 +45,19 @@ def cancel_jobs_of(session: Session, likeness: Likeness) -> list[Job]:
             ),
         )
     ).all()
-    moved = (
-        transition(session, job_id, set(ACTIVE), JobStatus.canceled, stage=LIKENESS_DELETED) for job_id in ids
-    )
+    moved = (transition(session, job_id, set(ACTIVE), JobStatus.canceled, stage=stage) for job_id in ids)
     return [job for job in moved if job is not None]  # None: it ended meanwhile
 
 
-def withdraw_consent(session: Session, user_id: uuid.UUID) -> tuple[list[str], list[Job]]:
+class Withdrawal(NamedTuple):
+    keys: list[str]  # the objects to delete once committed
+    canceled: list[Job]  # the jobs canceled, to publish once committed
+    photos: int
+    poses: int
+    likenesses: int
+
+
+def withdraw_consent(session: Session, user_id: uuid.UUID) -> Withdrawal:
     """Withdraw the user's consent to process face photos, in the caller's transaction: every photo,
     pose photo and likeness is deleted, their objects condemned (shared/pending_objects.py), the
     likenesses' queued or running jobs canceled, and `face_consent_at` cleared. Portraits stay.
@@ -57,13 +65,12 @@ def withdraw_consent(session: Session, user_id: uuid.UUID) -> tuple[list[str], l
     The user's row is locked FOR UPDATE first (`lock_photo_set`, as every writer of the photo set
     does before its rows): an upload holds it FOR SHARE from its consent check (`deps.hold_account`)
     to its commit, so an upload under way is waited for and its photos are deleted too, and a later
-    one sees no consent (403). Returns (the keys to delete once committed, the jobs canceled, to
-    publish once committed)."""
+    one sees no consent (403)."""
     lock_photo_set(session, user_id)
     photos = session.scalars(select(Photo).where(Photo.user_id == user_id)).all()
     poses = session.scalars(select(PosePhoto).where(PosePhoto.user_id == user_id)).all()
     likenesses = session.scalars(select(Likeness).where(Likeness.user_id == user_id)).all()
-    canceled = [job for likeness in likenesses for job in cancel_jobs_of(session, likeness)]
+    canceled = [job for lk in likenesses for job in cancel_jobs_of(session, lk, CONSENT_WITHDRAWN)]
     keys: list[str] = [p.object_key for p in photos]
     keys += [key for pose in poses for key in (pose.object_key, pose_files(pose))]
     keys += [likeness_files(likeness) for likeness in likenesses]
@@ -75,4 +82,4 @@ def withdraw_consent(session: Session, user_id: uuid.UUID) -> tuple[list[str], l
     user = session.get(User, user_id)
     if user is not None:
         user.face_consent_at = None
-    return keys, canceled
+    return Withdrawal(keys, canceled, len(photos), len(poses), len(likenesses))

@@ -219,6 +219,14 @@ class ErasureOut(BaseModel):
     job_id: uuid.UUID
 
 
+class ConsentWithdrawnOut(BaseModel):
+    detail: str = Field(description="what was deleted, in the request's language")
+    photos: int = Field(description="photos deleted")
+    poses: int = Field(description="pose photos deleted")
+    likenesses: int = Field(description="likenesses deleted (their trainings and portrait jobs canceled)")
+    jobs_canceled: int
+
+
 class PhotoOut(BaseModel):
     id: uuid.UUID
     status: str

@@ -8,8 +8,9 @@ import math
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Depends, Request, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -112,11 +113,12 @@ def signup(request: Request, body: SignupIn, session: SessionDep) -> Message:
     return _message("auth.signup_accepted")
 
 
-@router.post("/login", response_model=TokenOut)
-@limiter.limit(AUTH_LIMIT)
-def login(request: Request, body: LoginIn, session: SessionDep) -> TokenOut:
-    """Tokens for the right email and password; 401 otherwise, and 429 once the account was tried
-    with LOGIN_FAILURES_PER_ACCOUNT wrong passwords (from any address) within its window."""
+def account_not_locked(body: LoginIn) -> LoginIn:
+    """The login body, or 429 with the minutes to wait once the account was tried with
+    LOGIN_FAILURES_PER_ACCOUNT wrong passwords (from any address) within its window. A dependency,
+    so it answers before the route's per-address limit (slowapi checks inside the route's call):
+    both trip at the 11th wrong password, and the per-address "wait a minute" was the wrong wait for
+    a locked account."""
     if wait := login_wait_seconds(body.email):
         raise Refusal(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -124,6 +126,27 @@ def login(request: Request, body: LoginIn, session: SessionDep) -> TokenOut:
             headers={"Retry-After": str(wait)},
             minutes=math.ceil(wait / 60),
         )
+    return body
+
+
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+TOO_MANY: dict[int | str, dict[str, Any]] = {
+    429: {"description": "too many tries of the account or from the address", "headers": RETRY_AFTER}
+}
+
+
+@router.post(
+    "/login",
+    response_model=TokenOut,
+    responses=TOO_MANY,
+)
+@limiter.limit(AUTH_LIMIT)
+def login(
+    request: Request, body: Annotated[LoginIn, Depends(account_not_locked)], session: SessionDep
+) -> TokenOut:
+    """Tokens for the right email and password; 401 otherwise, and 429 once the account was tried
+    with LOGIN_FAILURES_PER_ACCOUNT wrong passwords (from any address) within its window
+    (`account_not_locked`), or this address passed AUTH_RATE_LIMIT."""
     user = session.scalar(select(User).where(User.email == body.email.lower()))
     ok = verify_password(user.password_hash if user else None, body.password)
     if user is None or not ok:
