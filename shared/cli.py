@@ -79,7 +79,7 @@ def worker(
     from shared.health import serve_health
     from shared.jobs.celery_app import celery_app
 
-    if queue == "generate":  # /readyz: 503 until the pool process has its models warm
+    if queue in ("generate", "train"):  # /readyz: 503 until the pool process has its models warm
         from shared.warm import require_warm_up
 
         require_warm_up(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))

@@ -167,6 +167,14 @@ class Settings(BaseSettings):
     # model_dir/compile-cache) for no faster set than CUDA graphs (bench/results/, issue 21).
     compile_networks: Literal["auto", "on", "off"] = "off"
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
+    # torch.compile of the trainer's UNet inside its CUDA-graphed step (services/trainer/lora.py):
+    # 44.3 instead of 58.5 ms/step on an H100, after a 183 s cold compile per worker start that
+    # the compile cache turns into a load (bench/results/train_h100_compiled_step.json). "auto" =
+    # on for CUDA. Off by default: without a compile cache that outlives the pod (the base
+    # manifests' emptyDir) each start would pay the cold compile; the prod overlay turns it on.
+    train_compile: Literal["auto", "on", "off"] = "off"
+    # Where torch.compile's caches live (shared/ml/compile_cache.py); unset: MODEL_DIR/compile-cache.
+    compile_cache_dir: Path | None = None
 
     log_json: bool = True
     # /healthz, /readyz, /metrics of every process (the gateway's /metrics only here, never public); 0 = off
@@ -183,6 +191,11 @@ class Settings(BaseSettings):
             "socket_keepalive": True,
             "retry_on_timeout": False,  # the caller decides: the gateway answers 503, workers retry
         }
+
+    @property
+    def compile_cache_folder(self) -> Path:
+        """COMPILE_CACHE_DIR, or MODEL_DIR/compile-cache (a volume that survives restarts)."""
+        return self.compile_cache_dir or self.model_dir / "compile-cache"
 
     def soft_time_limit(self) -> int:
         """Seconds an attempt may run before it is asked to stop (Celery's soft limit)."""

@@ -28,7 +28,7 @@ PROCESS_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "relay": BASE,
     "scheduler": BASE,
     "worker-photos": (*BASE, "storage"),
-    "worker-train": (*BASE, "storage"),
+    "worker-train": (*BASE, "storage", "warm"),
     "worker-generate": (*BASE, "storage", "warm"),
     "worker-notify": (*BASE, "storage", "smtp"),
 }

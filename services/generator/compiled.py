@@ -18,20 +18,17 @@ How it works:
   buckets runs eagerly instead of stalling a user's job for a minute-long compile.
 - LoRAs must be baked in place (`BakedLoras`): parameters keep their identity and storage, so a
   second user's job reuses the compiled graphs (tests/generator/test_compiled.py counts compiles).
-- `use_compile_cache` points inductor's and Triton's caches at `MODEL_DIR/compile-cache/<key>`,
-  key = torch version + CUDA version + GPU name (inductor's own keys add the graph and its shapes),
-  so a restarted worker loads kernels instead of compiling them again.
+- `shared.ml.compile_cache.use_compile_cache` points inductor's and Triton's caches at
+  `COMPILE_CACHE_DIR/<torch, CUDA, GPU>` (default MODEL_DIR/compile-cache), so a restarted worker
+  loads kernels instead of compiling them again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -279,26 +276,3 @@ def freeze_compiled() -> None:
     """From now on no new graph is compiled: shapes outside the buckets run eagerly (a compile
     would stall a user's job for a minute). Undo with `torch.compiler.set_stance("default")`."""
     torch.compiler.set_stance("eager_on_recompile")
-
-
-def cache_key(device: torch.device | str | None = None) -> str:
-    """torch version + CUDA version + GPU name (or "cpu"): compiled kernels are valid only there."""
-    where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    gpu = torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu"
-    raw = f"torch{torch.__version__}-cuda{torch.version.cuda or 'none'}-{gpu}"
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", raw)
-
-
-def use_compile_cache(model_dir: Path, device: torch.device | str | None = None) -> Path:
-    """Point inductor's and Triton's on-disk caches at `model_dir/compile-cache/<cache_key>`
-    (a volume that survives restarts). Must run before the first compile of the process."""
-    path = Path(model_dir) / "compile-cache" / cache_key(device)
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path / "inductor")
-    os.environ["TRITON_CACHE_DIR"] = str(path / "triton")
-    import torch._inductor.config as inductor_config
-
-    inductor_config.fx_graph_cache = True  # the default; a site config may have turned it off
-    if hasattr(inductor_config, "autotune_local_cache"):
-        inductor_config.autotune_local_cache = True
-    return path

@@ -195,12 +195,13 @@ class PortraitPipeline:
         `warm_up`. Returns the buckets."""
         from services.generator import compiled
         from shared.config import get_settings
+        from shared.ml.compile_cache import use_compile_cache
 
         if self._loras is not BakedLoras:
             raise ValueError("compiled networks need lora_mode='baked'")
         self.buckets = self._buckets(styles, [self.batch_size])
         if backend == "inductor":
-            compiled.use_compile_cache(get_settings().model_dir, self.models.base.device)
+            use_compile_cache(get_settings().compile_cache_folder, self.models.base.device)
         compiled.compile_networks(self.models, self.buckets, mode or get_settings().compile_mode, backend)
         return self.buckets
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -41,51 +39,32 @@ from shared.models import Photo, Portrait, PosePhoto
 from shared.pose import Pose, parse_openpose_json
 from shared.quota import check_daily_quota
 from shared.styles import Style, StyleError, load_styles
+from shared.warm import Resident
 
 log = logging.getLogger(__name__)
 LOADED = 0.03  # share of the job for downloads; the pipeline reports the rest
 
 
-_resident_lock = threading.Lock()
-
-
-@cache
-def _resident():
+def _warm_pipeline():
     from services.generator.pipeline import PortraitPipeline
-    from shared import warm
 
-    began = time.monotonic()
     pipeline = PortraitPipeline.from_preset()
     if pipeline.buckets:  # CUDA graphs or compiled: capture or compile every bucket before the first job
         seconds = pipeline.warm_up()
         log.info("warmed up %d shape buckets: %s", len(seconds), seconds)
-    warm.mark_warm(f"generator ready in {time.monotonic() - began:.1f} s")
     return pipeline
 
 
+# One pipeline per worker process: the base model stays resident between jobs. Loaded, compiled
+# and warmed up once, as soon as the pool process starts; /readyz answers 503 until then.
+_resident = Resident(_warm_pipeline, "generator")
+worker_process_init.connect(lambda **_: _resident.start_in_background(), weak=False)
+
+
 def resident_pipeline():
-    """One pipeline per worker process: the base model stays resident between jobs. Loaded,
-    compiled and warmed up once (by the warm-up thread at the pool process's start, or by the
-    first job, which then waits for it); /readyz answers 503 until then (shared/warm.py)."""
-    with _resident_lock:
-        return _resident()
-
-
-@worker_process_init.connect
-def _warm_up_in_background(**_: object) -> None:
-    """Load and compile in the pool process as soon as it starts (Celery kills a pool process
-    whose init takes more than a few seconds, so this runs on a thread)."""
-    from shared import warm
-
-    if warm.enabled():
-        threading.Thread(target=_warm_up_logged, name="generator-warm-up", daemon=True).start()
-
-
-def _warm_up_logged() -> None:
-    try:
-        resident_pipeline()
-    except Exception:  # the first job raises it again, with the job's error handling
-        log.exception("generator warm-up failed")
+    """The worker process's PortraitPipeline (shared.warm.Resident): a job that comes during
+    the warm-up waits for it."""
+    return _resident.get()
 
 
 @job_task(GeneratePortraits)

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from celery.signals import worker_process_init
 from PIL import Image
 from sqlalchemy import select
 
@@ -35,10 +36,19 @@ from shared.jobs.runner import public_error
 from shared.ml import loading
 from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus
 from shared.trigger_word import make_trigger_word
+from shared.warm import Resident
 
 log = logging.getLogger(__name__)
 
 DOWNLOADED = 0.02  # fraction of the job when the photos are in; the library reports from there
+
+
+# One training pipeline per worker process, loaded (and its step compiled, with TRAIN_COMPILE)
+# as soon as the pool process starts; /readyz answers 503 until then.
+_resident = Resident(
+    lambda: train.warm_training_pipeline(get_settings().model_preset, loading.resolve_device(None)), "trainer"
+)
+worker_process_init.connect(lambda **_: _resident.start_in_background(), weak=False)
 
 
 @job_task(TrainLikeness)
@@ -56,7 +66,7 @@ def train_likeness_job(ctx: JobContext[TrainLikeness]) -> LikenessTrained:
         try:
             preset = get_settings().model_preset
             began = time.monotonic()
-            pipe = train.resident_training_pipeline(preset, loading.resolve_device(None))
+            pipe = _resident.get()
             loaded = time.monotonic() - began  # 0 once this worker holds the pipeline
             result = train.train_likeness(
                 images,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +24,10 @@ from shared.contracts.likeness_files import EMBEDDINGS_FILE
 from shared.i18n import Sentence
 from shared.images import ImageRejected, clean_upload, open_upright
 from shared.ml import loading, registry
+from shared.ml.compile_cache import use_compile_cache
 from shared.trigger_word import make_trigger_word
 
+log = logging.getLogger(__name__)
 StageFn = Callable[[float, str], None]  # fraction 0..1, stage label (JobContext.progress)
 
 # checkpoint choice renders at selection.VALIDATION_SAMPLER (was 25 steps of the base's PNDM)
@@ -82,6 +85,32 @@ def load_training_pipeline(preset: str, device: str):
     return loading.load_pipeline(preset, device, dtype=lora.train_dtype(device))
 
 
+def training_config(preset: str, device: str) -> lora.TrainConfig:
+    """The preset's TrainConfig with the TRAIN_COMPILE setting applied ("auto": on for CUDA).
+    A compiled step's kernels go to the compile cache (COMPILE_CACHE_DIR), set up here because
+    inductor must know the folder before its first compile."""
+    mode = get_settings().train_compile
+    compile_step = mode == "on" or (mode == "auto" and device.startswith("cuda"))
+    if compile_step:
+        use_compile_cache(get_settings().compile_cache_folder, device)
+    return lora.config_for(preset, compile=compile_step)
+
+
+def warm_training_pipeline(preset: str, device: str):
+    """The resident training pipeline, with the compiled step built (or loaded from the compile
+    cache) when TRAIN_COMPILE is on; later compiles run eagerly instead (`eager_on_recompile`),
+    never a minute-long compile inside a job."""
+    pipe = resident_training_pipeline(preset, device)
+    config = training_config(preset, device)
+    if config.compile:
+        seconds = lora.warm_up(pipe, config)
+        log.info("compiled the training step in %.1f s (or loaded it from the compile cache)", seconds)
+        import torch
+
+        torch.compiler.set_stance("eager_on_recompile")
+    return pipe
+
+
 @functools.lru_cache(maxsize=1)
 def resident_training_pipeline(preset: str, device: str):
     """The worker's training pipeline, loaded once per process and reused by every job
@@ -118,7 +147,7 @@ def train_likeness(
     settings = get_settings()
     preset = loading.current_preset(preset)
     device = loading.resolve_device(device)
-    config = config or lora.PRESETS[preset]
+    config = config or training_config(preset, device)
     report = progress or (lambda fraction, stage: None)
     seconds: dict[str, float] = {}
     out_dir = Path(out_dir)

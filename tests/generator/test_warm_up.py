@@ -35,11 +35,12 @@ _COMPILE_ONE_BUCKET = """
 import json, sys, time, torch
 torch.set_num_threads(1)
 from services.generator import compiled
+from shared.ml.compile_cache import use_compile_cache
 from services.generator.resident import ResidentModels
 from shared.ml import loading
 base = loading.load_base_pipeline("tiny", "cpu")
 models = ResidentModels(base, None, None, None, {}, "tiny", "tiny")
-cache = compiled.use_compile_cache(sys.argv[1], "cpu")
+cache = use_compile_cache(sys.argv[1] + "/compile-cache", "cpu")
 bucket = compiled.Bucket("unet", 2, 12, 8)
 compiled.compile_networks(models, [bucket])
 began = time.perf_counter()
