@@ -5,6 +5,9 @@ SD-1.5-SIZED models with random weights (a step costs the same whatever the weig
     python bench/train_bench.py                 # GPU: SD-1.5 sizes, 512 px
     python bench/train_bench.py --compile       # + torch.compile of the UNet (slow first step)
     python bench/train_bench.py --tiny          # CPU smoke test with the tiny preset
+    python bench/train_bench.py --warm-up-only var/bench-compile-cache
+        # a train worker's start: load + warm-up, eager (graphed) vs compiled with an empty and
+        # with a filled compile cache, each in a fresh process, then 400 steps on the warm one
 
 Baseline = what diffusers' train_dreambooth_lora.py does: batch 1, 100 steps per photo, frozen
 weights in fp16 with autocast + GradScaler, the VAE and the text encoder run on every step.
@@ -151,6 +154,11 @@ def main() -> None:
         "--preprocess-only", type=int, default=0, metavar="PX",
         help="only the preprocessing of --photos real face photos of PX px: stored checks vs detecting",
     )  # fmt: skip
+    parser.add_argument(
+        "--warm-up-only", type=Path, default=None, metavar="CACHE_DIR",
+        help="only a worker's start: eager, compiled with CACHE_DIR emptied, compiled from it",
+    )  # fmt: skip
+    parser.add_argument("--warm-up-child", choices=["eager", "compiled"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.preset = "tiny" if args.tiny else "sd15"
     args.device = args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu")
@@ -167,6 +175,12 @@ def main() -> None:
     base_steps = min(args.baseline_steps or base_total, base_total)
 
     print(f"device={args.device} preset={args.preset} photos={args.photos}", file=sys.stderr)
+    if args.warm_up_child:
+        print(json.dumps(warm_up_child(args, replace(config, compile=args.warm_up_child == "compiled"))))
+        return
+    if args.warm_up_only:
+        print(json.dumps(warm_up_runs(args), indent=2))
+        return
     if args.preprocess_only:
         print(json.dumps({"preprocess": preprocess_seconds(args, config, args.preprocess_only)}, indent=2))
         return
@@ -340,6 +354,59 @@ def selection_renders(args, config: lora.TrainConfig, snapshots: int) -> dict:
         "one_call_per_snapshot_seconds": round(loop, 2), "batched_seconds": round(batched, 2),
         "graphed_seconds": round(graphed_seconds, 2), "graphed_vs_eager_pixels_max_diff": diff,
     }  # fmt: skip
+
+
+def warm_up_child(args, config: lora.TrainConfig) -> dict:
+    """One train worker's start in this process: load the pipeline, then `lora.warm_up` (the
+    product's warm-up: compile or load the step from the cache, capture the CUDA graph), then a
+    likeness's steps, whose steady ms/step show what the warm-up bought."""
+    from torch._dynamo.utils import counters
+
+    from shared.ml.compile_cache import use_compile_cache
+
+    if config.compile:
+        use_compile_cache(args.warm_up_only, args.device)
+    sync(args.device)
+    began = time.perf_counter()
+    pipe = make_pipe(args, lora.train_dtype(args.device))
+    sync(args.device)
+    loaded = time.perf_counter() - began
+    warm = lora.warm_up(pipe, config)
+    steps = args.steps or config.total_steps(args.photos)
+    job = optimized(args, photos(args.photos, config.resolution), config, steps, pipe=pipe)
+    inductor = counters["inductor"]
+    return {
+        "compile": config.compile,
+        "load_seconds": round(loaded, 2),
+        "warm_up_seconds": round(warm, 2),
+        "start_seconds": round(loaded + warm, 2),
+        "fxgraph_cache": {"hit": inductor["fxgraph_cache_hit"], "miss": inductor["fxgraph_cache_miss"]},
+        "job": job,
+    }
+
+
+def warm_up_runs(args) -> dict:
+    """A train worker's start three ways, each in a fresh process (a process's own in-memory
+    caches would hide the cold compile): eager, compiled with an emptied compile cache, compiled
+    from the cache the second run filled."""
+    import shutil
+    import subprocess
+
+    def child(kind: str) -> dict:
+        command = [sys.executable, __file__, "--warm-up-child", kind]
+        command += ["--warm-up-only", str(args.warm_up_only)]
+        command += ["--photos", str(args.photos), "--device", args.device] + (["--tiny"] if args.tiny else [])
+        if args.steps:
+            command += ["--steps", str(args.steps)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    shutil.rmtree(args.warm_up_only, ignore_errors=True)
+    report = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
+    report["eager_graphed"] = child("eager")
+    report["compiled_empty_cache"] = child("compiled")
+    report["compiled_from_cache"] = child("compiled")
+    return report
 
 
 if __name__ == "__main__":

@@ -85,12 +85,18 @@ def load_training_pipeline(preset: str, device: str):
     return loading.load_pipeline(preset, device, dtype=lora.train_dtype(device))
 
 
+# Set when this process's compiled warm-up failed (a compiler or driver problem): it trains eagerly
+# rather than failing every job the same way.
+_compile_failed = False
+
+
 def training_config(preset: str, device: str) -> lora.TrainConfig:
-    """The preset's TrainConfig with the TRAIN_COMPILE setting applied ("auto": on for CUDA).
-    A compiled step's kernels go to the compile cache (COMPILE_CACHE_DIR), set up here because
-    inductor must know the folder before its first compile."""
+    """The preset's TrainConfig with the TRAIN_COMPILE setting applied ("auto": on for CUDA),
+    unless compiling failed in this process. A compiled step's kernels go to the compile cache
+    (COMPILE_CACHE_DIR), set up here because inductor must know the folder before its first compile."""
     mode = get_settings().train_compile
     compile_step = mode == "on" or (mode == "auto" and device.startswith("cuda"))
+    compile_step = compile_step and not _compile_failed
     if compile_step:
         use_compile_cache(get_settings().compile_cache_folder, device)
     return lora.config_for(preset, compile=compile_step)
@@ -99,11 +105,18 @@ def training_config(preset: str, device: str) -> lora.TrainConfig:
 def warm_training_pipeline(preset: str, device: str):
     """The resident training pipeline, with the compiled step built (or loaded from the compile
     cache) when TRAIN_COMPILE is on; later compiles run eagerly instead (`eager_on_recompile`),
-    never a minute-long compile inside a job."""
+    never a minute-long compile inside a job. If the compiled warm-up raises, the error is logged
+    and this process trains with eager steps."""
+    global _compile_failed
     pipe = resident_training_pipeline(preset, device)
     config = training_config(preset, device)
     if config.compile:
-        seconds = lora.warm_up(pipe, config)
+        try:
+            seconds = lora.warm_up(pipe, config)
+        except Exception:
+            _compile_failed = True
+            log.exception("compiling the training step failed: this worker trains with eager steps")
+            return pipe
         log.info("compiled the training step in %.1f s (or loaded it from the compile cache)", seconds)
         import torch
 

@@ -104,9 +104,9 @@ def test_probes_match_the_health_endpoints(rendered, build):
         for c in containers(doc, init=False):
             where = f"{doc['metadata']['name']}/{c['name']}"
             assert c["livenessProbe"]["httpGet"]["path"] == "/healthz", where
-            # The generate worker has started once it is warm: models loaded and every shape
-            # bucket compiled or loaded from the compile cache (shared/warm.py).
-            started = "/readyz" if doc["metadata"]["name"] == "studio-worker-generate" else "/healthz"
+            # A GPU worker has started once it is warm: models loaded and every shape bucket (the
+            # training step) compiled or loaded from the compile cache (shared/warm.py).
+            started = "/readyz" if doc["metadata"]["name"] in GPU_WORKERS else "/healthz"
             assert c["startupProbe"]["httpGet"]["path"] == started, where
             ready = c["readinessProbe"]
             assert ready["httpGet"]["path"] == "/readyz", where
@@ -134,9 +134,20 @@ def test_gpu_workers_get_one_gpu_each(rendered, build):
         assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
         startup = worker["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 300, "allow model loading"
-        if name == "studio-worker-generate":  # a cold compile of every bucket: minutes
-            assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
+        # a cold compile of every bucket (of the training step: 183 s on an H100): minutes
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 900
         assert any(m["mountPath"] == "/models" for m in worker["volumeMounts"])
+
+
+def test_the_training_step_is_compiled_only_where_the_compile_cache_persists(rendered):
+    """TRAIN_COMPILE costs a cold compile (about 3 minutes) per pod whose compile cache is empty:
+    on only where /models is the shared volume that keeps it."""
+    for build, expected in (("base", "off"), ("overlays/prod", "on")):
+        doc = named(rendered[build], "Deployment", "studio-worker-train")
+        (worker,) = containers(doc, init=False)
+        assert env_of(worker)["TRAIN_COMPILE"] == expected, build
+        models = next(v for v in pod_spec(doc)["volumes"] if v["name"] == "models")
+        assert ("persistentVolumeClaim" in models) == (expected == "on"), build
 
 
 def test_dev_runs_the_tiny_models_without_gpus(rendered):

@@ -2,13 +2,16 @@
 `train` and `generate` workers, tiny preset), for a user with photos, a pose photo and a likeness.
 Afterwards no row and no object of the user is left (the bucket is listed), nothing is stored later
 by the stopped workers, the goodbye mail is delivered, and the address is gone from every job input
-once it was sent."""
+once it was sent. Withdrawing consent at the same point deletes the face data the same way and keeps
+the account with the portraits made before it."""
 
 import contextlib
 import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytest
 from sqlalchemy import func, select, text, update
@@ -52,10 +55,17 @@ def _portraits(uid: uuid.UUID) -> int:
         return session.scalar(select(func.count(Portrait.id)).where(Portrait.user_id == uid))
 
 
-@pytest.mark.slow  # ~2-3 min: train and generate workers, a training and a generation under way
-def test_erasure_while_training_and_generating_leaves_nothing(
-    api: Api, platform: Platform, procs: Processes
-) -> None:
+class _WorkUnderWay(NamedTuple):
+    user: object  # tests.conftest's signed-in user
+    uid: uuid.UUID
+    jobs: list[str]  # the generation's and the training's job ids, both running
+    workers: tuple  # the train and generate worker processes
+
+
+def _work_under_way(api: Api, procs: Processes) -> _WorkUnderWay:
+    """A user with 10 accepted photos, a pose photo and a ready likeness, whose portrait job has
+    stored its first portrait and whose second likeness's training has stored its first
+    checkpoint, both still running (real `train` and `generate` workers, tiny preset)."""
     train = procs.worker("train", **TRAIN_WORKER_ENV)
     generate = procs.worker("generate", **WORKER_ENV)
     user = api.new_user()
@@ -83,30 +93,49 @@ def test_erasure_while_training_and_generating_leaves_nothing(
         timeout=240,
         what="a first training checkpoint",
     )
-    # Both workers are paused while the erasure is asked for and cancels their jobs: on a machine
-    # where one of them runs faster, its job could end first (a tiny training has seconds to go after
-    # its first checkpoint). Paused for less than JOB_STALE_SECONDS (10 s), so no reaper hands a job on.
-    for worker in (train, generate):
+    return _WorkUnderWay(user, uid, jobs, (train, generate))
+
+
+@contextlib.contextmanager
+def _workers_paused(work: _WorkUnderWay) -> Iterator[None]:
+    """Both workers stopped (SIGSTOP) while the block asks for the deletion that cancels their jobs:
+    on a machine where one of them runs faster, its job could end first (a tiny training has seconds
+    to go after its first checkpoint). Paused for less than JOB_STALE_SECONDS (10 s), so no reaper
+    hands a job on. A worker paused inside a transaction (a progress write) holds its job's row:
+    then the deletion cancels it once the worker goes on."""
+    for worker in work.workers:
         os.killpg(worker.pid, signal.SIGSTOP)
     try:
-        assert [_job(j).status for j in jobs] == ["running", "running"], "work ended before the erasure"
-        assert api.delete("/v1/me", headers=user.auth).status_code == 202
-        # A worker paused inside a transaction (a progress write) holds its job's row: then the
-        # erasure cancels it once the worker goes on.
+        assert [_job(j).status for j in work.jobs] == ["running", "running"], "work ended before the deletion"
+        yield
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: _ended(jobs), timeout=6, what="both jobs canceled by the erasure")
+            wait_until(lambda: _ended(work.jobs), timeout=6, what="both jobs canceled by the deletion")
     finally:
-        for worker in (train, generate):
+        for worker in work.workers:
             os.killpg(worker.pid, signal.SIGCONT)
-    wait_until(lambda: _rows(uid) == 0, timeout=120, what="every row of the user deleted")
-    wait_until(lambda: storage.list_keys(storage.user_prefix(uid)) == [], timeout=60, what="no object")
-    for worker in (train, generate):  # both workers noticed and stopped
+
+
+def _workers_stopped_their_jobs(work: _WorkUnderWay) -> None:
+    for worker in work.workers:
         wait_until(
             lambda w=worker: "canceled during attempt" in open(w.log_path, errors="replace").read(),  # noqa: SIM115
             timeout=120,
             what="the worker to stop its job",
         )
     time.sleep(3)  # a worker that went on would store its next portrait or checkpoint by now
+
+
+@pytest.mark.slow  # ~2-3 min: train and generate workers, a training and a generation under way
+def test_erasure_while_training_and_generating_leaves_nothing(
+    api: Api, platform: Platform, procs: Processes
+) -> None:
+    work = _work_under_way(api, procs)
+    user, uid = work.user, work.uid
+    with _workers_paused(work):
+        assert api.delete("/v1/me", headers=user.auth).status_code == 202
+    wait_until(lambda: _rows(uid) == 0, timeout=120, what="every row of the user deleted")
+    wait_until(lambda: storage.list_keys(storage.user_prefix(uid)) == [], timeout=60, what="no object")
+    _workers_stopped_their_jobs(work)
     assert storage.list_keys(storage.user_prefix(uid)) == [] and _rows(uid) == 0
 
     [goodbye] = wait_until(
@@ -122,6 +151,51 @@ def test_erasure_while_training_and_generating_leaves_nothing(
             ).scalar()
 
     wait_until(lambda: address_in_jobs() == 0, timeout=30, what="the address gone from job inputs")
+
+
+@pytest.mark.slow  # ~2-3 min, like the erasure above
+def test_withdrawing_consent_while_training_and_generating_keeps_only_the_portraits_made(
+    api: Api, procs: Processes
+) -> None:
+    """DELETE /v1/me/consent (GDPR Art. 7(3)) while a training and a portrait job run: both jobs
+    are canceled, every photo, pose photo, likeness and checkpoint goes (rows and objects), and
+    nothing is made from the face data afterwards. The account stays, with the portraits made
+    before the withdrawal (rows and their objects, no orphan object)."""
+    work = _work_under_way(api, procs)
+    user, uid = work.user, work.uid
+    with _workers_paused(work):
+        made = _portraits(uid)
+        withdrawn = api.delete("/v1/me/consent", headers=user.auth)
+        assert withdrawn.status_code == 200, withdrawn.text
+        assert withdrawn.json()["photos"] == 10 and withdrawn.json()["likenesses"] == 2, withdrawn.text
+    _workers_stopped_their_jobs(work)
+    assert [_job(j).status for j in work.jobs] == ["canceled", "canceled"]
+
+    def face_data_left() -> list[str]:
+        return [
+            key for folder in ("photos", "poses", "likenesses")
+            for key in storage.list_keys(storage.user_key(uid, folder))
+        ]  # fmt: skip
+
+    wait_until(lambda: face_data_left() == [], timeout=60, what="no photo, pose or likeness object")
+    with session_scope() as session:
+        kept = session.execute(
+            select(Portrait.object_key, Portrait.thumb_key).where(Portrait.user_id == uid)
+        ).all()
+        left = {
+            t: session.execute(text(f"SELECT count(*) FROM {t} WHERE user_id = :u"), {"u": uid}).scalar()
+            for t in ("photos", "pose_photos", "likenesses")
+        }
+    assert left == {"photos": 0, "pose_photos": 0, "likenesses": 0}
+    assert len(kept) == made >= 1, "a portrait was made from the face data after the withdrawal"
+    assert sorted(storage.list_keys(storage.user_key(uid, "portraits"))) == sorted(
+        k for row in kept for k in row
+    )
+    assert api.get("/v1/me", headers=user.auth).json()["face_consent_at"] is None
+    again = api.post(
+        "/v1/photos", headers=user.auth, files=[("files", ("a.jpg", jpeg(astronaut()), "image/jpeg"))]
+    )
+    assert again.status_code == 403, again.text  # consent must be given again first
 
 
 def test_erasure_cancels_the_users_jobs_before_it_deletes_a_file(stack, monkeypatch) -> None:  # noqa: ANN001

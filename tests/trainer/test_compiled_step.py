@@ -116,3 +116,23 @@ def test_train_worker_is_not_ready_until_its_step_is_compiled(procs: Processes, 
     assert first.status_code == 503, first.text
     assert "models are loading and compiling" in first.text
     wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=600, what="warm")
+
+
+def test_a_worker_whose_compile_fails_trains_eagerly(monkeypatch, caplog):
+    """A compiler or driver problem at warm-up must not fail every training job the same way."""
+    from services.trainer import lora, train
+    from shared.config import get_settings
+
+    def broken(pipe, config):
+        raise RuntimeError("inductor: C++ compile failed")
+
+    monkeypatch.setenv("TRAIN_COMPILE", "on")
+    monkeypatch.setattr(get_settings(), "train_compile", "on")
+    monkeypatch.setattr(lora, "warm_up", broken)
+    monkeypatch.setattr(train, "_compile_failed", False)
+    monkeypatch.setattr(train, "resident_training_pipeline", lambda preset, device: "the pipeline")
+    monkeypatch.setattr(train, "use_compile_cache", lambda folder, device: folder)
+    assert train.training_config("tiny", "cpu").compile is True
+    assert train.warm_training_pipeline("tiny", "cpu") == "the pipeline"
+    assert train.training_config("tiny", "cpu").compile is False
+    assert "this worker trains with eager steps" in caplog.text
