@@ -500,6 +500,16 @@ KO: Catalog = {
 CATALOGS: dict[str, Catalog] = {"en": EN, "ko": KO}
 
 
+# A name the client chose (a body field's key, an upload's file name) is echoed at most this long.
+ECHO_MAX_CHARS = 64
+
+
+def clipped(text: str, limit: int = ECHO_MAX_CHARS) -> str:
+    """`text` as an answer may echo it: its first `limit` characters and "…" when longer (a
+    3000-character field name made a 6 KB 422)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def knows(key: str, locale: str = DEFAULT_LOCALE) -> bool:
     """Whether `key` has a template in `locale` (no English fallback)."""
     return key in CATALOGS.get(locale, {})

@@ -147,6 +147,27 @@ def test_a_field_the_request_does_not_have_is_named_not_ignored(api: Api) -> Non
     assert r.status_code == 200 and r.json()["locale"] == "ko" and r.json()["email_results"] is False
 
 
+def test_a_long_name_sent_is_echoed_clipped(api: Api) -> None:
+    """A 3000-character unknown field came back whole in `detail` and in `errors[].loc` (a 6 KB
+    422); an upload's 3000-character file name whole in the 415 of both upload routes."""
+    user = api.new_user()
+    key = "k" * 3000
+    clipped = "k" * 64 + "…"
+    r = api.patch("/v1/me", json={key: 1}, headers=user.auth)
+    assert r.status_code == 422, r.text
+    assert r.json() == {
+        "detail": f"Please check this field: {clipped} (not a field of this request).",
+        "errors": [
+            {"loc": ["body", clipped], "msg": "not a field of this request", "type": "extra_forbidden"}
+        ],
+    }
+    name = "n" * 3000 + ".jpg"
+    for path, field in [("/v1/photos", "files"), ("/v1/poses", "file")]:
+        r = api.post(path, files=[(field, (name, b"not a picture", "image/jpeg"))], headers=user.auth)
+        assert r.status_code == 415, r.text
+        assert r.json() == {"detail": "n" * 64 + "… is not a JPEG, PNG, WebP or HEIC photo."}, path
+
+
 def test_json_body_over_the_limit_is_refused_before_it_is_read(api: Api, platform: Platform) -> None:
     port = _port(platform.url)
     # Content-Length says 100 MB: 413 at once, after 1 KB of it (the old gateway waited for it all).

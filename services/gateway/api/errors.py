@@ -13,7 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from shared.i18n import DEFAULT_LOCALE, current_locale, say
+from shared.i18n import DEFAULT_LOCALE, clipped, current_locale, say
 
 # Where a value came from, as FastAPI's `loc` names it; the body is implied.
 _SOURCES = {
@@ -76,10 +76,15 @@ def field_name(loc: tuple[Any, ...] | list[Any], locale: str = DEFAULT_LOCALE) -
     if parts and parts[0] in ("body", *sources):
         parts = parts[1:]
     name = ""
-    for part in parts:
+    for part in map(_clipped_part, parts):
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
     name = name or _WHOLE_BODY.get(locale, _WHOLE_BODY[DEFAULT_LOCALE])
     return f"{source} {name}" if source else name
+
+
+def _clipped_part(part: Any) -> Any:
+    """A `loc` part as an answer may echo it: a key the client sent (an unknown field) is clipped."""
+    return clipped(part) if isinstance(part, str) else part
 
 
 def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
@@ -192,6 +197,7 @@ def public_errors(errors: Sequence[Any], locale: str = DEFAULT_LOCALE) -> list[d
     public = [{k: e[k] for k in ERROR_KEYS if k in e} for e in errors]
     for raw, e in zip(errors, public, strict=True):
         e["msg"] = error_message(raw, locale)
+        e["loc"] = [_clipped_part(part) for part in e.get("loc", ())]
     return jsonable_encoder(public)
 
 
