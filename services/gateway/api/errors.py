@@ -91,6 +91,8 @@ def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
     """One pydantic error's message in `locale`: pydantic's own `msg` in English; in Korean the
     sentence for its `type` (`_KO_MESSAGES`, values from its `ctx`), else a general one."""
     kind = error.get("type", "")
+    if kind == "json_invalid":  # pydantic: "JSON decode error"; where it failed is in `loc`
+        return say("validation.json", locale, at="")
     if locale == DEFAULT_LOCALE:
         # pydantic prefixes a validator's own sentence with "Value error, ": words for developers
         msg = str(error.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
