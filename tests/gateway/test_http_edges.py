@@ -122,8 +122,8 @@ def test_422_sentences_neither_quote_the_value_nor_speak_python(api: Api) -> Non
     r = api.post("/v1/portraits", json=body, headers=api.new_user().auth)
     assert r.status_code == 422 and "`z`" not in r.text and "SECRET" not in r.text, r.text
     assert r.json()["errors"][0]["msg"] == "must be an ID like 123e4567-e89b-42d3-a456-426614174000"
-    r = api.post("/v1/me/consent", json={}, headers=user.auth)  # pydantic: "Field required"
-    assert r.json()["detail"] == "Please check this field: accept (is missing).", r.text
+    r = api.post("/v1/auth/login", json={"email": user.email})  # pydantic: "Field required"
+    assert r.json()["detail"] == "Please check this field: password (is missing).", r.text
     r = api.get("/v1/jobs?limit=abc", headers=user.auth)  # a query parameter: as a body's number
     assert (
         r.json()["detail"]
