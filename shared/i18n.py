@@ -199,7 +199,10 @@ EN: Catalog = {
         "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, and "
         "their trainings stopped. Your portraits and account stay."
     ),
-    "consent.required": "Please agree to the processing of your face photos first.",
+    "consent.required": (
+        "Please agree to the processing of your face photos first: "
+        'POST /v1/me/consent with {{"accept": true}}.'
+    ),
     # Not found (404) by what was asked for; another user's object is not found too
     "not_found.job": "Job not found.",
     "not_found.pose": "Pose not found.",
@@ -362,7 +365,9 @@ KO: Catalog = {
         "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제하고 학습을 멈췄습니다. "
         "완성된 사진과 계정은 남습니다."
     ),
-    "consent.required": "먼저 얼굴 사진 처리에 동의해 주세요.",
+    "consent.required": (
+        '먼저 얼굴 사진 처리에 동의해 주세요. POST /v1/me/consent에 {{"accept": true}}를 보내면 동의합니다.'
+    ),
     "not_found.job": "작업을 찾을 수 없습니다.",
     "not_found.pose": "자세 사진을 찾을 수 없습니다.",
     "not_found.likeness": "닮은꼴 모델을 찾을 수 없습니다.",

@@ -92,7 +92,18 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
         "/v1/photos", headers=user.auth, files=[("files", ("b.jpg", jpeg(astronaut()), "image/jpeg"))]
     )
     assert again.status_code == 403, again.text
-    assert again.json()["detail"] == "Please agree to the processing of your face photos first."
+    assert again.json()["detail"] == (  # it names the call that gives it
+        'Please agree to the processing of your face photos first: POST /v1/me/consent with {"accept": true}.'
+    )
+    again = api.post(
+        "/v1/poses",
+        headers={**user.auth, "Accept-Language": "ko"},
+        files=[("file", ("b.jpg", jpeg(astronaut()), "image/jpeg"))],
+    )
+    assert again.status_code == 403, again.text
+    assert again.json()["detail"] == (
+        '먼저 얼굴 사진 처리에 동의해 주세요. POST /v1/me/consent에 {"accept": true}를 보내면 동의합니다.'
+    )
     again = api.delete("/v1/me/consent", headers=user.auth)  # idempotent: nothing left to delete
     assert again.status_code == 200 and again.json()["photos"] == again.json()["likenesses"] == 0
     assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200

@@ -383,7 +383,10 @@ def test_an_upload_without_consent_or_over_the_rate_limit_is_refused_before_its_
     part = b'--b0undary\r\nContent-Disposition: form-data; name="%s"; filename="a.jpg"\r\n\r\n'
     with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
         stranger, user = api.new_user(consent=False), api.new_user()
-        consent = "Please agree to the processing of your face photos first."
+        consent = (
+            "Please agree to the processing of your face photos first: "
+            'POST /v1/me/consent with {"accept": true}.'
+        )
         for path, field in [("/v1/photos", b"files"), ("/v1/poses", b"file")]:
             auth = f"Authorization: Bearer {stranger.access_token}"
             head = _post(path, multipart, "Content-Length: 290000000", auth)
