@@ -195,9 +195,18 @@ EN: Catalog = {
     "auth.email_confirmed": "Thanks, your email address is confirmed.",
     "auth.password_changed": "Your password was changed. Please log in with the new one.",
     "me.erasing": "Your account and all your photos, models and portraits are being deleted.",
+    # DELETE /v1/me/consent, by what it found (face_data.Withdrawal.sentence_key)
     "consent.withdrawn": (
-        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, and "
-        "their trainings stopped. Your portraits and account stay."
+        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted. "
+        "Your portraits and account stay."
+    ),
+    "consent.withdrawn_jobs": (
+        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, and their "
+        "trainings and portrait jobs under way are canceled. Your portraits and account stay."
+    ),
+    "consent.withdrawn_nothing": (
+        "Your consent is withdrawn; there were no photos, pose photos or likeness models to delete. "
+        "Your portraits and account stay."
     ),
     "consent.required": (
         "Please agree to the processing of your face photos first: "
@@ -362,7 +371,14 @@ KO: Catalog = {
     "auth.password_changed": "비밀번호가 바뀌었습니다. 새 비밀번호로 로그인해 주세요.",
     "me.erasing": "계정과 모든 사진, 모델, 인물 사진을 삭제하고 있습니다.",
     "consent.withdrawn": (
-        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제하고 학습을 멈췄습니다. "
+        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제했습니다. 완성된 사진과 계정은 남습니다."
+    ),
+    "consent.withdrawn_jobs": (
+        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제하고 진행 중이던 학습과 인물 사진 작업을 "
+        "취소했습니다. 완성된 사진과 계정은 남습니다."
+    ),
+    "consent.withdrawn_nothing": (
+        "동의를 철회했습니다. 삭제할 사진, 포즈 사진, 닮은꼴 모델은 없었습니다. "
         "완성된 사진과 계정은 남습니다."
     ),
     "consent.required": (

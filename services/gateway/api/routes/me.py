@@ -59,7 +59,7 @@ def withdraw_consent(user: CurrentUser, session: SessionDep) -> JSONResponse:
     for job in done.canceled:
         events.publish(job)
     locale = current_locale.get()
-    detail = say("consent.withdrawn", locale)
+    detail = say(done.sentence_key(), locale)
     gone = pending_objects.delete_now(done.keys)
     if not gone:
         detail += " " + say("delete.pending", locale)
