@@ -268,7 +268,13 @@ def install_validation_errors(app: FastAPI) -> None:
         schemas["Error"] = ERROR_SCHEMA
         for path in schema.get("paths", {}).values():
             for operation in path.values():
-                operation.get("responses", {}).setdefault("default", ERROR_RESPONSE)
+                responses = operation.get("responses", {})
+                responses.setdefault("default", ERROR_RESPONSE)
+                for code, response in responses.items():
+                    # A refusal a route declares for its headers (login's 429: Retry-After) has the
+                    # `{"detail"}` body all the same.
+                    if code[0] in "45" and "content" not in response:
+                        response["content"] = ERROR_RESPONSE["content"]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
