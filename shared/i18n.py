@@ -71,6 +71,7 @@ EN: Catalog = {
     ),
     "auth.bad_link": "This link is invalid or has expired.",
     "auth.login_again": "Please log in again.",
+    "auth.account_gone": "This account no longer exists: it was erased. Sign up again to use the service.",
     "auth.sign_in": "Please log in first: this request needs your access token (Authorization: Bearer).",
     "auth.account_erasing": (
         "This account is being erased (asked for at {since} UTC): every photo, model and portrait "
@@ -324,6 +325,7 @@ KO: Catalog = {
     ),
     "auth.bad_link": "링크가 잘못되었거나 만료되었습니다.",
     "auth.login_again": "다시 로그인해 주세요.",
+    "auth.account_gone": "이 계정은 삭제되어 더 이상 없습니다. 서비스를 쓰려면 다시 가입해 주세요.",
     "auth.sign_in": "먼저 로그인해 주세요. 이 요청에는 액세스 토큰(Authorization: Bearer)이 필요합니다.",
     "auth.account_erasing": (
         "이 계정을 지우는 중입니다({since} UTC에 요청). 모든 사진, 모델, 인물 사진을 지우고, "

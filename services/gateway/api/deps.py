@@ -65,6 +65,11 @@ U = TypeVar("U")
 UNAUTHORIZED = Refusal(
     status.HTTP_401_UNAUTHORIZED, "auth.login_again", headers={"WWW-Authenticate": "Bearer"}
 )
+# A token we signed whose user is gone (erased): logging in again would fail, so say why. Only a
+# token that passed its signature check hears it; a garbage or forged one hears UNAUTHORIZED.
+ACCOUNT_GONE = Refusal(
+    status.HTTP_401_UNAUTHORIZED, "auth.account_gone", headers={"WWW-Authenticate": "Bearer"}
+)
 # No access token at all (no `Authorization: Bearer` header): nobody to ask to log in *again*.
 NO_TOKEN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.sign_in", headers={"WWW-Authenticate": "Bearer"})
 
@@ -90,8 +95,11 @@ def check_signed_in(claims: AccessToken, row: U | None, *, erasing: bool = False
     issued under (a reset ends older tokens), its session must not be logged out, and the account
     must not be being erased. With `erasing` (the routes that show or repeat a pending erasure), an
     account being erased passes, though asking for the erasure revoked its sessions. `row`: any row
-    with the user's `password_hash`, `deleting` and `session_live` (see session_live), or None."""
-    if row is None or not claims.issued_under(row.password_hash):  # type: ignore[attr-defined]
+    with the user's `password_hash`, `deleting` and `session_live` (see session_live), or None (the
+    user is gone: ACCOUNT_GONE, as `claims` passed their signature check)."""
+    if row is None:
+        raise ACCOUNT_GONE
+    if not claims.issued_under(row.password_hash):  # type: ignore[attr-defined]
         raise UNAUTHORIZED
     if row.deleting:  # type: ignore[attr-defined]
         if not erasing:
@@ -117,7 +125,7 @@ def _user_of(request: Request, session: Session, token: str | None, *, erasing: 
         select(User, session_live(claims.session_id)).where(User.id == claims.user_id)
     ).first()
     if row is None:
-        raise UNAUTHORIZED
+        raise ACCOUNT_GONE
     user, live = row
     check_signed_in(claims, _Signed(user.password_hash, user.deleting, live), erasing=erasing)
     request.state.user_id = user.id
