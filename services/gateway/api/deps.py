@@ -45,9 +45,10 @@ def hold_account(session: Session, user_id: uuid.UUID) -> None:
     The consent is checked again under the hold (the uploads of face photos are its callers): a
     withdrawal (DELETE /v1/me/consent) locks the row FOR UPDATE, so it either waits for this upload
     and deletes its photos too, or came first: 403."""
-    if not accounts.hold_account(session, user_id):
+    held = accounts.hold_account_reading(session, user_id, User.face_consent_at)  # one round trip
+    if held is None:
         raise UNAUTHORIZED
-    if session.scalar(select(User.face_consent_at).where(User.id == user_id)) is None:
+    if held.face_consent_at is None:
         raise Refusal(status.HTTP_403_FORBIDDEN, "consent.required")
 
 
