@@ -15,8 +15,9 @@ takes this hold in the transaction that makes its objects reachable (the row tha
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from shared.models import User
@@ -26,5 +27,13 @@ def hold_account(session: Session, user_id: uuid.UUID) -> bool:
     """Lock the user's row FOR SHARE until the caller's transaction ends; False when the account is
     gone or being erased (then the caller must not make its objects reachable). Raises what the
     database raises (an outage, a lock timeout): the caller commits nothing then."""
-    deleting = session.scalar(select(User.deleting).where(User.id == user_id).with_for_update(read=True))
-    return deleting is not None and not deleting
+    return hold_account_reading(session, user_id) is not None
+
+
+def hold_account_reading(session: Session, user_id: uuid.UUID, *columns: Any) -> Row[Any] | None:
+    """`hold_account` that also reads the user's `columns` (say `User.face_consent_at`) in the same
+    statement: their values, as read under the hold, or None where `hold_account` says False."""
+    row = session.execute(
+        select(User.deleting, *columns).where(User.id == user_id).with_for_update(read=True)
+    ).first()
+    return None if row is None or row.deleting else row

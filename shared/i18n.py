@@ -71,6 +71,7 @@ EN: Catalog = {
     ),
     "auth.bad_link": "This link is invalid or has expired.",
     "auth.login_again": "Please log in again.",
+    "auth.account_gone": "This account no longer exists: it was erased. Sign up again to use the service.",
     "auth.sign_in": "Please log in first: this request needs your access token (Authorization: Bearer).",
     "auth.account_erasing": (
         "This account is being erased (asked for at {since} UTC): every photo, model and portrait "
@@ -195,11 +196,23 @@ EN: Catalog = {
     "auth.email_confirmed": "Thanks, your email address is confirmed.",
     "auth.password_changed": "Your password was changed. Please log in with the new one.",
     "me.erasing": "Your account and all your photos, models and portraits are being deleted.",
+    # DELETE /v1/me/consent, by what it found (face_data.Withdrawal.sentence_key)
     "consent.withdrawn": (
-        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, and "
-        "their trainings stopped. Your portraits and account stay."
+        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted. "
+        "Your portraits and account stay."
     ),
-    "consent.required": "Please agree to the processing of your face photos first.",
+    "consent.withdrawn_jobs": (
+        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, and their "
+        "trainings and portrait jobs under way are canceled. Your portraits and account stay."
+    ),
+    "consent.withdrawn_nothing": (
+        "Your consent is withdrawn; there were no photos, pose photos or likeness models to delete. "
+        "Your portraits and account stay."
+    ),
+    "consent.required": (
+        "Please agree to the processing of your face photos first: "
+        'POST /v1/me/consent with {{"accept": true}}.'
+    ),
     # Not found (404) by what was asked for; another user's object is not found too
     "not_found.job": "Job not found.",
     "not_found.pose": "Pose not found.",
@@ -312,6 +325,7 @@ KO: Catalog = {
     ),
     "auth.bad_link": "링크가 잘못되었거나 만료되었습니다.",
     "auth.login_again": "다시 로그인해 주세요.",
+    "auth.account_gone": "이 계정은 삭제되어 더 이상 없습니다. 서비스를 쓰려면 다시 가입해 주세요.",
     "auth.sign_in": "먼저 로그인해 주세요. 이 요청에는 액세스 토큰(Authorization: Bearer)이 필요합니다.",
     "auth.account_erasing": (
         "이 계정을 지우는 중입니다({since} UTC에 요청). 모든 사진, 모델, 인물 사진을 지우고, "
@@ -359,10 +373,19 @@ KO: Catalog = {
     "auth.password_changed": "비밀번호가 바뀌었습니다. 새 비밀번호로 로그인해 주세요.",
     "me.erasing": "계정과 모든 사진, 모델, 인물 사진을 삭제하고 있습니다.",
     "consent.withdrawn": (
-        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제하고 학습을 멈췄습니다. "
+        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제했습니다. 완성된 사진과 계정은 남습니다."
+    ),
+    "consent.withdrawn_jobs": (
+        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제하고 진행 중이던 학습과 인물 사진 작업을 "
+        "취소했습니다. 완성된 사진과 계정은 남습니다."
+    ),
+    "consent.withdrawn_nothing": (
+        "동의를 철회했습니다. 삭제할 사진, 포즈 사진, 닮은꼴 모델은 없었습니다. "
         "완성된 사진과 계정은 남습니다."
     ),
-    "consent.required": "먼저 얼굴 사진 처리에 동의해 주세요.",
+    "consent.required": (
+        '먼저 얼굴 사진 처리에 동의해 주세요. POST /v1/me/consent에 {{"accept": true}}를 보내면 동의합니다.'
+    ),
     "not_found.job": "작업을 찾을 수 없습니다.",
     "not_found.pose": "자세 사진을 찾을 수 없습니다.",
     "not_found.likeness": "닮은꼴 모델을 찾을 수 없습니다.",
@@ -498,6 +521,16 @@ KO: Catalog = {
 }
 
 CATALOGS: dict[str, Catalog] = {"en": EN, "ko": KO}
+
+
+# A name the client chose (a body field's key, an upload's file name) is echoed at most this long.
+ECHO_MAX_CHARS = 64
+
+
+def clipped(text: str, limit: int = ECHO_MAX_CHARS) -> str:
+    """`text` as an answer may echo it: its first `limit` characters and "…" when longer (a
+    3000-character field name made a 6 KB 422)."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def knows(key: str, locale: str = DEFAULT_LOCALE) -> bool:

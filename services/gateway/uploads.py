@@ -28,6 +28,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from services.gateway.api.language import Refusal
 from shared.config import get_settings
 from shared.db import lock_not_available
+from shared.i18n import clipped
 from shared.images import CleanImage, ImageRejected, clean_upload
 
 MAX_FIELDS = 8  # an upload has no text fields; a client may add a few (filenames, a caption): 1 MB each
@@ -52,9 +53,14 @@ class CappedMultiPartParser(MultiPartParser):
         if part.file is not None:
             self._file_bytes += end - start
             if self._file_bytes > self.file_max_bytes:
-                name = part.file.filename or "photo"
+                name = file_label(part.file.filename)
                 raise Refusal(413, "upload.too_large", name=name, mb=f"{self.file_max_bytes / 2**20:.0f}")
         super().on_part_data(data, start, end)
+
+
+def file_label(filename: str | None) -> str:
+    """An uploaded file's name as a refusal names it: the client's, clipped (it chose the length)."""
+    return clipped(filename or "photo")
 
 
 @asynccontextmanager
@@ -131,7 +137,7 @@ async def read_clean(upload: UploadFile) -> CleanImage:
         return await run_in_threadpool(  # decoding is CPU work: keep the event loop free
             clean_upload,
             raw,
-            filename=upload.filename or "photo",
+            filename=file_label(upload.filename),
             max_bytes=s.upload_max_bytes,
             max_pixels=s.upload_max_pixels,
         )

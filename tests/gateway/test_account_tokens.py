@@ -271,3 +271,26 @@ def test_logout_ends_the_sessions_access_tokens_at_once(api: Api) -> None:
         assert gone.json() == {"detail": "Please log in again."}
     assert api.get("/v1/me", headers=other_auth).status_code == 200
     assert api.post("/v1/auth/refresh", json={"refresh_token": other["refresh_token"]}).status_code == 200
+
+
+def test_a_token_of_an_erased_account_says_the_account_is_gone(api: Api) -> None:
+    """It heard "Please log in again.", and the login then said "Wrong email or password." Only a
+    token we signed hears it: a garbage or forged one keeps the general sentence."""
+    user = api.new_user()
+    with session_scope() as session:  # what a finished erasure leaves: no row
+        session.execute(text("DELETE FROM users WHERE email = :e"), {"e": user.email})
+    gone = "This account no longer exists: it was erased. Sign up again to use the service."
+    # The ORM path, the one-round-trip reads (services/gateway/api/reads.py), the event stream.
+    for path in ["/v1/photos", "/v1/me", f"/v1/jobs/{uuid.uuid4()}", f"/v1/jobs/{uuid.uuid4()}/events"]:
+        r = api.get(path, headers=user.auth)
+        assert (r.status_code, r.json()) == (401, {"detail": gone}), (path, r.text)
+        assert r.headers["www-authenticate"] == "Bearer"
+    r = api.get("/v1/me", headers={**user.auth, "Accept-Language": "ko"})
+    assert r.json() == {"detail": "이 계정은 삭제되어 더 이상 없습니다. 서비스를 쓰려면 다시 가입해 주세요."}
+    login = api.post("/v1/auth/login", json={"email": user.email, "password": user.password})
+    assert login.status_code == 401, login.text
+    claims = jwt.decode(user.access_token, options={"verify_signature": False})
+    forged = jwt.encode(claims, "not-our-key-" * 4, algorithm="HS256")
+    for token in (forged, "garbage", user.access_token + "x"):
+        r = api.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert (r.status_code, r.json()) == (401, {"detail": "Please log in again."}), r.text

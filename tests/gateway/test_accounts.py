@@ -226,6 +226,16 @@ def test_malformed_json_is_named_in_a_sentence(api: Api) -> None:
     r = api.post("/v1/auth/signup", content='{"email": ', headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     assert r.json()["detail"] == "The request body is not valid JSON (at character 10).", r.text
+    # The list for programs says it in words too, not the library's "JSON decode error".
+    assert r.json()["errors"] == [
+        {"loc": ["body", 10], "msg": "The request body is not valid JSON.", "type": "json_invalid"}
+    ], r.text
+    r = api.post(
+        "/v1/auth/signup",
+        content='{"email": ',
+        headers={"content-type": "application/json", "Accept-Language": "ko"},
+    )
+    assert r.json()["errors"][0]["msg"] == "요청 본문이 올바른 JSON이 아닙니다.", r.text
 
 
 def test_job_list_limit_and_kind_are_validated(api: Api) -> None:

@@ -61,19 +61,27 @@ def _face_data(api: Api, user) -> dict[str, str]:
         return {"user_id": str(user_id), "training": str(training.id), "portrait_key": portrait_key}
 
 
+def _withdraw(api: Api, user, detail: str, **counts: int) -> None:
+    """DELETE /v1/me/consent answers 200 with `detail` and the counts (`counts`, else 0)."""
+    r = api.delete("/v1/me/consent", headers=user.auth)
+    assert r.status_code == 200, r.text
+    zero = {"photos": 0, "poses": 0, "likenesses": 0, "jobs_canceled": 0}
+    assert r.json() == {"detail": detail, **zero, **counts}, r.text
+
+
 def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_portraits(api: Api) -> None:
     user = api.new_user()
     ids = _face_data(api, user)
     assert len(storage.list_keys(storage.user_prefix(uuid.UUID(ids["user_id"])))) == 4
 
-    r = api.delete("/v1/me/consent", headers=user.auth)
+    _withdraw(
+        api,
+        user,
+        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, and their "
+        "trainings and portrait jobs under way are canceled. Your portraits and account stay.",
+        photos=1, poses=1, likenesses=1, jobs_canceled=1,
+    )  # fmt: skip
 
-    assert r.status_code == 200, r.text
-    assert r.json() == {
-        "detail": "Your consent is withdrawn: your photos, pose photos and likeness models are deleted, "
-        "and their trainings stopped. Your portraits and account stay.",
-        "photos": 1, "poses": 1, "likenesses": 1, "jobs_canceled": 1,
-    }  # fmt: skip
     for listing, field in (
         ("/v1/photos", "photos"),
         ("/v1/likenesses", "likenesses"),
@@ -92,14 +100,43 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
         "/v1/photos", headers=user.auth, files=[("files", ("b.jpg", jpeg(astronaut()), "image/jpeg"))]
     )
     assert again.status_code == 403, again.text
-    assert again.json()["detail"] == "Please agree to the processing of your face photos first."
-    again = api.delete("/v1/me/consent", headers=user.auth)  # idempotent: nothing left to delete
-    assert again.status_code == 200 and again.json()["photos"] == again.json()["likenesses"] == 0
+    assert again.json()["detail"] == (  # it names the call that gives it
+        'Please agree to the processing of your face photos first: POST /v1/me/consent with {"accept": true}.'
+    )
+    again = api.post(
+        "/v1/poses",
+        headers={**user.auth, "Accept-Language": "ko"},
+        files=[("file", ("b.jpg", jpeg(astronaut()), "image/jpeg"))],
+    )
+    assert again.status_code == 403, again.text
+    assert again.json()["detail"] == (
+        '먼저 얼굴 사진 처리에 동의해 주세요. POST /v1/me/consent에 {"accept": true}를 보내면 동의합니다.'
+    )
+    # Idempotent: nothing left to delete, and the sentence says so (it said "your photos ... are
+    # deleted" with every count 0).
+    _withdraw(
+        api,
+        user,
+        "Your consent is withdrawn; there were no photos, pose photos or likeness models to delete. "
+        "Your portraits and account stay.",
+    )
+    again = api.delete("/v1/me/consent", headers={**user.auth, "Accept-Language": "ko"})
+    assert again.json()["detail"].startswith(
+        "동의를 철회했습니다. 삭제할 사진, 포즈 사진, 닮은꼴 모델은 없었습니다."
+    )
     assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
     up = api.post(
         "/v1/photos", headers=user.auth, files=[("files", ("c.jpg", jpeg(astronaut()), "image/jpeg"))]
     )
     assert up.status_code == 201, up.text
+    # Photos but no job under way: no word of canceled jobs.
+    _withdraw(
+        api,
+        user,
+        "Your consent is withdrawn: your photos, pose photos and likeness models are deleted. "
+        "Your portraits and account stay.",
+        photos=1,
+    )
 
 
 def test_withdrawing_consent_touches_no_other_account(api: Api) -> None:

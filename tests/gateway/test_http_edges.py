@@ -122,8 +122,8 @@ def test_422_sentences_neither_quote_the_value_nor_speak_python(api: Api) -> Non
     r = api.post("/v1/portraits", json=body, headers=api.new_user().auth)
     assert r.status_code == 422 and "`z`" not in r.text and "SECRET" not in r.text, r.text
     assert r.json()["errors"][0]["msg"] == "must be an ID like 123e4567-e89b-42d3-a456-426614174000"
-    r = api.post("/v1/me/consent", json={}, headers=user.auth)  # pydantic: "Field required"
-    assert r.json()["detail"] == "Please check this field: accept (is missing).", r.text
+    r = api.post("/v1/auth/login", json={"email": user.email})  # pydantic: "Field required"
+    assert r.json()["detail"] == "Please check this field: password (is missing).", r.text
     r = api.get("/v1/jobs?limit=abc", headers=user.auth)  # a query parameter: as a body's number
     assert (
         r.json()["detail"]
@@ -145,6 +145,27 @@ def test_a_field_the_request_does_not_have_is_named_not_ignored(api: Api) -> Non
     assert r.status_code == 422 and "seed (not a field of this request)" in r.json()["detail"], r.text
     r = api.patch("/v1/me", json={"locale": "ko", "email_results": False}, headers=user.auth)
     assert r.status_code == 200 and r.json()["locale"] == "ko" and r.json()["email_results"] is False
+
+
+def test_a_long_name_sent_is_echoed_clipped(api: Api) -> None:
+    """A 3000-character unknown field came back whole in `detail` and in `errors[].loc` (a 6 KB
+    422); an upload's 3000-character file name whole in the 415 of both upload routes."""
+    user = api.new_user()
+    key = "k" * 3000
+    clipped = "k" * 64 + "…"
+    r = api.patch("/v1/me", json={key: 1}, headers=user.auth)
+    assert r.status_code == 422, r.text
+    assert r.json() == {
+        "detail": f"Please check this field: {clipped} (not a field of this request).",
+        "errors": [
+            {"loc": ["body", clipped], "msg": "not a field of this request", "type": "extra_forbidden"}
+        ],
+    }
+    name = "n" * 3000 + ".jpg"
+    for path, field in [("/v1/photos", "files"), ("/v1/poses", "file")]:
+        r = api.post(path, files=[(field, (name, b"not a picture", "image/jpeg"))], headers=user.auth)
+        assert r.status_code == 415, r.text
+        assert r.json() == {"detail": "n" * 64 + "… is not a JPEG, PNG, WebP or HEIC photo."}, path
 
 
 def test_json_body_over_the_limit_is_refused_before_it_is_read(api: Api, platform: Platform) -> None:
@@ -362,7 +383,10 @@ def test_an_upload_without_consent_or_over_the_rate_limit_is_refused_before_its_
     part = b'--b0undary\r\nContent-Disposition: form-data; name="%s"; filename="a.jpg"\r\n\r\n'
     with Api(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
         stranger, user = api.new_user(consent=False), api.new_user()
-        consent = "Please agree to the processing of your face photos first."
+        consent = (
+            "Please agree to the processing of your face photos first: "
+            'POST /v1/me/consent with {"accept": true}.'
+        )
         for path, field in [("/v1/photos", b"files"), ("/v1/poses", b"file")]:
             auth = f"Authorization: Bearer {stranger.access_token}"
             head = _post(path, multipart, "Content-Length: 290000000", auth)

@@ -204,14 +204,16 @@ def test_patch_me_with_null_or_loose_types_changes_nothing_and_says_why(api: Api
 
 
 def test_consent_refused_in_one_hint_that_says_how_it_ends(api: Api) -> None:
-    """`"yes"` was told "true or false" and `false` then "must be true"; neither said how consent ends."""
+    """`"yes"` was told "true or false" and `false` then "must be true"; neither said how consent ends.
+    `{}` was told "accept (is missing)", without the hint."""
     user = api.new_user()
     before = api.get("/v1/me", headers=user.auth).json()
     hint = "must be true, without quotes, to record your agreement; DELETE /v1/me/consent withdraws it"
-    for value in ("yes", False, 1, None):
-        r = api.post("/v1/me/consent", json={"accept": value}, headers=user.auth)
+    for body in ({"accept": "yes"}, {"accept": False}, {"accept": 1}, {"accept": None}, {}):
+        r = api.post("/v1/me/consent", json=body, headers=user.auth)
         assert r.status_code == 422, r.text
         assert r.json()["detail"] == f"Please check this field: accept ({hint}).", r.text
+        assert [(e["loc"], e["type"]) for e in r.json()["errors"]] == [(["body", "accept"], "consent_true")]
     r = api.post("/v1/me/consent", json={"accept": False}, headers={**user.auth, **KOREAN})
     assert "동의 철회는 DELETE /v1/me/consent입니다" in r.json()["detail"], r.text
     assert api.get("/v1/me", headers=user.auth).json() == before  # a refusal withdraws nothing
@@ -325,6 +327,17 @@ def test_the_openapi_schema_describes_the_errors_as_they_are_sent(api: Api) -> N
         if op.get("responses", {}).get("default", {}).get("content") != error
     ]
     assert not missing, missing
+    # A refusal declared for its headers has the body too: login's 429 had Retry-After, no schema.
+    declared = [
+        f"{method.upper()} {path} {code}"
+        for path, item in OPENAPI["paths"].items()
+        for method, op in item.items()
+        for code, response in op.get("responses", {}).items()
+        if code[0] in "45" and "content" not in response
+    ]
+    assert not declared, declared
+    too_many = OPENAPI["paths"]["/v1/auth/login"]["post"]["responses"]["429"]
+    assert too_many["content"] == error and "Retry-After" in too_many["headers"], too_many
     r = api.get("/v1/me")  # 401: no token
     assert r.status_code == 401 and set(r.json()) == set(schemas["Error"]["properties"]), r.text
     user = api.new_user()

@@ -78,9 +78,11 @@ def test_readme_walkthrough_confirms_the_address_from_the_maildir(
     it waits for the mail and picks this user's token."""
     readme = (REPO / "README.md").read_text()
     assert ".eml" not in readme
-    snippet = re.search(r"^VTOKEN=\$\((python3 -c '.*')\)$", readme, re.MULTILINE)
-    assert snippet, "the README shows the verify step"
-    assert "me@example.com" in snippet.group(1)
+    helper = re.search(r"^mail_token\(\) \{ python3 -c '.*' \"\$@\"; \}$", readme, re.MULTILINE)
+    snippet = re.search(r"^VTOKEN=\$\((mail_token me@example.com verify)\)$", readme, re.MULTILINE)
+    assert helper and snippet, "the README shows the verify step"
+    # The password reset takes its token with the same helper.
+    assert "RTOKEN=$(mail_token me@example.com reset)" in readme
     user, other = api.new_user(), api.new_user()  # the other mail is the newer
 
     def mail_to(address: str) -> Path | None:
@@ -95,7 +97,7 @@ def test_readme_walkthrough_confirms_the_address_from_the_maildir(
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
     shutil.copy(decoy, maildir / "new" / decoy.name)
-    script = snippet.group(1).replace("me@example.com", user.email)
+    script = helper.group(0) + "\n" + snippet.group(1).replace("me@example.com", user.email)
     run = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     time.sleep(2)  # the mail arrives after the command started (the README runs it right after sign-up)
     shutil.copy(mail, maildir / "new" / mail.name)

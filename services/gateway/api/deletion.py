@@ -7,6 +7,7 @@ them once S3 answers again. A retry then finds nothing (404): the row is gone, a
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import Response, status
 from fastapi.responses import JSONResponse
@@ -24,10 +25,16 @@ def delete_with_objects(session: Session, row: object, keys: Sequence[str]) -> R
     return deleted_files(keys)
 
 
-def deleted_files(keys: Sequence[str]) -> Response:
+def deleted_files(keys: Sequence[str], body: dict[str, Any] | None = None) -> Response:
     """After the commit that deleted their row and condemned `keys`: delete the objects now; 204,
-    or 202 with a sentence when S3 did not answer (the scheduler deletes them later)."""
-    if pending_objects.delete_now(keys):
+    or 202 with a sentence when S3 did not answer (the scheduler deletes them later). With `body`
+    (a JSON answer with a `detail` sentence): 200 with it, or 202 with that sentence added to its
+    `detail`."""
+    gone = pending_objects.delete_now(keys)
+    if gone and body is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    detail = i18n.say("delete.pending", i18n.current_locale.get())
-    return JSONResponse({"detail": detail}, status_code=status.HTTP_202_ACCEPTED)
+    answer = dict(body or {})
+    if not gone:
+        pending = i18n.say("delete.pending", i18n.current_locale.get())
+        answer["detail"] = f"{answer['detail']} {pending}" if answer.get("detail") else pending
+    return JSONResponse(answer, status_code=status.HTTP_200_OK if gone else status.HTTP_202_ACCEPTED)

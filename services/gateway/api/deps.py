@@ -45,9 +45,10 @@ def hold_account(session: Session, user_id: uuid.UUID) -> None:
     The consent is checked again under the hold (the uploads of face photos are its callers): a
     withdrawal (DELETE /v1/me/consent) locks the row FOR UPDATE, so it either waits for this upload
     and deletes its photos too, or came first: 403."""
-    if not accounts.hold_account(session, user_id):
+    held = accounts.hold_account_reading(session, user_id, User.face_consent_at)  # one round trip
+    if held is None:
         raise UNAUTHORIZED
-    if session.scalar(select(User.face_consent_at).where(User.id == user_id)) is None:
+    if held.face_consent_at is None:
         raise Refusal(status.HTTP_403_FORBIDDEN, "consent.required")
 
 
@@ -64,6 +65,11 @@ bearer = HTTPBearer(auto_error=False)
 U = TypeVar("U")
 UNAUTHORIZED = Refusal(
     status.HTTP_401_UNAUTHORIZED, "auth.login_again", headers={"WWW-Authenticate": "Bearer"}
+)
+# A token we signed whose user is gone (erased): logging in again would fail, so say why. Only a
+# token that passed its signature check hears it; a garbage or forged one hears UNAUTHORIZED.
+ACCOUNT_GONE = Refusal(
+    status.HTTP_401_UNAUTHORIZED, "auth.account_gone", headers={"WWW-Authenticate": "Bearer"}
 )
 # No access token at all (no `Authorization: Bearer` header): nobody to ask to log in *again*.
 NO_TOKEN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.sign_in", headers={"WWW-Authenticate": "Bearer"})
@@ -90,8 +96,11 @@ def check_signed_in(claims: AccessToken, row: U | None, *, erasing: bool = False
     issued under (a reset ends older tokens), its session must not be logged out, and the account
     must not be being erased. With `erasing` (the routes that show or repeat a pending erasure), an
     account being erased passes, though asking for the erasure revoked its sessions. `row`: any row
-    with the user's `password_hash`, `deleting` and `session_live` (see session_live), or None."""
-    if row is None or not claims.issued_under(row.password_hash):  # type: ignore[attr-defined]
+    with the user's `password_hash`, `deleting` and `session_live` (see session_live), or None (the
+    user is gone: ACCOUNT_GONE, as `claims` passed their signature check)."""
+    if row is None:
+        raise ACCOUNT_GONE
+    if not claims.issued_under(row.password_hash):  # type: ignore[attr-defined]
         raise UNAUTHORIZED
     if row.deleting:  # type: ignore[attr-defined]
         if not erasing:
@@ -117,7 +126,7 @@ def _user_of(request: Request, session: Session, token: str | None, *, erasing: 
         select(User, session_live(claims.session_id)).where(User.id == claims.user_id)
     ).first()
     if row is None:
-        raise UNAUTHORIZED
+        raise ACCOUNT_GONE
     user, live = row
     check_signed_in(claims, _Signed(user.password_hash, user.deleting, live), erasing=erasing)
     request.state.user_id = user.id

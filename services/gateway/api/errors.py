@@ -13,7 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from shared.i18n import DEFAULT_LOCALE, current_locale, say
+from shared.i18n import DEFAULT_LOCALE, clipped, current_locale, say
 
 # Where a value came from, as FastAPI's `loc` names it; the body is implied.
 _SOURCES = {
@@ -76,16 +76,23 @@ def field_name(loc: tuple[Any, ...] | list[Any], locale: str = DEFAULT_LOCALE) -
     if parts and parts[0] in ("body", *sources):
         parts = parts[1:]
     name = ""
-    for part in parts:
+    for part in map(_clipped_part, parts):
         name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else str(part))
     name = name or _WHOLE_BODY.get(locale, _WHOLE_BODY[DEFAULT_LOCALE])
     return f"{source} {name}" if source else name
+
+
+def _clipped_part(part: Any) -> Any:
+    """A `loc` part as an answer may echo it: a key the client sent (an unknown field) is clipped."""
+    return clipped(part) if isinstance(part, str) else part
 
 
 def error_message(error: dict[str, Any], locale: str = DEFAULT_LOCALE) -> str:
     """One pydantic error's message in `locale`: pydantic's own `msg` in English; in Korean the
     sentence for its `type` (`_KO_MESSAGES`, values from its `ctx`), else a general one."""
     kind = error.get("type", "")
+    if kind == "json_invalid":  # pydantic: "JSON decode error"; where it failed is in `loc`
+        return say("validation.json", locale, at="")
     if locale == DEFAULT_LOCALE:
         # pydantic prefixes a validator's own sentence with "Value error, ": words for developers
         msg = str(error.get("msg", "invalid")).removeprefix("Value error, ").rstrip(".")
@@ -192,6 +199,7 @@ def public_errors(errors: Sequence[Any], locale: str = DEFAULT_LOCALE) -> list[d
     public = [{k: e[k] for k in ERROR_KEYS if k in e} for e in errors]
     for raw, e in zip(errors, public, strict=True):
         e["msg"] = error_message(raw, locale)
+        e["loc"] = [_clipped_part(part) for part in e.get("loc", ())]
     return jsonable_encoder(public)
 
 
@@ -260,7 +268,13 @@ def install_validation_errors(app: FastAPI) -> None:
         schemas["Error"] = ERROR_SCHEMA
         for path in schema.get("paths", {}).values():
             for operation in path.values():
-                operation.get("responses", {}).setdefault("default", ERROR_RESPONSE)
+                responses = operation.get("responses", {})
+                responses.setdefault("default", ERROR_RESPONSE)
+                for code, response in responses.items():
+                    # A refusal a route declares for its headers (login's 429: Retry-After) has the
+                    # `{"detail"}` body all the same.
+                    if code[0] in "45" and "content" not in response:
+                        response["content"] = ERROR_RESPONSE["content"]
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -56,6 +56,15 @@ class Withdrawal(NamedTuple):
     poses: int
     likenesses: int
 
+    def sentence_key(self) -> str:
+        """The catalogue's sentence for this withdrawal: it names only what happened (a repeat
+        deletes nothing; portrait jobs are canceled with the trainings)."""
+        if self.canceled:
+            return "consent.withdrawn_jobs"
+        if self.photos or self.poses or self.likenesses:
+            return "consent.withdrawn"
+        return "consent.withdrawn_nothing"
+
 
 def withdraw_consent(session: Session, user_id: uuid.UUID) -> Withdrawal:
     """Withdraw the user's consent to process face photos, in the caller's transaction: every photo,

@@ -5,7 +5,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
 import email_validator
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, Strict
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    Strict,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from services.gateway.api.errors import CONSENT_TRUE, NOT_MAILABLE, NULL_FIELD
@@ -163,6 +172,15 @@ class UserPatch(BodyIn):
 
 class ConsentIn(BodyIn):
     accept: Annotated[Literal[True], BeforeValidator(consent_given)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def accept_left_out(cls, data: Any) -> Any:
+        """`{}` hears the hint that `false` hears (`consent_given`), not pydantic's "is missing",
+        which does not say to send true; the field stays required in the schema."""
+        if isinstance(data, dict) and "accept" not in data:
+            return {**data, "accept": None}
+        return data
 
 
 class JobOut(BaseModel):

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
-from services.gateway.api.face_data import cancel_jobs_of, likeness_files
+from services.gateway.api.face_data import ACTIVE, cancel_jobs_of, likeness_files
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import (
     DownloadOut,
@@ -25,13 +25,12 @@ from shared.contracts import TrainLikeness
 from shared.contracts.likeness_files import DOWNLOAD_NAMES, DownloadFormat, LikenessFiles
 from shared.jobs import IdempotencyConflict, enqueue, events
 from shared.jobs.outbox import request_fingerprint
-from shared.models import Job, JobStatus, Likeness, LikenessStatus, Photo, PhotoStatus, User
+from shared.models import Job, Likeness, LikenessStatus, Photo, PhotoStatus, User
 from shared.trigger_word import make_trigger_word
 
 router = APIRouter(prefix="/likenesses", tags=["likenesses"])
 
 KIND = TrainLikeness.kind
-ACTIVE = (JobStatus.queued, JobStatus.running)
 KEY_REUSED = "request.key_reused"
 
 

@@ -3,14 +3,13 @@
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
 
 from services.gateway.api import face_data, reads
+from services.gateway.api.deletion import deleted_files
 from services.gateway.api.deps import AccountUser, CurrentUser, SessionDep
 from services.gateway.api.reads import Claims
 from services.gateway.api.schemas import ConsentIn, ConsentWithdrawnOut, ErasureOut, UserOut, UserPatch
 from services.gateway.refresh_tokens import revoke_refresh_tokens
-from shared import pending_objects
 from shared.contracts import EraseUser
 from shared.i18n import current_locale, say
 from shared.jobs import enqueue, events
@@ -48,7 +47,7 @@ def give_consent(body: ConsentIn, user: CurrentUser, session: SessionDep) -> Use
     response_model=ConsentWithdrawnOut,
     responses={202: {"model": ConsentWithdrawnOut, "description": "withdrawn; files deleted later"}},
 )
-def withdraw_consent(user: CurrentUser, session: SessionDep) -> JSONResponse:
+def withdraw_consent(user: CurrentUser, session: SessionDep) -> Response:
     """Withdraw the consent to process face photos (GDPR Art. 7(3): as easy as giving it). Every
     photo, pose photo and likeness of the account is deleted with its files, and their trainings and
     portrait jobs still under way are canceled; portraits already made stay (delete them on their
@@ -58,16 +57,11 @@ def withdraw_consent(user: CurrentUser, session: SessionDep) -> JSONResponse:
     session.commit()
     for job in done.canceled:
         events.publish(job)
-    locale = current_locale.get()
-    detail = say("consent.withdrawn", locale)
-    gone = pending_objects.delete_now(done.keys)
-    if not gone:
-        detail += " " + say("delete.pending", locale)
     out = ConsentWithdrawnOut(
-        detail=detail, photos=done.photos, poses=done.poses, likenesses=done.likenesses,
-        jobs_canceled=len(done.canceled),
+        detail=say(done.sentence_key(), current_locale.get()), photos=done.photos, poses=done.poses,
+        likenesses=done.likenesses, jobs_canceled=len(done.canceled),
     )  # fmt: skip
-    return JSONResponse(out.model_dump(), status_code=200 if gone else 202)
+    return deleted_files(done.keys, out.model_dump())
 
 
 @router.delete("", status_code=202, response_model=ErasureOut)

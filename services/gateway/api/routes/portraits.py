@@ -23,6 +23,7 @@ from services.gateway.api.deps import (
     not_found,
     owned,
 )
+from services.gateway.api.face_data import ACTIVE
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import BodyIn, JobOut, JsonUUID, Message
 from services.gateway.idempotency import replay
@@ -32,7 +33,7 @@ from shared.contracts import GeneratePortraits
 from shared.contracts.generate_portraits import MAX_COUNT
 from shared.jobs import IdempotencyConflict, enqueue
 from shared.jobs.outbox import request_fingerprint
-from shared.models import Job, JobStatus, Likeness, Portrait, PosePhoto, User
+from shared.models import Job, Likeness, Portrait, PosePhoto, User
 from shared.quota import check_daily_quota
 from shared.styles import PREVIEW_TYPES, load_styles, preview_path
 
@@ -40,7 +41,6 @@ router = APIRouter(prefix="/portraits", tags=["portraits"])
 styles_router = APIRouter(prefix="/styles", tags=["styles"])
 
 KIND = GeneratePortraits.kind
-ACTIVE = (JobStatus.queued, JobStatus.running)
 
 
 # -- styles -----------------------------------------------------------------------------------

@@ -69,22 +69,26 @@ export async function render(root) {
   const delModel = h("button", { type: "button", class: "btn btn-quiet", id: "delete-model" }, t("account.delete_model"));
   const delAll = h("button", { type: "button", class: "btn btn-danger", id: "delete-all" }, t("account.delete_all"));
 
-  /** Ask, then delete every item of a list, one DELETE each (the API has no bulk delete). */
-  function deleteEach(button, { title, body, path, key, done }) {
+  /** On a click: ask with `dialog`; once confirmed, run `work` with the button busy, then `done`
+   * with its result; a failure is shown in the status line. */
+  function confirmThen(button, dialog, work, done) {
     button.addEventListener("click", async () => {
-      const ok = await confirmDialog({ title: t(title), body: t(body), confirmLabel: t("common.delete") });
-      if (!ok) return;
+      if (!(await confirmDialog(dialog))) return;
       try {
-        const n = await busy(button, async () => {
-          const items = await getList(path, key);
-          for (const item of items) await api(`${path}/${item.id}`, { method: "DELETE" });
-          return items.length;
-        });
-        fill(status, notice("ok", t(done, { n })));
+        done(await busy(button, work));
       } catch (error) {
         fill(status, notice("error", error.message));
       }
     });
+  }
+
+  /** Ask, then delete every item of a list, one DELETE each (the API has no bulk delete). */
+  function deleteEach(button, { title, body, path, key, done }) {
+    confirmThen(button, { title: t(title), body: t(body), confirmLabel: t("common.delete") }, async () => {
+      const items = await getList(path, key);
+      for (const item of items) await api(`${path}/${item.id}`, { method: "DELETE" });
+      return items.length;
+    }, (n) => fill(status, notice("ok", t(done, { n }))));
   }
   deleteEach(delPhotos, { title: "account.delete_photos", body: "account.delete_photos_body", path: "/v1/photos", key: "photos",
     done: "account.photos_deleted" });
@@ -94,41 +98,27 @@ export async function render(root) {
   // Withdrawing the consent deletes the face data (photos, pose photos, likeness models); the rest stays.
   const withdraw = h("button", { type: "button", class: "btn btn-quiet", id: "withdraw-consent" }, t("account.withdraw_consent"));
   withdraw.hidden = !me.face_consent_at;
-  withdraw.addEventListener("click", async () => {
-    const ok = await confirmDialog({
-      title: t("account.withdraw_consent_title"),
-      body: t("account.withdraw_consent_body"),
-      confirmLabel: t("account.withdraw_consent_confirm"),
-    });
-    if (!ok) return;
-    try {
-      await busy(withdraw, () => api("/v1/me/consent", { method: "DELETE" }));
-      state.me = { ...state.me, face_consent_at: null };
-      fill(root.querySelector("#acct-consent"), t("account.no_consent"));
-      withdraw.hidden = true;
-      fill(status, notice("ok", t("account.consent_withdrawn")));
-    } catch (error) {
-      fill(status, notice("error", error.message));
-    }
+  confirmThen(withdraw, {
+    title: t("account.withdraw_consent_title"),
+    body: t("account.withdraw_consent_body"),
+    confirmLabel: t("account.withdraw_consent_confirm"),
+  }, () => api("/v1/me/consent", { method: "DELETE" }), () => {
+    state.me = { ...state.me, face_consent_at: null };
+    fill(root.querySelector("#acct-consent"), t("account.no_consent"));
+    withdraw.hidden = true;
+    fill(status, notice("ok", t("account.consent_withdrawn")));
   });
 
-  delAll.addEventListener("click", async () => {
-    const ok = await confirmDialog({
-      title: t("account.delete_all_title"),
-      body: t("account.delete_all_body"),
-      confirmLabel: t("account.delete_all_confirm"),
-      acknowledge: t("account.delete_all_ack"),
-    });
-    if (!ok) return;
-    try {
-      await busy(delAll, () => api("/v1/me", { method: "DELETE" }));
-      session.clear();
-      state.me = null;
-      flash("ok", t("account.deleted"));
-      navigate("#/");
-    } catch (error) {
-      fill(status, notice("error", error.message));
-    }
+  confirmThen(delAll, {
+    title: t("account.delete_all_title"),
+    body: t("account.delete_all_body"),
+    confirmLabel: t("account.delete_all_confirm"),
+    acknowledge: t("account.delete_all_ack"),
+  }, () => api("/v1/me", { method: "DELETE" }), () => {
+    session.clear();
+    state.me = null;
+    flash("ok", t("account.deleted"));
+    navigate("#/");
   });
 
   root.append(
