@@ -239,6 +239,7 @@ EN: Catalog = {
         "one": "Please check this field: {fields}.",
         "other": "Please check these fields: {fields}.",
     },
+    "validation.more": "and {count} more",
     "validation.json": "The request body is not valid JSON{at}.",
     "validation.json_at": " (at character {at})",
     # Outages (503)
@@ -406,6 +407,7 @@ KO: Catalog = {
     "request.too_large": "요청 본문이 이 API가 받는 크기({size})보다 큽니다.",
     "request.too_slow": "요청 본문이 {seconds}초 안에 도착하지 않았습니다. 다시 보내 주세요.",
     "validation.fields": "다음 항목을 확인해 주세요: {fields}.",
+    "validation.more": "외 {count}개",
     "validation.json": "요청 본문이 올바른 JSON이 아닙니다{at}.",
     "validation.json_at": "({at}번째 문자)",
     "outage.database": "데이터베이스가 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",

@@ -183,8 +183,16 @@ def validation_sentence(errors: list[dict[str, Any]], locale: str = DEFAULT_LOCA
             at = say("validation.json_at", locale, at=loc[-1]) if loc and isinstance(loc[-1], int) else ""
             return say("validation.json", locale, at=at)
     gap = " " if locale == DEFAULT_LOCALE else ""
-    parts = [f"{field_name(e.get('loc', ()), locale)}{gap}({error_message(e, locale)})" for e in errors]
-    return say("validation.fields", locale, count=len(parts), fields=", ".join(parts))
+    listed = errors[:MAX_ERRORS_LISTED]
+    parts = [f"{field_name(e.get('loc', ()), locale)}{gap}({error_message(e, locale)})" for e in listed]
+    if len(errors) > len(listed):
+        parts.append(say("validation.more", locale, count=len(errors) - len(listed)))
+    return say("validation.fields", locale, count=len(errors), fields=", ".join(parts))
+
+
+# A 422 names at most this many errors, in `detail` and in `errors` (the rest are counted): a 64 KiB
+# body of a few thousand unknown keys made an answer 15 times its size.
+MAX_ERRORS_LISTED = 10
 
 
 # What of each pydantic error reaches the client. Never `input`: it echoes what was sent (a password,
@@ -193,9 +201,11 @@ ERROR_KEYS = ("loc", "msg", "type")
 
 
 def public_errors(errors: Sequence[Any], locale: str = DEFAULT_LOCALE) -> list[dict[str, Any]]:
-    """pydantic's errors reduced to `{"loc", "msg", "type"}` each, JSON-safe; `msg` is
-    `error_message` in `locale`, the words the sentence in `detail` quotes (pydantic's own can quote
-    what was sent: "invalid character: found `z` at 0" of a UUID, email-validator's reasons)."""
+    """The first MAX_ERRORS_LISTED of pydantic's errors reduced to `{"loc", "msg", "type"}` each,
+    JSON-safe; `msg` is `error_message` in `locale`, the words the sentence in `detail` quotes
+    (pydantic's own can quote what was sent: "invalid character: found `z` at 0" of a UUID,
+    email-validator's reasons)."""
+    errors = errors[:MAX_ERRORS_LISTED]
     public = [{k: e[k] for k in ERROR_KEYS if k in e} for e in errors]
     for raw, e in zip(errors, public, strict=True):
         e["msg"] = error_message(raw, locale)
@@ -259,8 +269,12 @@ def install_validation_errors(app: FastAPI) -> None:
         if "HTTPValidationError" in schemas:
             schemas["HTTPValidationError"] = _detail_schema(
                 "HTTPValidationError",
-                "one sentence naming the fields",
-                errors={"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
+                f"one sentence naming the fields (at most {MAX_ERRORS_LISTED}, then how many more)",
+                errors={
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/ValidationError"},
+                    "maxItems": MAX_ERRORS_LISTED,
+                },
             )
             # What `public_errors` sends: never pydantic's `input` (the value sent) or `ctx`.
             item = schemas["ValidationError"]
