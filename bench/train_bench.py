@@ -373,7 +373,9 @@ def warm_up_child(args, config: lora.TrainConfig) -> dict:
     loaded = time.perf_counter() - began
     warm = lora.warm_up(pipe, config)
     steps = args.steps or config.total_steps(args.photos)
+    graphs = counters["stats"]["unique_graphs"]
     job = optimized(args, photos(args.photos, config.resolution), config, steps, pipe=pipe)
+    job["graphs_compiled_in_job"] = counters["stats"]["unique_graphs"] - graphs  # 0: the warm-up's serve
     inductor = counters["inductor"]
     return {
         "compile": config.compile,
