@@ -77,6 +77,11 @@ EN: Catalog = {
         "This account is being erased (asked for at {since} UTC): every photo, model and portrait "
         "is deleted, and we send a mail to this address when it is done."
     ),
+    # A token of an account being erased, on a route other than the erasure's own: its session ended
+    "auth.session_erasing": (
+        "This account is being erased, which ended its sessions: every photo, model and portrait is "
+        "deleted, and we send a mail to its address when it is done."
+    ),
     "photo.check_failed": "We could not check this photo; please upload it again.",
     "pose.extract_failed": "We could not find the pose in this photo; delete it and upload it again.",
     "pose.extract_canceled": "Finding the pose in this photo was canceled; delete it and upload it again.",
@@ -331,6 +336,10 @@ KO: Catalog = {
     "auth.account_erasing": (
         "이 계정을 지우는 중입니다({since} UTC에 요청). 모든 사진, 모델, 인물 사진을 지우고, "
         "끝나면 이 주소로 메일을 보냅니다."
+    ),
+    "auth.session_erasing": (
+        "이 계정을 지우는 중이라 로그인이 끝났습니다. 모든 사진, 모델, 인물 사진을 지우고, "
+        "다 지우면 계정의 주소로 메일을 보냅니다."
     ),
     "delete.pending": (
         "삭제했습니다. 지금 저장소가 응답하지 않아 파일은 몇 분 안에 지워집니다. 더 하실 일은 없습니다."

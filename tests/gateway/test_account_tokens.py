@@ -294,3 +294,20 @@ def test_a_token_of_an_erased_account_says_the_account_is_gone(api: Api) -> None
     for token in (forged, "garbage", user.access_token + "x"):
         r = api.get("/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert (r.status_code, r.json()) == (401, {"detail": "Please log in again."}), r.text
+
+
+def test_a_token_of_an_account_being_erased_says_so(api: Api) -> None:
+    """It heard "Please log in again.", and the login then said the account is being erased (403).
+    GET /v1/me still shows the erasure under way."""
+    user = api.new_user()
+    with session_scope() as session:  # what DELETE /v1/me leaves until the erasure is done
+        erasing = "UPDATE users SET deleting = true, deleting_since = now() WHERE email = :e"
+        session.execute(text(erasing), {"e": user.email})
+    for path in ["/v1/photos", f"/v1/jobs/{uuid.uuid4()}", f"/v1/jobs/{uuid.uuid4()}/events"]:
+        r = api.get(path, headers=user.auth)
+        assert r.status_code == 401, (path, r.text)
+        assert r.json()["detail"].startswith("This account is being erased, which ended its sessions"), path
+    r = api.get("/v1/photos", headers={**user.auth, "Accept-Language": "ko"})
+    assert r.json()["detail"].startswith("이 계정을 지우는 중이라 로그인이 끝났습니다."), r.text
+    me = api.get("/v1/me", headers=user.auth)
+    assert me.status_code == 200 and me.json()["erasing_since"], me.text

@@ -71,6 +71,10 @@ UNAUTHORIZED = Refusal(
 ACCOUNT_GONE = Refusal(
     status.HTTP_401_UNAUTHORIZED, "auth.account_gone", headers={"WWW-Authenticate": "Bearer"}
 )
+# A token of an account being erased: the erasure ended its sessions, and a login is refused (403).
+SESSION_ERASING = Refusal(
+    status.HTTP_401_UNAUTHORIZED, "auth.session_erasing", headers={"WWW-Authenticate": "Bearer"}
+)
 # No access token at all (no `Authorization: Bearer` header): nobody to ask to log in *again*.
 NO_TOKEN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.sign_in", headers={"WWW-Authenticate": "Bearer"})
 
@@ -104,7 +108,7 @@ def check_signed_in(claims: AccessToken, row: U | None, *, erasing: bool = False
         raise UNAUTHORIZED
     if row.deleting:  # type: ignore[attr-defined]
         if not erasing:
-            raise UNAUTHORIZED
+            raise SESSION_ERASING
     elif not row.session_live:  # type: ignore[attr-defined]
         raise UNAUTHORIZED
     return row
