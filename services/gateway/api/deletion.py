@@ -13,7 +13,13 @@ from fastapi import Response, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
+from services.gateway.api.schemas import Message
 from shared import i18n, pending_objects
+
+# The OpenAPI answer of a DELETE whose files wait for S3 (`deleted_files`): 202 with a sentence.
+FILES_DELETED_LATER: dict[int | str, dict[str, Any]] = {
+    202: {"model": Message, "description": "deleted; its files are deleted once storage answers again"}
+}
 
 
 def delete_with_objects(session: Session, row: object, keys: Sequence[str]) -> Response:

@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, Response
 from sqlalchemy import func, select
 
-from services.gateway.api.deletion import deleted_files
+from services.gateway.api.deletion import FILES_DELETED_LATER, deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, conflict, owned
 from services.gateway.api.face_data import ACTIVE, cancel_jobs_of, likeness_files
 from services.gateway.api.language import Refusal
@@ -118,7 +118,7 @@ def read_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep
     return LikenessOut.of(likeness)
 
 
-@router.delete("/{likeness_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+@router.delete("/{likeness_id}", status_code=204, responses=FILES_DELETED_LATER)
 def delete_likeness(likeness_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Delete the likeness and its files. Its jobs still queued or running (its training, portrait
     jobs of it) are canceled: their workers stop at their next step and store nothing more. Portraits

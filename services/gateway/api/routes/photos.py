@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.gateway.api import deps
-from services.gateway.api.deletion import deleted_files
+from services.gateway.api.deletion import FILES_DELETED_LATER, deleted_files
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.schemas import JobOut, PhotoList, PhotoOut, UploadOut
 from services.gateway.idempotency import replay
@@ -141,7 +141,7 @@ def read_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> P
     return photo_out(owned(session, Photo, photo_id, user, "Photo"))
 
 
-@router.delete("/{photo_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+@router.delete("/{photo_id}", status_code=204, responses=FILES_DELETED_LATER)
 def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Delete the photo: 204, or 202 with a sentence while S3 is down (the
     files are deleted once it answers, services/gateway/api/deletion.py)."""

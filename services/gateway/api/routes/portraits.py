@@ -13,7 +13,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.gateway.api.deletion import delete_with_objects
+from services.gateway.api.deletion import FILES_DELETED_LATER, delete_with_objects
 from services.gateway.api.deps import (
     ConsentedUser,
     CurrentUser,
@@ -276,7 +276,7 @@ def download_zip(user: CurrentUser, session: SessionDep, job_id: uuid.UUID = Que
     )
 
 
-@router.delete("/{portrait_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+@router.delete("/{portrait_id}", status_code=204, responses=FILES_DELETED_LATER)
 def delete_portrait(portrait_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Delete the portrait and its thumbnail: 204, or 202 with a sentence while S3 is down."""
     portrait = owned(session, Portrait, portrait_id, user, "Portrait")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.gateway import uploads
 from services.gateway.api import deps
-from services.gateway.api.deletion import delete_with_objects
+from services.gateway.api.deletion import FILES_DELETED_LATER, delete_with_objects
 from services.gateway.api.deps import ConsentedUser, CurrentUser, IdempotencyKey, SessionDep, owned
 from services.gateway.api.face_data import pose_files
 from services.gateway.api.schemas import JobOut
@@ -142,7 +142,7 @@ def read_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Pos
     return PoseOut.of(owned(session, PosePhoto, pose_id, user, "Pose"))
 
 
-@router.delete("/{pose_id}", status_code=204, responses={202: {"description": "files deleted later"}})
+@router.delete("/{pose_id}", status_code=204, responses=FILES_DELETED_LATER)
 def delete_pose(pose_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
     """Delete the pose photo, its keypoints and drawings: 204, or 202 with a sentence while S3 is
     down (the files are deleted once it answers)."""
