@@ -109,13 +109,15 @@ def test_train_worker_is_not_ready_until_its_step_is_compiled(procs: Processes, 
     # One torch thread, as in the test above: on a CPU inductor's cache key holds the thread count.
     env = {"HEALTH_PORT": str(port), "TRAIN_COMPILE": "on", "COMPILE_CACHE_DIR": str(compile_cache),
            "OMP_NUM_THREADS": "1"}  # fmt: skip
-    procs.start("worker-train", "worker", "train", env=env)
+    worker = procs.start("worker-train", "worker", "train", env=env)
     wait_for_port(port, timeout=60)
     url = f"http://127.0.0.1:{port}/readyz"
     first = httpx.get(url, timeout=5)
     assert first.status_code == 503, first.text
     assert "models are loading and compiling" in first.text
     wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=600, what="warm")
+    with open(worker.log_path, errors="replace") as log:  # compiled, not fallen back to eager steps
+        assert "compiled the training step in" in log.read()
 
 
 def test_a_worker_whose_compile_fails_trains_eagerly(monkeypatch, caplog):
