@@ -49,7 +49,9 @@ def list_jobs(
 
 @router.get("/{job_id}", response_model=JobOut)
 async def read_job(job_id: uuid.UUID, claims: Claims) -> Response:
-    """The job, for status polling: one database round trip (services/gateway/api/reads.py)."""
+    """The job, for status polling.
+    \f
+    One database round trip (services/gateway/api/reads.py)."""
     return await reads.read_job(claims, job_id)
 
 

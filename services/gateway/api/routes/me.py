@@ -20,14 +20,18 @@ router = APIRouter(prefix="/me", tags=["account"])
 
 @router.get("", response_model=UserOut)
 async def read_me(claims: Claims) -> Response:
-    """The account (one database round trip, services/gateway/api/reads.py); `erasing_since` is set
-    while its erasure is under way (with a token issued before it was asked for)."""
+    """The account; `erasing_since` is set while its erasure is under way (with a token issued
+    before it was asked for).
+    \f
+    One database round trip (services/gateway/api/reads.py)."""
     return await reads.read_me(claims)
 
 
 @router.patch("", response_model=UserOut)
 def update_me(body: UserPatch, user: CurrentUser, session: SessionDep) -> UserOut:
-    """Change the fields sent; the others keep their values (a null is a 422: schemas.Patch)."""
+    """Change the fields sent; the others keep their values (a null is a 422).
+    \f
+    The null rule: schemas.Patch."""
     for field, value in body.model_dump(exclude_unset=True).items():
         setattr(user, field, value)
     session.commit()
@@ -66,9 +70,12 @@ def withdraw_consent(user: CurrentUser, session: SessionDep) -> Response:
 
 @router.delete("", status_code=202, response_model=ErasureOut)
 def erase_me(user: AccountUser, session: SessionDep) -> ErasureOut:
-    """Erase the account: every row and every stored object. Idempotent: a repeat returns the same
-    job. The erasure always completes: its job outlasts outages, and the scheduler starts it again
-    if it still failed (shared/scheduler.py `resume_erasures`)."""
+    """Erase the account: every row and every stored object. A repeat while the erasure runs
+    returns the same job; once it is done the account is gone, and its token hears 401 ("This
+    account no longer exists"). The erasure always completes: its job outlasts outages, and it is
+    started again if it still failed.
+    \f
+    The restart: shared/scheduler.py `resume_erasures`."""
     job = enqueue(session, EraseUser(), user_id=user.id, idempotency_key=f"erase:{user.id}")
     user.deleting = True  # no new logins or requests from now on
     user.deleting_since = user.deleting_since or datetime.now(UTC)

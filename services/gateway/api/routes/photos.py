@@ -143,8 +143,10 @@ def read_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> P
 
 @router.delete("/{photo_id}", status_code=204, responses=FILES_DELETED_LATER)
 def delete_photo(photo_id: uuid.UUID, user: CurrentUser, session: SessionDep) -> Response:
-    """Delete the photo: 204, or 202 with a sentence while S3 is down (the
-    files are deleted once it answers, services/gateway/api/deletion.py)."""
+    """Delete the photo: 204, or 202 with a sentence while the storage is down (the files are
+    deleted once it answers).
+    \f
+    services/gateway/api/deletion.py"""
     photo = owned(session, Photo, photo_id, user, "Photo")
     lock_photo_set(session, user.id)  # as the photo check does: one writer of the set at a time
     session.delete(photo)

@@ -74,9 +74,10 @@ def list_styles(user: CurrentUser) -> StyleList:
 
 @styles_router.get("/{style_id}/preview", response_class=FileResponse, responses={404: {"model": Message}})
 def style_preview(style_id: str) -> FileResponse:
-    """The style's sample card (SVG, drawn from its YAML by services/generator/style_cards.py) or
-    picture; public (an <img> sends no token), 404 when it has none. An SVG opened on its own runs no
-    script (Content-Security-Policy)."""
+    """The style's sample card (SVG) or picture; public (an <img> sends no token), 404 when it has
+    none. An SVG opened on its own runs no script (Content-Security-Policy).
+    \f
+    The cards are drawn from the styles' YAML by services/generator/style_cards.py."""
     style = load_styles().get(style_id)
     if style is None or style.preview is None:
         raise not_found("style_preview")
