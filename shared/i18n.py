@@ -214,6 +214,10 @@ EN: Catalog = {
         "Your consent is withdrawn; there were no photos, pose photos or likeness models to delete. "
         "Your portraits and account stay."
     ),
+    "consent.not_given": (
+        "There was no consent to withdraw: this account has not agreed to the processing of face "
+        "photos, or already withdrew it, and no face photos are stored. Your portraits and account stay."
+    ),
     "consent.required": (
         "Please agree to the processing of your face photos first: "
         'POST /v1/me/consent with {{"accept": true}}.'
@@ -392,6 +396,10 @@ KO: Catalog = {
     "consent.withdrawn_nothing": (
         "동의를 철회했습니다. 삭제할 사진, 포즈 사진, 닮은꼴 모델은 없었습니다. "
         "완성된 사진과 계정은 남습니다."
+    ),
+    "consent.not_given": (
+        "철회할 동의가 없습니다. 이 계정은 얼굴 사진 처리에 동의하지 않았거나 이미 철회했고, "
+        "보관된 얼굴 사진도 없습니다. 완성된 사진과 계정은 남습니다."
     ),
     "consent.required": (
         '먼저 얼굴 사진 처리에 동의해 주세요. POST /v1/me/consent에 {{"accept": true}}를 보내면 동의합니다.'

@@ -112,8 +112,18 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
     assert again.json()["detail"] == (
         '먼저 얼굴 사진 처리에 동의해 주세요. POST /v1/me/consent에 {"accept": true}를 보내면 동의합니다.'
     )
-    # Idempotent: nothing left to delete, and the sentence says so (it said "your photos ... are
-    # deleted" with every count 0).
+    # Idempotent: nothing left to withdraw or delete, and the sentence says so (it said "your photos
+    # ... are deleted" with every count 0, then "Your consent is withdrawn" of a consent long gone).
+    _withdraw(
+        api,
+        user,
+        "There was no consent to withdraw: this account has not agreed to the processing of face "
+        "photos, or already withdrew it, and no face photos are stored. Your portraits and account stay.",
+    )
+    again = api.delete("/v1/me/consent", headers={**user.auth, "Accept-Language": "ko"})
+    assert again.json()["detail"].startswith("철회할 동의가 없습니다.")
+    # Consent given, nothing uploaded: withdrawn, nothing to delete.
+    assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
     _withdraw(
         api,
         user,
@@ -121,9 +131,7 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
         "Your portraits and account stay.",
     )
     again = api.delete("/v1/me/consent", headers={**user.auth, "Accept-Language": "ko"})
-    assert again.json()["detail"].startswith(
-        "동의를 철회했습니다. 삭제할 사진, 포즈 사진, 닮은꼴 모델은 없었습니다."
-    )
+    assert again.json()["detail"].startswith("철회할 동의가 없습니다.")
     assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
     up = api.post(
         "/v1/photos", headers=user.auth, files=[("files", ("c.jpg", jpeg(astronaut()), "image/jpeg"))]

@@ -55,15 +55,17 @@ class Withdrawal(NamedTuple):
     photos: int
     poses: int
     likenesses: int
+    had_consent: bool  # the account had given its consent (else there was none to withdraw)
 
     def sentence_key(self) -> str:
         """The catalogue's sentence for this withdrawal: it names only what happened (a repeat
-        deletes nothing; portrait jobs are canceled with the trainings)."""
+        deletes nothing; portrait jobs are canceled with the trainings; an account that never
+        consented, or already withdrew, is told so, not that it withdrew now)."""
         if self.canceled:
             return "consent.withdrawn_jobs"
         if self.photos or self.poses or self.likenesses:
             return "consent.withdrawn"
-        return "consent.withdrawn_nothing"
+        return "consent.withdrawn_nothing" if self.had_consent else "consent.not_given"
 
 
 def withdraw_consent(session: Session, user_id: uuid.UUID) -> Withdrawal:
@@ -89,6 +91,7 @@ def withdraw_consent(session: Session, user_id: uuid.UUID) -> Withdrawal:
     session.flush()
     pending_objects.condemn(session, keys)
     user = session.get(User, user_id)
+    had_consent = user is not None and user.face_consent_at is not None
     if user is not None:
         user.face_consent_at = None
-    return Withdrawal(keys, canceled, len(photos), len(poses), len(likenesses))
+    return Withdrawal(keys, canceled, len(photos), len(poses), len(likenesses), had_consent)
