@@ -109,10 +109,21 @@ async def uploaded_files(request: Request, field: str, max_files: int) -> AsyncI
 
 def upload_body(field: str, max_files: int, description: str) -> dict[str, Any]:
     """The route's `openapi_extra`: its multipart request body, as FastAPI documents a `File()`
-    parameter. `takes_files` (body_limits.py) reads it to give the route the upload limits."""
+    parameter, and the refusals of its form. `takes_files` (body_limits.py) reads it to give the
+    route the upload limits."""
     one = {"type": "string", "format": "binary"}
     schema = one if max_files == 1 else {"type": "array", "items": one, "maxItems": max_files}
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    # The refusals of the form and its files, `{"detail"}` like every refusal: a client reading the
+    # schema learns that a missing field is a 400 here, not a 422 with `errors`.
+    refusals = {
+        "400": f"not a multipart form, or not 1 to {max_files} photo(s) in the form field {field}",
+        "409": "another upload of this account is under way, or the photo limit is reached",
+        "413": "a photo larger than the upload limit",
+        "415": "a file that is not a JPEG, PNG, WebP or HEIC photo",
+    }
     return {
+        "responses": {code: {"description": why, "content": error} for code, why in refusals.items()},
         "requestBody": {
             "required": True,
             "content": {

@@ -20,3 +20,15 @@ def test_a_repeated_erasure_is_documented_as_it_behaves() -> None:
     """A repeat returns the same job only while the erasure runs; after it, the token is refused."""
     text = create_app().openapi()["paths"]["/v1/me"]["delete"]["description"]
     assert "while the erasure runs" in text and "401" in text
+
+
+def test_the_upload_routes_document_their_form_refusals() -> None:
+    """A missing or empty form field is a 400 `{"detail"}` (the form is read by hand, after the
+    sign-in and the consent), but the schema showed only 201 and 422."""
+    paths = create_app().openapi()["paths"]
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path in ("/v1/photos", "/v1/poses"):
+        responses = paths[path]["post"]["responses"]
+        for code in ("400", "409", "413", "415"):
+            assert responses[code]["content"] == error, (path, code)
+        assert "form field" in responses["400"]["description"]
