@@ -378,7 +378,10 @@ def _finish(ctx: JobContext[Any], status: JobStatus, **values: Any) -> None:
     with session_scope() as session:
         job = transition(session, ctx.job_id, JobStatus.running, status, claimed_by=ctx.worker, **values)
         if job is None:
-            log.info("job %s was canceled or reassigned before it finished", ctx.job_id)
+            if session.get(Job, ctx.job_id) is None:  # an erasure deletes its own job's row too
+                log.info("job %s ended after its row was deleted with its account", ctx.job_id)
+            else:
+                log.info("job %s was canceled or reassigned before it finished", ctx.job_id)
             return
         if status is JobStatus.succeeded:
             for follow, user_id in ctx._follow_ups:

@@ -155,3 +155,22 @@ def test_a_pose_settled_while_its_worker_ran_stays_settled(stack: LocalStack, mo
         assert (pose.status, pose.reason_code) == ("rejected", "extract_canceled")
     drawings = [k for role, k in pose_keys(uid, pose_id).items() if role != "photo"]
     assert not any(storage.exists(k) for k in drawings)
+
+
+def test_a_job_whose_row_went_with_its_account_says_so(stack: LocalStack, caplog) -> None:  # noqa: ANN001
+    """An erasure deletes every job row of the account, its own too: its end logged "was canceled
+    or reassigned before it finished", which reads like a failure (a newcomer's finding)."""
+    import logging
+
+    from shared.contracts import EraseUser
+    from shared.jobs.runner import JobContext, _finish
+
+    uid = rows.user()
+    job_id = rows.job(uid, "erase_user", running_on="photos:1:x")
+    with session_scope() as session:
+        session.execute(Job.__table__.delete().where(Job.id == job_id))
+    ctx = JobContext(job_id, uid, "erase_user", EraseUser(), 1, 3, "photos:1:x")
+    with caplog.at_level(logging.INFO, logger="shared.jobs.runner"):
+        _finish(ctx, JobStatus.succeeded, result={}, progress=1.0, stage="done")
+    assert f"job {job_id} ended after its row was deleted with its account" in caplog.text
+    assert "reassigned" not in caplog.text
