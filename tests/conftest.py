@@ -108,6 +108,19 @@ class Processes:
     def worker(self, queue: str, **env: str) -> subprocess.Popen:
         return self.start(f"worker-{queue}", "worker", queue, env=env)
 
+    def warming_worker(self, queue: str, timeout: float, **env: str) -> subprocess.Popen:
+        """`studio worker <queue>` (a GPU queue), checked to answer /readyz 503 ("models are loading
+        and compiling") while its pool process warms up, then 200 within `timeout` seconds."""
+        port = free_port()
+        worker = self.worker(queue, HEALTH_PORT=str(port), **env)
+        wait_for_port(port, timeout=60)
+        url = f"http://127.0.0.1:{port}/readyz"
+        first = httpx.get(url, timeout=5)
+        assert first.status_code == 503, first.text
+        assert "models are loading and compiling" in first.text
+        wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=timeout, what="warm")
+        return worker
+
     def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         try:
             os.killpg(proc.pid, sig)

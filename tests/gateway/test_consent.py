@@ -114,24 +114,21 @@ def test_withdrawing_consent_deletes_the_face_data_and_keeps_the_account_and_por
     )
     # Idempotent: nothing left to withdraw or delete, and the sentence says so (it said "your photos
     # ... are deleted" with every count 0, then "Your consent is withdrawn" of a consent long gone).
-    _withdraw(
-        api,
-        user,
+    # Then consent given again with nothing uploaded: withdrawn, nothing to delete.
+    none_given = (
         "There was no consent to withdraw: this account has not agreed to the processing of face "
-        "photos, or already withdrew it, and no face photos are stored. Your portraits and account stay.",
+        "photos, or already withdrew it, and no face photos are stored. Your portraits and account stay."
     )
-    again = api.delete("/v1/me/consent", headers={**user.auth, "Accept-Language": "ko"})
-    assert again.json()["detail"].startswith("철회할 동의가 없습니다.")
-    # Consent given, nothing uploaded: withdrawn, nothing to delete.
-    assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
-    _withdraw(
-        api,
-        user,
+    nothing_stored = (
         "Your consent is withdrawn; there were no photos, pose photos or likeness models to delete. "
-        "Your portraits and account stay.",
+        "Your portraits and account stay."
     )
-    again = api.delete("/v1/me/consent", headers={**user.auth, "Accept-Language": "ko"})
-    assert again.json()["detail"].startswith("철회할 동의가 없습니다.")
+    for consent_first, sentence in ((False, none_given), (True, nothing_stored)):
+        if consent_first:
+            assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
+        _withdraw(api, user, sentence)
+        again = api.delete("/v1/me/consent", headers={**user.auth, "Accept-Language": "ko"})
+        assert again.json()["detail"].startswith("철회할 동의가 없습니다.")
     assert api.post("/v1/me/consent", json={"accept": True}, headers=user.auth).status_code == 200
     up = api.post(
         "/v1/photos", headers=user.auth, files=[("files", ("c.jpg", jpeg(astronaut()), "image/jpeg"))]

@@ -13,22 +13,13 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
-from shared.localstack import free_port, wait_for_port
-from tests.conftest import REPO, Processes, wait_until
+from tests.conftest import REPO, Processes
 
 
 def test_generate_worker_is_not_ready_until_its_models_are_warm(procs: Processes):
-    port = free_port()
-    procs.start("worker-generate", "worker", "generate", env={"HEALTH_PORT": str(port)})
-    wait_for_port(port, timeout=60)
-    url = f"http://127.0.0.1:{port}/readyz"
-    first = httpx.get(url, timeout=5)
-    assert first.status_code == 503, first.text
-    assert "models are loading and compiling" in first.text
-    wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=120, what="warm")
+    procs.warming_worker("generate", timeout=120)
 
 
 _COMPILE_ONE_BUCKET = """

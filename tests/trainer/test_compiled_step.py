@@ -15,11 +15,9 @@ import json
 import subprocess
 import sys
 
-import httpx
 import pytest
 
-from shared.localstack import free_port, wait_for_port
-from tests.conftest import REPO, Processes, wait_until
+from tests.conftest import REPO, Processes
 
 LOSS_TOLERANCE = 1e-4  # max |compiled - eager| of the 6 losses (float32)
 # max |compiled - eager| of the LoRA weights after 6 steps, over the largest |weight| change: AdamW
@@ -105,17 +103,9 @@ def test_compiled_step_trains_like_eager_and_survives_a_restart(compile_cache):
 
 @pytest.mark.slow
 def test_train_worker_is_not_ready_until_its_step_is_compiled(procs: Processes, compile_cache):
-    port = free_port()
     # One torch thread, as in the test above: on a CPU inductor's cache key holds the thread count.
-    env = {"HEALTH_PORT": str(port), "TRAIN_COMPILE": "on", "COMPILE_CACHE_DIR": str(compile_cache),
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    worker = procs.start("worker-train", "worker", "train", env=env)
-    wait_for_port(port, timeout=60)
-    url = f"http://127.0.0.1:{port}/readyz"
-    first = httpx.get(url, timeout=5)
-    assert first.status_code == 503, first.text
-    assert "models are loading and compiling" in first.text
-    wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, timeout=600, what="warm")
+    env = {"TRAIN_COMPILE": "on", "COMPILE_CACHE_DIR": str(compile_cache), "OMP_NUM_THREADS": "1"}
+    worker = procs.warming_worker("train", timeout=600, **env)
     with open(worker.log_path, errors="replace") as log:  # compiled, not fallen back to eager steps
         assert "compiled the training step in" in log.read()
 
