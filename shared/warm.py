@@ -76,8 +76,11 @@ class Resident(Generic[T]):
             return self._value
 
     def start_in_background(self) -> None:
-        """Build on a daemon thread when this process waits for a warm-up (WARM_MARKER)."""
+        """Build on a daemon thread when this process waits for a warm-up (WARM_MARKER). The mark
+        of an earlier pool process goes first: Celery replaces a pool process killed by a hard time
+        limit or the OOM killer, and /readyz must answer 503 again while the new one warms up."""
         if enabled():
+            Path(os.environ[ENV]).unlink(missing_ok=True)
             threading.Thread(target=self._get_logged, name=f"{self.name}-warm-up", daemon=True).start()
 
     def _get_logged(self) -> None:

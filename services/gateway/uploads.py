@@ -135,7 +135,7 @@ def upload_body(field: str, max_files: int, description: str) -> dict[str, Any]:
                     }
                 }
             },
-        }
+        },
     }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
+from billiard.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from services.trainer import export, lora, preprocess, selection
@@ -94,11 +95,16 @@ def training_config(preset: str, device: str) -> lora.TrainConfig:
     """The preset's TrainConfig with the TRAIN_COMPILE setting applied ("auto": on for CUDA),
     unless compiling failed in this process. A compiled step's kernels go to the compile cache
     (COMPILE_CACHE_DIR), set up here because inductor must know the folder before its first compile."""
+    global _compile_failed
     mode = get_settings().train_compile
     compile_step = mode == "on" or (mode == "auto" and device.startswith("cuda"))
     compile_step = compile_step and not _compile_failed
     if compile_step:
-        use_compile_cache(get_settings().compile_cache_folder, device)
+        try:
+            use_compile_cache(get_settings().compile_cache_folder, device)
+        except OSError:  # the cache volume is full, read-only or missing: train, eagerly
+            _compile_failed, compile_step = True, False
+            log.exception("the compile cache folder is not usable: this worker trains with eager steps")
     return lora.config_for(preset, compile=compile_step)
 
 
@@ -113,6 +119,8 @@ def warm_training_pipeline(preset: str, device: str):
     if config.compile:
         try:
             seconds = lora.warm_up(pipe, config)
+        except SoftTimeLimitExceeded:  # a job waiting for this warm-up ran out of time: not a compile error
+            raise
         except Exception:
             _compile_failed = True
             log.exception("compiling the training step failed: this worker trains with eager steps")

@@ -60,3 +60,23 @@ def test_compile_cache_survives_a_restart(tmp_path):
     assert warm["seconds"] < cold["seconds"], (cold, warm)
     took = time.perf_counter() - began
     print(f"cold {cold['seconds']:.1f} s, warm {warm['seconds']:.1f} s (process {took:.1f} s)")
+
+
+def test_a_replaced_pool_process_is_not_ready_until_it_is_warm_again(tmp_path, monkeypatch):
+    """Celery replaces a pool process killed by a hard time limit or the OOM killer; the old one's
+    mark stayed, so /readyz said 200 while the new one loaded its models."""
+    import threading
+
+    from shared import warm
+
+    marker = tmp_path / "warm"
+    marker.write_text("generator ready in 9.0 s")  # the mark of the pool process that died
+    monkeypatch.setenv(warm.ENV, str(marker))
+    loading = threading.Event()
+    resident = warm.Resident(lambda: loading.wait(30) and "pipeline", "generator")
+    resident.start_in_background()
+    with pytest.raises(RuntimeError, match="models are loading"):
+        warm.check_warm()
+    loading.set()
+    assert resident.get() == "pipeline"
+    warm.check_warm()  # ready again

@@ -1,8 +1,9 @@
 """The trainer's compiled step (TRAIN_COMPILE) with its compile cache, on the tiny preset, CPU.
 
-- A worker process warms up by compiling the training step (inductor) into the compile cache; a
-  job afterwards compiles nothing (dynamo's `fail_on_recompile` stance raises if it would) and
-  trains the same LoRA as eager steps, within TOLERANCE.
+- A worker process warms up by compiling the training step (inductor) into the compile cache, on a
+  thread as the worker does; a job afterwards, on another thread, compiles nothing (dynamo's
+  `fail_on_recompile` stance raises if it would) and trains the same LoRA as eager steps, within
+  the tolerances below.
 - A restarted process loads the step from the cache (FX-graph cache hits, no misses) instead of
   generating code again, and warms up faster.
 - `studio worker train` with TRAIN_COMPILE=on answers /readyz 503 ("models are loading and
@@ -35,8 +36,13 @@ import skimage.data
 from torch._dynamo.utils import counters
 from services.trainer import lora, train
 
+import threading
 began = time.perf_counter()
-pipe = train.warm_training_pipeline("tiny", "cpu")
+warmed = []  # the worker warms up on a thread and runs jobs on another: so does this
+thread = threading.Thread(target=lambda: warmed.append(train.warm_training_pipeline("tiny", "cpu")))
+thread.start()
+thread.join()
+pipe = warmed[0]
 warm_seconds = time.perf_counter() - began
 config = train.training_config("tiny", "cpu")
 graphs = counters["stats"]["unique_graphs"]
@@ -128,3 +134,19 @@ def test_a_worker_whose_compile_fails_trains_eagerly(monkeypatch, caplog):
     assert train.warm_training_pipeline("tiny", "cpu") == "the pipeline"
     assert train.training_config("tiny", "cpu").compile is False
     assert "this worker trains with eager steps" in caplog.text
+
+
+def test_a_worker_whose_compile_cache_is_unusable_trains_eagerly(monkeypatch, caplog):
+    """A full, read-only or missing cache volume must not keep the worker from training."""
+    from services.trainer import train
+    from shared.config import get_settings
+
+    def unusable(folder, device):
+        raise PermissionError(f"{folder}: read-only file system")
+
+    monkeypatch.setattr(get_settings(), "train_compile", "on")
+    monkeypatch.setattr(train, "_compile_failed", False)
+    monkeypatch.setattr(train, "use_compile_cache", unusable)
+    assert train.training_config("tiny", "cpu").compile is False
+    assert train.training_config("tiny", "cpu").compile is False  # and stays so, without retrying
+    assert caplog.text.count("the compile cache folder is not usable") == 1
