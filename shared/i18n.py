@@ -79,8 +79,8 @@ EN: Catalog = {
     ),
     # A token of an account being erased, on a route other than the erasure's own: its session ended
     "auth.session_erasing": (
-        "This account is being erased, which ended its sessions: every photo, model and portrait is "
-        "deleted, and we send a mail to its address when it is done."
+        "This account is being erased, so it can no longer be used: every photo, model and portrait "
+        "is deleted, and we send a mail to its address when it is done."
     ),
     "photo.check_failed": "We could not check this photo; please upload it again.",
     "pose.extract_failed": "We could not find the pose in this photo; delete it and upload it again.",
@@ -248,7 +248,7 @@ EN: Catalog = {
         "one": "Please check this field: {fields}.",
         "other": "Please check these fields: {fields}.",
     },
-    "validation.more": "and {count} more",
+    "validation.more": ", and {count} more",
     "validation.json": "The request body is not valid JSON{at}.",
     "validation.json_at": " (at character {at})",
     # Outages (503)
@@ -342,7 +342,7 @@ KO: Catalog = {
         "끝나면 이 주소로 메일을 보냅니다."
     ),
     "auth.session_erasing": (
-        "이 계정을 지우는 중이라 로그인이 끝났습니다. 모든 사진, 모델, 인물 사진을 지우고, "
+        "이 계정을 지우는 중이라 더 이상 쓸 수 없습니다. 모든 사진, 모델, 인물 사진을 지우고, "
         "다 지우면 계정의 주소로 메일을 보냅니다."
     ),
     "delete.pending": (
@@ -387,19 +387,18 @@ KO: Catalog = {
     "auth.password_changed": "비밀번호가 바뀌었습니다. 새 비밀번호로 로그인해 주세요.",
     "me.erasing": "계정과 모든 사진, 모델, 인물 사진을 삭제하고 있습니다.",
     "consent.withdrawn": (
-        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제했습니다. 완성된 사진과 계정은 남습니다."
+        "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제했습니다. 인물 사진과 계정은 남습니다."
     ),
     "consent.withdrawn_jobs": (
         "동의를 철회했습니다. 사진, 포즈 사진, 닮은꼴 모델을 삭제하고 진행 중이던 학습과 인물 사진 작업을 "
-        "취소했습니다. 완성된 사진과 계정은 남습니다."
+        "취소했습니다. 인물 사진과 계정은 남습니다."
     ),
     "consent.withdrawn_nothing": (
-        "동의를 철회했습니다. 삭제할 사진, 포즈 사진, 닮은꼴 모델은 없었습니다. "
-        "완성된 사진과 계정은 남습니다."
+        "동의를 철회했습니다. 삭제할 사진, 포즈 사진, 닮은꼴 모델은 없었습니다. 인물 사진과 계정은 남습니다."
     ),
     "consent.not_given": (
         "철회할 동의가 없습니다. 이 계정은 얼굴 사진 처리에 동의하지 않았거나 이미 철회했고, "
-        "보관된 얼굴 사진도 없습니다. 완성된 사진과 계정은 남습니다."
+        "보관된 얼굴 사진도 없습니다. 인물 사진과 계정은 남습니다."
     ),
     "consent.required": (
         '먼저 얼굴 사진 처리에 동의해 주세요. POST /v1/me/consent에 {{"accept": true}}를 보내면 동의합니다.'
@@ -424,7 +423,7 @@ KO: Catalog = {
     "request.too_large": "요청 본문이 이 API가 받는 크기({size})보다 큽니다.",
     "request.too_slow": "요청 본문이 {seconds}초 안에 도착하지 않았습니다. 다시 보내 주세요.",
     "validation.fields": "다음 항목을 확인해 주세요: {fields}.",
-    "validation.more": "외 {count}개",
+    "validation.more": " 외 {count}개",
     "validation.json": "요청 본문이 올바른 JSON이 아닙니다{at}.",
     "validation.json_at": "({at}번째 문자)",
     "outage.database": "데이터베이스가 응답하지 않습니다. 1분 뒤에 다시 시도해 주세요.",

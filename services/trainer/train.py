@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from billiard.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded
 from PIL import Image
 
 from services.trainer import export, lora, preprocess, selection

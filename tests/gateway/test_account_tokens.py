@@ -306,8 +306,12 @@ def test_a_token_of_an_account_being_erased_says_so(api: Api) -> None:
     for path in ["/v1/photos", f"/v1/jobs/{uuid.uuid4()}", f"/v1/jobs/{uuid.uuid4()}/events"]:
         r = api.get(path, headers=user.auth)
         assert r.status_code == 401, (path, r.text)
-        assert r.json()["detail"].startswith("This account is being erased, which ended its sessions"), path
+        assert r.json()["detail"].startswith("This account is being erased, so it can no longer"), path
     r = api.get("/v1/photos", headers={**user.auth, "Accept-Language": "ko"})
-    assert r.json()["detail"].startswith("이 계정을 지우는 중이라 로그인이 끝났습니다."), r.text
+    assert r.json()["detail"].startswith("이 계정을 지우는 중이라 더 이상 쓸 수 없습니다."), r.text
     me = api.get("/v1/me", headers=user.auth)
     assert me.status_code == 200 and me.json()["erasing_since"], me.text
+    # A client that refreshes on 401 hears the same (it heard "Please log in again.").
+    again = api.post("/v1/auth/refresh", json={"refresh_token": user.refresh_token})
+    assert again.status_code == 401, again.text
+    assert again.json()["detail"].startswith("This account is being erased"), again.text

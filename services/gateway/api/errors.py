@@ -185,9 +185,10 @@ def validation_sentence(errors: list[dict[str, Any]], locale: str = DEFAULT_LOCA
     gap = " " if locale == DEFAULT_LOCALE else ""
     listed = errors[:MAX_ERRORS_LISTED]
     parts = [f"{field_name(e.get('loc', ()), locale)}{gap}({error_message(e, locale)})" for e in listed]
-    if len(errors) > len(listed):
-        parts.append(say("validation.more", locale, count=len(errors) - len(listed)))
-    return say("validation.fields", locale, count=len(errors), fields=", ".join(parts))
+    fields = ", ".join(parts)
+    if len(errors) > len(listed):  # ", and 2990 more" / " 외 2990개"
+        fields += say("validation.more", locale, count=len(errors) - len(listed))
+    return say("validation.fields", locale, count=len(errors), fields=fields)
 
 
 # A 422 names at most this many errors, in `detail` and in `errors` (the rest are counted): a 64 KiB

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.gateway.api.deps import SessionDep
+from services.gateway.api.deps import SESSION_ERASING, SessionDep
 from services.gateway.api.language import Refusal
 from services.gateway.api.schemas import (
     LoginIn,
@@ -170,6 +170,9 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
     )
     if token is None:
         raise Refusal(status.HTTP_401_UNAUTHORIZED, "auth.login_again")
+    user = session.get(User, token.user_id)
+    if user is not None and user.deleting:  # its erasure revoked the session: say so, not "log in"
+        raise SESSION_ERASING
     # A page reloaded mid-refresh may send the token it just spent: allow that for a few seconds
     # (REUSE_GRACE), but never as a second live session (see below).
     in_grace = token.used_at is not None and token.revoked_at is None and _now() - token.used_at < REUSE_GRACE
@@ -178,8 +181,7 @@ def refresh(request: Request, body: RefreshIn, session: SessionDep) -> TokenOut:
         revoke_refresh_tokens(session, RefreshToken.family_id == token.family_id)
         session.commit()
         raise Refusal(status.HTTP_401_UNAUTHORIZED, "auth.login_again")
-    user = session.get(User, token.user_id)
-    if token.expires_at < _now() or user is None or user.deleting:
+    if token.expires_at < _now() or user is None:
         raise Refusal(status.HTTP_401_UNAUTHORIZED, "auth.login_again")
     if in_grace:
         # One live refresh token per family: the pair minted by the first use dies, so a reuse
