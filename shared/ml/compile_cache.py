@@ -4,8 +4,9 @@ A cold compile of the generator's shape buckets or of the trainer's step takes m
 (183 s for the training step on an H100, bench/results/train_h100_compiled_step.json); with
 inductor's FX-graph cache (and AOTAutograd's, for the backward) and Triton's kernel cache on disk, a
 restarted worker loads the kernels instead of generating them again (the trainer's step, tiny
-preset, 2-core CPU: 112 s cold, 15 s from the cache; tests/trainer/test_compiled_step.py prints both). The folder is keyed by torch version + CUDA version + GPU name; inductor's
-own keys add the graph, its shapes and the compile options.
+preset, 2-core CPU: 112 s cold, 15 s from the cache; tests/trainer/test_compiled_step.py prints
+both). The folder is keyed by torch version + CUDA version + GPU name; inductor's own keys add the
+graph, its shapes and the compile options.
 """
 
 from __future__ import annotations
