@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -109,12 +108,13 @@ def training_config(preset: str, device: str) -> lora.TrainConfig:
 
 
 def warm_training_pipeline(preset: str, device: str):
-    """The resident training pipeline, with the compiled step built (or loaded from the compile
+    """A worker's training pipeline (loaded here; the worker keeps it, services/trainer/tasks.py),
+    with the compiled step built (or loaded from the compile
     cache) when TRAIN_COMPILE is on; later compiles run eagerly instead (`eager_on_recompile`),
     never a minute-long compile inside a job. If the compiled warm-up raises, the error is logged
     and this process trains with eager steps."""
     global _compile_failed
-    pipe = resident_training_pipeline(preset, device)
+    pipe = load_training_pipeline(preset, device)  # once per process: shared.warm.Resident holds it
     config = training_config(preset, device)
     if config.compile:
         try:
@@ -130,13 +130,6 @@ def warm_training_pipeline(preset: str, device: str):
 
         torch.compiler.set_stance("eager_on_recompile")
     return pipe
-
-
-@functools.lru_cache(maxsize=1)
-def resident_training_pipeline(preset: str, device: str):
-    """The worker's training pipeline, loaded once per process and reused by every job
-    (`train_likeness` removes its adapters after each run)."""
-    return load_training_pipeline(preset, device)
 
 
 def train_likeness(

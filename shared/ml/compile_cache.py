@@ -11,6 +11,7 @@ graph, its shapes and the compile options.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ def cache_key(device: torch.device | str | None = None) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", raw)
 
 
+@functools.cache  # once per folder and device: the trainer asks at every job
 def use_compile_cache(folder: Path, device: torch.device | str | None = None) -> Path:
     """Point inductor's and Triton's on-disk caches at `folder/<cache_key>` and return that path.
 

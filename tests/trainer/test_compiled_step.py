@@ -124,11 +124,10 @@ def test_a_worker_whose_compile_fails_trains_eagerly(monkeypatch, caplog):
     def broken(pipe, config):
         raise RuntimeError("inductor: C++ compile failed")
 
-    monkeypatch.setenv("TRAIN_COMPILE", "on")
     monkeypatch.setattr(get_settings(), "train_compile", "on")
     monkeypatch.setattr(lora, "warm_up", broken)
     monkeypatch.setattr(train, "_compile_failed", False)
-    monkeypatch.setattr(train, "resident_training_pipeline", lambda preset, device: "the pipeline")
+    monkeypatch.setattr(train, "load_training_pipeline", lambda preset, device: "the pipeline")
     monkeypatch.setattr(train, "use_compile_cache", lambda folder, device: folder)
     assert train.training_config("tiny", "cpu").compile is True
     assert train.warm_training_pipeline("tiny", "cpu") == "the pipeline"

@@ -63,20 +63,21 @@ def release_connection(session: Session) -> None:
 bearer = HTTPBearer(auto_error=False)
 
 U = TypeVar("U")
-UNAUTHORIZED = Refusal(
-    status.HTTP_401_UNAUTHORIZED, "auth.login_again", headers={"WWW-Authenticate": "Bearer"}
-)
+
+
+def _bearer_refusal(sentence_key: str) -> Refusal:
+    """401 with `sentence_key` and the `WWW-Authenticate: Bearer` challenge (RFC 6750)."""
+    return Refusal(status.HTTP_401_UNAUTHORIZED, sentence_key, headers={"WWW-Authenticate": "Bearer"})
+
+
+UNAUTHORIZED = _bearer_refusal("auth.login_again")
 # A token we signed whose user is gone (erased): logging in again would fail, so say why. Only a
 # token that passed its signature check hears it; a garbage or forged one hears UNAUTHORIZED.
-ACCOUNT_GONE = Refusal(
-    status.HTTP_401_UNAUTHORIZED, "auth.account_gone", headers={"WWW-Authenticate": "Bearer"}
-)
+ACCOUNT_GONE = _bearer_refusal("auth.account_gone")
 # A token of an account being erased: the erasure ended its sessions, and a login is refused (403).
-SESSION_ERASING = Refusal(
-    status.HTTP_401_UNAUTHORIZED, "auth.session_erasing", headers={"WWW-Authenticate": "Bearer"}
-)
+SESSION_ERASING = _bearer_refusal("auth.session_erasing")
 # No access token at all (no `Authorization: Bearer` header): nobody to ask to log in *again*.
-NO_TOKEN = Refusal(status.HTTP_401_UNAUTHORIZED, "auth.sign_in", headers={"WWW-Authenticate": "Bearer"})
+NO_TOKEN = _bearer_refusal("auth.sign_in")
 
 
 def session_live(session_id: Any = None) -> ColumnElement[bool]:

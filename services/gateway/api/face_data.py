@@ -90,10 +90,10 @@ def withdraw_consent(session: Session, user_id: uuid.UUID) -> Withdrawal:
         session.delete(row)
     session.flush()
     pending_objects.condemn(session, keys)
-    # Read under the lock taken above, not from the User the request loaded before it: of two
+    # Read again under the lock taken above, not the User the request loaded before it: of two
     # withdrawals at once, the second finds the consent already gone.
-    had_consent = session.scalar(select(User.face_consent_at).where(User.id == user_id)) is not None
-    user = session.get(User, user_id)
+    user = session.get(User, user_id, populate_existing=True)
+    had_consent = user is not None and user.face_consent_at is not None
     if user is not None:
         user.face_consent_at = None
     return Withdrawal(keys, canceled, len(photos), len(poses), len(likenesses), had_consent)
